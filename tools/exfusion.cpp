@@ -1,0 +1,2 @@
+// exfusion CLI (being written): parse, then call the library.
+int main() { return 0; }

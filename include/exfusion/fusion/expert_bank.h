@@ -1,0 +1,46 @@
+// N stacked linear experts (SPEC §1: experts are single linear layers) and their weighted
+// sum. Stored as one weight [N, out, in] and one bias [N, out] so the fused linear layer is
+// a single GEMV over the expert axis and the checkpoint names match the dense layer's.
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include <string>
+
+namespace exfusion {
+
+// How the N experts start: each with its own draw of the layer's init, all equal to one
+// draw, or all equal to one draw plus independent Gaussian noise of std `noise_std`.
+enum class ExpertInit { kIndependent, kCopy, kCopyNoise };
+
+ExpertInit parse_expert_init(const std::string& name);
+std::string to_string(ExpertInit init);
+
+struct ExpertBankOptions {
+  ExpertBankOptions(int64_t num_experts, int64_t in_features, int64_t out_features)
+      : num_experts_(num_experts), in_features_(in_features), out_features_(out_features) {}
+  TORCH_ARG(int64_t, num_experts);
+  TORCH_ARG(int64_t, in_features);
+  TORCH_ARG(int64_t, out_features);
+  TORCH_ARG(ExpertInit, init) = ExpertInit::kIndependent;
+  TORCH_ARG(double, init_std) = 0.02;
+  TORCH_ARG(double, noise_std) = 1e-3;
+};
+
+class ExpertBankImpl : public torch::nn::Module {
+ public:
+  explicit ExpertBankImpl(ExpertBankOptions options);
+  void reset_parameters();
+
+  // W̄ = Σ_i m_i W_i and b̄ = Σ_i m_i b_i, differentiable in both the experts and `m`.
+  // Under autocast the sum is computed and returned in the GEMM's lower-precision type.
+  std::pair<torch::Tensor, torch::Tensor> fuse(const torch::Tensor& m) const;
+
+  ExpertBankOptions options;
+  torch::Tensor weight;  // [N, out, in]
+  torch::Tensor bias;    // [N, out]
+};
+TORCH_MODULE(ExpertBank);
+
+}  // namespace exfusion

@@ -1,0 +1,21 @@
+// Multi-head self-attention with timm's layout (one `qkv` linear, one `proj`), computed by
+// at::scaled_dot_product_attention so CUDA gets the fused flash/memory-efficient kernels.
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+namespace exfusion {
+
+class AttentionImpl : public torch::nn::Module {
+ public:
+  AttentionImpl(int64_t dim, int64_t num_heads);
+  torch::Tensor forward(const torch::Tensor& x);  // [B, L, D] -> [B, L, D]
+
+  int64_t num_heads;
+  torch::nn::Linear qkv{nullptr}, proj{nullptr};
+};
+TORCH_MODULE(Attention);
+
+}  // namespace exfusion

@@ -1,0 +1,31 @@
+// Multi-head self-attention (see attention.h).
+#include "exfusion/layers/attention.h"
+
+#include "exfusion/util/error.h"
+#include "exfusion/util/init.h"
+
+namespace exfusion {
+
+AttentionImpl::AttentionImpl(int64_t dim, int64_t num_heads_) : num_heads(num_heads_) {
+  if (num_heads < 1 || dim % num_heads != 0) {
+    throw InputError("model.num_heads = " + std::to_string(num_heads) +
+                     ": expected a positive divisor of model.embed_dim = " + std::to_string(dim));
+  }
+  qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
+  proj = register_module("proj", torch::nn::Linear(dim, dim));
+  torch::NoGradGuard no_grad;
+  for (auto& linear : {qkv, proj}) {
+    trunc_normal_(linear->weight, 0.02);
+    linear->bias.zero_();
+  }
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
+  const auto batch = x.size(0), tokens = x.size(1), dim = x.size(2);
+  auto qkv_heads =
+      qkv->forward(x).view({batch, tokens, 3, num_heads, dim / num_heads}).permute({2, 0, 3, 1, 4});
+  auto out = at::scaled_dot_product_attention(qkv_heads[0], qkv_heads[1], qkv_heads[2]);
+  return proj->forward(out.transpose(1, 2).reshape({batch, tokens, dim}));
+}
+
+}  // namespace exfusion

@@ -1,0 +1,69 @@
+// Everything a run is made of (model, FFN kind, data, training), with one JSON form used
+// by config files, `--set key=value` overrides and the run directory's config.json.
+// Reading is strict: an unknown key or a value of the wrong type names its source and key.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "exfusion/models/vit.h"
+
+namespace exfusion {
+
+struct DataConfig {
+  std::string dir = "/usr/share/datasets/fashion-mnist";
+  // Explicit IDX files override `dir`; all four or none.
+  std::string train_images, train_labels, test_images, test_labels;
+  bool augment = true;
+  int64_t crop_padding = 2;
+  bool horizontal_flip = true;
+  std::vector<double> mean, std;  // per channel; empty: measured on the training set
+  int64_t prefetch = 2;
+};
+
+struct TrainConfig {
+  int64_t epochs = 4;
+  int64_t max_steps = 0;  // > 0 stops early (smoke tests); the schedule still spans `epochs`
+  int64_t batch_size = 128;
+  double lr = 2e-3;
+  double min_lr = 1e-5;
+  double warmup_epochs = 0.5;
+  double weight_decay = 0.05;
+  double label_smoothing = 0.1;
+  double clip_grad = 1.0;  // global grad-norm limit; 0 disables
+  int64_t seed = 0;
+  int64_t log_every = 50;  // steps between metric lines
+  std::string device = "auto";     // auto, cpu, cuda, cuda:N
+  std::string precision = "auto";  // auto (bf16 on CUDA, fp32 on CPU), fp32, bf16
+  int64_t threads = 0;             // CPU intra-op threads; 0 keeps LibTorch's default
+};
+
+struct RunConfig {
+  VisionTransformerOptions model;
+  DataConfig data;
+  TrainConfig train;
+};
+
+// The default run: the README's main job (a small ViT with ExFusion-mb, N = 4, δ = 0.95,
+// on Fashion-MNIST).
+RunConfig default_run_config();
+nlohmann::json default_run_config_json();
+
+nlohmann::json to_json(const RunConfig& config);
+nlohmann::json model_to_json(const VisionTransformerOptions& model);
+// Parses a complete config; `source` (a file name or "--set") prefixes every error.
+RunConfig run_config_from_json(const nlohmann::json& json, const std::string& source);
+VisionTransformerOptions model_from_json(const nlohmann::json& json, const std::string& source);
+
+// Overlays `patch` onto `base` key by key. Every key in `patch` must exist in `base`
+// (InputError "<source>: unknown key 'train.epoch'").
+void merge_config(nlohmann::json& base, const nlohmann::json& patch, const std::string& source);
+
+// Parses `key.path=value` (value as JSON when it parses, else as a string) into a patch.
+nlohmann::json parse_assignment(const std::string& assignment);
+
+nlohmann::json read_json_file(const std::string& path);
+
+}  // namespace exfusion

@@ -1,0 +1,62 @@
+// The training loop: AdamW (fused kernel) with warmup + cosine, label smoothing, gradient
+// clipping, bf16 autocast on CUDA, metrics as JSON lines (fusion weights included) and a
+// progress bar. All state a resume needs (model, banks, optimizer, step) lives here.
+#pragma once
+#include <torch/types.h>
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <ostream>
+
+#include "exfusion/data/loader.h"
+#include "exfusion/io/safetensors.h"
+#include "exfusion/models/vit.h"
+#include "exfusion/train/metrics.h"
+#include "exfusion/train/optimizer.h"
+#include "exfusion/train/run_config.h"
+#include "exfusion/train/schedule.h"
+
+namespace exfusion {
+
+struct TrainResult {
+  int64_t steps = 0;
+  double train_seconds = 0.0;
+  double last_loss = 0.0;            // mean over the last logging window
+  double last_train_accuracy = 0.0;  // likewise, on augmented training batches
+};
+
+// Each FFN's fusion weights by block, e.g. {"blocks.0": {"m": [0.2, ...]}}.
+nlohmann::json fusion_weights_json(const VisionTransformer& model);
+
+class Trainer {
+ public:
+  Trainer(const RunConfig& config, VisionTransformer model, torch::Device device);
+
+  // Trains for the configured epochs (or train.max_steps) over `train`, evaluating on
+  // `test` after every epoch. `on_epoch_end` runs after each epoch's evaluation (to save
+  // a checkpoint, say).
+  TrainResult fit(BatchLoader& train, BatchLoader& test, MetricsLog& log, std::ostream& progress,
+                  const std::function<void(int64_t epoch)>& on_epoch_end = {});
+
+  // Model (params and buffers, under "model."), optimizer moments (under "optimizer.")
+  // and the step counter, as saved in the run directory's training state.
+  NamedTensors training_state() const;
+  int64_t step() const { return step_; }
+  bool bf16() const { return bf16_; }
+  const VisionTransformer& model() const { return model_; }
+
+ private:
+  // One optimisation step; returns the loss and the number of correct predictions as
+  // device tensors so that nothing waits for the GPU.
+  std::pair<torch::Tensor, torch::Tensor> train_step(const Batch& batch);
+
+  RunConfig config_;
+  VisionTransformer model_;
+  torch::Device device_;
+  bool bf16_;
+  FusedAdamW optimizer_;
+  std::vector<torch::Tensor> trainable_;
+  int64_t step_ = 0;
+};
+
+}  // namespace exfusion

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Configures (once) and builds exfusion in build/ with Ninja; reruns only rebuild what
+# changed. EXFUSION_BUILD_DIR and EXFUSION_PYTHON pick another directory or torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build_dir=${EXFUSION_BUILD_DIR:-build}
+if [ ! -f "$build_dir/build.ninja" ]; then
+  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+    ${EXFUSION_PYTHON:+-DEXFUSION_PYTHON="$EXFUSION_PYTHON"} >"$build_dir.configure.log" 2>&1 ||
+    { cat "$build_dir.configure.log" >&2; exit 1; }
+fi
+cmake --build "$build_dir" -j "$(nproc)"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The main job: installs and builds what is missing, then runs `exfusion train` with the
+# given arguments (none: ViT + ExFusion-mb, N=4, δ=0.95 on Fashion-MNIST, fused and evaluated).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+scripts/build.sh >/dev/null
+exec build/exfusion train "$@"

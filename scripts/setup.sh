@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what exfusion needs and skips what is already there: Debian packages with
+# apt-get, then torch==2.11.0 and the Python test tools into the project's .venv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(g++ cmake ninja-build ccache libcli11-dev nlohmann-json3-dev libgtest-dev zlib1g-dev
+          python3 python3-venv dataset-fashion-mnist)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
+    missing+=("$package")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "setup: installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# PyPI's torch wheel is built with CUDA, and its CMake config needs the CUDA toolkit's
+# headers even for a CPU-only build (this machine kind ships them in /usr/local/cuda).
+if ! command -v nvcc >/dev/null && [ ! -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then
+  echo "setup: no CUDA toolkit found (nvcc); LibTorch's CMake config needs it" >&2
+  exit 1
+fi
+
+stamp=.venv/.requirements.sha256
+wanted=$(sha256sum requirements.txt | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  echo "setup: creating .venv with $(grep -c '^[a-z]' requirements.txt) Python packages (torch is large)"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+  echo "$wanted" >"$stamp"
+fi

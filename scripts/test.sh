@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite: installs and builds what is missing, then runs ctest (GoogleTest
+# binary plus the Python interop tests against the real safetensors and timm readers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+scripts/build.sh
+ctest --test-dir build --output-on-failure -j "$(nproc)"

@@ -13,7 +13,8 @@
 namespace {
 
 // Typed shortcuts for the most used config keys; each becomes a `--set key=value`.
-void add_config_shortcuts(CLI::App& train, std::vector<std::pair<std::string, std::string>>& values) {
+void add_config_shortcuts(CLI::App& command,
+                          std::vector<std::pair<std::string, std::string>>& values) {
   const std::vector<std::tuple<std::string, std::string, std::string>> shortcuts = {
       {"--ffn", "ffn.kind", "FFN kind: dense or exfusion"},
       {"--variant", "ffn.variant", "ExFusion weights: sw (static), dw (learned), mb (memory bank)"},
@@ -35,8 +36,18 @@ void add_config_shortcuts(CLI::App& train, std::vector<std::pair<std::string, st
   };
   for (const auto& [flag, key, help] : shortcuts) {
     values.emplace_back(key, "");
-    train.add_option(flag, values.back().second, help + " (sets " + key + ")");
+    command.add_option(flag, values.back().second, help + " (sets " + key + ")");
   }
+}
+
+// Shortcuts go first so that an explicit --set of the same key wins.
+void prepend_shortcuts(const std::vector<std::pair<std::string, std::string>>& values,
+                       std::vector<std::string>& assignments) {
+  std::vector<std::string> given;
+  for (const auto& [key, value] : values) {
+    if (!value.empty()) given.push_back(key + "=" + value);
+  }
+  assignments.insert(assignments.begin(), given.begin(), given.end());
 }
 
 int run(int argc, char** argv) {
@@ -60,7 +71,8 @@ int run(int argc, char** argv) {
                     "directory with the IDX files (default: /usr/share/datasets/fashion-mnist)");
   train->add_option("--set", train_args.assignments, "override any config key: key.path=value")
       ->take_all();
-  train->add_flag("--force", train_args.force, "overwrite the outputs of an existing run directory");
+  train->add_flag("--force", train_args.force,
+                  "overwrite the outputs of an existing run directory");
   add_config_shortcuts(*train, shortcut_values);
 
   exfusion::EvalArgs eval_args;
@@ -83,8 +95,24 @@ int run(int argc, char** argv) {
   fuse->add_flag("--force", fuse_args.force, "overwrite an existing output");
 
   exfusion::InfoArgs info_args;
-  auto* info = app.add_subcommand("info", "Describe a checkpoint: architecture, size, fusion weights");
+  auto* info =
+      app.add_subcommand("info", "Describe a checkpoint: architecture, size, fusion weights");
   info->add_option("path", info_args.path, "run directory or .safetensors checkpoint")->required();
+
+  exfusion::BenchArgs bench_args;
+  std::vector<std::pair<std::string, std::string>> bench_shortcuts;
+  bench_shortcuts.reserve(32);
+  auto* bench = app.add_subcommand(
+      "bench",
+      "Time training steps on synthetic data (default ViT-B/16, 224 px, 1000 classes) and print "
+      "one JSON line: images/s, ms/step, peak memory, TFLOP/s, MFU");
+  bench->add_option("--config", bench_args.config_file, "JSON config laid over the bench defaults")
+      ->check(CLI::ExistingFile);
+  bench->add_option("--warmup", bench_args.warmup_steps, "untimed steps first (default 5)");
+  bench->add_option("--steps", bench_args.timed_steps, "timed steps (default 20)");
+  bench->add_option("--set", bench_args.assignments, "override any config key: key.path=value")
+      ->take_all();
+  add_config_shortcuts(*bench, bench_shortcuts);
 
   try {
     app.parse(argc, argv);
@@ -96,10 +124,11 @@ int run(int argc, char** argv) {
   }
 
   if (train->parsed()) {
-    for (const auto& [key, value] : shortcut_values) {
-      if (!value.empty()) train_args.assignments.insert(train_args.assignments.begin(), key + "=" + value);
-    }
+    prepend_shortcuts(shortcut_values, train_args.assignments);
     exfusion::run_train(train_args);
+  } else if (bench->parsed()) {
+    prepend_shortcuts(bench_shortcuts, bench_args.assignments);
+    exfusion::run_bench(bench_args);
   } else if (eval->parsed()) {
     exfusion::run_eval(eval_args);
   } else if (fuse->parsed()) {

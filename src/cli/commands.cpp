@@ -16,6 +16,7 @@
 #include "exfusion/train/device.h"
 #include "exfusion/train/evaluate.h"
 #include "exfusion/train/metrics.h"
+#include "exfusion/train/step_benchmark.h"
 #include "exfusion/train/trainer.h"
 #include "exfusion/util/atomic_file.h"
 #include "exfusion/util/error.h"
@@ -108,10 +109,11 @@ VisionTransformer model_from_checkpoint(const Checkpoint& checkpoint, const fs::
 
 void run_train(const TrainArgs& args) {
   auto config = build_run_config(args);
-  const fs::path out = args.out_dir.empty() ? fs::path("runs") / (run_name(config.model) + "-" + timestamp())
-                                            : fs::path(args.out_dir);
-  for (const auto* name : {kConfigFile, kStateFile, kModelFile, kModelConfigFile, kMetricsFile,
-                           kSummaryFile}) {
+  const fs::path out = args.out_dir.empty()
+                           ? fs::path("runs") / (run_name(config.model) + "-" + timestamp())
+                           : fs::path(args.out_dir);
+  for (const auto* name :
+       {kConfigFile, kStateFile, kModelFile, kModelConfigFile, kMetricsFile, kSummaryFile}) {
     refuse_overwrite(out / name, args.force);
   }
   const auto device = resolve_device(config.train.device);
@@ -132,8 +134,8 @@ void run_train(const TrainArgs& args) {
   fs::create_directories(out);
   if (args.force) fs::remove(out / kMetricsFile);
   write_text_atomically(out / kConfigFile, to_json(config).dump(2) + "\n");
-  std::cerr << "exfusion train: " << run_name(config.model) << " on " << device << ", run directory "
-            << out.string() << "\n";
+  std::cerr << "exfusion train: " << run_name(config.model) << " on " << device
+            << ", run directory " << out.string() << "\n";
 
   torch::manual_seed(static_cast<uint64_t>(config.train.seed));
   VisionTransformer model(config.model);
@@ -141,7 +143,9 @@ void run_train(const TrainArgs& args) {
   BatchLoader train_loader(std::move(train_set), loader_options(config, true));
   BatchLoader test_loader(std::move(test_set), loader_options(config, false));
   MetricsLog log(out / kMetricsFile);
-  log.write({{"event", "start"}, {"config", to_json(config)}, {"params", params_train},
+  log.write({{"event", "start"},
+             {"config", to_json(config)},
+             {"params", params_train},
              {"device", device.str()}});
 
   Trainer trainer(config, model, device);
@@ -177,15 +181,14 @@ void run_train(const TrainArgs& args) {
   write_text_atomically(out / kSummaryFile, summary.dump(2) + "\n");
   log.write({{"event", "summary"}, {"summary", summary}});
 
-  std::cout << std::fixed << std::setprecision(2) << "test accuracy (trained, " << run_name(config.model)
-            << "): " << 100.0 * trained.accuracy << "%\n"
+  std::cout << std::fixed << std::setprecision(2) << "test accuracy (trained, "
+            << run_name(config.model) << "): " << 100.0 * trained.accuracy << "%\n"
             << "test accuracy (fused, dense):     " << 100.0 * fused_eval.accuracy << "%\n"
-            << std::scientific << std::setprecision(3)
-            << "max |logit difference|:            " << summary["fused_max_abs_logit_diff"].get<double>()
-            << "\n"
+            << std::scientific << std::setprecision(3) << "max |logit difference|:            "
+            << summary["fused_max_abs_logit_diff"].get<double>() << "\n"
             << std::fixed << std::setprecision(1) << "parameters: " << params_train
-            << " while training, " << summary["params_fused"].get<int64_t>() << " fused; trained in "
-            << result.train_seconds << " s\n"
+            << " while training, " << summary["params_fused"].get<int64_t>()
+            << " fused; trained in " << result.train_seconds << " s\n"
             << "outputs: " << (out / kModelFile).string() << " (fused, timm names), "
             << (out / kSummaryFile).string() << std::endl;
 }
@@ -199,11 +202,11 @@ void run_eval(const EvalArgs& args) {
     config.data.dir = args.data_dir;
     config.data.train_images.clear();
   }
+  const auto device = resolve_device(args.device);
+  auto model = model_from_checkpoint(checkpoint, path);
   if (config.data.mean.empty() || config.data.std.empty()) {
     throw InputError(path.string() + ": its config has no data.mean/data.std normalisation");
   }
-  const auto device = resolve_device(args.device);
-  auto model = model_from_checkpoint(checkpoint, path);
   model->to(device);
   const auto paths = data_paths(config.data);
   auto test_set = load_idx_pair(paths.test_images, paths.test_labels);
@@ -246,19 +249,39 @@ void run_info(const InfoArgs& args) {
   auto checkpoint = load_checkpoint(path);
   auto model = model_from_checkpoint(checkpoint, path);
   const auto& options = checkpoint.config.model;
-  nlohmann::json info = {
-      {"checkpoint", path.string()},
-      {"kind", checkpoint.is_training_state ? "training-state" : "dense-model"},
-      {"architecture", model_to_json(options)},
-      {"params", count_parameters(*model)},
-      {"forward_gflops_per_image", forward_flops_per_image(options) / 1e9},
-      {"tensors", checkpoint.file.tensors.size()},
-      {"fusion_weights", fusion_weights_json(model)}};
+  nlohmann::json info = {{"checkpoint", path.string()},
+                         {"kind", checkpoint.is_training_state ? "training-state" : "dense-model"},
+                         {"architecture", model_to_json(options)},
+                         {"params", count_parameters(*model)},
+                         {"forward_gflops_per_image", forward_flops_per_image(options) / 1e9},
+                         {"tensors", checkpoint.file.tensors.size()},
+                         {"fusion_weights", fusion_weights_json(model)}};
   if (checkpoint.is_training_state) {
     const auto step = checkpoint.file.tensors.find("trainer.step");
     if (step != checkpoint.file.tensors.end()) info["step"] = step->second.item<int64_t>();
   }
   print_json(info);
+}
+
+void run_bench(const BenchArgs& args) {
+  if (args.warmup_steps < 0 || args.timed_steps < 1) {
+    throw InputError("bench: --warmup must be >= 0 and --steps >= 1");
+  }
+  auto json = default_run_config_json();
+  json["model"] = model_to_json(vit_preset("base"))["model"];
+  std::string source = "bench defaults";
+  if (!args.config_file.empty()) {
+    merge_config(json, read_json_file(args.config_file), args.config_file);
+    source = args.config_file;
+  }
+  for (const auto& assignment : args.assignments) {
+    merge_config(json, parse_assignment(assignment), "--set " + assignment);
+  }
+  const auto config = run_config_from_json(json, source);
+  BenchmarkOptions options;
+  options.warmup_steps = args.warmup_steps;
+  options.timed_steps = args.timed_steps;
+  std::cout << benchmark_training_step(config, options).dump() << std::endl;
 }
 
 }  // namespace exfusion

@@ -8,17 +8,22 @@ namespace exfusion {
 
 void save_training_state(const std::filesystem::path& path, const NamedTensors& state,
                          const RunConfig& config) {
-  save_safetensors(path, state,
-                   {{kConfigMetadataKey, to_json(config).dump()},
-                    {"exfusion.kind", "training-state"}});
+  save_safetensors(
+      path, state,
+      {{kConfigMetadataKey, to_json(config).dump()}, {"exfusion.kind", "training-state"}});
 }
 
 nlohmann::json timm_kwargs(const VisionTransformerOptions& model) {
-  return {{"img_size", model.img_size},     {"patch_size", model.patch_size},
-          {"in_chans", model.in_chans},     {"num_classes", model.num_classes},
-          {"embed_dim", model.embed_dim},   {"depth", model.depth},
-          {"num_heads", model.num_heads},   {"mlp_ratio", model.mlp_ratio},
-          {"qkv_bias", true},               {"class_token", true},
+  return {{"img_size", model.img_size},
+          {"patch_size", model.patch_size},
+          {"in_chans", model.in_chans},
+          {"num_classes", model.num_classes},
+          {"embed_dim", model.embed_dim},
+          {"depth", model.depth},
+          {"num_heads", model.num_heads},
+          {"mlp_ratio", model.mlp_ratio},
+          {"qkv_bias", true},
+          {"class_token", true},
           {"global_pool", "token"}};
 }
 
@@ -44,8 +49,7 @@ std::filesystem::path checkpoint_path(const std::filesystem::path& path, bool pr
   }
   const auto file = path / (prefer_state ? kStateFile : kModelFile);
   if (!std::filesystem::exists(file)) {
-    throw InputError(path.string() + ": no " + file.filename().string() +
-                     " in this run directory");
+    throw InputError(path.string() + ": no " + file.filename().string() + " in this run directory");
   }
   return file;
 }
@@ -56,21 +60,22 @@ Checkpoint load_checkpoint(const std::filesystem::path& path, const std::string&
   const auto& metadata = checkpoint.file.metadata;
   const auto kind = metadata.find("exfusion.kind");
   checkpoint.is_training_state = kind != metadata.end() && kind->second == "training-state";
-  nlohmann::json config_json;
-  std::string source;
+  // The checkpoint's own config, with --config laid over it when given: a different
+  // architecture then fails against the tensors, and the normalisation is kept.
+  nlohmann::json config_json = default_run_config_json();
+  std::string source = path.string() + " (metadata " + kConfigMetadataKey + ")";
+  const auto entry = metadata.find(kConfigMetadataKey);
+  if (entry != metadata.end()) {
+    const auto stored = nlohmann::json::parse(entry->second, nullptr, /*allow_exceptions=*/false);
+    if (stored.is_discarded()) throw InputError(source + ": not valid JSON");
+    merge_config(config_json, stored, source);
+  } else if (config_override.empty()) {
+    throw InputError(path.string() + ": no '" + std::string(kConfigMetadataKey) +
+                     "' metadata; pass --config with the model's config");
+  }
   if (!config_override.empty()) {
-    config_json = default_run_config_json();
     merge_config(config_json, read_json_file(config_override), config_override);
     source = config_override;
-  } else {
-    const auto entry = metadata.find(kConfigMetadataKey);
-    if (entry == metadata.end()) {
-      throw InputError(path.string() + ": no '" + std::string(kConfigMetadataKey) +
-                       "' metadata; pass --config with the model's config");
-    }
-    config_json = nlohmann::json::parse(entry->second, nullptr, /*allow_exceptions=*/false);
-    source = path.string() + " (metadata " + kConfigMetadataKey + ")";
-    if (config_json.is_discarded()) throw InputError(source + ": not valid JSON");
   }
   checkpoint.config = run_config_from_json(config_json, source);
   return checkpoint;

@@ -27,9 +27,8 @@ std::string to_string(ExpertInit init) {
 
 ExpertBankImpl::ExpertBankImpl(ExpertBankOptions options_) : options(std::move(options_)) {
   TORCH_CHECK(options.num_experts() >= 1, "ExpertBank needs at least one expert");
-  weight = register_parameter(
-      "weight",
-      torch::empty({options.num_experts(), options.out_features(), options.in_features()}));
+  weight = register_parameter("weight", torch::empty({options.num_experts(), options.out_features(),
+                                                      options.in_features()}));
   bias = register_parameter("bias", torch::empty({options.num_experts(), options.out_features()}));
   reset_parameters();
 }
@@ -56,8 +55,8 @@ std::pair<torch::Tensor, torch::Tensor> ExpertBankImpl::fuse(const torch::Tensor
   // [1, N] x [N, out*in]: one GEMV reads each expert once, and autograd gives both
   // dW_i = m_i dW̄ and dm_i = <W_i, dW̄> from the same matmul.
   auto row = m.to(weight.scalar_type()).view({1, n});
-  auto fused_weight = at::matmul(row, weight.view({n, -1}))
-                          .view({options.out_features(), options.in_features()});
+  auto fused_weight =
+      at::matmul(row, weight.view({n, -1})).view({options.out_features(), options.in_features()});
   auto fused_bias = at::matmul(row, bias).view({options.out_features()});
   return {fused_weight, fused_bias};
 }

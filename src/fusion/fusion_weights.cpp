@@ -49,9 +49,8 @@ torch::Tensor LearnedWeightsImpl::final_weights() const {
 
 MemoryBankWeightsImpl::MemoryBankWeightsImpl(MemoryBankOptions options_)
     : options(std::move(options_)) {
-  router = register_module(
-      "router", torch::nn::Linear(torch::nn::LinearOptions(options.in_features(),
-                                                           options.num_experts())));
+  router = register_module("router", torch::nn::Linear(torch::nn::LinearOptions(
+                                         options.in_features(), options.num_experts())));
   {
     torch::NoGradGuard no_grad;
     trunc_normal_(router->weight, 0.02);

@@ -91,7 +91,8 @@ std::shared_ptr<MlpImpl> ExFusionMlpImpl::to_dense() const {
   auto dense = std::make_shared<MlpImpl>(fc1->options.in_features(), fc1->options.out_features());
   dense->to(device, fc1->weight.scalar_type());
   const auto m_up = fusion->final_weights().to(device);
-  const auto m_down = (fusion_down ? fusion_down->final_weights() : fusion->final_weights()).to(device);
+  const auto m_down =
+      (fusion_down ? fusion_down->final_weights() : fusion->final_weights()).to(device);
   const auto [w1, b1] = fc1->fuse(m_up);
   const auto [w2, b2] = fc2->fuse(m_down);
   dense->fc1->weight.copy_(w1);

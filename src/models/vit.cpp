@@ -77,9 +77,9 @@ VisionTransformerOptions vit_preset(const std::string& name) {
 }
 
 PatchEmbedImpl::PatchEmbedImpl(int64_t in_chans, int64_t embed_dim, int64_t patch_size) {
-  proj = register_module("proj", torch::nn::Conv2d(torch::nn::Conv2dOptions(
-                                                       in_chans, embed_dim, patch_size)
-                                                       .stride(patch_size)));
+  proj = register_module(
+      "proj", torch::nn::Conv2d(
+                  torch::nn::Conv2dOptions(in_chans, embed_dim, patch_size).stride(patch_size)));
 }
 
 torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& images) {
@@ -106,8 +106,8 @@ VisionTransformerImpl::VisionTransformerImpl(VisionTransformerOptions options_)
     : options(std::move(options_)) {
   options.validate();
   const auto dim = options.embed_dim;
-  patch_embed = register_module("patch_embed",
-                                PatchEmbed(options.in_chans, dim, options.patch_size));
+  patch_embed =
+      register_module("patch_embed", PatchEmbed(options.in_chans, dim, options.patch_size));
   cls_token = register_parameter("cls_token", torch::zeros({1, 1, dim}));
   pos_embed = register_parameter("pos_embed", torch::zeros({1, options.num_patches() + 1, dim}));
   blocks = register_module("blocks", torch::nn::ModuleList());
@@ -148,8 +148,8 @@ double forward_flops_per_image(const VisionTransformerOptions& options) {
   const double patch_area = static_cast<double>(options.patch_size * options.patch_size);
   const double patch_macs =
       static_cast<double>(options.num_patches()) * dim * options.in_chans * patch_area;
-  const double block_macs = tokens * (4.0 * dim * dim + 2.0 * dim * hidden) +
-                            2.0 * tokens * tokens * dim;
+  const double block_macs =
+      tokens * (4.0 * dim * dim + 2.0 * dim * hidden) + 2.0 * tokens * tokens * dim;
   const double head_macs = dim * static_cast<double>(options.num_classes);
   return 2.0 * (patch_macs + static_cast<double>(options.depth) * block_macs + head_macs);
 }

@@ -69,8 +69,8 @@ RunConfig default_run_config() {
   auto& model = config.model;
   model.img_size = 28;
   model.in_chans = 1;
-  model.patch_size = 4;
-  model.embed_dim = 96;
+  model.patch_size = 7;
+  model.embed_dim = 128;
   model.depth = 4;
   model.num_heads = 4;
   model.mlp_ratio = 2.0;
@@ -84,26 +84,25 @@ json default_run_config_json() { return to_json(default_run_config()); }
 
 json model_to_json(const VisionTransformerOptions& model) {
   const auto& ex = model.ffn.exfusion;
-  return json{
-      {"model",
-       {{"img_size", model.img_size},
-        {"in_chans", model.in_chans},
-        {"patch_size", model.patch_size},
-        {"embed_dim", model.embed_dim},
-        {"depth", model.depth},
-        {"num_heads", model.num_heads},
-        {"mlp_ratio", model.mlp_ratio},
-        {"num_classes", model.num_classes}}},
-      {"ffn",
-       {{"kind", model.ffn.kind == FfnKind::kDense ? "dense" : "exfusion"},
-        {"variant", to_string(ex.variant())},
-        {"num_experts", ex.num_experts()},
-        {"momentum", ex.momentum()},
-        {"bank_init", ex.bank_init()},
-        {"router", router_name(ex.router_per_set())},
-        {"expert_init", to_string(ex.expert_init())},
-        {"expert_noise_std", ex.expert_noise_std()},
-        {"layers", model.ffn.layers}}}};
+  return json{{"model",
+               {{"img_size", model.img_size},
+                {"in_chans", model.in_chans},
+                {"patch_size", model.patch_size},
+                {"embed_dim", model.embed_dim},
+                {"depth", model.depth},
+                {"num_heads", model.num_heads},
+                {"mlp_ratio", model.mlp_ratio},
+                {"num_classes", model.num_classes}}},
+              {"ffn",
+               {{"kind", model.ffn.kind == FfnKind::kDense ? "dense" : "exfusion"},
+                {"variant", to_string(ex.variant())},
+                {"num_experts", ex.num_experts()},
+                {"momentum", ex.momentum()},
+                {"bank_init", ex.bank_init()},
+                {"router", router_name(ex.router_per_set())},
+                {"expert_init", to_string(ex.expert_init())},
+                {"expert_noise_std", ex.expert_noise_std()},
+                {"layers", model.ffn.layers}}}};
 }
 
 json to_json(const RunConfig& config) {

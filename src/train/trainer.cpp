@@ -19,7 +19,10 @@ std::vector<ParamGroup> make_groups(const VisionTransformer& model, double weigh
   });
 }
 
-FusedAdamW make_optimizer(const VisionTransformer& model, const TrainConfig& train) {
+// Moves the model to `device` first: the optimizer state is created beside the parameters.
+FusedAdamW make_optimizer(VisionTransformer& model, const TrainConfig& train,
+                          const torch::Device& device) {
+  model->to(device);
   AdamWOptions options;
   options.lr = train.lr;
   options.weight_decay = train.weight_decay;
@@ -49,13 +52,13 @@ Trainer::Trainer(const RunConfig& config, VisionTransformer model, torch::Device
       model_(std::move(model)),
       device_(device),
       bf16_(use_bf16(config.train.precision, device)),
-      optimizer_((model_->to(device_), make_optimizer(model_, config.train))) {
+      optimizer_(make_optimizer(model_, config.train, device_)) {
   for (const auto& p : model_->parameters()) {
     if (p.requires_grad()) trainable_.push_back(p);
   }
 }
 
-std::pair<torch::Tensor, torch::Tensor> Trainer::train_step(const Batch& batch) {
+std::pair<torch::Tensor, torch::Tensor> Trainer::step(const Batch& batch) {
   const auto images = batch.images.to(device_, /*non_blocking=*/true);
   const auto labels = batch.labels.to(device_, /*non_blocking=*/true);
   torch::Tensor logits;
@@ -63,9 +66,9 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::train_step(const Batch& batch) 
     AutocastGuard autocast(bf16_);
     logits = model_->forward(images);
   }
-  const auto loss = at::cross_entropy_loss(logits.to(torch::kFloat32), labels, {},
-                                           at::Reduction::Mean, -100,
-                                           config_.train.label_smoothing);
+  const auto loss =
+      at::cross_entropy_loss(logits.to(torch::kFloat32), labels, {}, at::Reduction::Mean, -100,
+                             config_.train.label_smoothing);
   loss.backward();
   if (config_.train.clip_grad > 0) clip_grad_norm_async(trainable_, config_.train.clip_grad);
   optimizer_.step();
@@ -81,9 +84,9 @@ TrainResult Trainer::fit(BatchLoader& train, BatchLoader& test, MetricsLog& log,
   const int64_t schedule_steps = per_epoch * cfg.epochs;
   const int64_t total_steps =
       cfg.max_steps > 0 ? std::min(cfg.max_steps, schedule_steps) : schedule_steps;
-  const WarmupCosine schedule{cfg.lr, cfg.min_lr,
-                              static_cast<int64_t>(cfg.warmup_epochs * static_cast<double>(per_epoch)),
-                              schedule_steps};
+  const WarmupCosine schedule{
+      cfg.lr, cfg.min_lr, static_cast<int64_t>(cfg.warmup_epochs * static_cast<double>(per_epoch)),
+      schedule_steps};
   ProgressBar bar("train", total_steps, progress, stderr_is_terminal());
   model_->train();
 
@@ -101,7 +104,7 @@ TrainResult Trainer::fit(BatchLoader& train, BatchLoader& test, MetricsLog& log,
       auto batch = train.next();
       if (!batch) break;
       optimizer_.set_lr(schedule.lr_at(step_));
-      const auto [loss, correct] = train_step(*batch);
+      const auto [loss, correct] = step(*batch);
       window_loss += loss.to(torch::kFloat64);
       window_correct += correct;
       window_samples += batch->labels.size(0);
@@ -126,9 +129,10 @@ TrainResult Trainer::fit(BatchLoader& train, BatchLoader& test, MetricsLog& log,
         char loss_text[32], acc_text[32];
         std::snprintf(loss_text, sizeof loss_text, "%.4f", mean_loss);
         std::snprintf(acc_text, sizeof acc_text, "%.1f%%", 100.0 * accuracy);
-        bar.update(step_, {{"epoch", std::to_string(epoch + 1) + "/" + std::to_string(cfg.epochs)},
-                           {"loss", loss_text},
-                           {"acc", acc_text}},
+        bar.update(step_,
+                   {{"epoch", std::to_string(epoch + 1) + "/" + std::to_string(cfg.epochs)},
+                    {"loss", loss_text},
+                    {"acc", acc_text}},
                    images_per_s);
         result.last_loss = mean_loss;
         result.last_train_accuracy = accuracy;

@@ -22,7 +22,7 @@ class BadInput : public ::testing::Test {
     std::filesystem::create_directories(data_);
     testing::write_toy_idx_dataset(data_, 64, 32);
   }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
+  void TearDown() override { testing::remove_tree(dir_); }
 
   void expect_error(const testing::CliResult& result, const std::vector<std::string>& phrases) {
     EXPECT_EQ(result.exit_code, 2) << result.output;
@@ -69,7 +69,8 @@ TEST_F(BadInput, WrongImageShape) {
 TEST_F(BadInput, UnknownConfigKey) {
   const auto config = dir_ / "bad.json";
   std::ofstream(config) << R"({"train": {"epoch": 3}})";
-  expect_error(run_cli(train("--config " + config.string())), {config.string(), "unknown key 'train.epoch'"});
+  expect_error(run_cli(train("--config " + config.string())),
+               {config.string(), "unknown key 'train.epoch'"});
 }
 
 TEST_F(BadInput, WrongTypeInConfig) {

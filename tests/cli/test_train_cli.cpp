@@ -19,93 +19,78 @@ std::vector<json> read_jsonl(const std::filesystem::path& path) {
   return lines;
 }
 
-class ShortTrainingRun : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    dir_ = new std::filesystem::path(testing::fresh_temp_dir("short-run"));
-    result_ = new testing::CliResult(testing::run_cli(
-        "train --out " + (*dir_ / "run").string() +
-        " --experts 4 --variant mb --seed 3 --threads 2 --set model.embed_dim=32 model.depth=2 "
-        "model.num_heads=2 train.batch_size=64 train.max_steps=150 train.epochs=1 "
-        "train.log_every=25 train.warmup_epochs=0.05"));
+// ctest runs every test in its own process, so the run and all checks on it are one test.
+TEST(Cli, ShortTrainingRunLearnsFusesAndIsReadBack) {
+  const auto dir = testing::fresh_temp_dir("short-run");
+  const auto run_dir = dir / "run";
+  const auto result = testing::run_cli(
+      "train --out " + run_dir.string() +
+      " --experts 4 --variant mb --seed 3 --threads 2 --set model.embed_dim=32 model.depth=2 "
+      "model.num_heads=2 model.patch_size=7 train.batch_size=64 train.max_steps=150 "
+      "train.epochs=1 train.log_every=25 train.warmup_epochs=0.05");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  {
+    SCOPED_TRACE("learns and fuses exactly");
+    const auto summary = json::parse(testing::read_text(run_dir / "summary.json"));
+    EXPECT_GT(summary["test_accuracy"].get<double>(), 0.5);  // chance is 0.1
+    EXPECT_NEAR(summary["fused_test_accuracy"].get<double>(),
+                summary["test_accuracy"].get<double>(), 1e-4);
+    EXPECT_LE(summary["fused_max_abs_logit_diff"].get<double>(), 1e-4);
+    EXPECT_GT(summary["params_train"].get<int64_t>(), summary["params_fused"].get<int64_t>());
+    EXPECT_GT(summary["train_seconds"].get<double>(), 0.0);
+    EXPECT_EQ(summary["steps"].get<int64_t>(), 150);
+    EXPECT_NE(result.output.find("test accuracy (fused, dense)"), std::string::npos);
   }
-  static void TearDownTestSuite() {
-    std::filesystem::remove_all(*dir_);
-    delete dir_;
-    delete result_;
-  }
-  static std::filesystem::path run_dir() { return *dir_ / "run"; }
-
-  static std::filesystem::path* dir_;
-  static testing::CliResult* result_;
-};
-std::filesystem::path* ShortTrainingRun::dir_ = nullptr;
-testing::CliResult* ShortTrainingRun::result_ = nullptr;
-
-TEST_F(ShortTrainingRun, LearnsAndFusesExactly) {
-  ASSERT_EQ(result_->exit_code, 0) << result_->output;
-  const auto summary = json::parse(testing::read_text(run_dir() / "summary.json"));
-  EXPECT_GT(summary["test_accuracy"].get<double>(), 0.6);  // chance is 0.1
-  EXPECT_NEAR(summary["fused_test_accuracy"].get<double>(), summary["test_accuracy"].get<double>(),
-              1e-4);
-  EXPECT_LE(summary["fused_max_abs_logit_diff"].get<double>(), 1e-4);
-  EXPECT_GT(summary["params_train"].get<int64_t>(), summary["params_fused"].get<int64_t>());
-  EXPECT_GT(summary["train_seconds"].get<double>(), 0.0);
-  EXPECT_EQ(summary["steps"].get<int64_t>(), 150);
-  EXPECT_NE(result_->output.find("test accuracy (fused, dense)"), std::string::npos);
-}
-
-TEST_F(ShortTrainingRun, LossFallsAndFusionWeightsAreLogged) {
-  ASSERT_EQ(result_->exit_code, 0) << result_->output;
-  std::vector<json> train_lines;
-  for (const auto& line : read_jsonl(run_dir() / "metrics.jsonl")) {
-    if (line["event"] == "train") train_lines.push_back(line);
-  }
-  ASSERT_EQ(train_lines.size(), 6u);
-  const double first = train_lines.front()["loss"], last = train_lines.back()["loss"];
-  EXPECT_LT(last, first - 0.5);
-  for (const auto& line : train_lines) {
-    for (const auto* block : {"blocks.0", "blocks.1"}) {
-      const auto m = line["fusion_weights"][block]["m"];
-      ASSERT_EQ(m.size(), 4u) << line.dump();
+  {
+    SCOPED_TRACE("loss falls and fusion weights are logged");
+    std::vector<json> train_lines;
+    for (const auto& line : read_jsonl(run_dir / "metrics.jsonl")) {
+      if (line["event"] == "train") train_lines.push_back(line);
     }
+    ASSERT_EQ(train_lines.size(), 6u);
+    const double first = train_lines.front()["loss"], last = train_lines.back()["loss"];
+    EXPECT_LT(last, first - 0.5);
+    for (const auto& line : train_lines) {
+      for (const auto* block : {"blocks.0", "blocks.1"}) {
+        ASSERT_EQ(line["fusion_weights"][block]["m"].size(), 4u) << line.dump();
+      }
+    }
+    // The bank starts at zero and moves towards the router's mean softmax (which sums to 1).
+    const auto early = train_lines.front()["fusion_weights"]["blocks.0"]["m"];
+    const auto late = train_lines.back()["fusion_weights"]["blocks.0"]["m"];
+    double early_sum = 0, late_sum = 0;
+    for (int i = 0; i < 4; ++i) {
+      early_sum += early[i].get<double>();
+      late_sum += late[i].get<double>();
+    }
+    EXPECT_GT(late_sum, early_sum);
+    EXPECT_NEAR(late_sum, 1.0, 1e-3);
   }
-  // The bank starts at zero and moves towards the router's mean softmax (which sums to 1).
-  const auto early = train_lines.front()["fusion_weights"]["blocks.0"]["m"];
-  const auto late = train_lines.back()["fusion_weights"]["blocks.0"]["m"];
-  double early_sum = 0, late_sum = 0;
-  for (int i = 0; i < 4; ++i) early_sum += early[i].get<double>(), late_sum += late[i].get<double>();
-  EXPECT_GT(late_sum, early_sum);
-  EXPECT_NEAR(late_sum, 1.0, 1e-3);
-}
-
-TEST_F(ShortTrainingRun, EvalFuseAndInfoReadTheRun) {
-  ASSERT_EQ(result_->exit_code, 0) << result_->output;
-  const auto summary = json::parse(testing::read_text(run_dir() / "summary.json"));
-  const auto fused = testing::run_cli("eval " + run_dir().string());
-  ASSERT_EQ(fused.exit_code, 0) << fused.output;
-  EXPECT_DOUBLE_EQ(json::parse(fused.output)["test_accuracy"].get<double>(),
-                   summary["fused_test_accuracy"].get<double>());
-  const auto unfused = testing::run_cli("eval --unfused " + run_dir().string());
-  ASSERT_EQ(unfused.exit_code, 0) << unfused.output;
-  EXPECT_DOUBLE_EQ(json::parse(unfused.output)["test_accuracy"].get<double>(),
-                   summary["test_accuracy"].get<double>());
-
-  const auto refused = testing::run_cli("fuse " + run_dir().string() + " --out " +
-                                        (run_dir() / "model.safetensors").string());
-  EXPECT_EQ(refused.exit_code, 2);
-  const auto again = run_dir() / "again.safetensors";
-  const auto fuse = testing::run_cli("fuse " + run_dir().string() + " --out " + again.string());
-  ASSERT_EQ(fuse.exit_code, 0) << fuse.output;
-  EXPECT_EQ(testing::read_text(again), testing::read_text(run_dir() / "model.safetensors"));
-
-  const auto info = testing::run_cli("info " + (run_dir() / "state.safetensors").string());
-  ASSERT_EQ(info.exit_code, 0) << info.output;
-  const auto parsed = json::parse(info.output);
-  EXPECT_EQ(parsed["kind"], "training-state");
-  EXPECT_EQ(parsed["params"].get<int64_t>(), summary["params_train"].get<int64_t>());
-  EXPECT_EQ(parsed["step"].get<int64_t>(), 150);
-  EXPECT_EQ(parsed["fusion_weights"]["blocks.1"]["m"].size(), 4u);
+  {
+    SCOPED_TRACE("eval, fuse and info read the run");
+    const auto summary = json::parse(testing::read_text(run_dir / "summary.json"));
+    const auto fused = testing::run_cli("eval " + run_dir.string());
+    ASSERT_EQ(fused.exit_code, 0) << fused.output;
+    EXPECT_DOUBLE_EQ(json::parse(fused.output)["test_accuracy"].get<double>(),
+                     summary["fused_test_accuracy"].get<double>());
+    const auto unfused = testing::run_cli("eval --unfused " + run_dir.string());
+    ASSERT_EQ(unfused.exit_code, 0) << unfused.output;
+    EXPECT_DOUBLE_EQ(json::parse(unfused.output)["test_accuracy"].get<double>(),
+                     summary["test_accuracy"].get<double>());
+    EXPECT_EQ(testing::run_cli("fuse " + run_dir.string()).exit_code, 2);  // would overwrite
+    const auto again = run_dir / "again.safetensors";
+    const auto fuse = testing::run_cli("fuse " + run_dir.string() + " --out " + again.string());
+    ASSERT_EQ(fuse.exit_code, 0) << fuse.output;
+    EXPECT_EQ(testing::read_text(again), testing::read_text(run_dir / "model.safetensors"));
+    const auto info = testing::run_cli("info " + (run_dir / "state.safetensors").string());
+    ASSERT_EQ(info.exit_code, 0) << info.output;
+    const auto parsed = json::parse(info.output);
+    EXPECT_EQ(parsed["kind"], "training-state");
+    EXPECT_EQ(parsed["params"].get<int64_t>(), summary["params_train"].get<int64_t>());
+    EXPECT_EQ(parsed["step"].get<int64_t>(), 150);
+    EXPECT_EQ(parsed["fusion_weights"]["blocks.1"]["m"].size(), 4u);
+  }
+  testing::remove_tree(dir);
 }
 
 TEST(Cli, EverySubcommandHasHelp) {

@@ -61,19 +61,18 @@ TEST_P(FuseTest, FusedLogitsEqualTrainedEvalLogits) {
   EXPECT_TRUE(fused->named_buffers().is_empty());
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Variants, FuseTest,
-    ::testing::Values(FuseCase{FusionVariant::kStatic, false, {}},
-                      FuseCase{FusionVariant::kLearned, false, {}},
-                      FuseCase{FusionVariant::kMemoryBank, false, {}},
-                      FuseCase{FusionVariant::kMemoryBank, true, {}},
-                      FuseCase{FusionVariant::kMemoryBank, false, {1}}),
-    [](const auto& info) {
-      auto name = to_string(info.param.variant);
-      if (info.param.per_set_router) name += "_per_set_router";
-      if (!info.param.layers.empty()) name += "_some_layers";
-      return name;
-    });
+INSTANTIATE_TEST_SUITE_P(Variants, FuseTest,
+                         ::testing::Values(FuseCase{FusionVariant::kStatic, false, {}},
+                                           FuseCase{FusionVariant::kLearned, false, {}},
+                                           FuseCase{FusionVariant::kMemoryBank, false, {}},
+                                           FuseCase{FusionVariant::kMemoryBank, true, {}},
+                                           FuseCase{FusionVariant::kMemoryBank, false, {1}}),
+                         [](const auto& info) {
+                           auto name = to_string(info.param.variant);
+                           if (info.param.per_set_router) name += "_per_set_router";
+                           if (!info.param.layers.empty()) name += "_some_layers";
+                           return name;
+                         });
 
 TEST(Fuse, FusedWeightIsTheWeightedSumOfExperts) {
   torch::manual_seed(1);

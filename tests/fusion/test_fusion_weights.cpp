@@ -94,7 +94,8 @@ TEST(MemoryBankWeights, EvalUsesTheBankAndIgnoresTheBatch) {
   const auto images = torch::randn({5, 2, 8, 8});
   const auto all = model->forward(images);
   const auto first = model->forward(images.narrow(0, 0, 1));
-  const auto with_other = model->forward(torch::cat({images.narrow(0, 0, 1), torch::randn({7, 2, 8, 8}) * 3}));
+  const auto with_other =
+      model->forward(torch::cat({images.narrow(0, 0, 1), torch::randn({7, 2, 8, 8}) * 3}));
   EXPECT_LE((all[0] - first[0]).abs().max().item<double>(), 1e-6);
   EXPECT_LE((all[0] - with_other[0]).abs().max().item<double>(), 1e-6);
   size_t i = 0;
@@ -102,8 +103,9 @@ TEST(MemoryBankWeights, EvalUsesTheBankAndIgnoresTheBatch) {
 }
 
 TEST(MemoryBankWeights, BankInitAndPerSetRouter) {
-  ExFusionMlp ffn(8, 16,
-                  ExFusionOptions().variant(FusionVariant::kMemoryBank).bank_init(0.25).router_per_set(true));
+  ExFusionMlp ffn(
+      8, 16,
+      ExFusionOptions().variant(FusionVariant::kMemoryBank).bank_init(0.25).router_per_set(true));
   ASSERT_TRUE(ffn->fusion_down);
   const auto buffers = ffn->named_buffers();
   EXPECT_TRUE(torch::equal(buffers["fusion.bank"], torch::full({4}, 0.25f)));

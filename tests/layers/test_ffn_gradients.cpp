@@ -15,7 +15,9 @@ class FfnGradients : public ::testing::TestWithParam<std::pair<FusionVariant, bo
 TEST_P(FfnGradients, MatchFiniteDifferences) {
   torch::manual_seed(0);
   const auto [variant, per_set] = GetParam();
-  ExFusionMlp ffn(6, 10, ExFusionOptions().variant(variant).num_experts(3).momentum(0.5).router_per_set(per_set));
+  ExFusionMlp ffn(
+      6, 10,
+      ExFusionOptions().variant(variant).num_experts(3).momentum(0.5).router_per_set(per_set));
   ffn->to(torch::kFloat64);
   {
     torch::NoGradGuard no_grad;
@@ -66,7 +68,8 @@ INSTANTIATE_TEST_SUITE_P(Variants, FfnGradients,
                                            std::make_pair(FusionVariant::kMemoryBank, false),
                                            std::make_pair(FusionVariant::kMemoryBank, true)),
                          [](const auto& info) {
-                           return to_string(info.param.first) + (info.param.second ? "_per_set" : "");
+                           return to_string(info.param.first) +
+                                  (info.param.second ? "_per_set" : "");
                          });
 
 }  // namespace

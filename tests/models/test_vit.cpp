@@ -13,12 +13,22 @@ TEST(VisionTransformer, ParameterNamesFollowTimm) {
   VisionTransformer model(testing::tiny_vit());
   std::vector<std::string> names;
   for (const auto& item : model->named_parameters()) names.push_back(item.key());
-  const std::vector<std::string> expected_head = {
-      "cls_token", "pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias",
-      "blocks.0.norm1.weight", "blocks.0.norm1.bias", "blocks.0.attn.qkv.weight",
-      "blocks.0.attn.qkv.bias", "blocks.0.attn.proj.weight", "blocks.0.attn.proj.bias",
-      "blocks.0.norm2.weight", "blocks.0.norm2.bias", "blocks.0.mlp.fc1.weight",
-      "blocks.0.mlp.fc1.bias", "blocks.0.mlp.fc2.weight", "blocks.0.mlp.fc2.bias"};
+  const std::vector<std::string> expected_head = {"cls_token",
+                                                  "pos_embed",
+                                                  "patch_embed.proj.weight",
+                                                  "patch_embed.proj.bias",
+                                                  "blocks.0.norm1.weight",
+                                                  "blocks.0.norm1.bias",
+                                                  "blocks.0.attn.qkv.weight",
+                                                  "blocks.0.attn.qkv.bias",
+                                                  "blocks.0.attn.proj.weight",
+                                                  "blocks.0.attn.proj.bias",
+                                                  "blocks.0.norm2.weight",
+                                                  "blocks.0.norm2.bias",
+                                                  "blocks.0.mlp.fc1.weight",
+                                                  "blocks.0.mlp.fc1.bias",
+                                                  "blocks.0.mlp.fc2.weight",
+                                                  "blocks.0.mlp.fc2.bias"};
   std::sort(names.begin(), names.end());
   for (const auto& name : expected_head) {
     EXPECT_TRUE(std::binary_search(names.begin(), names.end(), name)) << name;

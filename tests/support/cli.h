@@ -1,7 +1,9 @@
 // Runs the built `exfusion` binary from a test and captures its exit code and output, and
 // writes small IDX datasets, so CLI behaviour is tested as a user meets it.
 #pragma once
+#include <ftw.h>
 #include <sys/wait.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include <array>
@@ -31,10 +33,19 @@ inline CliResult run_cli(const std::string& args) {
   return result;
 }
 
+// Removes a directory tree. std::filesystem::remove_all is not used: the copy that
+// libtorch.so exports wins symbol resolution and crashes (a null call) in torch 2.11.
+inline void remove_tree(const std::filesystem::path& dir) {
+  ::nftw(
+      dir.c_str(),
+      [](const char* path, const struct stat*, int, struct FTW*) { return ::remove(path); }, 16,
+      FTW_DEPTH | FTW_PHYS);
+}
+
 inline std::filesystem::path fresh_temp_dir(const std::string& name) {
   auto dir = std::filesystem::temp_directory_path() /
              ("exfusion-test-" + name + "-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
+  remove_tree(dir);
   std::filesystem::create_directories(dir);
   return dir;
 }
@@ -49,8 +60,9 @@ inline void write_idx_u8(const std::filesystem::path& path, const std::vector<ui
   std::vector<unsigned char> bytes{0, 0, 0x08, static_cast<unsigned char>(dims.size())};
   for (auto d : dims) put_be32(bytes, d);
   bytes.insert(bytes.end(), payload.begin(), payload.end());
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()),
-                                              static_cast<std::streamsize>(bytes.size()));
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()),
+             static_cast<std::streamsize>(bytes.size()));
 }
 
 // A learnable toy dataset in Fashion-MNIST's file layout: class k is a bright bar at row

@@ -31,7 +31,9 @@ TEST(RunConfig, DefaultsAreTheMainJobAndRoundTrip) {
 
 TEST(RunConfig, MergeRejectsUnknownKeysWithTheirPath) {
   auto base = default_run_config_json();
-  EXPECT_EQ(error_of([&] { merge_config(base, {{"train", {{"epoch", 3}}}}, "my.json"); }),
+  EXPECT_EQ(error_of([&] {
+              merge_config(base, {{"train", {{"epoch", 3}}}}, "my.json");
+            }),
             "my.json: unknown key 'train.epoch'");
   merge_config(base, {{"train", {{"epochs", 7}}}, {"model", {{"preset", "tiny"}}}}, "my.json");
   const auto config = run_config_from_json(base, "my.json");
@@ -82,8 +84,7 @@ TEST(RunConfig, ShippedConfigsParseAndTheMainJobIsTheDefault) {
 TEST(RunConfig, AssignmentsParseJsonValuesAndPlainStrings) {
   EXPECT_EQ(parse_assignment("train.lr=0.5"), (nlohmann::json{{"train", {{"lr", 0.5}}}}));
   EXPECT_EQ(parse_assignment("ffn.variant=dw"), (nlohmann::json{{"ffn", {{"variant", "dw"}}}}));
-  EXPECT_EQ(parse_assignment("ffn.layers=[0,2]"),
-            (nlohmann::json{{"ffn", {{"layers", {0, 2}}}}}));
+  EXPECT_EQ(parse_assignment("ffn.layers=[0,2]"), (nlohmann::json{{"ffn", {{"layers", {0, 2}}}}}));
   EXPECT_THROW(parse_assignment("novalue"), InputError);
 }
 

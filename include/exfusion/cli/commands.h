@@ -1,6 +1,7 @@
 // The CLI's subcommands as library functions: tools/exfusion.cpp parses arguments into
 // these structs and calls them. User errors surface as InputError (exit code 2).
 #pragma once
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,13 @@ struct FuseArgs {
   bool force = false;
 };
 
+struct BenchArgs {
+  std::string config_file;               // JSON overlay; the model defaults to ViT-B/16 at 224 px
+  std::vector<std::string> assignments;  // key.path=value overrides, applied last
+  int64_t warmup_steps = 5;
+  int64_t timed_steps = 20;
+};
+
 struct InfoArgs {
   std::string path;  // a run directory or a .safetensors checkpoint
 };
@@ -38,5 +46,6 @@ void run_train(const TrainArgs& args);
 void run_eval(const EvalArgs& args);
 void run_fuse(const FuseArgs& args);
 void run_info(const InfoArgs& args);
+void run_bench(const BenchArgs& args);
 
 }  // namespace exfusion

@@ -16,7 +16,7 @@ struct DataConfig {
   std::string dir = "/usr/share/datasets/fashion-mnist";
   // Explicit IDX files override `dir`; all four or none.
   std::string train_images, train_labels, test_images, test_labels;
-  bool augment = true;
+  bool augment = false;  // short schedules learn faster without it
   int64_t crop_padding = 2;
   bool horizontal_flip = true;
   std::vector<double> mean, std;  // per channel; empty: measured on the training set
@@ -24,7 +24,7 @@ struct DataConfig {
 };
 
 struct TrainConfig {
-  int64_t epochs = 4;
+  int64_t epochs = 5;
   int64_t max_steps = 0;  // > 0 stops early (smoke tests); the schedule still spans `epochs`
   int64_t batch_size = 128;
   double lr = 2e-3;
@@ -34,7 +34,7 @@ struct TrainConfig {
   double label_smoothing = 0.1;
   double clip_grad = 1.0;  // global grad-norm limit; 0 disables
   int64_t seed = 0;
-  int64_t log_every = 50;  // steps between metric lines
+  int64_t log_every = 50;          // steps between metric lines
   std::string device = "auto";     // auto, cpu, cuda, cuda:N
   std::string precision = "auto";  // auto (bf16 on CUDA, fp32 on CPU), fp32, bf16
   int64_t threads = 0;             // CPU intra-op threads; 0 keeps LibTorch's default

@@ -38,18 +38,19 @@ class Trainer {
   TrainResult fit(BatchLoader& train, BatchLoader& test, MetricsLog& log, std::ostream& progress,
                   const std::function<void(int64_t epoch)>& on_epoch_end = {});
 
+  // One optimisation step at the current learning rate; returns the loss and the number of
+  // correct predictions as device tensors, so that nothing waits for the GPU.
+  std::pair<torch::Tensor, torch::Tensor> step(const Batch& batch);
+  void set_lr(double lr) { optimizer_.set_lr(lr); }
+
   // Model (params and buffers, under "model."), optimizer moments (under "optimizer.")
   // and the step counter, as saved in the run directory's training state.
   NamedTensors training_state() const;
-  int64_t step() const { return step_; }
+  int64_t steps_done() const { return step_; }
   bool bf16() const { return bf16_; }
   const VisionTransformer& model() const { return model_; }
 
  private:
-  // One optimisation step; returns the loss and the number of correct predictions as
-  // device tensors so that nothing waits for the GPU.
-  std::pair<torch::Tensor, torch::Tensor> train_step(const Batch& batch);
-
   RunConfig config_;
   VisionTransformer model_;
   torch::Device device_;

@@ -1,0 +1,71 @@
+// Batches of normalised (and, for training, augmented) images, prepared on a background
+// thread. The order and every augmentation are pure functions of (seed, epoch, batch), so
+// prefetching cannot change results and a resumed run sees the batches it would have seen.
+#pragma once
+#include <torch/types.h>
+
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <thread>
+#include <vector>
+
+#include "exfusion/data/idx.h"
+
+namespace exfusion {
+
+struct LoaderOptions {
+  int64_t batch_size = 128;
+  bool shuffle = true;
+  bool drop_last = false;
+  uint64_t seed = 0;
+  bool augment = false;  // random crop (zero padding) + horizontal flip
+  int64_t crop_padding = 2;
+  bool horizontal_flip = true;
+  std::vector<float> mean{0.f}, std{1.f};  // per channel, applied after scaling to [0, 1]
+  int64_t prefetch = 2;                    // batches prepared ahead on a background thread
+};
+
+struct Batch {
+  torch::Tensor images;  // float32 [B, C, H, W], normalised
+  torch::Tensor labels;  // int64 [B]
+};
+
+class BatchLoader {
+ public:
+  BatchLoader(ImageDataset data, LoaderOptions options);
+  ~BatchLoader();  // cancels the epoch in progress and joins the worker
+  BatchLoader(const BatchLoader&) = delete;
+  BatchLoader& operator=(const BatchLoader&) = delete;
+
+  int64_t batches_per_epoch() const;
+  int64_t size() const { return data_.labels.size(0); }
+
+  // Starts epoch `epoch` at its batch `skip_batches`, cancelling any epoch in progress. The
+  // sample order and every augmentation are pure functions of (seed, epoch, batch index), so
+  // a resumed run sees exactly the batches an uninterrupted run would have seen.
+  void start_epoch(int64_t epoch, int64_t skip_batches = 0);
+  // The next batch of the current epoch; nullopt at its end. Rethrows a worker's error.
+  std::optional<Batch> next();
+
+ private:
+  void stop_worker();
+  torch::Tensor epoch_order(int64_t epoch) const;
+  Batch assemble(const torch::Tensor& order, int64_t epoch, int64_t index) const;
+
+  ImageDataset data_;
+  LoaderOptions options_;
+  torch::Tensor mean_, std_;  // [1, C, 1, 1]
+
+  std::thread worker_;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<Batch> queue_;
+  bool cancel_ = false;
+  bool finished_ = true;
+  std::exception_ptr error_;
+};
+
+}  // namespace exfusion

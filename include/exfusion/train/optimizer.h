@@ -1,0 +1,93 @@
+// AdamW through PyTorch's fused multi-tensor kernel (at::_fused_adamw_: one call per
+// parameter group instead of LibTorch's per-parameter loop of small ops), the weight-decay
+// grouping timm/DeiT use, and global gradient-norm clipping.
+#pragma once
+#include <torch/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace exfusion {
+
+struct AdamWOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9, beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.05;
+};
+
+struct ParamGroup {
+  std::string name;
+  std::vector<std::string> param_names;  // parallel to `params`; keys of the optimizer state
+  std::vector<torch::Tensor> params;
+  double weight_decay = 0.0;
+};
+
+// Two groups, always in this order: "decay" (`weight_decay`) and "no_decay" (0). No decay
+// on tensors of at most one dimension (norms, biases), on biases stacked per expert (names
+// ending in "bias"), on names ending in "cls_token"/"pos_embed" as timm does, and on names
+// `no_decay_extra` accepts (it may be empty). Parameters with requires_grad=false are left out.
+std::vector<ParamGroup> split_weight_decay(
+    const std::vector<std::pair<std::string, torch::Tensor>>& named_params, double weight_decay,
+    const std::function<bool(const std::string&)>& no_decay_extra);
+
+class FusedAdamW {
+ public:
+  FusedAdamW(std::vector<ParamGroup> groups, AdamWOptions options);
+
+  void set_lr(double lr) { options_.lr = lr; }
+  double lr() const { return options_.lr; }
+  // Updates every parameter whose gradient is defined, with one _fused_adamw_ call per
+  // (group, device, dtype). Parameters without a gradient keep their value and moments.
+  void step();
+  void zero_grad();  // drops the gradients (set_to_none), so the next backward allocates them
+  int64_t steps_taken() const { return steps_taken_; }
+
+  // "<param name>.exp_avg", ".exp_avg_sq" and ".step" (a float32 scalar) for every
+  // parameter; zeros for one not stepped yet. The tensors are the live state, not copies.
+  std::vector<std::pair<std::string, torch::Tensor>> state() const;
+  // Restores what state() returned (keys it does not know are ignored); steps_taken()
+  // becomes the largest restored step. Throws InputError naming a missing key or a shape
+  // mismatch, in which case nothing has been changed.
+  void load_state(const std::map<std::string, torch::Tensor>& state);
+
+ private:
+  struct Slot {
+    std::string name;
+    torch::Tensor param, exp_avg, exp_avg_sq, step;
+  };
+  struct Group {
+    double weight_decay;
+    std::vector<Slot> slots;
+  };
+  // The tensor lists of one kernel call, kept between steps; only `grads` is refilled.
+  struct Bucket {
+    double weight_decay;
+    std::vector<torch::Tensor> params, grads, exp_avgs, exp_avg_sqs, steps;
+  };
+
+  static void ensure_state(Slot& slot);
+  void rebuild_buckets();
+
+  std::vector<Group> groups_;
+  AdamWOptions options_;
+  int64_t steps_taken_ = 0;
+  std::vector<Bucket> buckets_;
+  std::vector<char> has_grad_;  // per slot, all groups in order: what buckets_ was built for
+  bool buckets_valid_ = false;
+};
+
+// Scales all gradients of `params` so their global L2 norm is at most `max_norm`, as
+// torch.nn.utils.clip_grad_norm_ does, and returns the norm before clipping. Reads the norm
+// back to the host.
+double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm);
+
+// The same, but the clip coefficient stays on the device, so nothing waits for the GPU;
+// returns the norm before clipping as a float32 scalar tensor (zero if no gradient).
+torch::Tensor clip_grad_norm_async(const std::vector<torch::Tensor>& params, double max_norm);
+
+}  // namespace exfusion

@@ -1,0 +1,229 @@
+// Fused AdamW, weight-decay groups and gradient clipping (see optimizer.h). The fused kernel
+// does the whole update of a list of tensors in one call; what is left on the host per step
+// is one pass over the parameters to collect their gradients.
+#include "exfusion/train/optimizer.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
+#include <tuple>
+
+#include "exfusion/util/error.h"
+
+namespace exfusion {
+namespace {
+
+bool ends_with(const std::string& text, const std::string& suffix) {
+  return text.size() >= suffix.size() &&
+         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::vector<torch::Tensor> defined_grads(const std::vector<torch::Tensor>& params) {
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : params) {
+    if (p.grad().defined()) grads.push_back(p.grad());
+  }
+  return grads;
+}
+
+// L2 norm of all gradients together, as a float32 scalar on the first gradient's device.
+torch::Tensor global_norm(const std::vector<torch::Tensor>& grads) {
+  auto norms = at::_foreach_norm(grads, 2, torch::kFloat32);
+  const auto device = grads.front().device();
+  for (auto& norm : norms) norm = norm.to(device);
+  return at::stack(norms).norm();
+}
+
+// The foreach kernels want every list on one device.
+std::vector<std::vector<torch::Tensor>> by_device(const std::vector<torch::Tensor>& tensors) {
+  std::vector<std::vector<torch::Tensor>> lists;
+  for (const auto& t : tensors) {
+    auto list = std::find_if(lists.begin(), lists.end(),
+                             [&](const auto& l) { return l.front().device() == t.device(); });
+    if (list == lists.end()) {
+      lists.push_back({t});
+    } else {
+      list->push_back(t);
+    }
+  }
+  return lists;
+}
+
+}  // namespace
+
+std::vector<ParamGroup> split_weight_decay(
+    const std::vector<std::pair<std::string, torch::Tensor>>& named_params, double weight_decay,
+    const std::function<bool(const std::string&)>& no_decay_extra) {
+  ParamGroup decay{"decay", {}, {}, weight_decay}, no_decay{"no_decay", {}, {}, 0.0};
+  for (const auto& [name, param] : named_params) {
+    if (!param.requires_grad()) continue;
+    // Expert banks stack their biases as [experts, out]: 2-D, but biases all the same.
+    const bool skip = param.dim() <= 1 || ends_with(name, "bias") || ends_with(name, "cls_token") ||
+                      ends_with(name, "pos_embed") || (no_decay_extra && no_decay_extra(name));
+    auto& group = skip ? no_decay : decay;
+    group.param_names.push_back(name);
+    group.params.push_back(param);
+  }
+  return {std::move(decay), std::move(no_decay)};
+}
+
+FusedAdamW::FusedAdamW(std::vector<ParamGroup> groups, AdamWOptions options) : options_(options) {
+  for (auto& group : groups) {
+    TORCH_CHECK(group.param_names.size() == group.params.size(), "param group '", group.name,
+                "': ", group.param_names.size(), " names for ", group.params.size(), " params");
+    Group g{group.weight_decay, {}};
+    for (size_t i = 0; i < group.params.size(); ++i) {
+      g.slots.push_back({group.param_names[i], group.params[i], {}, {}, {}});
+    }
+    has_grad_.resize(has_grad_.size() + g.slots.size(), 0);
+    groups_.push_back(std::move(g));
+  }
+}
+
+void FusedAdamW::ensure_state(Slot& slot) {
+  if (slot.exp_avg.defined()) return;
+  slot.exp_avg = torch::zeros_like(slot.param, at::MemoryFormat::Preserve);
+  slot.exp_avg_sq = torch::zeros_like(slot.param, at::MemoryFormat::Preserve);
+  // The fused kernel reads the step count as a float32 scalar beside the parameter.
+  slot.step = torch::zeros({}, slot.param.options().dtype(torch::kFloat32));
+}
+
+void FusedAdamW::rebuild_buckets() {
+  buckets_.clear();
+  size_t index = 0;
+  for (auto& group : groups_) {
+    std::vector<std::tuple<torch::Device, torch::ScalarType, size_t>> keys;
+    for (auto& slot : group.slots) {
+      const bool has_grad = slot.param.grad().defined();
+      has_grad_[index++] = has_grad;
+      if (!has_grad) continue;
+      ensure_state(slot);
+      const auto device = slot.param.device();
+      const auto dtype = slot.param.scalar_type();
+      auto key = std::find_if(keys.begin(), keys.end(), [&](const auto& k) {
+        return std::get<0>(k) == device && std::get<1>(k) == dtype;
+      });
+      if (key == keys.end()) {
+        keys.emplace_back(device, dtype, buckets_.size());
+        buckets_.push_back({group.weight_decay, {}, {}, {}, {}, {}});
+        key = keys.end() - 1;
+      }
+      auto& bucket = buckets_[std::get<2>(*key)];
+      bucket.params.push_back(slot.param);
+      bucket.exp_avgs.push_back(slot.exp_avg);
+      bucket.exp_avg_sqs.push_back(slot.exp_avg_sq);
+      bucket.steps.push_back(slot.step);
+    }
+  }
+  buckets_valid_ = true;
+}
+
+void FusedAdamW::step() {
+  torch::NoGradGuard no_grad;
+  bool same_grads = buckets_valid_;
+  size_t index = 0;
+  for (const auto& group : groups_) {
+    for (const auto& slot : group.slots) {
+      same_grads = same_grads && (has_grad_[index++] != 0) == slot.param.grad().defined();
+    }
+  }
+  if (!same_grads) rebuild_buckets();
+
+  for (auto& bucket : buckets_) {
+    // Gradients are new tensors after every zero_grad, so only this list is refilled.
+    bucket.grads.clear();
+    for (const auto& p : bucket.params) bucket.grads.push_back(p.grad());
+    at::_foreach_add_(bucket.steps, 1.0);
+    at::_fused_adamw_(bucket.params, bucket.grads, bucket.exp_avgs, bucket.exp_avg_sqs,
+                      /*max_exp_avg_sqs=*/{}, bucket.steps, options_.lr, options_.beta1,
+                      options_.beta2, bucket.weight_decay, options_.eps, /*amsgrad=*/false,
+                      /*maximize=*/false);
+    // Holding the gradients would keep their memory alive past zero_grad.
+    bucket.grads.clear();
+  }
+  ++steps_taken_;
+}
+
+void FusedAdamW::zero_grad() {
+  for (auto& group : groups_) {
+    for (auto& slot : group.slots) slot.param.mutable_grad().reset();
+  }
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> FusedAdamW::state() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& group : groups_) {
+    for (const auto& slot : group.slots) {
+      if (slot.exp_avg.defined()) {
+        out.emplace_back(slot.name + ".exp_avg", slot.exp_avg);
+        out.emplace_back(slot.name + ".exp_avg_sq", slot.exp_avg_sq);
+        out.emplace_back(slot.name + ".step", slot.step);
+      } else {
+        // A checkpoint then has the same keys whichever parameters happened to get gradients.
+        out.emplace_back(slot.name + ".exp_avg", torch::zeros_like(slot.param));
+        out.emplace_back(slot.name + ".exp_avg_sq", torch::zeros_like(slot.param));
+        out.emplace_back(slot.name + ".step",
+                         torch::zeros({}, slot.param.options().dtype(torch::kFloat32)));
+      }
+    }
+  }
+  return out;
+}
+
+void FusedAdamW::load_state(const std::map<std::string, torch::Tensor>& state) {
+  const auto find = [&](const std::string& key, at::IntArrayRef shape) -> const torch::Tensor& {
+    const auto entry = state.find(key);
+    if (entry == state.end()) throw InputError("optimizer state: missing '" + key + "'");
+    if (entry->second.sizes() != shape) {
+      throw InputError(c10::str("optimizer state: '", key, "' has shape ", entry->second.sizes(),
+                                ", expected ", shape));
+    }
+    return entry->second;
+  };
+  // Everything is checked before anything is copied, so a bad checkpoint changes nothing.
+  for (const auto& group : groups_) {
+    for (const auto& slot : group.slots) {
+      find(slot.name + ".exp_avg", slot.param.sizes());
+      find(slot.name + ".exp_avg_sq", slot.param.sizes());
+      find(slot.name + ".step", {});
+    }
+  }
+  torch::NoGradGuard no_grad;
+  double max_step = 0;
+  for (auto& group : groups_) {
+    for (auto& slot : group.slots) {
+      ensure_state(slot);
+      slot.exp_avg.copy_(find(slot.name + ".exp_avg", slot.param.sizes()));
+      slot.exp_avg_sq.copy_(find(slot.name + ".exp_avg_sq", slot.param.sizes()));
+      const auto& step = find(slot.name + ".step", {});
+      slot.step.copy_(step);
+      max_step = std::max(max_step, step.item<double>());
+    }
+  }
+  steps_taken_ = static_cast<int64_t>(max_step);
+  buckets_valid_ = false;
+}
+
+double clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm) {
+  torch::NoGradGuard no_grad;
+  const auto grads = defined_grads(params);
+  if (grads.empty()) return 0.0;
+  const double total = global_norm(grads).item<double>();
+  const double coefficient = max_norm / (total + 1e-6);
+  if (coefficient < 1.0) at::_foreach_mul_(grads, coefficient);
+  return total;
+}
+
+torch::Tensor clip_grad_norm_async(const std::vector<torch::Tensor>& params, double max_norm) {
+  torch::NoGradGuard no_grad;
+  const auto grads = defined_grads(params);
+  if (grads.empty()) return torch::zeros({}, torch::kFloat32);
+  const auto total = global_norm(grads);
+  const auto coefficient = (total + 1e-6).reciprocal().mul_(max_norm).clamp_max_(1.0);
+  for (const auto& list : by_device(grads)) {
+    at::_foreach_mul_(list, coefficient.to(list.front().device()));
+  }
+  return total;
+}
+
+}  // namespace exfusion

@@ -1,0 +1,90 @@
+// Training-step benchmark (see step_benchmark.h).
+#include "exfusion/train/step_benchmark.h"
+
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/cuda.h>
+
+#include <chrono>
+
+#include "exfusion/train/device.h"
+#include "exfusion/train/trainer.h"
+
+namespace exfusion {
+namespace {
+
+void synchronize(const torch::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index() < 0 ? 0 : device.index());
+}
+
+}  // namespace
+
+double device_bf16_peak_tflops(const std::string& device_name) {
+  // Dense (non-sparse) bf16 peaks from NVIDIA's datasheets.
+  if (device_name.find("H100") != std::string::npos) {
+    return device_name.find("PCIe") != std::string::npos ? 756.0 : 989.0;
+  }
+  if (device_name.find("H200") != std::string::npos) return 989.0;
+  if (device_name.find("A100") != std::string::npos) return 312.0;
+  return 0.0;
+}
+
+nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkOptions& options) {
+  const auto device = resolve_device(config.train.device);
+  torch::manual_seed(static_cast<uint64_t>(config.train.seed));
+  VisionTransformer model(config.model);
+  const int64_t params = count_parameters(*model);
+  Trainer trainer(config, model, device);
+  trainer.set_lr(config.train.lr);
+  const auto& m = config.model;
+  const Batch batch{torch::randn({config.train.batch_size, m.in_chans, m.img_size, m.img_size}),
+                    torch::randint(0, m.num_classes, {config.train.batch_size})};
+  // The batch lives on the device already, as a prefetched batch would.
+  const Batch on_device{batch.images.to(device), batch.labels.to(device)};
+
+  for (int64_t i = 0; i < options.warmup_steps; ++i) trainer.step(on_device);
+  synchronize(device);
+  std::string device_name = "cpu";
+  if (device.is_cuda()) {
+    const auto index = device.index() < 0 ? c10::cuda::current_device() : device.index();
+    c10::cuda::CUDACachingAllocator::resetPeakStats(index);
+    device_name = at::cuda::getDeviceProperties(index)->name;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < options.timed_steps; ++i) trainer.step(on_device);
+  synchronize(device);
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+
+  const double images = static_cast<double>(config.train.batch_size * options.timed_steps);
+  const double images_per_s = images / seconds;
+  // Training ≈ 3× the forward FLOPs (forward, and backward for inputs and weights).
+  const double tflops = 3.0 * forward_flops_per_image(m) * images_per_s / 1e12;
+  const double peak = device_bf16_peak_tflops(device_name);
+  nlohmann::json result = {
+      {"model", model_to_json(m)["model"]},
+      {"ffn", m.ffn.kind == FfnKind::kDense ? "dense" : to_string(m.ffn.exfusion.variant())},
+      {"experts", m.ffn.kind == FfnKind::kDense ? 0 : m.ffn.exfusion.num_experts()},
+      {"batch", config.train.batch_size},
+      {"device", device_name},
+      {"precision", trainer.bf16() ? "bf16" : "fp32"},
+      {"params", params},
+      {"warmup_steps", options.warmup_steps},
+      {"timed_steps", options.timed_steps},
+      {"img_per_s", images_per_s},
+      {"ms_per_step", 1000.0 * seconds / static_cast<double>(options.timed_steps)},
+      {"tflops", tflops},
+      {"mfu", peak > 0 ? nlohmann::json(tflops / peak) : nlohmann::json(nullptr)},
+      {"peak_mem_mib", nullptr}};
+  if (device.is_cuda()) {
+    const auto index = device.index() < 0 ? c10::cuda::current_device() : device.index();
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
+    const auto& peak_bytes =
+        stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+    result["peak_mem_mib"] = static_cast<double>(peak_bytes) / (1024.0 * 1024.0);
+  }
+  return result;
+}
+
+}  // namespace exfusion

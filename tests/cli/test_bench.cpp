@@ -1,0 +1,47 @@
+// `exfusion bench` on the CPU: one JSON line with the fields the GPU comparison reads
+// (images/s, ms/step, TFLOP/s, MFU, peak memory), for dense and ExFusion FFNs.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "../support/cli.h"
+
+namespace exfusion {
+namespace {
+
+nlohmann::json bench(const std::string& ffn_args) {
+  const auto result = testing::run_cli(
+      "bench --preset tiny --device cpu --threads 1 --batch-size 2 --warmup 1 --steps 2 "
+      "--set model.img_size=32 model.depth=2 model.num_classes=10 " +
+      ffn_args);
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  return nlohmann::json::parse(result.output);
+}
+
+TEST(Bench, PrintsOneJsonLineOfMeasurements) {
+  const auto dense = bench("--ffn dense");
+  EXPECT_EQ(dense["ffn"], "dense");
+  EXPECT_EQ(dense["experts"], 0);
+  EXPECT_EQ(dense["device"], "cpu");
+  EXPECT_EQ(dense["precision"], "fp32");
+  EXPECT_EQ(dense["model"]["embed_dim"], 192);
+  EXPECT_GT(dense["img_per_s"].get<double>(), 0.0);
+  EXPECT_NEAR(dense["ms_per_step"].get<double>(), 1000.0 * 2 / dense["img_per_s"].get<double>(),
+              1e-6 * dense["ms_per_step"].get<double>());
+  EXPECT_GT(dense["tflops"].get<double>(), 0.0);
+  EXPECT_TRUE(dense["mfu"].is_null());           // no known peak for a CPU
+  EXPECT_TRUE(dense["peak_mem_mib"].is_null());  // measured on CUDA only
+  const auto mb = bench("--ffn exfusion --variant mb --experts 3");
+  EXPECT_EQ(mb["ffn"], "mb");
+  EXPECT_EQ(mb["experts"], 3);
+  EXPECT_GT(mb["params"].get<int64_t>(), dense["params"].get<int64_t>());
+}
+
+TEST(Bench, RejectsBadStepCounts) {
+  const auto result = testing::run_cli("bench --steps 0");
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("--steps"), std::string::npos) << result.output;
+}
+
+}  // namespace
+}  // namespace exfusion

@@ -1,0 +1,252 @@
+// Fused AdamW against LibTorch's reference AdamW, weight-decay grouping, state round trips
+// and gradient clipping against a direct computation of the global norm.
+#include <gtest/gtest.h>
+#include <torch/optim/adamw.h>
+#include <torch/types.h>
+#include <torch/utils.h>
+
+#include <cmath>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "exfusion/train/optimizer.h"
+#include "exfusion/util/error.h"
+
+namespace exfusion {
+namespace {
+
+// float32 on CPU: both implementations do the same arithmetic, in a different order.
+constexpr double kAdamTolerance = 1e-6;
+constexpr double kLr = 1e-2;
+
+// "w" (2-D, decayed), "b" (1-D, not decayed), "v" (2-D, decayed).
+std::vector<torch::Tensor> make_params() {
+  torch::manual_seed(0);
+  return {torch::randn({4, 3}).requires_grad_(), torch::randn({3}).requires_grad_(),
+          torch::randn({2, 5}).requires_grad_()};
+}
+
+void set_grads(const std::vector<torch::Tensor>& params, int seed) {
+  torch::manual_seed(100 + seed);
+  for (const auto& p : params) p.mutable_grad() = torch::randn_like(p);
+}
+
+FusedAdamW make_fused(const std::vector<torch::Tensor>& params, double wd) {
+  return FusedAdamW(
+      {{"decay", {"w", "v"}, {params[0], params[2]}, wd}, {"no_decay", {"b"}, {params[1]}, 0.0}},
+      AdamWOptions{kLr, 0.9, 0.999, 1e-8, wd});
+}
+
+std::map<std::string, torch::Tensor> snapshot(const FusedAdamW& optimizer) {
+  std::map<std::string, torch::Tensor> out;
+  for (const auto& [name, tensor] : optimizer.state()) out[name] = tensor.clone();
+  return out;
+}
+
+std::string load_error(FusedAdamW& optimizer, const std::map<std::string, torch::Tensor>& state) {
+  try {
+    optimizer.load_state(state);
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(FusedAdamW, MatchesLibTorchAdamW) {
+  const double wd = 0.05;
+  auto ours = make_params(), reference = make_params();
+  auto fused = make_fused(ours, wd);
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(std::vector<torch::Tensor>{reference[0], reference[2]},
+                      std::make_unique<torch::optim::AdamWOptions>(
+                          torch::optim::AdamWOptions(kLr).weight_decay(wd)));
+  groups.emplace_back(std::vector<torch::Tensor>{reference[1]},
+                      std::make_unique<torch::optim::AdamWOptions>(
+                          torch::optim::AdamWOptions(kLr).weight_decay(0.0)));
+  torch::optim::AdamW adamw(std::move(groups), torch::optim::AdamWOptions(kLr));
+  for (int step = 0; step < 5; ++step) {
+    const double lr = step < 2 ? kLr : 3e-3;
+    fused.set_lr(lr);
+    for (auto& group : adamw.param_groups()) group.options().set_lr(lr);
+    set_grads(ours, step);
+    set_grads(reference, step);
+    if (step == 3) {
+      // A parameter that gets no gradient for a step: the kernel's lists must be rebuilt.
+      ours[2].mutable_grad().reset();
+      reference[2].mutable_grad().reset();
+    }
+    fused.step();
+    adamw.step();
+    for (size_t i = 0; i < ours.size(); ++i) {
+      EXPECT_LE((ours[i] - reference[i]).abs().max().item<double>(), kAdamTolerance)
+          << "param " << i << " after step " << step;
+    }
+  }
+  EXPECT_EQ(fused.steps_taken(), 5);
+  EXPECT_DOUBLE_EQ(fused.lr(), 3e-3);
+  EXPECT_EQ(snapshot(fused).at("v.step").item<float>(), 4.0f);
+  EXPECT_EQ(snapshot(fused).at("w.step").item<float>(), 5.0f);
+}
+
+TEST(FusedAdamW, DecaysOnlyTheDecayGroup) {
+  const double wd = 0.5;
+  auto params = make_params();
+  auto fused = make_fused(params, wd);
+  const auto w = params[0].detach().clone(), b = params[1].detach().clone();
+  for (const auto& p : params) p.mutable_grad() = torch::zeros_like(p);
+  fused.step();
+  // A zero gradient makes the Adam term zero, which leaves only the decoupled decay.
+  EXPECT_LE((params[0] - w * (1 - kLr * wd)).abs().max().item<double>(), 1e-7);
+  EXPECT_TRUE(torch::equal(params[1], b));
+}
+
+TEST(FusedAdamW, ParametersWithoutGradAreUntouched) {
+  auto params = make_params();
+  auto fused = make_fused(params, 0.05);
+  const auto b = params[1].detach().clone(), v = params[2].detach().clone();
+  params[0].mutable_grad() = torch::ones_like(params[0]);
+  fused.step();
+  EXPECT_TRUE(torch::equal(params[1], b));
+  EXPECT_TRUE(torch::equal(params[2], v));
+  const auto state = snapshot(fused);
+  EXPECT_EQ(state.size(), 9u);
+  EXPECT_EQ(state.at("b.step").item<float>(), 0.0f);
+  EXPECT_EQ(state.at("b.exp_avg").abs().sum().item<float>(), 0.0f);
+}
+
+TEST(FusedAdamW, ZeroGradDropsGradients) {
+  auto params = make_params();
+  auto fused = make_fused(params, 0.05);
+  set_grads(params, 0);
+  fused.step();
+  fused.zero_grad();
+  for (const auto& p : params) EXPECT_FALSE(p.grad().defined());
+}
+
+TEST(FusedAdamW, StateRoundTripContinuesIdentically) {
+  auto a = make_params(), b = make_params();
+  auto uninterrupted = make_fused(a, 0.05), saved_from = make_fused(b, 0.05);
+  for (int step = 0; step < 3; ++step) {
+    set_grads(a, step);
+    set_grads(b, step);
+    uninterrupted.step();
+    saved_from.step();
+  }
+  auto restored = make_fused(b, 0.05);
+  restored.load_state(snapshot(saved_from));
+  EXPECT_EQ(restored.steps_taken(), 3);
+  for (int step = 3; step < 5; ++step) {
+    set_grads(a, step);
+    set_grads(b, step);
+    uninterrupted.step();
+    restored.step();
+  }
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "param " << i;
+}
+
+TEST(FusedAdamW, LoadStateNamesTheBadKey) {
+  auto params = make_params();
+  auto fused = make_fused(params, 0.05);
+  set_grads(params, 0);
+  fused.step();
+  const auto good = snapshot(fused);
+
+  auto missing = good;
+  missing.erase("w.exp_avg_sq");
+  EXPECT_NE(load_error(fused, missing).find("w.exp_avg_sq"), std::string::npos);
+
+  auto wrong_shape = good;
+  wrong_shape["b.exp_avg"] = torch::zeros({4});
+  const auto message = load_error(fused, wrong_shape);
+  EXPECT_NE(message.find("b.exp_avg"), std::string::npos) << message;
+  EXPECT_NE(message.find("[4]"), std::string::npos) << message;
+
+  // A failed load changes nothing.
+  const auto after = snapshot(fused);
+  for (const auto& [name, tensor] : good) EXPECT_TRUE(torch::equal(after.at(name), tensor)) << name;
+}
+
+TEST(SplitWeightDecay, NormsBiasesEmbeddingsAndExtrasGetNone) {
+  const auto param = [](std::vector<int64_t> shape) {
+    return torch::zeros(shape, torch::requires_grad());
+  };
+  const std::vector<std::pair<std::string, torch::Tensor>> named = {
+      {"blocks.0.attn.qkv.weight", param({6, 2})},
+      {"blocks.0.norm1.weight", param({2})},
+      {"blocks.0.attn.qkv.bias", param({6})},
+      {"blocks.0.mlp.fc1.bias", param({4, 3})},  // stacked per expert
+      {"cls_token", param({1, 1, 2})},
+      {"pos_embed", param({1, 3, 2})},
+      {"blocks.0.mlp.fusion.weights", param({4, 2})},
+      {"blocks.0.mlp.fc1.weight", param({4, 3, 2})},
+      {"frozen.weight", torch::zeros({2, 2})}};
+  const auto groups = split_weight_decay(named, 0.05, [](const std::string& name) {
+    return name.find(".fusion.weights") != std::string::npos;
+  });
+  ASSERT_EQ(groups.size(), 2u);
+  EXPECT_EQ(groups[0].name, "decay");
+  EXPECT_EQ(groups[0].param_names,
+            (std::vector<std::string>{"blocks.0.attn.qkv.weight", "blocks.0.mlp.fc1.weight"}));
+  EXPECT_DOUBLE_EQ(groups[0].weight_decay, 0.05);
+  EXPECT_EQ(groups[1].name, "no_decay");
+  EXPECT_EQ(groups[1].param_names,
+            (std::vector<std::string>{"blocks.0.norm1.weight", "blocks.0.attn.qkv.bias",
+                                      "blocks.0.mlp.fc1.bias", "cls_token", "pos_embed",
+                                      "blocks.0.mlp.fusion.weights"}));
+  EXPECT_DOUBLE_EQ(groups[1].weight_decay, 0.0);
+  EXPECT_EQ(groups[1].params.size(), groups[1].param_names.size());
+  EXPECT_EQ(split_weight_decay(named, 0.05, nullptr)[0].param_names.size(), 3u);
+}
+
+TEST(ClipGradNorm, ScalesToTheGlobalNorm) {
+  auto params = make_params();
+  set_grads(params, 0);
+  double squares = 0;
+  for (const auto& p : params) squares += p.grad().pow(2).sum().item<double>();
+  const double expected_norm = std::sqrt(squares);
+  const double max_norm = expected_norm / 4;
+  std::vector<torch::Tensor> before;
+  for (const auto& p : params) before.push_back(p.grad().clone());
+
+  EXPECT_NEAR(clip_grad_norm(params, max_norm), expected_norm, 1e-5);
+  const double coefficient = max_norm / (expected_norm + 1e-6);
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(params[i].grad(), before[i] * coefficient, 1e-6, 1e-7));
+  }
+  double clipped = 0;
+  for (const auto& p : params) clipped += p.grad().pow(2).sum().item<double>();
+  EXPECT_NEAR(std::sqrt(clipped), max_norm, 1e-5);
+}
+
+TEST(ClipGradNorm, LeavesSmallGradientsAlone) {
+  auto params = make_params();
+  set_grads(params, 1);
+  params[1].mutable_grad().reset();
+  const auto before = params[0].grad().clone();
+  const double norm = clip_grad_norm(params, 1e6);
+  EXPECT_NEAR(
+      norm, std::hypot(before.norm().item<double>(), params[2].grad().norm().item<double>()), 1e-5);
+  EXPECT_TRUE(torch::equal(params[0].grad(), before));
+  EXPECT_FALSE(params[1].grad().defined());
+  EXPECT_EQ(clip_grad_norm_async(params, 1e6).item<double>(), norm);
+  EXPECT_TRUE(torch::equal(params[0].grad(), before));
+  EXPECT_EQ(clip_grad_norm({torch::zeros({2}, torch::requires_grad())}, 1.0), 0.0);
+}
+
+TEST(ClipGradNorm, AsyncGivesTheSameGradients) {
+  auto sync = make_params(), async = make_params();
+  set_grads(sync, 2);
+  set_grads(async, 2);
+  const double norm = clip_grad_norm(sync, 0.5);
+  const auto async_norm = clip_grad_norm_async(async, 0.5);
+  EXPECT_EQ(async_norm.dim(), 0);
+  EXPECT_EQ(async_norm.scalar_type(), torch::kFloat32);
+  EXPECT_NEAR(async_norm.item<double>(), norm, 1e-6);
+  for (size_t i = 0; i < sync.size(); ++i) {
+    EXPECT_TRUE(torch::allclose(sync[i].grad(), async[i].grad(), 1e-6, 1e-7)) << "param " << i;
+  }
+}
+
+}  // namespace
+}  // namespace exfusion

@@ -13,11 +13,7 @@ AttentionImpl::AttentionImpl(int64_t dim, int64_t num_heads_) : num_heads(num_he
   }
   qkv = register_module("qkv", torch::nn::Linear(dim, 3 * dim));
   proj = register_module("proj", torch::nn::Linear(dim, dim));
-  torch::NoGradGuard no_grad;
-  for (auto& linear : {qkv, proj}) {
-    trunc_normal_(linear->weight, 0.02);
-    linear->bias.zero_();
-  }
+  for (const auto& linear : {qkv, proj}) init_vit_linear(linear);
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {

@@ -32,11 +32,7 @@ std::shared_ptr<FusionWeightsImpl> make_fusion_weights(const ExFusionOptions& op
 MlpImpl::MlpImpl(int64_t dim, int64_t hidden) {
   fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
   fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
-  torch::NoGradGuard no_grad;
-  for (auto& linear : {fc1, fc2}) {
-    trunc_normal_(linear->weight, 0.02);
-    linear->bias.zero_();
-  }
+  for (const auto& linear : {fc1, fc2}) init_vit_linear(linear);
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {

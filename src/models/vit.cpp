@@ -125,8 +125,7 @@ VisionTransformerImpl::VisionTransformerImpl(VisionTransformerOptions options_)
   torch::NoGradGuard no_grad;
   trunc_normal_(pos_embed, 0.02);
   cls_token.normal_(0.0, 1e-6);
-  trunc_normal_(head->weight, 0.02);
-  head->bias.zero_();
+  init_vit_linear(head);
 }
 
 torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {

@@ -15,4 +15,10 @@ void trunc_normal_(torch::Tensor tensor, double std) {
   tensor.clamp_(-2.0 * std, 2.0 * std);
 }
 
+void init_vit_linear(const torch::nn::Linear& linear) {
+  torch::NoGradGuard no_grad;
+  trunc_normal_(linear->weight, 0.02);
+  linear->bias.zero_();
+}
+
 }  // namespace exfusion

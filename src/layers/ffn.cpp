@@ -29,6 +29,17 @@ std::shared_ptr<FusionWeightsImpl> make_fusion_weights(const ExFusionOptions& op
 
 }  // namespace
 
+void ExFusionOptions::validate() const {
+  if (num_experts() < 1) {
+    throw InputError("ffn.num_experts = " + std::to_string(num_experts()) +
+                     ": expected at least 1");
+  }
+  if (!(momentum() >= 0.0 && momentum() < 1.0)) {
+    throw InputError("ffn.momentum = " + std::to_string(momentum()) +
+                     ": expected a value in [0, 1)");
+  }
+}
+
 MlpImpl::MlpImpl(int64_t dim, int64_t hidden) {
   fc1 = register_module("fc1", torch::nn::Linear(dim, hidden));
   fc2 = register_module("fc2", torch::nn::Linear(hidden, dim));
@@ -51,14 +62,7 @@ std::shared_ptr<MlpImpl> MlpImpl::to_dense() const {
 
 ExFusionMlpImpl::ExFusionMlpImpl(int64_t dim, int64_t hidden, ExFusionOptions options_)
     : options(std::move(options_)) {
-  if (options.num_experts() < 1) {
-    throw InputError("ffn.num_experts = " + std::to_string(options.num_experts()) +
-                     ": expected at least 1");
-  }
-  if (!(options.momentum() >= 0.0 && options.momentum() < 1.0)) {
-    throw InputError("ffn.momentum = " + std::to_string(options.momentum()) +
-                     ": expected a value in [0, 1)");
-  }
+  options.validate();
   auto bank = [&](int64_t in, int64_t out) {
     return ExpertBank(ExpertBankOptions(options.num_experts(), in, out)
                           .init(options.expert_init())

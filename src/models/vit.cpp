@@ -45,14 +45,7 @@ void VisionTransformerOptions::validate() const {
           "a positive divisor of model.embed_dim = " + std::to_string(embed_dim));
   require(hidden_dim() > 0, "model.mlp_ratio × embed_dim", hidden_dim(), "a positive size");
   require(num_classes > 0, "model.num_classes", num_classes, "at least 1");
-  if (ffn.kind == FfnKind::kExFusion) {
-    require(ffn.exfusion.num_experts() >= 1, "ffn.num_experts", ffn.exfusion.num_experts(),
-            "at least 1");
-    if (!(ffn.exfusion.momentum() >= 0.0 && ffn.exfusion.momentum() < 1.0)) {
-      throw InputError("ffn.momentum = " + std::to_string(ffn.exfusion.momentum()) +
-                       ": expected a value in [0, 1)");
-    }
-  }
+  if (ffn.kind == FfnKind::kExFusion) ffn.exfusion.validate();
   for (const auto layer : ffn.layers) {
     require(layer >= 0 && layer < depth, "ffn.layers", layer,
             "block indices in [0, " + std::to_string(depth) + ")");

@@ -38,6 +38,10 @@ class MlpImpl : public FeedForwardImpl {
 TORCH_MODULE(Mlp);
 
 struct ExFusionOptions {
+  // Throws InputError naming ffn.num_experts (< 1) or ffn.momentum (outside [0, 1)).
+  // Declared first: TORCH_ARG leaves what follows it private.
+  void validate() const;
+
   TORCH_ARG(FusionVariant, variant) = FusionVariant::kMemoryBank;
   TORCH_ARG(int64_t, num_experts) = 4;
   TORCH_ARG(double, momentum) = 0.95;

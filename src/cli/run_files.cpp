@@ -47,7 +47,7 @@ std::filesystem::path checkpoint_path(const std::filesystem::path& path, bool pr
     if (!std::filesystem::exists(path)) throw InputError(path.string() + ": no such file");
     return path;
   }
-  const auto file = path / (prefer_state ? kStateFile : kModelFile);
+  auto file = path / (prefer_state ? kStateFile : kModelFile);
   if (!std::filesystem::exists(file)) {
     throw InputError(path.string() + ": no " + file.filename().string() + " in this run directory");
   }

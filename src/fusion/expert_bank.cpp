@@ -25,7 +25,7 @@ std::string to_string(ExpertInit init) {
   return "independent";
 }
 
-ExpertBankImpl::ExpertBankImpl(ExpertBankOptions options_) : options(std::move(options_)) {
+ExpertBankImpl::ExpertBankImpl(ExpertBankOptions options_) : options(options_) {
   TORCH_CHECK(options.num_experts() >= 1, "ExpertBank needs at least one expert");
   weight = register_parameter("weight", torch::empty({options.num_experts(), options.out_features(),
                                                       options.in_features()}));

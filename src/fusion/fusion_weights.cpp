@@ -48,7 +48,7 @@ torch::Tensor LearnedWeightsImpl::final_weights() const {
 }
 
 MemoryBankWeightsImpl::MemoryBankWeightsImpl(MemoryBankOptions options_)
-    : options(std::move(options_)) {
+    : options(options_) {
   router = register_module("router", torch::nn::Linear(torch::nn::LinearOptions(
                                          options.in_features(), options.num_experts())));
   {

@@ -193,9 +193,9 @@ void save_safetensors(const fs::path& path, const NamedTensors& tensors,
     if (!tensor.defined()) {
       throw std::invalid_argument(where + ": tensor '" + name + "' is undefined");
     }
-    const auto known =
-        std::find_if(dtype_names().begin(), dtype_names().end(),
-                     [&](const auto& pair) { return pair.second == tensor.scalar_type(); });
+    const auto type = tensor.scalar_type();  // a structured binding cannot be captured in C++17
+    const auto known = std::find_if(dtype_names().begin(), dtype_names().end(),
+                                    [type](const auto& pair) { return pair.second == type; });
     if (known == dtype_names().end()) {
       throw InputError(where + ": tensor '" + name + "' has dtype " +
                        c10::toString(tensor.scalar_type()) + "; safetensors files hold " +

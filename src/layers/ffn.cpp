@@ -61,7 +61,7 @@ std::shared_ptr<MlpImpl> MlpImpl::to_dense() const {
 }
 
 ExFusionMlpImpl::ExFusionMlpImpl(int64_t dim, int64_t hidden, ExFusionOptions options_)
-    : options(std::move(options_)) {
+    : options(options_) {
   options.validate();
   auto bank = [&](int64_t in, int64_t out) {
     return ExpertBank(ExpertBankOptions(options.num_experts(), in, out)

@@ -218,7 +218,7 @@ torch::Tensor clip_grad_norm_async(const std::vector<torch::Tensor>& params, dou
   torch::NoGradGuard no_grad;
   const auto grads = defined_grads(params);
   if (grads.empty()) return torch::zeros({}, torch::kFloat32);
-  const auto total = global_norm(grads);
+  auto total = global_norm(grads);
   const auto coefficient = (total + 1e-6).reciprocal().mul_(max_norm).clamp_max_(1.0);
   for (const auto& list : by_device(grads)) {
     at::_foreach_mul_(list, coefficient.to(list.front().device()));

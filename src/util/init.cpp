@@ -5,7 +5,7 @@
 
 namespace exfusion {
 
-void trunc_normal_(torch::Tensor tensor, double std) {
+void trunc_normal_(const torch::Tensor& tensor, double std) {
   torch::NoGradGuard no_grad;
   const auto cdf = [](double x) { return 0.5 * (1.0 + std::erf(x / std::sqrt(2.0))); };
   const double lower = cdf(-2.0), upper = cdf(2.0);

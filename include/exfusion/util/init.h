@@ -7,7 +7,7 @@
 namespace exfusion {
 
 // Fills `tensor` in place from N(0, std²) truncated to [-2·std, 2·std].
-void trunc_normal_(torch::Tensor tensor, double std);
+void trunc_normal_(const torch::Tensor& tensor, double std);
 
 // ViT's init for a linear layer: truncated normal weight (std 0.02), zero bias.
 void init_vit_linear(const torch::nn::Linear& linear);

@@ -47,8 +47,7 @@ torch::Tensor LearnedWeightsImpl::final_weights() const {
   return weights.detach().to(torch::kCPU, torch::kFloat32).clone();
 }
 
-MemoryBankWeightsImpl::MemoryBankWeightsImpl(MemoryBankOptions options_)
-    : options(options_) {
+MemoryBankWeightsImpl::MemoryBankWeightsImpl(MemoryBankOptions options_) : options(options_) {
   router = register_module("router", torch::nn::Linear(torch::nn::LinearOptions(
                                          options.in_features(), options.num_experts())));
   {

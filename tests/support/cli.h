@@ -33,8 +33,9 @@ inline CliResult run_cli(const std::string& args) {
   return result;
 }
 
-// Removes a directory tree. std::filesystem::remove_all is not used: the copy that
-// libtorch.so exports wins symbol resolution and crashes (a null call) in torch 2.11.
+// Removes a directory tree without std::filesystem::remove_all: torch 2.11's libtorch.so
+// exports a copy of it that crashes if it wins symbol resolution (CMakeLists.txt links
+// libstdc++ first against that; the tests do not depend on the link order).
 inline void remove_tree(const std::filesystem::path& dir) {
   ::nftw(
       dir.c_str(),

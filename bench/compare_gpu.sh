@@ -2,24 +2,34 @@
 # Builds exfusion against the machine's own torch (python3's, CUDA-enabled) and, in the same
 # run, times our training step and the peer benchmark (timm in Python, eager and compiled)
 # for the same model and batch, then prints one side-by-side table (bench/compare_table.py).
+# Ours: dense, ExFusion-mb N=4 with and without the expert kernels, for ViT-B/16 at batch
+# 128 and DeiT-Ti/16 at 256, then ExFusion-mb N = 8, 16, 32 on DeiT-Ti (overhead vs N).
 # Usage: bench/compare_gpu.sh [PEER_SCRIPT]   (default .peer/timm_anchor.py, see ../shared/bench)
+# Results go to $OUT (or bench-results/): build.log, exfusion.jsonl, peer.jsonl, table.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 peer=${1:-.peer/timm_anchor.py}
+[ -f "$peer" ] || { echo "compare_gpu.sh: peer benchmark '$peer' not found" >&2; exit 2; }
 out=${OUT:-bench-results}
+steps=${BENCH_STEPS:-20}
 mkdir -p "$out"
 EXFUSION_PYTHON=python3 EXFUSION_BUILD_DIR=build-gpu scripts/build.sh >"$out/build.log" 2>&1 ||
   { tail -30 "$out/build.log"; exit 1; }
 
 ours="$out/exfusion.jsonl"
 : >"$ours"
+bench() { build-gpu/exfusion bench --steps "$steps" "$@" | tee -a "$ours"; }
+mb="--ffn exfusion --variant mb"
 for config in "base:128" "tiny:256"; do
   preset=${config%%:*}
   batch=${config##*:}
-  for ffn in "--ffn dense" "--ffn exfusion --variant mb --experts 4"; do
-    build-gpu/exfusion bench --preset "$preset" --batch-size "$batch" $ffn --steps 20 | tee -a "$ours"
-  done
+  bench --preset "$preset" --batch-size "$batch" --ffn dense
+  bench --preset "$preset" --batch-size "$batch" $mb --experts 4
+  bench --preset "$preset" --batch-size "$batch" $mb --experts 4 --set train.expert_kernels=false
+done
+for n in 8 16 32; do
+  bench --preset tiny --batch-size 256 $mb --experts "$n"
 done
 python3 "$peer" --configs vit_base_patch16_224:128,deit_tiny_patch16_224:256 --compile 0,1 \
-  --variants mb --steps 20 | tee "$out/peer.jsonl"
+  --variants mb --steps "$steps" | tee "$out/peer.jsonl"
 python3 bench/compare_table.py "$ours" "$out/peer.jsonl" | tee "$out/table.md"

@@ -1,9 +1,11 @@
 """Side-by-side table of `exfusion bench` lines and the peer benchmark's lines (one run,
-one GPU), as Markdown for docs/benchmarks.md."""
+one GPU), as Markdown for docs/benchmarks.md: each of our rows with its ratio to our dense
+step and to the peer's compiled dense step for the same model and batch."""
 import json
 import sys
 
 PEER_NAMES = {"vit_base_patch16_224": 768, "deit_tiny_patch16_224": 192}
+MODEL_NAMES = {768: "ViT-B/16", 192: "DeiT-Ti/16"}
 
 
 def lines(path):
@@ -11,21 +13,42 @@ def lines(path):
         return [json.loads(l) for l in f if l.startswith("{")]
 
 
+def fmt(value, spec):
+    return "–" if value is None else format(value, spec)
+
+
 def main(ours_path, peer_path):
     ours, peer = lines(ours_path), lines(peer_path)
-    print("| model, batch | FFN | ours img/s | ours peak MiB | ours MFU | peer eager img/s "
-          "| peer compiled img/s | peer peak MiB (eager) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+
+    def peer_row(dim, batch, variant, experts, compiled):
+        return next((p for p in peer if PEER_NAMES.get(p["model"]) == dim and p["batch"] == batch
+                     and p["variant"] == variant and p["experts"] == experts
+                     and bool(p["compiled"]) == compiled), {})
+
+    def our_dense(dim, batch):
+        return next((r for r in ours if r["model"]["embed_dim"] == dim and r["batch"] == batch
+                     and r["ffn"] == "dense"), {})
+
+    print("| model, batch | FFN | N | our kernels | ours img/s | ms/step | × our dense "
+          "| × peer compiled dense | peak MiB | Δ MiB vs our dense | MFU "
+          "| peer eager img/s | peer compiled img/s | peer peak MiB (eager) |")
+    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in ours:
-        dim, batch, ffn = row["model"]["embed_dim"], row["batch"], row["ffn"]
-        match = [p for p in peer if PEER_NAMES.get(p["model"]) == dim and p["batch"] == batch
-                 and p["variant"] == ffn]
-        eager = next((p for p in match if not p["compiled"]), {})
-        compiled = next((p for p in match if p["compiled"]), {})
-        name = {768: "ViT-B/16", 192: "DeiT-Ti/16"}.get(dim, f"dim {dim}")
-        mfu = f"{100 * row['mfu']:.1f} %" if row.get("mfu") is not None else "–"
-        print(f"| {name}, {batch} | {ffn} | {row['img_per_s']:.0f} | {row['peak_mem_mib'] or 0:.0f} "
-              f"| {mfu} | {eager.get('img_per_s', '–')} | {compiled.get('img_per_s', '–')} "
+        dim, batch, ffn, n = row["model"]["embed_dim"], row["batch"], row["ffn"], row["experts"]
+        dense = our_dense(dim, batch)
+        peer_dense = peer_row(dim, batch, "dense", 0, True)
+        eager = peer_row(dim, batch, ffn, n, False)
+        compiled = peer_row(dim, batch, ffn, n, True)
+        vs_dense = row["img_per_s"] / dense["img_per_s"] if dense else None
+        vs_peer = row["img_per_s"] / peer_dense["img_per_s"] if peer_dense else None
+        mem = row.get("peak_mem_mib")
+        dmem = mem - dense["peak_mem_mib"] if dense and mem is not None else None
+        mfu = 100 * row["mfu"] if row.get("mfu") is not None else None
+        kernels = "–" if ffn == "dense" else ("yes" if row.get("expert_kernels") else "no")
+        print(f"| {MODEL_NAMES.get(dim, f'dim {dim}')}, {batch} | {ffn} | {n} | {kernels} "
+              f"| {row['img_per_s']:.0f} | {row['ms_per_step']:.2f} | {fmt(vs_dense, '.3f')} "
+              f"| {fmt(vs_peer, '.3f')} | {fmt(mem, '.0f')} | {fmt(dmem, '+.0f')} | {fmt(mfu, '.1f')} "
+              f"| {eager.get('img_per_s', '–')} | {compiled.get('img_per_s', '–')} "
               f"| {eager.get('peak_mem_mib', '–')} |")
 
 

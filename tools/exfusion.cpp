@@ -110,6 +110,9 @@ int run(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   bench->add_option("--warmup", bench_args.warmup_steps, "untimed steps first (default 5)");
   bench->add_option("--steps", bench_args.timed_steps, "timed steps (default 20)");
+  bench->add_option("--profile", bench_args.profile_trace,
+                    "also profile 3 more steps and write a Chrome trace here "
+                    "(summarise with bench/trace_summary.py)");
   bench->add_option("--set", bench_args.assignments, "override any config key: key.path=value")
       ->take_all();
   add_config_shortcuts(*bench, bench_shortcuts);

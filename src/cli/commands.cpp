@@ -281,6 +281,7 @@ void run_bench(const BenchArgs& args) {
   BenchmarkOptions options;
   options.warmup_steps = args.warmup_steps;
   options.timed_steps = args.timed_steps;
+  options.profile_trace = args.profile_trace;
   std::cout << benchmark_training_step(config, options).dump() << std::endl;
 }
 

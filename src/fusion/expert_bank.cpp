@@ -1,6 +1,8 @@
 // Expert bank: stacked experts and the weighted sum that fuses them (see expert_bank.h).
 #include "exfusion/fusion/expert_bank.h"
 
+#include <ATen/autocast_mode.h>
+
 #include "exfusion/util/error.h"
 #include "exfusion/util/init.h"
 
@@ -51,14 +53,11 @@ void ExpertBankImpl::reset_parameters() {
 }
 
 std::pair<torch::Tensor, torch::Tensor> ExpertBankImpl::fuse(const torch::Tensor& m) const {
-  const int64_t n = options.num_experts();
-  // [1, N] x [N, out*in]: one GEMV reads each expert once, and autograd gives both
-  // dW_i = m_i dW̄ and dm_i = <W_i, dW̄> from the same matmul.
-  auto row = m.to(weight.scalar_type()).view({1, n});
-  auto fused_weight =
-      at::matmul(row, weight.view({n, -1})).view({options.out_features(), options.in_features()});
-  auto fused_bias = at::matmul(row, bias).view({options.out_features()});
-  return {fused_weight, fused_bias};
+  const auto device_type = weight.device().type();
+  const auto out_dtype = at::autocast::is_autocast_enabled(device_type)
+                             ? at::autocast::get_autocast_dtype(device_type)
+                             : weight.scalar_type();
+  return {expert_mix(weight, m, out_dtype, weight_grad_sink), expert_mix(bias, m, out_dtype)};
 }
 
 }  // namespace exfusion

@@ -1,6 +1,7 @@
 // Multi-head self-attention (see attention.h).
 #include "exfusion/layers/attention.h"
 
+#include "exfusion/layers/linear.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/init.h"
 
@@ -18,10 +19,14 @@ AttentionImpl::AttentionImpl(int64_t dim, int64_t num_heads_) : num_heads(num_he
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   const auto batch = x.size(0), tokens = x.size(1), dim = x.size(2);
-  auto qkv_heads =
-      qkv->forward(x).view({batch, tokens, 3, num_heads, dim / num_heads}).permute({2, 0, 3, 1, 4});
-  auto out = at::scaled_dot_product_attention(qkv_heads[0], qkv_heads[1], qkv_heads[2]);
-  return proj->forward(out.transpose(1, 2).reshape({batch, tokens, dim}));
+  // unbind, not three selects: its backward stacks the three gradients in one copy instead of
+  // zero-filling three qkv-sized buffers and adding into them.
+  const auto q_k_v = linear(x, qkv)
+                         .view({batch, tokens, 3, num_heads, dim / num_heads})
+                         .permute({2, 0, 3, 1, 4})
+                         .unbind(0);
+  auto out = at::scaled_dot_product_attention(q_k_v[0], q_k_v[1], q_k_v[2]);
+  return linear(out.transpose(1, 2).reshape({batch, tokens, dim}), proj);
 }
 
 }  // namespace exfusion

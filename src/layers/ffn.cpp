@@ -1,8 +1,7 @@
 // Dense and ExFusion FFNs (see ffn.h).
 #include "exfusion/layers/ffn.h"
 
-#include <torch/nn/functional/linear.h>
-
+#include "exfusion/layers/linear.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/init.h"
 
@@ -47,7 +46,7 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden) {
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return fc2->forward(exact_gelu(fc1->forward(x)));
+  return linear(exact_gelu(linear(x, fc1)), fc2);
 }
 
 std::shared_ptr<MlpImpl> MlpImpl::to_dense() const {
@@ -79,10 +78,10 @@ ExFusionMlpImpl::ExFusionMlpImpl(int64_t dim, int64_t hidden, ExFusionOptions op
 torch::Tensor ExFusionMlpImpl::forward(const torch::Tensor& x) {
   const auto m_up = fusion->forward(x);
   const auto [w1, b1] = fc1->fuse(m_up);
-  const auto h = exact_gelu(torch::nn::functional::linear(x, w1, b1));
+  const auto h = exact_gelu(at::linear(x, w1, b1));
   const auto m_down = fusion_down ? fusion_down->forward(h) : m_up;
   const auto [w2, b2] = fc2->fuse(m_down);
-  return torch::nn::functional::linear(h, w2, b2);
+  return at::linear(h, w2, b2);
 }
 
 std::shared_ptr<MlpImpl> ExFusionMlpImpl::to_dense() const {

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "exfusion/layers/linear.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/init.h"
 
@@ -126,7 +127,7 @@ torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {
   x = torch::cat({cls_token.expand({x.size(0), -1, -1}).to(x.scalar_type()), x}, 1) + pos_embed;
   for (const auto& block : *blocks) x = block->as<BlockImpl>()->forward(x);
   x = norm->forward(x);
-  return head->forward(x.select(1, 0));
+  return linear(x.select(1, 0), head);
 }
 
 Block VisionTransformerImpl::block(int64_t index) const {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <tuple>
 
+#include "exfusion/fusion/expert_kernels.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {
@@ -73,7 +74,7 @@ FusedAdamW::FusedAdamW(std::vector<ParamGroup> groups, AdamWOptions options) : o
                 "': ", group.param_names.size(), " names for ", group.params.size(), " params");
     Group g{group.weight_decay, {}};
     for (size_t i = 0; i < group.params.size(); ++i) {
-      g.slots.push_back({group.param_names[i], group.params[i], {}, {}, {}});
+      g.slots.push_back({group.param_names[i], group.params[i], {}, {}, {}, nullptr});
     }
     has_grad_.resize(has_grad_.size() + g.slots.size(), 0);
     groups_.push_back(std::move(g));
@@ -118,8 +119,55 @@ void FusedAdamW::rebuild_buckets() {
   buckets_valid_ = true;
 }
 
+void FusedAdamW::set_factored_gradient(const std::string& param_name,
+                                       std::shared_ptr<FactoredGradient> sink) {
+  for (auto& group : groups_) {
+    for (auto& slot : group.slots) {
+      if (slot.name == param_name) {
+        slot.factored = std::move(sink);
+        return;
+      }
+    }
+  }
+  throw std::invalid_argument("FusedAdamW: no parameter named '" + param_name + "'");
+}
+
+void FusedAdamW::step_factored() {
+  struct Pending {
+    Slot* slot;
+    double weight_decay;
+  };
+  std::vector<Pending> pending;
+  std::vector<torch::Tensor> steps;
+  for (auto& group : groups_) {
+    for (auto& slot : group.slots) {
+      if (!slot.factored || !slot.factored->pending()) continue;
+      if (slot.param.grad().defined()) {
+        // Gradient accumulation reached this bank twice: fold the factored part into the
+        // ordinary gradient, which the multi-tensor step below applies.
+        slot.param.mutable_grad().add_(slot.factored->materialize(slot.param));
+        slot.factored->clear();
+        continue;
+      }
+      ensure_state(slot);
+      pending.push_back({&slot, group.weight_decay});
+      steps.push_back(slot.step);
+    }
+  }
+  if (pending.empty()) return;
+  at::_foreach_add_(steps, 1.0);
+  for (const auto& [slot, weight_decay] : pending) {
+    const AdamWHyper hyper{options_.lr, options_.beta1, options_.beta2, options_.eps, weight_decay};
+    const auto& f = *slot->factored;
+    factored_adamw_(slot->param, slot->exp_avg, slot->exp_avg_sq, f.grad, f.coeffs, slot->step,
+                    f.scale, hyper);
+    slot->factored->clear();
+  }
+}
+
 void FusedAdamW::step() {
   torch::NoGradGuard no_grad;
+  step_factored();
   bool same_grads = buckets_valid_;
   size_t index = 0;
   for (const auto& group : groups_) {
@@ -146,8 +194,44 @@ void FusedAdamW::step() {
 
 void FusedAdamW::zero_grad() {
   for (auto& group : groups_) {
-    for (auto& slot : group.slots) slot.param.mutable_grad().reset();
+    for (auto& slot : group.slots) {
+      slot.param.mutable_grad().reset();
+      if (slot.factored) slot.factored->clear();
+    }
   }
+}
+
+torch::Tensor FusedAdamW::clip_grad_norm_async(double max_norm) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> grads, factored_grads, factored_coeffs;
+  std::vector<FactoredGradient*> factored;
+  for (const auto& group : groups_) {
+    for (const auto& slot : group.slots) {
+      if (slot.param.grad().defined()) grads.push_back(slot.param.grad());
+      if (slot.factored && slot.factored->pending()) {
+        factored.push_back(slot.factored.get());
+        factored_grads.push_back(slot.factored->grad);
+        factored_coeffs.push_back(slot.factored->coeffs);
+      }
+    }
+  }
+  if (grads.empty() && factored.empty()) return torch::zeros({}, torch::kFloat32);
+  std::vector<torch::Tensor> norms;
+  const auto device = grads.empty() ? factored_grads.front().device() : grads.front().device();
+  if (!grads.empty()) norms.push_back(global_norm(grads).to(device));
+  if (!factored.empty()) {
+    // Expert i's gradient is m_i G, so a bank's squared norm is ||m||² ||G||².
+    const auto g = at::stack(at::_foreach_norm(factored_grads, 2, torch::kFloat32));
+    const auto m = at::stack(at::_foreach_norm(factored_coeffs, 2, torch::kFloat32));
+    norms.push_back((g * m).to(device).norm());
+  }
+  const auto total = at::stack(norms).norm();
+  const auto coefficient = (total + 1e-6).reciprocal().mul_(max_norm).clamp_max_(1.0);
+  for (const auto& list : by_device(grads)) {
+    at::_foreach_mul_(list, coefficient.to(list.front().device()));
+  }
+  for (auto* f : factored) f->scale = coefficient.to(f->grad.device());
+  return total;
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> FusedAdamW::state() const {

@@ -133,7 +133,8 @@ json to_json(const RunConfig& config) {
                   {"log_every", t.log_every},
                   {"device", t.device},
                   {"precision", t.precision},
-                  {"threads", t.threads}};
+                  {"threads", t.threads},
+                  {"expert_kernels", t.expert_kernels}};
   return out;
 }
 
@@ -221,6 +222,7 @@ RunConfig run_config_from_json(const json& json_config, const std::string& sourc
   t.read("device", train.device);
   t.read("precision", train.precision);
   t.read("threads", train.threads);
+  t.read("expert_kernels", train.expert_kernels);
 
   const auto positive = [&](const char* key, int64_t value) {
     if (value < 1) t.fail(key, "at least 1");

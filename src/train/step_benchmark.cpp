@@ -4,18 +4,42 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/cuda.h>
 
 #include <chrono>
+#include <filesystem>
+#include <set>
 
+#include "exfusion/fusion/expert_kernels.h"
 #include "exfusion/train/device.h"
 #include "exfusion/train/trainer.h"
+#include "exfusion/util/atomic_file.h"
 
 namespace exfusion {
 namespace {
 
 void synchronize(const torch::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index() < 0 ? 0 : device.index());
+}
+
+// Runs `steps` more training steps under the Kineto profiler and writes their Chrome trace to
+// `path` (through a temporary file, like every output).
+void profile_steps(Trainer& trainer, const Batch& batch, const torch::Device& device, int64_t steps,
+                   const std::string& path) {
+  namespace prof = torch::profiler::impl;
+  const prof::ProfilerConfig config(prof::ProfilerState::KINETO);
+  std::set<prof::ActivityType> activities{prof::ActivityType::CPU};
+  if (device.is_cuda()) activities.insert(prof::ActivityType::CUDA);
+  torch::autograd::profiler::prepareProfiler(config, activities);
+  torch::autograd::profiler::enableProfiler(config, activities);
+  for (int64_t i = 0; i < steps; ++i) trainer.step(batch);
+  synchronize(device);
+  const auto result = torch::autograd::profiler::disableProfiler();
+  const std::filesystem::path target(path);
+  const auto temporary = target.string() + ".tmp";
+  result->save(temporary);
+  std::filesystem::rename(temporary, target);
 }
 
 }  // namespace
@@ -69,6 +93,7 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
       {"batch", config.train.batch_size},
       {"device", device_name},
       {"precision", trainer.bf16() ? "bf16" : "fp32"},
+      {"expert_kernels", config.train.expert_kernels && expert_kernels_compiled()},
       {"params", params},
       {"warmup_steps", options.warmup_steps},
       {"timed_steps", options.timed_steps},
@@ -83,6 +108,11 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
     const auto& peak_bytes =
         stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
     result["peak_mem_mib"] = static_cast<double>(peak_bytes) / (1024.0 * 1024.0);
+  }
+  if (!options.profile_trace.empty()) {
+    profile_steps(trainer, on_device, device, options.profiled_steps, options.profile_trace);
+    result["profile_trace"] = options.profile_trace;
+    result["profiled_steps"] = options.profiled_steps;
   }
   return result;
 }

@@ -3,6 +3,8 @@
 
 #include <chrono>
 
+#include "exfusion/fusion/expert_bank.h"
+#include "exfusion/fusion/expert_kernels.h"
 #include "exfusion/train/checkpoint.h"
 #include "exfusion/train/device.h"
 #include "exfusion/train/evaluate.h"
@@ -53,12 +55,20 @@ Trainer::Trainer(const RunConfig& config, VisionTransformer model, torch::Device
       device_(device),
       bf16_(use_bf16(config.train.precision, device)),
       optimizer_(make_optimizer(model_, config.train, device_)) {
-  for (const auto& p : model_->parameters()) {
-    if (p.requires_grad()) trainable_.push_back(p);
+  if (config.train.expert_kernels) {
+    for (const auto& item : model_->named_modules("", /*include_self=*/false)) {
+      if (auto bank = std::dynamic_pointer_cast<ExpertBankImpl>(item.value())) {
+        bank->weight_grad_sink = std::make_shared<FactoredGradient>();
+        optimizer_.set_factored_gradient(item.key() + ".weight", bank->weight_grad_sink);
+      }
+    }
   }
 }
 
 std::pair<torch::Tensor, torch::Tensor> Trainer::step(const Batch& batch) {
+  // A process-wide switch: set on every step so trainers with different settings can share
+  // a process (the tests compare the two paths this way).
+  set_expert_kernels_enabled(config_.train.expert_kernels);
   const auto images = batch.images.to(device_, /*non_blocking=*/true);
   const auto labels = batch.labels.to(device_, /*non_blocking=*/true);
   torch::Tensor logits;
@@ -70,7 +80,7 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::step(const Batch& batch) {
       at::cross_entropy_loss(logits.to(torch::kFloat32), labels, {}, at::Reduction::Mean, -100,
                              config_.train.label_smoothing);
   loss.backward();
-  if (config_.train.clip_grad > 0) clip_grad_norm_async(trainable_, config_.train.clip_grad);
+  if (config_.train.clip_grad > 0) optimizer_.clip_grad_norm_async(config_.train.clip_grad);
   optimizer_.step();
   optimizer_.zero_grad();
   ++step_;

@@ -7,6 +7,8 @@
 
 #include <cmath>
 #include <map>
+#include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -246,6 +248,53 @@ TEST(ClipGradNorm, AsyncGivesTheSameGradients) {
   for (size_t i = 0; i < sync.size(); ++i) {
     EXPECT_TRUE(torch::allclose(sync[i].grad(), async[i].grad(), 1e-6, 1e-7)) << "param " << i;
   }
+}
+
+// A factored expert gradient (m ⊗ G) is clipped and stepped exactly as the same gradient
+// materialised on the parameter.
+TEST(FusedAdamW, FactoredGradientClipsAndStepsLikeTheMaterialisedOne) {
+  torch::manual_seed(3);
+  const auto experts = torch::randn({3, 4, 5});
+  const auto other = torch::randn({6});
+  const auto g = torch::randn({4, 5});
+  const auto m = torch::tensor({0.2f, 0.3f, 0.5f});
+  const auto other_grad = torch::randn({6});
+
+  auto factored_experts = experts.clone().requires_grad_();
+  auto factored_other = other.clone().requires_grad_();
+  FusedAdamW factored({{"decay", {"bank", "other"}, {factored_experts, factored_other}, 0.05}},
+                      AdamWOptions{kLr, 0.9, 0.999, 1e-8, 0.05});
+  auto sink = std::make_shared<FactoredGradient>();
+  factored.set_factored_gradient("bank", sink);
+  EXPECT_THROW(factored.set_factored_gradient("missing", sink), std::invalid_argument);
+
+  auto plain_experts = experts.clone().requires_grad_();
+  auto plain_other = other.clone().requires_grad_();
+  FusedAdamW plain({{"decay", {"bank", "other"}, {plain_experts, plain_other}, 0.05}},
+                   AdamWOptions{kLr, 0.9, 0.999, 1e-8, 0.05});
+
+  for (int step = 0; step < 2; ++step) {
+    sink->grad = g * (step + 1);
+    sink->coeffs = m;
+    factored_other.mutable_grad() = other_grad.clone();
+    plain_experts.mutable_grad() = at::outer(m, (g * (step + 1)).reshape(-1)).view({3, 4, 5});
+    plain_other.mutable_grad() = other_grad.clone();
+    const double norm_factored = factored.clip_grad_norm_async(0.1).item<double>();
+    const double norm_plain = clip_grad_norm({plain_experts, plain_other}, 0.1);
+    EXPECT_NEAR(norm_factored, norm_plain, 1e-5);
+    EXPECT_TRUE(torch::allclose(sink->materialize(experts), plain_experts.grad(), 1e-6, 1e-7));
+    factored.step();
+    plain.step();
+    EXPECT_FALSE(sink->pending()) << "the step consumes the factored gradient";
+    factored.zero_grad();
+    plain.zero_grad();
+  }
+  EXPECT_TRUE(torch::allclose(factored_experts, plain_experts, 1e-6, kAdamTolerance));
+  EXPECT_TRUE(torch::allclose(factored_other, plain_other, 1e-6, kAdamTolerance));
+  const auto a = snapshot(factored), b = snapshot(plain);
+  EXPECT_TRUE(torch::allclose(a.at("bank.exp_avg"), b.at("bank.exp_avg"), 1e-6, 1e-8));
+  EXPECT_TRUE(torch::allclose(a.at("bank.exp_avg_sq"), b.at("bank.exp_avg_sq"), 1e-6, 1e-10));
+  EXPECT_EQ(a.at("bank.step").item<float>(), 2.0f);
 }
 
 }  // namespace

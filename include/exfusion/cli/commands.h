@@ -36,6 +36,7 @@ struct BenchArgs {
   std::vector<std::string> assignments;  // key.path=value overrides, applied last
   int64_t warmup_steps = 5;
   int64_t timed_steps = 20;
+  std::string profile_trace;  // Chrome trace of a few extra steps, when set
 };
 
 struct InfoArgs {

@@ -6,7 +6,10 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include <memory>
 #include <string>
+
+#include "exfusion/fusion/expert_mix.h"
 
 namespace exfusion {
 
@@ -33,13 +36,17 @@ class ExpertBankImpl : public torch::nn::Module {
   explicit ExpertBankImpl(ExpertBankOptions options);
   void reset_parameters();
 
-  // W̄ = Σ_i m_i W_i and b̄ = Σ_i m_i b_i, differentiable in both the experts and `m`.
-  // Under autocast the sum is computed and returned in the GEMM's lower-precision type.
+  // W̄ = Σ_i m_i W_i and b̄ = Σ_i m_i b_i, differentiable in both the experts and `m`
+  // (ExpertMix). Under autocast the sums are written directly in the GEMM's lower-precision
+  // type, accumulated in float32.
   std::pair<torch::Tensor, torch::Tensor> fuse(const torch::Tensor& m) const;
 
   ExpertBankOptions options;
   torch::Tensor weight;  // [N, out, in]
   torch::Tensor bias;    // [N, out]
+  // Set by an optimizer that steps `weight` from its factored gradient (FusedAdamW); null
+  // means ordinary autograd gradients.
+  std::shared_ptr<FactoredGradient> weight_grad_sink;
 };
 TORCH_MODULE(ExpertBank);
 

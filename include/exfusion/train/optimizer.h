@@ -7,9 +7,12 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "exfusion/fusion/expert_mix.h"
 
 namespace exfusion {
 
@@ -45,6 +48,17 @@ class FusedAdamW {
   // (group, device, dtype). Parameters without a gradient keep their value and moments.
   void step();
   void zero_grad();  // drops the gradients (set_to_none), so the next backward allocates them
+
+  // Steps the expert-bank parameter `param_name` from `sink` (filled by ExpertMix) with the
+  // factored AdamW kernel, so its N expert gradients are never materialised. A gradient that
+  // also reached the parameter the ordinary way is added to the materialised factored one.
+  // Throws std::invalid_argument for an unknown name.
+  void set_factored_gradient(const std::string& param_name, std::shared_ptr<FactoredGradient> sink);
+
+  // Global L2 norm clipping over every gradient this optimizer will apply, factored ones
+  // included (||m ⊗ G|| = ||m|| ||G||), with the coefficient kept on the device. Returns the
+  // norm before clipping (float32 scalar; zero when there is no gradient).
+  torch::Tensor clip_grad_norm_async(double max_norm);
   int64_t steps_taken() const { return steps_taken_; }
 
   // "<param name>.exp_avg", ".exp_avg_sq" and ".step" (a float32 scalar) for every
@@ -59,6 +73,7 @@ class FusedAdamW {
   struct Slot {
     std::string name;
     torch::Tensor param, exp_avg, exp_avg_sq, step;
+    std::shared_ptr<FactoredGradient> factored;  // null: ordinary gradient only
   };
   struct Group {
     double weight_decay;
@@ -72,6 +87,7 @@ class FusedAdamW {
 
   static void ensure_state(Slot& slot);
   void rebuild_buckets();
+  void step_factored();
 
   std::vector<Group> groups_;
   AdamWOptions options_;

@@ -38,6 +38,9 @@ struct TrainConfig {
   std::string device = "auto";     // auto, cpu, cuda, cuda:N
   std::string precision = "auto";  // auto (bf16 on CUDA, fp32 on CPU), fp32, bf16
   int64_t threads = 0;             // CPU intra-op threads; 0 keeps LibTorch's default
+  // Expert banks through their CUDA kernels and the factored AdamW step (no N per-expert
+  // gradients); false runs plain autograd and ATen (same math, for comparison).
+  bool expert_kernels = true;
 };
 
 struct RunConfig {

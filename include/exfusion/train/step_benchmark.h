@@ -12,6 +12,10 @@ namespace exfusion {
 struct BenchmarkOptions {
   int64_t warmup_steps = 5;
   int64_t timed_steps = 20;
+  // When set, a few more steps run under the Kineto profiler after the timed ones and their
+  // CPU and GPU events are written there as a Chrome trace (bench/trace_summary.py reads it).
+  std::string profile_trace;
+  int64_t profiled_steps = 3;
 };
 
 // Dense bf16 tensor-core peak of the device in TFLOP/s, 0 when unknown (CPU, other GPUs).

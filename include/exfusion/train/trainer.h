@@ -56,7 +56,6 @@ class Trainer {
   torch::Device device_;
   bool bf16_;
   FusedAdamW optimizer_;
-  std::vector<torch::Tensor> trainable_;
   int64_t step_ = 0;
 };
 

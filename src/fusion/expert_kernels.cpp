@@ -1,0 +1,185 @@
+// Expert-bank primitives: argument checks, the choice between the CUDA kernels and the ATen
+// reference, and the reference itself (see expert_kernels.h).
+#include "exfusion/fusion/expert_kernels.h"
+
+#include <atomic>
+
+#ifdef EXFUSION_WITH_CUDA_KERNELS
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include "expert_kernels_cuda.h"
+#endif
+
+namespace exfusion {
+namespace {
+
+std::atomic<bool> kernels_enabled{true};
+
+void check_bank(const torch::Tensor& experts, const torch::Tensor& coeffs) {
+  TORCH_CHECK(experts.dim() >= 2, "expert bank: expected [N, ...] experts, got ", experts.sizes());
+  TORCH_CHECK(at::isFloatingType(experts.scalar_type()),
+              "expert bank: experts must be floating point, got ", experts.scalar_type());
+  TORCH_CHECK(coeffs.dim() == 1 && coeffs.size(0) == experts.size(0),
+              "expert bank: ", experts.size(0), " experts but coefficients of shape ",
+              coeffs.sizes());
+}
+
+void check_grad(const torch::Tensor& experts, const torch::Tensor& grad) {
+  TORCH_CHECK(grad.numel() * experts.size(0) == experts.numel(), "expert bank: gradient of shape ",
+              grad.sizes(), " for experts of shape ", experts.sizes());
+}
+
+#ifdef EXFUSION_WITH_CUDA_KERNELS
+// The kernels cover the training case, float32 experts on CUDA; anything else (float64 in
+// the gradient checks, say) takes the reference.
+bool use_kernels(const torch::Tensor& experts) {
+  return experts.is_cuda() && experts.scalar_type() == torch::kFloat32 && kernels_enabled.load();
+}
+
+cuda::DType kernel_dtype(torch::ScalarType type) {
+  switch (type) {
+    case torch::kFloat32:
+      return cuda::DType::kFloat32;
+    case torch::kBFloat16:
+      return cuda::DType::kBFloat16;
+    case torch::kFloat16:
+      return cuda::DType::kFloat16;
+    default:
+      TORCH_CHECK(false, "expert bank kernels: unsupported dtype ", type);
+  }
+}
+#else
+bool use_kernels(const torch::Tensor& /*experts*/) { return false; }
+#endif
+
+}  // namespace
+
+bool expert_kernels_compiled() {
+#ifdef EXFUSION_WITH_CUDA_KERNELS
+  return true;
+#else
+  return false;
+#endif
+}
+
+bool expert_kernels_enabled() { return kernels_enabled.load(); }
+void set_expert_kernels_enabled(bool enabled) { kernels_enabled.store(enabled); }
+
+namespace reference {
+namespace {
+// The references compute in float32 even inside a bf16 autocast region.
+using NoAutocast = c10::impl::ExcludeDispatchKeyGuard;
+}  // namespace
+
+torch::Tensor mix_experts(const torch::Tensor& experts, const torch::Tensor& coeffs,
+                          torch::ScalarType out_dtype) {
+  const NoAutocast no_autocast(c10::autocast_dispatch_keyset);
+  check_bank(experts, coeffs);
+  const auto n = experts.size(0);
+  const auto sum =
+      at::matmul(coeffs.to(experts.scalar_type()).view({1, n}), experts.reshape({n, -1}));
+  return sum.view(experts.sizes().slice(1)).to(out_dtype);
+}
+
+torch::Tensor mix_coefficient_grad(const torch::Tensor& experts, const torch::Tensor& grad) {
+  const NoAutocast no_autocast(c10::autocast_dispatch_keyset);
+  check_grad(experts, grad);
+  const auto n = experts.size(0);
+  return at::matmul(experts.reshape({n, -1}), grad.to(experts.scalar_type()).reshape({-1}));
+}
+
+void factored_adamw_(const torch::Tensor& params, const torch::Tensor& exp_avg,
+                     const torch::Tensor& exp_avg_sq, const torch::Tensor& grad,
+                     const torch::Tensor& coeffs, const torch::Tensor& step,
+                     const torch::Tensor& grad_scale, const AdamWHyper& hyper) {
+  const NoAutocast no_autocast(c10::autocast_dispatch_keyset);
+  check_bank(params, coeffs);
+  check_grad(params, grad);
+  const auto dtype = params.scalar_type();
+  auto grads = at::outer(coeffs.to(dtype), grad.to(dtype).reshape({-1})).view(params.sizes());
+  if (grad_scale.defined()) grads.mul_(grad_scale);
+  at::_fused_adamw_({params}, {grads}, {exp_avg}, {exp_avg_sq}, {}, {step}, hyper.lr, hyper.beta1,
+                    hyper.beta2, hyper.weight_decay, hyper.eps, /*amsgrad=*/false,
+                    /*maximize=*/false);
+}
+
+}  // namespace reference
+
+torch::Tensor mix_experts(const torch::Tensor& experts, const torch::Tensor& coeffs,
+                          torch::ScalarType out_dtype) {
+  if (!use_kernels(experts)) return reference::mix_experts(experts, coeffs, out_dtype);
+#ifdef EXFUSION_WITH_CUDA_KERNELS
+  check_bank(experts, coeffs);
+  const c10::cuda::CUDAGuard guard(experts.device());
+  const auto e = experts.contiguous();
+  const auto c = coeffs.to(torch::kFloat32).contiguous();
+  auto out = torch::empty(experts.sizes().slice(1), experts.options().dtype(out_dtype));
+  cuda::mix_experts(e.data_ptr<float>(), c.data_ptr<float>(), e.size(0), out.numel(),
+                    out.data_ptr(), kernel_dtype(out_dtype), at::cuda::getCurrentCUDAStream());
+  return out;
+#endif
+}
+
+torch::Tensor mix_coefficient_grad(const torch::Tensor& experts, const torch::Tensor& grad) {
+  if (!use_kernels(experts)) return reference::mix_coefficient_grad(experts, grad);
+#ifdef EXFUSION_WITH_CUDA_KERNELS
+  check_grad(experts, grad);
+  const c10::cuda::CUDAGuard guard(experts.device());
+  const auto e = experts.contiguous();
+  const auto g = grad.contiguous();
+  const auto n = e.size(0);
+  const auto numel = g.numel();
+  auto partials = torch::empty({n, cuda::coefficient_partial_blocks(numel)},
+                               experts.options().dtype(torch::kFloat32));
+  cuda::mix_coefficient_partials(e.data_ptr<float>(), g.data_ptr(), kernel_dtype(g.scalar_type()),
+                                 n, numel, partials.data_ptr<float>(),
+                                 at::cuda::getCurrentCUDAStream());
+  return partials.sum(1);
+#endif
+}
+
+void factored_adamw_(const torch::Tensor& params, const torch::Tensor& exp_avg,
+                     const torch::Tensor& exp_avg_sq, const torch::Tensor& grad,
+                     const torch::Tensor& coeffs, const torch::Tensor& step,
+                     const torch::Tensor& grad_scale, const AdamWHyper& hyper) {
+  if (!use_kernels(params)) {
+    reference::factored_adamw_(params, exp_avg, exp_avg_sq, grad, coeffs, step, grad_scale, hyper);
+    return;
+  }
+#ifdef EXFUSION_WITH_CUDA_KERNELS
+  check_bank(params, coeffs);
+  check_grad(params, grad);
+  for (const auto* t : {&params, &exp_avg, &exp_avg_sq}) {
+    TORCH_CHECK(
+        t->is_contiguous() && t->scalar_type() == torch::kFloat32 && t->sizes() == params.sizes(),
+        "factored AdamW: parameters and moments must be contiguous float32 of one shape");
+  }
+  TORCH_CHECK(step.scalar_type() == torch::kFloat32 && step.numel() == 1 && step.is_cuda(),
+              "factored AdamW: step must be a float32 scalar on the device");
+  const c10::cuda::CUDAGuard guard(params.device());
+  const auto g = grad.contiguous();
+  const auto c = coeffs.to(torch::kFloat32).contiguous();
+  torch::Tensor scale;
+  if (grad_scale.defined()) scale = grad_scale.to(params.device(), torch::kFloat32).contiguous();
+  cuda::FactoredAdamWArgs args{};
+  args.params = params.data_ptr<float>();
+  args.exp_avg = exp_avg.data_ptr<float>();
+  args.exp_avg_sq = exp_avg_sq.data_ptr<float>();
+  args.grad = g.data_ptr();
+  args.grad_dtype = kernel_dtype(g.scalar_type());
+  args.coeffs = c.data_ptr<float>();
+  args.step = step.data_ptr<float>();
+  args.grad_scale = scale.defined() ? scale.data_ptr<float>() : nullptr;
+  args.num_experts = params.size(0);
+  args.numel = g.numel();
+  args.lr = static_cast<float>(hyper.lr);
+  args.beta1 = static_cast<float>(hyper.beta1);
+  args.beta2 = static_cast<float>(hyper.beta2);
+  args.weight_decay = static_cast<float>(hyper.weight_decay);
+  args.eps = static_cast<float>(hyper.eps);
+  cuda::factored_adamw(args, at::cuda::getCurrentCUDAStream());
+#endif
+}
+
+}  // namespace exfusion

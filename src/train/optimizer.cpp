@@ -225,7 +225,7 @@ torch::Tensor FusedAdamW::clip_grad_norm_async(double max_norm) {
     const auto m = at::stack(at::_foreach_norm(factored_coeffs, 2, torch::kFloat32));
     norms.push_back((g * m).to(device).norm());
   }
-  const auto total = at::stack(norms).norm();
+  auto total = at::stack(norms).norm();
   const auto coefficient = (total + 1e-6).reciprocal().mul_(max_norm).clamp_max_(1.0);
   for (const auto& list : by_device(grads)) {
     at::_foreach_mul_(list, coefficient.to(list.front().device()));

@@ -92,7 +92,7 @@ torch::Tensor mix_coefficient_grad(const torch::Tensor& experts, const torch::Te
 void factored_adamw_(const torch::Tensor& params, const torch::Tensor& exp_avg,
                      const torch::Tensor& exp_avg_sq, const torch::Tensor& grad,
                      const torch::Tensor& coeffs, const torch::Tensor& step,
-                     const torch::Tensor& grad_scale, const AdamWHyper& hyper) {
+                     const torch::Tensor& grad_scale, const AdamWOptions& hyper) {
   const NoAutocast no_autocast(c10::autocast_dispatch_keyset);
   check_bank(params, coeffs);
   check_grad(params, grad);
@@ -142,7 +142,7 @@ torch::Tensor mix_coefficient_grad(const torch::Tensor& experts, const torch::Te
 void factored_adamw_(const torch::Tensor& params, const torch::Tensor& exp_avg,
                      const torch::Tensor& exp_avg_sq, const torch::Tensor& grad,
                      const torch::Tensor& coeffs, const torch::Tensor& step,
-                     const torch::Tensor& grad_scale, const AdamWHyper& hyper) {
+                     const torch::Tensor& grad_scale, const AdamWOptions& hyper) {
   if (!use_kernels(params)) {
     reference::factored_adamw_(params, exp_avg, exp_avg_sq, grad, coeffs, step, grad_scale, hyper);
     return;

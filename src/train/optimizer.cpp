@@ -157,7 +157,8 @@ void FusedAdamW::step_factored() {
   if (pending.empty()) return;
   at::_foreach_add_(steps, 1.0);
   for (const auto& [slot, weight_decay] : pending) {
-    const AdamWHyper hyper{options_.lr, options_.beta1, options_.beta2, options_.eps, weight_decay};
+    const AdamWOptions hyper{options_.lr, options_.beta1, options_.beta2, options_.eps,
+                             weight_decay};
     const auto& f = *slot->factored;
     factored_adamw_(slot->param, slot->exp_avg, slot->exp_avg_sq, f.grad, f.coeffs, slot->step,
                     f.scale, hyper);

@@ -52,7 +52,7 @@ TEST(ExpertKernelsReference, FactoredAdamWEqualsAdamWOnMaterialisedGradients) {
   auto p1 = params.clone(), m1 = torch::zeros_like(params), v1 = torch::zeros_like(params);
   auto p2 = params.clone(), m2 = torch::zeros_like(params), v2 = torch::zeros_like(params);
   const auto step1 = torch::tensor(1.0f), step2 = torch::tensor(1.0f);
-  const AdamWHyper hyper{1e-2, 0.9, 0.999, 1e-8, 0.05};
+  const AdamWOptions hyper{1e-2, 0.9, 0.999, 1e-8, 0.05};
   reference::factored_adamw_(p1, m1, v1, grad, coeffs, step1, scale, hyper);
   // Expert i's gradient is coeffs[i] · scale · grad.
   const auto full = (coeffs.view({3, 1, 1}) * grad.unsqueeze(0) * 0.5).contiguous();
@@ -106,7 +106,7 @@ TEST_P(ExpertKernelsCuda, FactoredAdamWMatchesReference) {
   const auto params = torch::randn({n, rows, cols}, torch::kCUDA);
   const auto coeffs = torch::softmax(torch::randn({n}, torch::kCUDA), 0);
   const auto scale = torch::tensor(0.7f, torch::kCUDA);
-  const AdamWHyper hyper{3e-3, 0.9, 0.999, 1e-8, 0.05};
+  const AdamWOptions hyper{3e-3, 0.9, 0.999, 1e-8, 0.05};
   auto p1 = params.clone(), m1 = torch::zeros_like(params), v1 = torch::zeros_like(params);
   auto p2 = params.clone(), m2 = torch::zeros_like(params), v2 = torch::zeros_like(params);
   auto s1 = torch::zeros({}, torch::dtype(torch::kFloat32).device(torch::kCUDA));

@@ -8,11 +8,13 @@
 
 namespace exfusion {
 
-struct AdamWHyper {
+// AdamW's hyperparameters, shared with the optimizer (train/optimizer.h), which applies
+// each parameter group's own weight decay.
+struct AdamWOptions {
   double lr = 1e-3;
   double beta1 = 0.9, beta2 = 0.999;
   double eps = 1e-8;
-  double weight_decay = 0.0;
+  double weight_decay = 0.05;
 };
 
 // Whether this build has the CUDA kernels, and whether they are used (default: yes).
@@ -35,7 +37,7 @@ torch::Tensor mix_coefficient_grad(const torch::Tensor& experts, const torch::Te
 void factored_adamw_(const torch::Tensor& params, const torch::Tensor& exp_avg,
                      const torch::Tensor& exp_avg_sq, const torch::Tensor& grad,
                      const torch::Tensor& coeffs, const torch::Tensor& step,
-                     const torch::Tensor& grad_scale, const AdamWHyper& hyper);
+                     const torch::Tensor& grad_scale, const AdamWOptions& hyper);
 
 namespace reference {
 torch::Tensor mix_experts(const torch::Tensor& experts, const torch::Tensor& coeffs,
@@ -45,7 +47,7 @@ torch::Tensor mix_coefficient_grad(const torch::Tensor& experts, const torch::Te
 void factored_adamw_(const torch::Tensor& params, const torch::Tensor& exp_avg,
                      const torch::Tensor& exp_avg_sq, const torch::Tensor& grad,
                      const torch::Tensor& coeffs, const torch::Tensor& step,
-                     const torch::Tensor& grad_scale, const AdamWHyper& hyper);
+                     const torch::Tensor& grad_scale, const AdamWOptions& hyper);
 }  // namespace reference
 
 }  // namespace exfusion

@@ -12,16 +12,10 @@
 #include <utility>
 #include <vector>
 
+#include "exfusion/fusion/expert_kernels.h"
 #include "exfusion/fusion/expert_mix.h"
 
 namespace exfusion {
-
-struct AdamWOptions {
-  double lr = 1e-3;
-  double beta1 = 0.9, beta2 = 0.999;
-  double eps = 1e-8;
-  double weight_decay = 0.05;
-};
 
 struct ParamGroup {
   std::string name;

@@ -31,8 +31,10 @@ def main(ours_path, peer_path):
 
     print("| model, batch | FFN | N | our kernels | ours img/s | ms/step | × our dense "
           "| × peer compiled dense | peak MiB | Δ MiB vs our dense | MFU "
+          "| Δ ms vs our dense | traffic floor ms "
           "| peer eager img/s | peer compiled img/s | peer peak MiB (eager) |")
-    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+          "| ---: | ---: | ---: |")
     for row in ours:
         dim, batch, ffn, n = row["model"]["embed_dim"], row["batch"], row["ffn"], row["experts"]
         dense = our_dense(dim, batch)
@@ -45,9 +47,11 @@ def main(ours_path, peer_path):
         dmem = mem - dense["peak_mem_mib"] if dense and mem is not None else None
         mfu = 100 * row["mfu"] if row.get("mfu") is not None else None
         kernels = "–" if ffn == "dense" else ("yes" if row.get("expert_kernels") else "no")
+        dms = row["ms_per_step"] - dense["ms_per_step"] if dense else None
         print(f"| {MODEL_NAMES.get(dim, f'dim {dim}')}, {batch} | {ffn} | {n} | {kernels} "
               f"| {row['img_per_s']:.0f} | {row['ms_per_step']:.2f} | {fmt(vs_dense, '.3f')} "
               f"| {fmt(vs_peer, '.3f')} | {fmt(mem, '.0f')} | {fmt(dmem, '+.0f')} | {fmt(mfu, '.1f')} "
+              f"| {fmt(dms, '+.2f')} | {fmt(row.get('exfusion_floor_ms'), '.2f')} "
               f"| {eager.get('img_per_s', '–')} | {compiled.get('img_per_s', '–')} "
               f"| {eager.get('peak_mem_mib', '–')} |")
 

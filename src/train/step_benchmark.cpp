@@ -54,6 +54,38 @@ double device_bf16_peak_tflops(const std::string& device_name) {
   return 0.0;
 }
 
+double device_memory_tbps(const std::string& device_name) {
+  if (device_name.find("H100") != std::string::npos) {
+    return device_name.find("PCIe") != std::string::npos ? 2.0 : 3.35;
+  }
+  if (device_name.find("H200") != std::string::npos) return 4.8;
+  if (device_name.find("A100") != std::string::npos) return 2.0;
+  return 0.0;
+}
+
+double exfusion_extra_bytes_per_step(const VisionTransformerOptions& model, int64_t batch_size,
+                                     int64_t gemm_bytes) {
+  if (model.ffn.kind != FfnKind::kExFusion) return 0.0;
+  const auto& ex = model.ffn.exfusion;
+  const double n = static_cast<double>(ex.num_experts());
+  const double g = static_cast<double>(gemm_bytes);
+  const double dim = static_cast<double>(model.embed_dim);
+  const double hidden = static_cast<double>(model.hidden_dim());
+  // fc1 (dim → hidden) and fc2 (hidden → dim), weights and biases.
+  const double values = hidden * (dim + 1) + dim * (hidden + 1);
+  const double tokens = static_cast<double>(batch_size * (model.num_patches() + 1));
+  double router = 0.0;
+  if (ex.variant() == FusionVariant::kMemoryBank) {
+    router = 2.0 * tokens * dim * g;
+    if (ex.router_per_set()) router += 2.0 * tokens * hidden * g;
+  }
+  double total = 0.0;
+  for (int64_t block = 0; block < model.depth; ++block) {
+    if (model.ffn.replaces(block)) total += (32.0 * n - 36.0 + g) * values + router;
+  }
+  return total;
+}
+
 nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkOptions& options) {
   const auto device = resolve_device(config.train.device);
   torch::manual_seed(static_cast<uint64_t>(config.train.seed));
@@ -102,6 +134,14 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
       {"tflops", tflops},
       {"mfu", peak > 0 ? nlohmann::json(tflops / peak) : nlohmann::json(nullptr)},
       {"peak_mem_mib", nullptr}};
+  // ExFusion's memory-traffic floor beside the measured step (see step_benchmark.h).
+  const double extra_bytes =
+      exfusion_extra_bytes_per_step(m, config.train.batch_size, trainer.bf16() ? 2 : 4);
+  const double bandwidth = device_memory_tbps(device_name);
+  result["exfusion_extra_gb"] = extra_bytes / 1e9;
+  result["exfusion_floor_ms"] = bandwidth > 0
+                                    ? nlohmann::json(extra_bytes / (bandwidth * 1e12) * 1e3)
+                                    : nlohmann::json(nullptr);
   if (device.is_cuda()) {
     const auto index = device.index() < 0 ? c10::cuda::current_device() : device.index();
     const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);

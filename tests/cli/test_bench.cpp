@@ -1,5 +1,6 @@
 // `exfusion bench` on the CPU: one JSON line with the fields the GPU comparison reads
-// (images/s, ms/step, TFLOP/s, MFU, peak memory), for dense and ExFusion FFNs.
+// (images/s, ms/step, TFLOP/s, MFU, peak memory, ExFusion's traffic floor), for dense and
+// ExFusion FFNs.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -35,6 +36,15 @@ TEST(Bench, PrintsOneJsonLineOfMeasurements) {
   EXPECT_EQ(mb["ffn"], "mb");
   EXPECT_EQ(mb["experts"], 3);
   EXPECT_GT(mb["params"].get<int64_t>(), dense["params"].get<int64_t>());
+
+  // ExFusion's traffic floor, by hand for this model: 2 blocks, dim 192, hidden 768, N = 3,
+  // float32 (4 bytes per fused value), 2 images of 4 patches + cls = 10 tokens.
+  const double values = 768.0 * 193 + 192.0 * 769;
+  const double router = 2.0 * 10 * 192 * 4;
+  const double expected = 2 * ((32.0 * 3 - 36 + 4) * values + router);
+  EXPECT_NEAR(mb["exfusion_extra_gb"].get<double>(), expected / 1e9, 1e-12);
+  EXPECT_EQ(dense["exfusion_extra_gb"].get<double>(), 0.0);
+  EXPECT_TRUE(mb["exfusion_floor_ms"].is_null());  // no known bandwidth for a CPU
 }
 
 TEST(Bench, RejectsBadStepCounts) {

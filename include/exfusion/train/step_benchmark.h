@@ -20,6 +20,20 @@ struct BenchmarkOptions {
 
 // Dense bf16 tensor-core peak of the device in TFLOP/s, 0 when unknown (CPU, other GPUs).
 double device_bf16_peak_tflops(const std::string& device_name);
+// Peak memory bandwidth of the device in TB/s from its datasheet, 0 when unknown.
+double device_memory_tbps(const std::string& device_name);
+
+// Bytes of memory traffic one ExFusion training step needs beyond the dense step's, at the
+// floor an implementation can reach: per expert bank of P = out·(in+1) values, N float32
+// experts and a fused weight of `gemm_bytes` per value (2 for bf16) —
+//   forward  N·4·P read, g·P written          (dense: cast 4·P read, g·P written)
+//   backward N·4·P read for <E_i, dW̄>, g·P read
+//   AdamW    24·N·P (param, exp_avg, exp_avg_sq read and written) + g·P for dW̄
+//            (dense: g·P read and 4·P written to cast dW, then 28·P)
+// i.e. (32·N − 36 + g)·P, plus for each memory-bank router its input read twice (logits,
+// weight gradient): 2·tokens·D·g per image batch. 0 for a dense model.
+double exfusion_extra_bytes_per_step(const VisionTransformerOptions& model, int64_t batch_size,
+                                     int64_t gemm_bytes);
 
 nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkOptions& options);
 

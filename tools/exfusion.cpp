@@ -16,13 +16,16 @@ namespace {
 void add_config_shortcuts(CLI::App& command,
                           std::vector<std::pair<std::string, std::string>>& values) {
   const std::vector<std::tuple<std::string, std::string, std::string>> shortcuts = {
-      {"--ffn", "ffn.kind", "FFN kind: dense or exfusion"},
+      {"--ffn", "ffn.kind", "FFN kind: dense, exfusion or moe (top-k MoE baseline)"},
       {"--variant", "ffn.variant", "ExFusion weights: sw (static), dw (learned), mb (memory bank)"},
       {"--experts", "ffn.num_experts", "number of experts N (>= 1)"},
       {"--momentum", "ffn.momentum", "memory-bank momentum δ in [0, 1)"},
       {"--bank-init", "ffn.bank_init", "initial value of the memory bank M"},
       {"--router", "ffn.router", "mb router: shared (one per layer) or per-set"},
       {"--expert-init", "ffn.expert_init", "independent, copy or copy+noise"},
+      {"--top-k", "ffn.top_k", "MoE: experts per token k (1..N)"},
+      {"--capacity-factor", "ffn.capacity_factor", "MoE: capacity factor, 0 = no token dropping"},
+      {"--aux-loss-coef", "ffn.aux_loss_coef", "MoE: load-balancing loss coefficient"},
       {"--layers", "ffn.layers", "blocks whose FFN is replaced, JSON list, e.g. [0,2]; [] = all"},
       {"--preset", "model.preset", "ViT size preset: tiny, small or base"},
       {"--epochs", "train.epochs", "training epochs"},

@@ -89,6 +89,10 @@ std::string timestamp() {
 
 std::string run_name(const VisionTransformerOptions& model) {
   if (model.ffn.kind == FfnKind::kDense) return "dense";
+  if (model.ffn.kind == FfnKind::kMoE) {
+    return "moe-n" + std::to_string(model.ffn.moe.num_experts()) + "-k" +
+           std::to_string(model.ffn.moe.top_k());
+  }
   return "exfusion-" + to_string(model.ffn.exfusion.variant()) + "-n" +
          std::to_string(model.ffn.exfusion.num_experts());
 }
@@ -155,35 +159,44 @@ void run_train(const TrainArgs& args) {
 
   const bool bf16 = trainer.bf16();
   const auto trained = evaluate(model, test_loader, device, bf16, /*keep_logits=*/true);
+  nlohmann::json summary = {{"test_accuracy", trained.accuracy},
+                            {"test_loss", trained.loss},
+                            {"params_train", params_train},
+                            {"flops_per_image", forward_flops_per_image(config.model)},
+                            {"train_seconds", result.train_seconds},
+                            {"steps", result.steps},
+                            {"final_train_loss", result.last_loss},
+                            {"final_train_accuracy", result.last_train_accuracy},
+                            {"device", device.str()},
+                            {"precision", bf16 ? "bf16" : "fp32"},
+                            {"fusion_weights", fusion_weights_json(model)},
+                            {"run_dir", out.string()}};
+  std::cout << std::fixed << std::setprecision(2) << "test accuracy (trained, "
+            << run_name(config.model) << "): " << 100.0 * trained.accuracy << "%\n";
+  if (config.model.ffn.kind == FfnKind::kMoE) {
+    // A mixture of experts has no dense form: the run keeps its training state only.
+    summary["routing"] = routing_json(model);
+    write_text_atomically(out / kSummaryFile, summary.dump(2) + "\n");
+    log.write({{"event", "summary"}, {"summary", summary}});
+    std::cout << std::setprecision(1) << "parameters: " << params_train << "; trained in "
+              << result.train_seconds << " s\noutputs: " << (out / kStateFile).string()
+              << " (MoE, no dense export; exfusion eval " << out.string() << " --unfused), "
+              << (out / kSummaryFile).string() << std::endl;
+    return;
+  }
   auto fused = fuse(model);
   const auto fused_eval = evaluate(fused, test_loader, device, bf16, /*keep_logits=*/true);
   auto dense_config = config;
   dense_config.model.ffn = FfnOptions{};
   save_dense_model(out / kModelFile, module_tensors(*fused), dense_config);
-
-  const nlohmann::json summary = {
-      {"test_accuracy", trained.accuracy},
-      {"fused_test_accuracy", fused_eval.accuracy},
-      {"fused_max_abs_logit_diff", max_abs_diff(trained.logits, fused_eval.logits)},
-      {"test_loss", trained.loss},
-      {"fused_test_loss", fused_eval.loss},
-      {"params_train", params_train},
-      {"params_fused", count_parameters(*fused)},
-      {"flops_per_image", forward_flops_per_image(config.model)},
-      {"train_seconds", result.train_seconds},
-      {"steps", result.steps},
-      {"final_train_loss", result.last_loss},
-      {"final_train_accuracy", result.last_train_accuracy},
-      {"device", device.str()},
-      {"precision", bf16 ? "bf16" : "fp32"},
-      {"fusion_weights", fusion_weights_json(model)},
-      {"run_dir", out.string()}};
+  summary["fused_test_accuracy"] = fused_eval.accuracy;
+  summary["fused_max_abs_logit_diff"] = max_abs_diff(trained.logits, fused_eval.logits);
+  summary["fused_test_loss"] = fused_eval.loss;
+  summary["params_fused"] = count_parameters(*fused);
   write_text_atomically(out / kSummaryFile, summary.dump(2) + "\n");
   log.write({{"event", "summary"}, {"summary", summary}});
 
-  std::cout << std::fixed << std::setprecision(2) << "test accuracy (trained, "
-            << run_name(config.model) << "): " << 100.0 * trained.accuracy << "%\n"
-            << "test accuracy (fused, dense):     " << 100.0 * fused_eval.accuracy << "%\n"
+  std::cout << "test accuracy (fused, dense):     " << 100.0 * fused_eval.accuracy << "%\n"
             << std::scientific << std::setprecision(3) << "max |logit difference|:            "
             << summary["fused_max_abs_logit_diff"].get<double>() << "\n"
             << std::fixed << std::setprecision(1) << "parameters: " << params_train

@@ -22,6 +22,18 @@ void require(bool ok, const std::string& field, int64_t value, const std::string
 
 }  // namespace
 
+std::string to_string(FfnKind kind) {
+  switch (kind) {
+    case FfnKind::kDense:
+      return "dense";
+    case FfnKind::kExFusion:
+      return "exfusion";
+    case FfnKind::kMoE:
+      return "moe";
+  }
+  return "dense";
+}
+
 bool FfnOptions::replaces(int64_t block) const {
   return kind != FfnKind::kDense &&
          (layers.empty() || std::find(layers.begin(), layers.end(), block) != layers.end());
@@ -47,6 +59,7 @@ void VisionTransformerOptions::validate() const {
   require(hidden_dim() > 0, "model.mlp_ratio × embed_dim", hidden_dim(), "a positive size");
   require(num_classes > 0, "model.num_classes", num_classes, "at least 1");
   if (ffn.kind == FfnKind::kExFusion) ffn.exfusion.validate();
+  if (ffn.kind == FfnKind::kMoE) ffn.moe.validate();
   for (const auto layer : ffn.layers) {
     require(layer >= 0 && layer < depth, "ffn.layers", layer,
             "block indices in [0, " + std::to_string(depth) + ")");
@@ -107,7 +120,9 @@ VisionTransformerImpl::VisionTransformerImpl(VisionTransformerOptions options_)
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < options.depth; ++i) {
     std::shared_ptr<FeedForwardImpl> ffn;
-    if (options.ffn.replaces(i)) {
+    if (options.ffn.replaces(i) && options.ffn.kind == FfnKind::kMoE) {
+      ffn = std::make_shared<MoeMlpImpl>(dim, options.hidden_dim(), options.ffn.moe);
+    } else if (options.ffn.replaces(i)) {
       ffn = std::make_shared<ExFusionMlpImpl>(dim, options.hidden_dim(), options.ffn.exfusion);
     } else {
       ffn = std::make_shared<MlpImpl>(dim, options.hidden_dim());
@@ -141,10 +156,20 @@ double forward_flops_per_image(const VisionTransformerOptions& options) {
   const double patch_area = static_cast<double>(options.patch_size * options.patch_size);
   const double patch_macs =
       static_cast<double>(options.num_patches()) * dim * options.in_chans * patch_area;
-  const double block_macs =
-      tokens * (4.0 * dim * dim + 2.0 * dim * hidden) + 2.0 * tokens * tokens * dim;
+  const double attention_macs = tokens * 4.0 * dim * dim + 2.0 * tokens * tokens * dim;
+  const double ffn_macs = tokens * 2.0 * dim * hidden;
+  double blocks_macs = 0.0;
+  for (int64_t block = 0; block < options.depth; ++block) {
+    blocks_macs += attention_macs + ffn_macs;
+    if (options.ffn.kind == FfnKind::kMoE && options.ffn.replaces(block)) {
+      // Each token runs top_k experts, and the router scores all N.
+      const auto& moe = options.ffn.moe;
+      blocks_macs += ffn_macs * static_cast<double>(moe.top_k() - 1) +
+                     tokens * dim * static_cast<double>(moe.num_experts());
+    }
+  }
   const double head_macs = dim * static_cast<double>(options.num_classes);
-  return 2.0 * (patch_macs + static_cast<double>(options.depth) * block_macs + head_macs);
+  return 2.0 * (patch_macs + blocks_macs + head_macs);
 }
 
 int64_t count_parameters(const torch::nn::Module& module) {

@@ -84,6 +84,8 @@ json default_run_config_json() { return to_json(default_run_config()); }
 
 json model_to_json(const VisionTransformerOptions& model) {
   const auto& ex = model.ffn.exfusion;
+  const auto& moe = model.ffn.moe;
+  const bool is_moe = model.ffn.kind == FfnKind::kMoE;
   return json{{"model",
                {{"img_size", model.img_size},
                 {"in_chans", model.in_chans},
@@ -94,14 +96,17 @@ json model_to_json(const VisionTransformerOptions& model) {
                 {"mlp_ratio", model.mlp_ratio},
                 {"num_classes", model.num_classes}}},
               {"ffn",
-               {{"kind", model.ffn.kind == FfnKind::kDense ? "dense" : "exfusion"},
+               {{"kind", to_string(model.ffn.kind)},
                 {"variant", to_string(ex.variant())},
-                {"num_experts", ex.num_experts()},
+                {"num_experts", is_moe ? moe.num_experts() : ex.num_experts()},
                 {"momentum", ex.momentum()},
                 {"bank_init", ex.bank_init()},
                 {"router", router_name(ex.router_per_set())},
                 {"expert_init", to_string(ex.expert_init())},
                 {"expert_noise_std", ex.expert_noise_std()},
+                {"top_k", moe.top_k()},
+                {"capacity_factor", moe.capacity_factor()},
+                {"aux_loss_coef", moe.aux_loss_coef()},
                 {"layers", model.ffn.layers}}}};
 }
 
@@ -153,8 +158,9 @@ VisionTransformerOptions model_from_json(const json& json_config, const std::str
 
   const auto f = root.section("ffn");
   std::string kind = "dense", variant = "mb", router = "shared", expert_init = "independent";
-  int64_t experts = 4;
-  double momentum = 0.95, bank_init = 0.0, noise_std = 1e-3;
+  int64_t experts = 4, top_k = 2;
+  double momentum = 0.95, bank_init = 0.0, noise_std = 1e-3, capacity_factor = 1.25,
+         aux_loss_coef = 0.01;
   f.read("kind", kind);
   f.read("variant", variant);
   f.read("num_experts", experts);
@@ -163,13 +169,18 @@ VisionTransformerOptions model_from_json(const json& json_config, const std::str
   f.read("router", router);
   f.read("expert_init", expert_init);
   f.read("expert_noise_std", noise_std);
+  f.read("top_k", top_k);
+  f.read("capacity_factor", capacity_factor);
+  f.read("aux_loss_coef", aux_loss_coef);
   f.read("layers", model.ffn.layers);
   if (kind == "dense") {
     model.ffn.kind = FfnKind::kDense;
   } else if (kind == "exfusion") {
     model.ffn.kind = FfnKind::kExFusion;
+  } else if (kind == "moe") {
+    model.ffn.kind = FfnKind::kMoE;
   } else {
-    throw InputError(source + ": ffn.kind = \"" + kind + "\": expected dense or exfusion");
+    throw InputError(source + ": ffn.kind = \"" + kind + "\": expected dense, exfusion or moe");
   }
   if (router != "shared" && router != "per-set") {
     throw InputError(source + ": ffn.router = \"" + router + "\": expected shared or per-set");
@@ -182,6 +193,10 @@ VisionTransformerOptions model_from_json(const json& json_config, const std::str
         .router_per_set(router == "per-set")
         .expert_init(parse_expert_init(expert_init))
         .expert_noise_std(noise_std);
+    model.ffn.moe.num_experts(experts)
+        .top_k(top_k)
+        .capacity_factor(capacity_factor)
+        .aux_loss_coef(aux_loss_coef);
     model.validate();
   } catch (const InputError& error) {
     throw InputError(source + ": " + error.what());

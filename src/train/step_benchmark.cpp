@@ -120,8 +120,11 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
   const double peak = device_bf16_peak_tflops(device_name);
   nlohmann::json result = {
       {"model", model_to_json(m)["model"]},
-      {"ffn", m.ffn.kind == FfnKind::kDense ? "dense" : to_string(m.ffn.exfusion.variant())},
-      {"experts", m.ffn.kind == FfnKind::kDense ? 0 : m.ffn.exfusion.num_experts()},
+      {"ffn", m.ffn.kind == FfnKind::kExFusion ? to_string(m.ffn.exfusion.variant())
+                                               : to_string(m.ffn.kind)},
+      {"experts", m.ffn.kind == FfnKind::kDense ? 0
+                  : m.ffn.kind == FfnKind::kMoE ? m.ffn.moe.num_experts()
+                                                : m.ffn.exfusion.num_experts()},
       {"batch", config.train.batch_size},
       {"device", device_name},
       {"precision", trainer.bf16() ? "bf16" : "fp32"},
@@ -134,6 +137,7 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
       {"tflops", tflops},
       {"mfu", peak > 0 ? nlohmann::json(tflops / peak) : nlohmann::json(nullptr)},
       {"peak_mem_mib", nullptr}};
+  if (m.ffn.kind == FfnKind::kMoE) result["top_k"] = m.ffn.moe.top_k();
   // ExFusion's memory-traffic floor beside the measured step (see step_benchmark.h).
   const double extra_bytes =
       exfusion_extra_bytes_per_step(m, config.train.batch_size, trainer.bf16() ? 2 : 4);

@@ -49,6 +49,19 @@ nlohmann::json fusion_weights_json(const VisionTransformer& model) {
   return out;
 }
 
+nlohmann::json routing_json(const VisionTransformer& model) {
+  nlohmann::json out = nlohmann::json::object();
+  for (int64_t i = 0; i < model->options.depth; ++i) {
+    const auto& mlp = model->block(i)->mlp;
+    const auto dropped = mlp->dropped_fraction();
+    const auto aux = mlp->auxiliary_loss();
+    if (!dropped.defined()) continue;
+    out["blocks." + std::to_string(i)] = {{"dropped_fraction", dropped.item<double>()},
+                                          {"aux_loss", aux.defined() ? aux.item<double>() : 0.0}};
+  }
+  return out;
+}
+
 Trainer::Trainer(const RunConfig& config, VisionTransformer model, torch::Device device)
     : config_(config),
       model_(std::move(model)),
@@ -79,7 +92,13 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::step(const Batch& batch) {
   const auto loss =
       at::cross_entropy_loss(logits.to(torch::kFloat32), labels, {}, at::Reduction::Mean, -100,
                              config_.train.label_smoothing);
-  loss.backward();
+  // FFNs with a loss of their own (MoE load balancing) add it; the metrics report `loss`.
+  auto total = loss;
+  for (int64_t i = 0; i < model_->options.depth; ++i) {
+    const auto aux = model_->block(i)->mlp->auxiliary_loss();
+    if (aux.defined()) total = total + aux;
+  }
+  total.backward();
   if (config_.train.clip_grad > 0) optimizer_.clip_grad_norm_async(config_.train.clip_grad);
   optimizer_.step();
   optimizer_.zero_grad();
@@ -135,7 +154,8 @@ TrainResult Trainer::fit(BatchLoader& train, BatchLoader& test, MetricsLog& log,
                    {"accuracy", accuracy},
                    {"images_per_s", images_per_s},
                    {"elapsed_s", std::chrono::duration<double>(now - start).count()},
-                   {"fusion_weights", fusion_weights_json(model_)}});
+                   {"fusion_weights", fusion_weights_json(model_)},
+                   {"routing", routing_json(model_)}});
         char loss_text[32], acc_text[32];
         std::snprintf(loss_text, sizeof loss_text, "%.4f", mean_loss);
         std::snprintf(acc_text, sizeof acc_text, "%.1f%%", 100.0 * accuracy);

@@ -45,6 +45,13 @@ TEST(Bench, PrintsOneJsonLineOfMeasurements) {
   EXPECT_NEAR(mb["exfusion_extra_gb"].get<double>(), expected / 1e9, 1e-12);
   EXPECT_EQ(dense["exfusion_extra_gb"].get<double>(), 0.0);
   EXPECT_TRUE(mb["exfusion_floor_ms"].is_null());  // no known bandwidth for a CPU
+
+  const auto moe = bench("--ffn moe --experts 4 --top-k 2");
+  EXPECT_EQ(moe["ffn"], "moe");
+  EXPECT_EQ(moe["experts"], 4);
+  EXPECT_EQ(moe["top_k"], 2);
+  EXPECT_GT(moe["img_per_s"].get<double>(), 0.0);
+  EXPECT_EQ(moe["exfusion_extra_gb"].get<double>(), 0.0);
 }
 
 TEST(Bench, RejectsBadStepCounts) {

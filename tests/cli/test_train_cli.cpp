@@ -93,6 +93,47 @@ TEST(Cli, ShortTrainingRunLearnsFusesAndIsReadBack) {
   testing::remove_tree(dir);
 }
 
+// The MoE-N-k baseline trains through the same CLI, adds its load-balancing loss, logs its
+// routing, and has no dense export: fuse refuses it, eval reads the training state.
+TEST(Cli, MoeRunTrainsLogsRoutingAndHasNoDenseExport) {
+  const auto dir = testing::fresh_temp_dir("moe-run");
+  const auto run_dir = dir / "run";
+  const auto result = testing::run_cli(
+      "train --out " + run_dir.string() +
+      " --ffn moe --experts 4 --top-k 2 --capacity-factor 1.0 --seed 3 --threads 2 "
+      "--set model.embed_dim=32 model.depth=2 model.num_heads=2 model.patch_size=7 "
+      "train.batch_size=64 train.max_steps=100 train.epochs=1 train.log_every=25 "
+      "train.warmup_epochs=0.05");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto summary = json::parse(testing::read_text(run_dir / "summary.json"));
+  EXPECT_GT(summary["test_accuracy"].get<double>(), 0.5);  // chance is 0.1
+  EXPECT_FALSE(summary.contains("fused_test_accuracy"));
+  EXPECT_FALSE(std::filesystem::exists(run_dir / "model.safetensors"));
+  EXPECT_TRUE(std::filesystem::exists(run_dir / "state.safetensors"));
+  for (const auto* block : {"blocks.0", "blocks.1"}) {
+    const double dropped = summary["routing"][block]["dropped_fraction"];
+    EXPECT_GE(dropped, 0.0);
+    EXPECT_LT(dropped, 1.0);
+    EXPECT_GT(summary["routing"][block]["aux_loss"].get<double>(), 0.0);
+  }
+  int train_lines = 0;
+  for (const auto& line : read_jsonl(run_dir / "metrics.jsonl")) {
+    if (line["event"] != "train") continue;
+    ++train_lines;
+    EXPECT_TRUE(line["routing"]["blocks.1"].contains("dropped_fraction")) << line.dump();
+  }
+  EXPECT_EQ(train_lines, 4);
+
+  const auto fuse = testing::run_cli("fuse " + run_dir.string());
+  EXPECT_EQ(fuse.exit_code, 2) << fuse.output;
+  EXPECT_NE(fuse.output.find("no dense equivalent"), std::string::npos) << fuse.output;
+  const auto eval = testing::run_cli("eval " + run_dir.string() + " --unfused");
+  ASSERT_EQ(eval.exit_code, 0) << eval.output;
+  EXPECT_NEAR(json::parse(eval.output)["test_accuracy"].get<double>(),
+              summary["test_accuracy"].get<double>(), 1e-9);
+  testing::remove_tree(dir);
+}
+
 TEST(Cli, EverySubcommandHasHelp) {
   for (const auto* command : {"", "train", "eval", "fuse", "info"}) {
     const auto result = testing::run_cli(std::string(command) + " --help");

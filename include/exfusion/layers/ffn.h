@@ -1,6 +1,7 @@
 // The Transformer FFN y = W_d(GELU(W_u x)) in its kinds: the plain dense `Mlp` (timm's
 // names fc1/fc2) and `ExFusionMlp`, whose fc1/fc2 are expert banks fused by one set of
-// fusion weights per layer. Every kind can hand back the dense Mlp it is equivalent to.
+// fusion weights per layer (the MoE baseline is layers/moe.h). Every kind but MoE can hand
+// back the dense Mlp it is equivalent to.
 #pragma once
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
@@ -25,6 +26,10 @@ class FeedForwardImpl : public torch::nn::Module {
   virtual std::shared_ptr<MlpImpl> to_dense() const = 0;
   // The fusion weights in use now, by name (e.g. "m" or "m_up"/"m_down"); empty if none.
   virtual std::vector<std::pair<std::string, torch::Tensor>> fusion_weights() const { return {}; }
+  // A loss term the FFN adds to the training loss (MoE load balancing); undefined if none.
+  virtual torch::Tensor auxiliary_loss() const { return {}; }
+  // Routing statistic of the last forward pass (MoE: share of assignments dropped).
+  virtual torch::Tensor dropped_fraction() const { return {}; }
 };
 
 class MlpImpl : public FeedForwardImpl {

@@ -16,14 +16,17 @@
 
 #include "exfusion/layers/attention.h"
 #include "exfusion/layers/ffn.h"
+#include "exfusion/layers/moe.h"
 
 namespace exfusion {
 
-enum class FfnKind { kDense, kExFusion };
+enum class FfnKind { kDense, kExFusion, kMoE };
+std::string to_string(FfnKind kind);  // "dense", "exfusion", "moe"
 
 struct FfnOptions {
   FfnKind kind = FfnKind::kDense;
   ExFusionOptions exfusion;
+  MoeOptions moe;
   std::vector<int64_t> layers;  // blocks whose FFN is replaced; empty means all
   bool replaces(int64_t block) const;
 };

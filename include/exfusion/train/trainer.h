@@ -27,6 +27,9 @@ struct TrainResult {
 
 // Each FFN's fusion weights by block, e.g. {"blocks.0": {"m": [0.2, ...]}}.
 nlohmann::json fusion_weights_json(const VisionTransformer& model);
+// Per MoE block, {"blocks.i": {"dropped_fraction": …, "aux_loss": …}} of the last forward
+// pass; an empty object for a model without MoE layers. Reads the values back to the host.
+nlohmann::json routing_json(const VisionTransformer& model);
 
 class Trainer {
  public:

@@ -1,0 +1,100 @@
+// Top-k mixture of experts with capacity (see moe.h).
+#include "exfusion/layers/moe.h"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "exfusion/util/error.h"
+
+namespace exfusion {
+
+void MoeOptions::validate() const {
+  if (num_experts() < 1) {
+    throw InputError("ffn.num_experts = " + std::to_string(num_experts()) +
+                     ": expected at least 1");
+  }
+  if (top_k() < 1 || top_k() > num_experts()) {
+    throw InputError("ffn.top_k = " + std::to_string(top_k()) +
+                     ": expected 1 to ffn.num_experts = " + std::to_string(num_experts()));
+  }
+  if (!(capacity_factor() >= 0.0)) {
+    throw InputError("ffn.capacity_factor = " + std::to_string(capacity_factor()) +
+                     ": expected 0 (no dropping) or a positive factor");
+  }
+  if (!(aux_loss_coef() >= 0.0)) {
+    throw InputError("ffn.aux_loss_coef = " + std::to_string(aux_loss_coef()) +
+                     ": expected a non-negative coefficient");
+  }
+}
+
+MoeMlpImpl::MoeMlpImpl(int64_t dim, int64_t hidden, MoeOptions options_) : options(options_) {
+  options.validate();
+  const auto n = options.num_experts();
+  router =
+      register_module("router", torch::nn::Linear(torch::nn::LinearOptions(dim, n).bias(false)));
+  fc1 = register_module("fc1", ExpertBank(ExpertBankOptions(n, dim, hidden)));
+  fc2 = register_module("fc2", ExpertBank(ExpertBankOptions(n, hidden, dim)));
+  const torch::NoGradGuard no_grad;
+  router->weight.normal_(0.0, 0.02);
+}
+
+torch::Tensor MoeMlpImpl::forward(const torch::Tensor& x) {
+  const auto dim = x.size(-1);
+  const auto tokens = x.reshape({-1, dim});
+  const int64_t s = tokens.size(0), n = options.num_experts(), k = options.top_k();
+  const auto long_options = torch::TensorOptions(x.device()).dtype(torch::kLong);
+
+  // Routing in at least float32, also under bf16 autocast.
+  const auto logits = at::linear(tokens, router->weight);
+  const auto probs =
+      at::softmax(logits.to(at::promote_types(logits.scalar_type(), torch::kFloat32)), -1);
+  auto [gates, chosen] = probs.topk(k, -1);
+  if (k > 1) gates = gates / gates.sum(-1, /*keepdim=*/true);
+
+  // Assignments in priority order: every token's first choice, then every second choice.
+  const auto expert_of = chosen.t().reshape({-1});
+  const auto gate_of = gates.t().reshape({-1});
+  const auto token_of = at::arange(s, long_options).repeat({k});
+  const auto one_hot = at::zeros({k * s, n}, long_options).scatter_(1, expert_of.unsqueeze(1), 1);
+  const auto position = (one_hot.cumsum(0) - 1).gather(1, expert_of.unsqueeze(1)).squeeze(1);
+  const double factor = options.capacity_factor();
+  const int64_t capacity =
+      factor > 0
+          ? std::min<int64_t>(s, static_cast<int64_t>(std::ceil(
+                                     factor * static_cast<double>(k * s) / static_cast<double>(n))))
+          : s;
+  const auto keep = position < capacity;
+  // Dropped assignments go to one spare row past the N·capacity expert slots.
+  const auto slot = at::where(keep, expert_of * capacity + position, n * capacity);
+
+  const auto dispatched = at::zeros({n * capacity + 1, dim}, tokens.options())
+                              .index_add(0, slot, tokens.index_select(0, token_of))
+                              .narrow(0, 0, n * capacity)
+                              .view({n, capacity, dim});
+  const auto hidden =
+      at::gelu(at::baddbmm(fc1->bias.unsqueeze(1), dispatched, fc1->weight.transpose(1, 2)));
+  const auto expert_out = at::baddbmm(fc2->bias.unsqueeze(1), hidden, fc2->weight.transpose(1, 2));
+  const auto rows =
+      at::cat({expert_out.reshape({n * capacity, dim}), at::zeros({1, dim}, expert_out.options())});
+  const auto weight = (gate_of * keep.to(gate_of.scalar_type())).unsqueeze(1);
+  const auto combined = at::zeros({s, dim}, weight.options())
+                            .index_add(0, token_of, rows.index_select(0, slot) * weight);
+
+  // Switch/GShard balance: f_e from the first choices, P_e the mean router probability.
+  const auto first_choice = at::zeros({n}, probs.options())
+                                .index_add(0, chosen.select(1, 0), at::ones({s}, probs.options())) /
+                            static_cast<double>(s);
+  aux_loss_ =
+      options.aux_loss_coef() * static_cast<double>(n) * (first_choice * probs.mean(0)).sum();
+  dropped_fraction_ = 1.0 - keep.to(probs.scalar_type()).mean();
+  return combined.to(expert_out.scalar_type()).view(x.sizes());
+}
+
+std::shared_ptr<MlpImpl> MoeMlpImpl::to_dense() const {
+  throw InputError(
+      "ffn.kind = moe: a mixture of experts has no dense equivalent to fuse into (only ExFusion "
+      "and dense FFNs can be fused and exported for timm)");
+}
+
+}  // namespace exfusion

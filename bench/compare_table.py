@@ -46,7 +46,10 @@ def main(ours_path, peer_path):
         mem = row.get("peak_mem_mib")
         dmem = mem - dense["peak_mem_mib"] if dense and mem is not None else None
         mfu = 100 * row["mfu"] if row.get("mfu") is not None else None
-        kernels = "–" if ffn == "dense" else ("yes" if row.get("expert_kernels") else "no")
+        if ffn == "moe":
+            ffn = f"moe, k={row['top_k']}"
+        kernels = "–" if ffn == "dense" or ffn.startswith("moe") else (
+            "yes" if row.get("expert_kernels") else "no")
         dms = row["ms_per_step"] - dense["ms_per_step"] if dense else None
         print(f"| {MODEL_NAMES.get(dim, f'dim {dim}')}, {batch} | {ffn} | {n} | {kernels} "
               f"| {row['img_per_s']:.0f} | {row['ms_per_step']:.2f} | {fmt(vs_dense, '.3f')} "

@@ -5,6 +5,7 @@
 
 #include <c10/util/Exception.h>
 
+#include <deque>
 #include <iostream>
 
 #include "exfusion/cli/commands.h"
@@ -12,9 +13,12 @@
 
 namespace {
 
+// (config key, value) of each shortcut; a deque, because CLI11 keeps a reference to each
+// value and appending to a deque never moves the elements already there.
+using ShortcutValues = std::deque<std::pair<std::string, std::string>>;
+
 // Typed shortcuts for the most used config keys; each becomes a `--set key=value`.
-void add_config_shortcuts(CLI::App& command,
-                          std::vector<std::pair<std::string, std::string>>& values) {
+void add_config_shortcuts(CLI::App& command, ShortcutValues& values) {
   const std::vector<std::tuple<std::string, std::string, std::string>> shortcuts = {
       {"--ffn", "ffn.kind", "FFN kind: dense, exfusion or moe (top-k MoE baseline)"},
       {"--variant", "ffn.variant", "ExFusion weights: sw (static), dw (learned), mb (memory bank)"},
@@ -44,8 +48,7 @@ void add_config_shortcuts(CLI::App& command,
 }
 
 // Shortcuts go first so that an explicit --set of the same key wins.
-void prepend_shortcuts(const std::vector<std::pair<std::string, std::string>>& values,
-                       std::vector<std::string>& assignments) {
+void prepend_shortcuts(const ShortcutValues& values, std::vector<std::string>& assignments) {
   std::vector<std::string> given;
   for (const auto& [key, value] : values) {
     if (!value.empty()) given.push_back(key + "=" + value);
@@ -61,8 +64,7 @@ int run(int argc, char** argv) {
   app.set_version_flag("--version", "exfusion 0.1.0");
 
   exfusion::TrainArgs train_args;
-  std::vector<std::pair<std::string, std::string>> shortcut_values;
-  shortcut_values.reserve(32);
+  ShortcutValues shortcut_values;
   auto* train = app.add_subcommand(
       "train",
       "Train a model (default: ViT with ExFusion-mb, N=4, δ=0.95 on Fashion-MNIST), evaluate it, "
@@ -103,8 +105,7 @@ int run(int argc, char** argv) {
   info->add_option("path", info_args.path, "run directory or .safetensors checkpoint")->required();
 
   exfusion::BenchArgs bench_args;
-  std::vector<std::pair<std::string, std::string>> bench_shortcuts;
-  bench_shortcuts.reserve(32);
+  ShortcutValues bench_shortcuts;
   auto* bench = app.add_subcommand(
       "bench",
       "Time training steps on synthetic data (default ViT-B/16, 224 px, 1000 classes) and print "

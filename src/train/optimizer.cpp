@@ -50,6 +50,17 @@ std::vector<std::vector<torch::Tensor>> by_device(const std::vector<torch::Tenso
   return lists;
 }
 
+// min(1, max_norm / (norm + 1e-6)) as a device scalar, multiplied into `grads` (one foreach
+// call per device); returned for gradients held elsewhere (factored ones).
+torch::Tensor scale_to_norm(const std::vector<torch::Tensor>& grads, const torch::Tensor& norm,
+                            double max_norm) {
+  const auto coefficient = (norm + 1e-6).reciprocal().mul_(max_norm).clamp_max_(1.0);
+  for (const auto& list : by_device(grads)) {
+    at::_foreach_mul_(list, coefficient.to(list.front().device()));
+  }
+  return coefficient;
+}
+
 }  // namespace
 
 std::vector<ParamGroup> split_weight_decay(
@@ -227,10 +238,7 @@ torch::Tensor FusedAdamW::clip_grad_norm_async(double max_norm) {
     norms.push_back((g * m).to(device).norm());
   }
   auto total = at::stack(norms).norm();
-  const auto coefficient = (total + 1e-6).reciprocal().mul_(max_norm).clamp_max_(1.0);
-  for (const auto& list : by_device(grads)) {
-    at::_foreach_mul_(list, coefficient.to(list.front().device()));
-  }
+  const auto coefficient = scale_to_norm(grads, total, max_norm);
   for (auto* f : factored) f->scale = coefficient.to(f->grad.device());
   return total;
 }
@@ -304,10 +312,7 @@ torch::Tensor clip_grad_norm_async(const std::vector<torch::Tensor>& params, dou
   const auto grads = defined_grads(params);
   if (grads.empty()) return torch::zeros({}, torch::kFloat32);
   auto total = global_norm(grads);
-  const auto coefficient = (total + 1e-6).reciprocal().mul_(max_norm).clamp_max_(1.0);
-  for (const auto& list : by_device(grads)) {
-    at::_foreach_mul_(list, coefficient.to(list.front().device()));
-  }
+  scale_to_norm(grads, total, max_norm);
   return total;
 }
 

@@ -54,7 +54,7 @@ std::vector<std::vector<torch::Tensor>> by_device(const std::vector<torch::Tenso
 // call per device); returned for gradients held elsewhere (factored ones).
 torch::Tensor scale_to_norm(const std::vector<torch::Tensor>& grads, const torch::Tensor& norm,
                             double max_norm) {
-  const auto coefficient = (norm + 1e-6).reciprocal().mul_(max_norm).clamp_max_(1.0);
+  auto coefficient = (norm + 1e-6).reciprocal().mul_(max_norm).clamp_max_(1.0);
   for (const auto& list : by_device(grads)) {
     at::_foreach_mul_(list, coefficient.to(list.front().device()));
   }

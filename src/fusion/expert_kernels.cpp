@@ -92,13 +92,20 @@ torch::Tensor mix_coefficient_grad(const torch::Tensor& experts, const torch::Te
 void factored_adamw_(const torch::Tensor& params, const torch::Tensor& exp_avg,
                      const torch::Tensor& exp_avg_sq, const torch::Tensor& grad,
                      const torch::Tensor& coeffs, const torch::Tensor& step,
-                     const torch::Tensor& grad_scale, const AdamWOptions& hyper) {
+                     const torch::Tensor& grad_scale, const AdamWOptions& hyper,
+                     const torch::Tensor& lr) {
   const NoAutocast no_autocast(c10::autocast_dispatch_keyset);
   check_bank(params, coeffs);
   check_grad(params, grad);
   const auto dtype = params.scalar_type();
   auto grads = at::outer(coeffs.to(dtype), grad.to(dtype).reshape({-1})).view(params.sizes());
   if (grad_scale.defined()) grads.mul_(grad_scale);
+  if (lr.defined()) {
+    at::_fused_adamw_({params}, {grads}, {exp_avg}, {exp_avg_sq}, {}, {step}, lr, hyper.beta1,
+                      hyper.beta2, hyper.weight_decay, hyper.eps, /*amsgrad=*/false,
+                      /*maximize=*/false);
+    return;
+  }
   at::_fused_adamw_({params}, {grads}, {exp_avg}, {exp_avg_sq}, {}, {step}, hyper.lr, hyper.beta1,
                     hyper.beta2, hyper.weight_decay, hyper.eps, /*amsgrad=*/false,
                     /*maximize=*/false);
@@ -142,9 +149,11 @@ torch::Tensor mix_coefficient_grad(const torch::Tensor& experts, const torch::Te
 void factored_adamw_(const torch::Tensor& params, const torch::Tensor& exp_avg,
                      const torch::Tensor& exp_avg_sq, const torch::Tensor& grad,
                      const torch::Tensor& coeffs, const torch::Tensor& step,
-                     const torch::Tensor& grad_scale, const AdamWOptions& hyper) {
+                     const torch::Tensor& grad_scale, const AdamWOptions& hyper,
+                     const torch::Tensor& lr) {
   if (!use_kernels(params)) {
-    reference::factored_adamw_(params, exp_avg, exp_avg_sq, grad, coeffs, step, grad_scale, hyper);
+    reference::factored_adamw_(params, exp_avg, exp_avg_sq, grad, coeffs, step, grad_scale, hyper,
+                               lr);
     return;
   }
 #ifdef EXFUSION_WITH_CUDA_KERNELS
@@ -155,8 +164,13 @@ void factored_adamw_(const torch::Tensor& params, const torch::Tensor& exp_avg,
         t->is_contiguous() && t->scalar_type() == torch::kFloat32 && t->sizes() == params.sizes(),
         "factored AdamW: parameters and moments must be contiguous float32 of one shape");
   }
-  TORCH_CHECK(step.scalar_type() == torch::kFloat32 && step.numel() == 1 && step.is_cuda(),
+  const auto on_device_scalar = [&](const torch::Tensor& t) {
+    return t.scalar_type() == torch::kFloat32 && t.numel() == 1 && t.device() == params.device();
+  };
+  TORCH_CHECK(on_device_scalar(step),
               "factored AdamW: step must be a float32 scalar on the device");
+  TORCH_CHECK(!lr.defined() || on_device_scalar(lr),
+              "factored AdamW: lr must be a float32 scalar on the device");
   const c10::cuda::CUDAGuard guard(params.device());
   const auto g = grad.contiguous();
   const auto c = coeffs.to(torch::kFloat32).contiguous();
@@ -171,6 +185,7 @@ void factored_adamw_(const torch::Tensor& params, const torch::Tensor& exp_avg,
   args.coeffs = c.data_ptr<float>();
   args.step = step.data_ptr<float>();
   args.grad_scale = scale.defined() ? scale.data_ptr<float>() : nullptr;
+  args.lr_on_device = lr.defined() ? lr.data_ptr<float>() : nullptr;
   args.num_experts = params.size(0);
   args.numel = g.numel();
   args.lr = static_cast<float>(hyper.lr);

@@ -162,9 +162,10 @@ __global__ void factored_adamw_kernel(FactoredAdamWArgs args) {
       static_cast<float>(1.0 - pow(static_cast<double>(args.beta1), step));
   const float bias_correction2_sqrt =
       static_cast<float>(sqrt(1.0 - pow(static_cast<double>(args.beta2), step)));
-  const float step_size = args.lr / bias_correction1;
+  const float lr = args.lr_on_device != nullptr ? *args.lr_on_device : args.lr;
+  const float step_size = lr / bias_correction1;
   const float scale = args.grad_scale != nullptr ? *args.grad_scale : 1.0f;
-  const float decay = 1.0f - args.lr * args.weight_decay;
+  const float decay = 1.0f - lr * args.weight_decay;
   const auto* grad = static_cast<const Grad*>(args.grad);
   const int64_t numel = args.numel;
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x * Vec;

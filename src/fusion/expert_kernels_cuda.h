@@ -24,8 +24,10 @@ void mix_coefficient_partials(const float* experts, const void* grad, DType grad
                               cudaStream_t stream);
 
 // AdamW (PyTorch's formulation, decoupled weight decay) on all N experts where expert i's
-// gradient is coeffs[i] · grad_scale · grad: the N gradients are never stored. `step` and
-// `grad_scale` live on the device (grad_scale may be null: 1).
+// gradient is coeffs[i] · grad_scale · grad: the N gradients are never stored. `step`,
+// `grad_scale` and `lr_on_device` live on the device (grad_scale may be null: 1;
+// lr_on_device may be null: `lr`). A learning rate read from the device lets a captured CUDA
+// graph follow the schedule.
 struct FactoredAdamWArgs {
   float* params;
   float* exp_avg;
@@ -35,6 +37,7 @@ struct FactoredAdamWArgs {
   const float* coeffs;
   const float* step;
   const float* grad_scale;
+  const float* lr_on_device;
   int64_t num_experts;
   int64_t numel;
   float lr, beta1, beta2, weight_decay, eps;

@@ -90,6 +90,23 @@ FusedAdamW::FusedAdamW(std::vector<ParamGroup> groups, AdamWOptions options) : o
     has_grad_.resize(has_grad_.size() + g.slots.size(), 0);
     groups_.push_back(std::move(g));
   }
+  for (const auto& group : groups_) {
+    if (!group.slots.empty() && group.slots.front().param.is_cuda()) {
+      lr_on_device_ =
+          torch::full({}, options_.lr, group.slots.front().param.options().dtype(torch::kFloat32));
+      break;
+    }
+  }
+}
+
+torch::Tensor FusedAdamW::lr_beside(const torch::Tensor& param) const {
+  if (lr_on_device_.defined() && param.device() == lr_on_device_.device()) return lr_on_device_;
+  return {};
+}
+
+void FusedAdamW::set_lr(double lr) {
+  options_.lr = lr;
+  if (lr_on_device_.defined()) lr_on_device_.fill_(lr);
 }
 
 void FusedAdamW::ensure_state(Slot& slot) {
@@ -172,7 +189,7 @@ void FusedAdamW::step_factored() {
                              weight_decay};
     const auto& f = *slot->factored;
     factored_adamw_(slot->param, slot->exp_avg, slot->exp_avg_sq, f.grad, f.coeffs, slot->step,
-                    f.scale, hyper);
+                    f.scale, hyper, lr_beside(slot->param));
     slot->factored->clear();
   }
 }
@@ -194,10 +211,17 @@ void FusedAdamW::step() {
     bucket.grads.clear();
     for (const auto& p : bucket.params) bucket.grads.push_back(p.grad());
     at::_foreach_add_(bucket.steps, 1.0);
-    at::_fused_adamw_(bucket.params, bucket.grads, bucket.exp_avgs, bucket.exp_avg_sqs,
-                      /*max_exp_avg_sqs=*/{}, bucket.steps, options_.lr, options_.beta1,
-                      options_.beta2, bucket.weight_decay, options_.eps, /*amsgrad=*/false,
-                      /*maximize=*/false);
+    if (const auto lr = lr_beside(bucket.params.front()); lr.defined()) {
+      at::_fused_adamw_(bucket.params, bucket.grads, bucket.exp_avgs, bucket.exp_avg_sqs,
+                        /*max_exp_avg_sqs=*/{}, bucket.steps, lr, options_.beta1, options_.beta2,
+                        bucket.weight_decay, options_.eps, /*amsgrad=*/false,
+                        /*maximize=*/false);
+    } else {
+      at::_fused_adamw_(bucket.params, bucket.grads, bucket.exp_avgs, bucket.exp_avg_sqs,
+                        /*max_exp_avg_sqs=*/{}, bucket.steps, options_.lr, options_.beta1,
+                        options_.beta2, bucket.weight_decay, options_.eps, /*amsgrad=*/false,
+                        /*maximize=*/false);
+    }
     // Holding the gradients would keep their memory alive past zero_grad.
     bucket.grads.clear();
   }

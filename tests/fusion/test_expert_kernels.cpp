@@ -63,6 +63,24 @@ TEST(ExpertKernelsReference, FactoredAdamWEqualsAdamWOnMaterialisedGradients) {
   EXPECT_TRUE(torch::allclose(v1, v2, 0, kFloatTolerance));
 }
 
+TEST(ExpertKernelsReference, FactoredAdamWReadsTheLearningRateTensorInsteadOfTheOption) {
+  torch::manual_seed(3);
+  const auto params = torch::randn({2, 3, 4});
+  const auto grad = torch::randn({3, 4});
+  const auto coeffs = torch::tensor({0.75f, 0.25f});
+  const AdamWOptions stale{1e-1, 0.9, 0.999, 1e-8, 0.05};
+  AdamWOptions current = stale;
+  current.lr = 2e-3;
+  auto p1 = params.clone(), m1 = torch::zeros_like(params), v1 = torch::zeros_like(params);
+  auto p2 = params.clone(), m2 = torch::zeros_like(params), v2 = torch::zeros_like(params);
+  const auto step1 = torch::tensor(1.0f), step2 = torch::tensor(1.0f);
+  reference::factored_adamw_(p1, m1, v1, grad, coeffs, step1, {}, stale, torch::tensor(2e-3f));
+  reference::factored_adamw_(p2, m2, v2, grad, coeffs, step2, {}, current);
+  EXPECT_TRUE(torch::allclose(p1, p2, 0, kFloatTolerance));
+  // A step of lr 0.1 would have moved every weight by about 0.1.
+  EXPECT_LT((p1 - params).abs().max().item<double>(), 1e-2);
+}
+
 // (experts, rows, cols, output/gradient dtype): N across the 8-expert register passes,
 // element counts with and without the 4-wide vector path.
 class ExpertKernelsCuda
@@ -111,13 +129,22 @@ TEST_P(ExpertKernelsCuda, FactoredAdamWMatchesReference) {
   auto p2 = params.clone(), m2 = torch::zeros_like(params), v2 = torch::zeros_like(params);
   auto s1 = torch::zeros({}, torch::dtype(torch::kFloat32).device(torch::kCUDA));
   auto s2 = s1.clone();
+  // The last step reads its learning rate from the device, as a captured CUDA graph does.
+  AdamWOptions last = hyper;
+  last.lr = 1e-3;
+  const auto last_lr = torch::tensor(1e-3f, torch::kCUDA);
   for (int step = 0; step < 3; ++step) {
     const auto grad = torch::randn({rows, cols}, torch::kCUDA).to(dtype);
     s1.add_(1);
     s2.add_(1);
-    factored_adamw_(p1, m1, v1, grad, coeffs, s1, step == 1 ? torch::Tensor() : scale, hyper);
-    reference::factored_adamw_(p2, m2, v2, grad, coeffs, s2, step == 1 ? torch::Tensor() : scale,
-                               hyper);
+    const auto grad_scale = step == 1 ? torch::Tensor() : scale;
+    if (step == 2) {
+      factored_adamw_(p1, m1, v1, grad, coeffs, s1, grad_scale, hyper, last_lr);
+      reference::factored_adamw_(p2, m2, v2, grad, coeffs, s2, grad_scale, last);
+    } else {
+      factored_adamw_(p1, m1, v1, grad, coeffs, s1, grad_scale, hyper);
+      reference::factored_adamw_(p2, m2, v2, grad, coeffs, s2, grad_scale, hyper);
+    }
   }
   EXPECT_TRUE(torch::allclose(p1, p2, 1e-5, 1e-6));
   EXPECT_TRUE(torch::allclose(m1, m2, 1e-5, 1e-7));

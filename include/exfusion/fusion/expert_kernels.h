@@ -33,11 +33,14 @@ torch::Tensor mix_coefficient_grad(const torch::Tensor& experts, const torch::Te
 // One AdamW step (PyTorch's formulation: decoupled weight decay, bias correction from the
 // float32 `step`, which the caller has already incremented) on every expert, expert i's
 // gradient being coeffs[i] · grad_scale · grad. grad_scale is a float32 scalar on the device
-// (the clipping coefficient) or undefined (1). Updates params, exp_avg, exp_avg_sq in place.
+// (the clipping coefficient) or undefined (1). `lr`, when defined, is a float32 scalar on the
+// parameters' device read in place of hyper.lr, so that a captured CUDA graph follows the
+// schedule. Updates params, exp_avg, exp_avg_sq in place.
 void factored_adamw_(const torch::Tensor& params, const torch::Tensor& exp_avg,
                      const torch::Tensor& exp_avg_sq, const torch::Tensor& grad,
                      const torch::Tensor& coeffs, const torch::Tensor& step,
-                     const torch::Tensor& grad_scale, const AdamWOptions& hyper);
+                     const torch::Tensor& grad_scale, const AdamWOptions& hyper,
+                     const torch::Tensor& lr = {});
 
 namespace reference {
 torch::Tensor mix_experts(const torch::Tensor& experts, const torch::Tensor& coeffs,
@@ -47,7 +50,8 @@ torch::Tensor mix_coefficient_grad(const torch::Tensor& experts, const torch::Te
 void factored_adamw_(const torch::Tensor& params, const torch::Tensor& exp_avg,
                      const torch::Tensor& exp_avg_sq, const torch::Tensor& grad,
                      const torch::Tensor& coeffs, const torch::Tensor& step,
-                     const torch::Tensor& grad_scale, const AdamWOptions& hyper);
+                     const torch::Tensor& grad_scale, const AdamWOptions& hyper,
+                     const torch::Tensor& lr = {});
 }  // namespace reference
 
 }  // namespace exfusion

@@ -36,7 +36,9 @@ class FusedAdamW {
  public:
   FusedAdamW(std::vector<ParamGroup> groups, AdamWOptions options);
 
-  void set_lr(double lr) { options_.lr = lr; }
+  // On CUDA the kernels read the learning rate from a device scalar that set_lr fills (one
+  // small kernel, no host synchronisation), so a captured CUDA graph follows the schedule.
+  void set_lr(double lr);
   double lr() const { return options_.lr; }
   // Updates every parameter whose gradient is defined, with one _fused_adamw_ call per
   // (group, device, dtype). Parameters without a gradient keep their value and moments.
@@ -53,6 +55,7 @@ class FusedAdamW {
   // included (||m ⊗ G|| = ||m|| ||G||), with the coefficient kept on the device. Returns the
   // norm before clipping (float32 scalar; zero when there is no gradient).
   torch::Tensor clip_grad_norm_async(double max_norm);
+  // Calls of step() on the host (a replayed CUDA graph makes none; the trainer counts those).
   int64_t steps_taken() const { return steps_taken_; }
 
   // "<param name>.exp_avg", ".exp_avg_sq" and ".step" (a float32 scalar) for every
@@ -80,11 +83,14 @@ class FusedAdamW {
   };
 
   static void ensure_state(Slot& slot);
+  // The device learning rate when it sits on `param`'s device; undefined otherwise.
+  torch::Tensor lr_beside(const torch::Tensor& param) const;
   void rebuild_buckets();
   void step_factored();
 
   std::vector<Group> groups_;
   AdamWOptions options_;
+  torch::Tensor lr_on_device_;  // float32 scalar beside CUDA parameters; undefined on the CPU
   int64_t steps_taken_ = 0;
   std::vector<Bucket> buckets_;
   std::vector<char> has_grad_;  // per slot, all groups in order: what buckets_ was built for

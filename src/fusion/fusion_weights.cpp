@@ -60,7 +60,7 @@ MemoryBankWeightsImpl::MemoryBankWeightsImpl(MemoryBankOptions options_) : optio
 
 torch::Tensor MemoryBankWeightsImpl::router_weights(const torch::Tensor& x) {
   // Softmax in at least float32 even under bf16 autocast; float64 models stay float64.
-  auto logits = router->forward(x);
+  auto logits = at::linear(x, router->weight, router->bias);
   logits = logits.to(at::promote_types(logits.scalar_type(), torch::kFloat32));
   auto probs = torch::softmax(logits, -1);
   return probs.reshape({-1, options.num_experts()}).mean(0);

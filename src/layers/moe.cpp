@@ -87,7 +87,16 @@ torch::Tensor MoeMlpImpl::forward(const torch::Tensor& x) {
                             static_cast<double>(s);
   aux_loss_ =
       options.aux_loss_coef() * static_cast<double>(n) * (first_choice * probs.mean(0)).sum();
-  dropped_fraction_ = 1.0 - keep.to(probs.scalar_type()).mean();
+  {
+    torch::NoGradGuard no_grad;
+    const auto stats =
+        at::stack({1.0 - keep.to(torch::kFloat32).mean(), aux_loss_.detach().to(torch::kFloat32)});
+    if (routing_stats_.defined() && routing_stats_.device() == stats.device()) {
+      routing_stats_.copy_(stats);
+    } else {
+      routing_stats_ = stats;
+    }
+  }
   return combined.to(expert_out.scalar_type()).view(x.sizes());
 }
 

@@ -52,12 +52,10 @@ nlohmann::json fusion_weights_json(const VisionTransformer& model) {
 nlohmann::json routing_json(const VisionTransformer& model) {
   nlohmann::json out = nlohmann::json::object();
   for (int64_t i = 0; i < model->options.depth; ++i) {
-    const auto& mlp = model->block(i)->mlp;
-    const auto dropped = mlp->dropped_fraction();
-    const auto aux = mlp->auxiliary_loss();
-    if (!dropped.defined()) continue;
-    out["blocks." + std::to_string(i)] = {{"dropped_fraction", dropped.item<double>()},
-                                          {"aux_loss", aux.defined() ? aux.item<double>() : 0.0}};
+    const auto stats = model->block(i)->mlp->routing_stats();
+    if (!stats.defined()) continue;
+    const auto values = to_vector(stats);
+    out["blocks." + std::to_string(i)] = {{"dropped_fraction", values[0]}, {"aux_loss", values[1]}};
   }
   return out;
 }

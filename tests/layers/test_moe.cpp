@@ -79,6 +79,28 @@ TEST(Moe, CapacityKeepsTheEarliestAssignmentsAndDropsTheRest) {
   EXPECT_NEAR(moe->dropped_fraction().item<double>(), 0.75, 1e-7);
 }
 
+TEST(Moe, RoutingStatsAreOneTensorUpdatedInPlace) {
+  // A captured CUDA graph writes to the tensors of the capture: the statistics the metrics
+  // read must be those, not a new tensor per forward pass.
+  auto moe = make_moe(4, 1, 1.0);
+  {
+    const torch::NoGradGuard no_grad;
+    moe->router->weight.zero_();
+    moe->router->weight[0].fill_(5.0);
+  }
+  moe->forward(torch::rand({1, 12, 6}, torch::kFloat64) + 0.1);
+  const auto stats = moe->routing_stats();
+  ASSERT_EQ(stats.sizes(), torch::IntArrayRef({2}));
+  EXPECT_EQ(stats.scalar_type(), torch::kFloat32);
+  EXPECT_NEAR(stats[0].item<double>(), 0.75, 1e-7);
+  EXPECT_NEAR(stats[1].item<double>(), moe->auxiliary_loss().item<double>(), 1e-6);
+  // 3 tokens, all for expert 0: capacity ceil(3 / 4) = 1, so 2 of 3 are dropped.
+  moe->forward(torch::rand({1, 3, 6}, torch::kFloat64) + 0.1);
+  EXPECT_EQ(moe->routing_stats().data_ptr(), stats.data_ptr());
+  EXPECT_NEAR(stats[0].item<double>(), 2.0 / 3.0, 1e-7);
+  EXPECT_NEAR(stats[1].item<double>(), moe->auxiliary_loss().item<double>(), 1e-6);
+}
+
 TEST(Moe, AuxiliaryLossIsCoefTimesNTimesFractionDotProbability) {
   auto moe = make_moe(4, 2, 0.0);
   const auto x = torch::randn({2, 8, 6}, torch::kFloat64);

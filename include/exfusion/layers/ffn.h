@@ -28,8 +28,9 @@ class FeedForwardImpl : public torch::nn::Module {
   virtual std::vector<std::pair<std::string, torch::Tensor>> fusion_weights() const { return {}; }
   // A loss term the FFN adds to the training loss (MoE load balancing); undefined if none.
   virtual torch::Tensor auxiliary_loss() const { return {}; }
-  // Routing statistic of the last forward pass (MoE: share of assignments dropped).
-  virtual torch::Tensor dropped_fraction() const { return {}; }
+  // Routing statistics of the last forward pass as float32 [dropped share of assignments,
+  // balance loss] (MoE); undefined for FFNs that do not route.
+  virtual torch::Tensor routing_stats() const { return {}; }
 };
 
 class MlpImpl : public FeedForwardImpl {

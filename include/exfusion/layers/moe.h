@@ -36,15 +36,18 @@ class MoeMlpImpl : public FeedForwardImpl {
   std::shared_ptr<MlpImpl> to_dense() const override;
   // aux_loss_coef · N·Σ_e f_e·P_e of the last forward pass (differentiable in the router).
   torch::Tensor auxiliary_loss() const override { return aux_loss_; }
-  // Share of the last forward pass's token-to-expert assignments dropped for capacity.
-  torch::Tensor dropped_fraction() const override { return dropped_fraction_; }
+  // [share of the last forward pass's assignments dropped for capacity, its balance loss],
+  // detached. One tensor updated in place, so an eager forward and the replays of a captured
+  // CUDA graph write to the same place.
+  torch::Tensor routing_stats() const override { return routing_stats_; }
+  torch::Tensor dropped_fraction() const { return routing_stats_[0]; }
 
   MoeOptions options;
   torch::nn::Linear router{nullptr};
   ExpertBank fc1{nullptr}, fc2{nullptr};
 
  private:
-  torch::Tensor aux_loss_, dropped_fraction_;
+  torch::Tensor aux_loss_, routing_stats_;
 };
 TORCH_MODULE(MoeMlp);
 

@@ -40,6 +40,8 @@ void add_config_shortcuts(CLI::App& command, ShortcutValues& values) {
       {"--device", "train.device", "auto, cpu, cuda or cuda:N"},
       {"--precision", "train.precision", "auto, fp32 or bf16"},
       {"--threads", "train.threads", "CPU threads (0 = LibTorch's default)"},
+      {"--cuda-graph", "train.cuda_graph",
+       "true: capture the training step in a CUDA graph and replay it (CUDA only)"},
   };
   for (const auto& [flag, key, help] : shortcuts) {
     values.emplace_back(key, "");

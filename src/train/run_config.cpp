@@ -139,7 +139,8 @@ json to_json(const RunConfig& config) {
                   {"device", t.device},
                   {"precision", t.precision},
                   {"threads", t.threads},
-                  {"expert_kernels", t.expert_kernels}};
+                  {"expert_kernels", t.expert_kernels},
+                  {"cuda_graph", t.cuda_graph}};
   return out;
 }
 
@@ -238,6 +239,7 @@ RunConfig run_config_from_json(const json& json_config, const std::string& sourc
   t.read("precision", train.precision);
   t.read("threads", train.threads);
   t.read("expert_kernels", train.expert_kernels);
+  t.read("cuda_graph", train.cuda_graph);
 
   const auto positive = [&](const char* key, int64_t value) {
     if (value < 1) t.fail(key, "at least 1");

@@ -15,6 +15,7 @@
 #include "exfusion/train/device.h"
 #include "exfusion/train/trainer.h"
 #include "exfusion/util/atomic_file.h"
+#include "exfusion/util/error.h"
 
 namespace exfusion {
 namespace {
@@ -87,6 +88,12 @@ double exfusion_extra_bytes_per_step(const VisionTransformerOptions& model, int6
 }
 
 nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkOptions& options) {
+  if (config.train.cuda_graph && options.warmup_steps <= Trainer::kCudaGraphWarmupSteps) {
+    throw InputError("bench: --warmup " + std::to_string(options.warmup_steps) +
+                     " with train.cuda_graph: expected at least " +
+                     std::to_string(Trainer::kCudaGraphWarmupSteps + 1) +
+                     " (eager warm-up steps, then the capture), so that only replays are timed");
+  }
   const auto device = resolve_device(config.train.device);
   torch::manual_seed(static_cast<uint64_t>(config.train.seed));
   VisionTransformer model(config.model);
@@ -129,6 +136,7 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
       {"device", device_name},
       {"precision", trainer.bf16() ? "bf16" : "fp32"},
       {"expert_kernels", config.train.expert_kernels && expert_kernels_compiled()},
+      {"cuda_graph", trainer.cuda_graph_captured()},
       {"params", params},
       {"warmup_steps", options.warmup_steps},
       {"timed_steps", options.timed_steps},

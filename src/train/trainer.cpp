@@ -8,6 +8,7 @@
 #include "exfusion/train/checkpoint.h"
 #include "exfusion/train/device.h"
 #include "exfusion/train/evaluate.h"
+#include "exfusion/util/error.h"
 
 namespace exfusion {
 namespace {
@@ -74,7 +75,24 @@ Trainer::Trainer(const RunConfig& config, VisionTransformer model, torch::Device
       }
     }
   }
+  if (config.train.cuda_graph) {
+    if (!device_.is_cuda()) {
+      throw InputError(
+          "train.cuda_graph = true: CUDA graphs need a CUDA device, and this run's "
+          "device is " +
+          device_.str());
+    }
+    graph_step_ = std::make_unique<CudaGraphStep>(
+        [this](const torch::Tensor& images, const torch::Tensor& labels) {
+          return compute_step(images, labels);
+        },
+        kCudaGraphWarmupSteps);
+  }
 }
+
+Trainer::~Trainer() = default;
+
+bool Trainer::cuda_graph_captured() const { return graph_step_ && graph_step_->captured(); }
 
 std::pair<torch::Tensor, torch::Tensor> Trainer::step(const Batch& batch) {
   // A process-wide switch: set on every step so trainers with different settings can share
@@ -82,6 +100,13 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::step(const Batch& batch) {
   set_expert_kernels_enabled(config_.train.expert_kernels);
   const auto images = batch.images.to(device_, /*non_blocking=*/true);
   const auto labels = batch.labels.to(device_, /*non_blocking=*/true);
+  auto outputs = graph_step_ ? graph_step_->run(images, labels) : compute_step(images, labels);
+  ++step_;
+  return outputs;
+}
+
+std::pair<torch::Tensor, torch::Tensor> Trainer::compute_step(const torch::Tensor& images,
+                                                              const torch::Tensor& labels) {
   torch::Tensor logits;
   {
     AutocastGuard autocast(bf16_);
@@ -100,7 +125,6 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::step(const Batch& batch) {
   if (config_.train.clip_grad > 0) optimizer_.clip_grad_norm_async(config_.train.clip_grad);
   optimizer_.step();
   optimizer_.zero_grad();
-  ++step_;
   return {loss.detach(), logits.detach().argmax(-1).eq(labels).sum()};
 }
 

@@ -25,6 +25,7 @@ TEST(Bench, PrintsOneJsonLineOfMeasurements) {
   EXPECT_EQ(dense["experts"], 0);
   EXPECT_EQ(dense["device"], "cpu");
   EXPECT_EQ(dense["precision"], "fp32");
+  EXPECT_EQ(dense["cuda_graph"], false);
   EXPECT_EQ(dense["model"]["embed_dim"], 192);
   EXPECT_GT(dense["img_per_s"].get<double>(), 0.0);
   EXPECT_NEAR(dense["ms_per_step"].get<double>(), 1000.0 * 2 / dense["img_per_s"].get<double>(),
@@ -58,6 +59,21 @@ TEST(Bench, RejectsBadStepCounts) {
   const auto result = testing::run_cli("bench --steps 0");
   EXPECT_EQ(result.exit_code, 2) << result.output;
   EXPECT_NE(result.output.find("--steps"), std::string::npos) << result.output;
+}
+
+TEST(Bench, CudaGraphNeedsCudaAndWarmUpStepsBeforeTheTimedOnes) {
+  const auto on_cpu =
+      testing::run_cli("bench --preset tiny --device cpu --warmup 4 --steps 1 --cuda-graph true");
+  EXPECT_EQ(on_cpu.exit_code, 2) << on_cpu.output;
+  EXPECT_NE(on_cpu.output.find("train.cuda_graph = true: CUDA graphs need a CUDA device"),
+            std::string::npos)
+      << on_cpu.output;
+  // Three eager steps and the capture come first, so at least four warm-up steps.
+  const auto short_warmup = testing::run_cli("bench --warmup 3 --steps 1 --cuda-graph true");
+  EXPECT_EQ(short_warmup.exit_code, 2) << short_warmup.output;
+  EXPECT_NE(short_warmup.output.find("--warmup 3 with train.cuda_graph: expected at least 4"),
+            std::string::npos)
+      << short_warmup.output;
 }
 
 }  // namespace

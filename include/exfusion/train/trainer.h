@@ -5,12 +5,14 @@
 #include <torch/types.h>
 
 #include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <ostream>
 
 #include "exfusion/data/loader.h"
 #include "exfusion/io/safetensors.h"
 #include "exfusion/models/vit.h"
+#include "exfusion/train/cuda_graph_step.h"
 #include "exfusion/train/metrics.h"
 #include "exfusion/train/optimizer.h"
 #include "exfusion/train/run_config.h"
@@ -33,7 +35,15 @@ nlohmann::json routing_json(const VisionTransformer& model);
 
 class Trainer {
  public:
+  // Eager steps before train.cuda_graph captures the step (PyTorch's recipe uses three).
+  static constexpr int64_t kCudaGraphWarmupSteps = 3;
+
+  // Throws InputError when train.cuda_graph is set for a device that is not CUDA.
   Trainer(const RunConfig& config, VisionTransformer model, torch::Device device);
+  // Not copyable or movable: the captured CUDA graph step calls back into this object.
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+  ~Trainer();
 
   // Trains for the configured epochs (or train.max_steps) over `train`, evaluating on
   // `test` after every epoch. `on_epoch_end` runs after each epoch's evaluation (to save
@@ -42,8 +52,11 @@ class Trainer {
                   const std::function<void(int64_t epoch)>& on_epoch_end = {});
 
   // One optimisation step at the current learning rate; returns the loss and the number of
-  // correct predictions as device tensors, so that nothing waits for the GPU.
+  // correct predictions as device tensors, so that nothing waits for the GPU. With
+  // train.cuda_graph they are the graph's static outputs: read them before the next step.
   std::pair<torch::Tensor, torch::Tensor> step(const Batch& batch);
+  // Whether train.cuda_graph has captured the step yet (after kCudaGraphWarmupSteps steps).
+  bool cuda_graph_captured() const;
   void set_lr(double lr) { optimizer_.set_lr(lr); }
 
   // Model (params and buffers, under "model."), optimizer moments (under "optimizer.")
@@ -57,8 +70,13 @@ class Trainer {
   RunConfig config_;
   VisionTransformer model_;
   torch::Device device_;
+  // Forward, loss, backward, clipping and AdamW on a batch already on the device.
+  std::pair<torch::Tensor, torch::Tensor> compute_step(const torch::Tensor& images,
+                                                       const torch::Tensor& labels);
+
   bool bf16_;
   FusedAdamW optimizer_;
+  std::unique_ptr<CudaGraphStep> graph_step_;  // null unless train.cuda_graph
   int64_t step_ = 0;
 };
 

@@ -1,0 +1,50 @@
+// A whole training step (forward, backward, clipping, AdamW) captured once into a CUDA graph
+// and replayed: a replay is one launch from the host instead of thousands of small kernels,
+// so small models stop waiting on the CPU. What the step changes must change in place
+// (parameters, moments, memory banks, routing statistics, the optimizer's device learning
+// rate); inputs are copied into the static tensors the graph was captured with.
+#pragma once
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/types.h>
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <utility>
+
+namespace exfusion {
+
+class CudaGraphStep {
+ public:
+  // (images, labels) on the device → (loss, correct predictions), both device tensors.
+  using StepFunction = std::function<std::pair<torch::Tensor, torch::Tensor>(const torch::Tensor&,
+                                                                             const torch::Tensor&)>;
+
+  // The first `warmup_steps` calls run `step` eagerly on the side stream the graph will be
+  // captured on (lazy initialisation, cuBLAS workspaces and the optimizer state must exist
+  // before capture); the next call captures it and replays it once.
+  CudaGraphStep(StepFunction step, int64_t warmup_steps);
+
+  // One training step on `images`/`labels` (CUDA tensors). A batch of another shape than the
+  // captured one runs eagerly on the current stream (training drops its last partial batch,
+  // so there is none there). The returned tensors are the graph's static outputs after a
+  // replay: read or copy them before the next call.
+  std::pair<torch::Tensor, torch::Tensor> run(const torch::Tensor& images,
+                                              const torch::Tensor& labels);
+  bool captured() const { return graph_ != nullptr; }
+
+ private:
+  std::pair<torch::Tensor, torch::Tensor> run_on_side_stream(const torch::Tensor& images,
+                                                             const torch::Tensor& labels);
+  void capture(const torch::Tensor& images, const torch::Tensor& labels);
+
+  StepFunction step_;
+  int64_t warmup_left_;
+  std::optional<c10::cuda::CUDAStream> side_stream_;
+  std::unique_ptr<at::cuda::CUDAGraph> graph_;
+  torch::Tensor static_images_, static_labels_;
+  std::pair<torch::Tensor, torch::Tensor> static_outputs_;
+};
+
+}  // namespace exfusion

@@ -1,0 +1,143 @@
+// train.cuda_graph: the captured and replayed training step follows the eager trajectory
+// (dense, ExFusion-mb through the expert kernels, MoE; bf16 autocast; a learning rate that
+// changes every step; a batch of another shape after the capture), and a CPU run is refused.
+#include <gtest/gtest.h>
+#include <torch/cuda.h>
+#include <torch/types.h>
+
+#include <string>
+#include <vector>
+
+#include "../support/tiny_models.h"
+#include "exfusion/data/loader.h"
+#include "exfusion/train/trainer.h"
+#include "exfusion/util/error.h"
+
+namespace exfusion {
+namespace {
+
+// Replays run the kernels of the eager step on the same data; what may differ is the order
+// of a few reductions (cuBLAS may choose another algorithm inside a capture), which bf16
+// rounding magnifies.
+constexpr double kFloat32Tolerance = 1e-5;
+constexpr double kBf16Tolerance = 1e-3;
+// Three eager warm-up steps, the capture, then replays.
+constexpr int kSteps = 8;
+constexpr int64_t kBatch = 6;
+
+#define REQUIRE_CUDA() \
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device: runs on the GPU machine"
+
+RunConfig make_config(FfnKind kind, const std::string& precision, bool cuda_graph) {
+  RunConfig config = default_run_config();
+  config.model = testing::tiny_vit(kind, FusionVariant::kMemoryBank, 4);
+  config.train.batch_size = kBatch;
+  config.train.device = "cuda";
+  config.train.precision = precision;
+  config.train.clip_grad = 0.05;  // clips every step, so the device-side coefficient is used
+  config.train.cuda_graph = cuda_graph;
+  return config;
+}
+
+struct Trajectory {
+  std::vector<double> losses;
+  std::vector<torch::Tensor> params;
+  nlohmann::json routing;
+};
+
+// `odd_step`: the step (if any) that gets a batch of 4 images instead of kBatch.
+Trajectory train(FfnKind kind, const std::string& precision, bool cuda_graph, int odd_step = -1) {
+  const auto config = make_config(kind, precision, cuda_graph);
+  torch::manual_seed(7);
+  VisionTransformer model(config.model);
+  Trainer trainer(config, model, torch::kCUDA);
+  torch::manual_seed(8);
+  Trajectory out;
+  for (int i = 0; i < kSteps; ++i) {
+    // A schedule: every replay must read the rate set just before it.
+    trainer.set_lr(1e-2 / (1.0 + i));
+    const int64_t batch = i == odd_step ? 4 : kBatch;
+    const auto& m = config.model;
+    const Batch data{torch::randn({batch, m.in_chans, m.img_size, m.img_size}),
+                     torch::randint(0, m.num_classes, {batch})};
+    const auto [loss, correct] = trainer.step(data);
+    out.losses.push_back(loss.item<double>());
+  }
+  EXPECT_EQ(trainer.cuda_graph_captured(), cuda_graph);
+  for (const auto& p : model->parameters()) out.params.push_back(p.detach().cpu());
+  out.routing = routing_json(model);
+  return out;
+}
+
+void expect_same(const Trajectory& graphed, const Trajectory& eager, double tolerance) {
+  ASSERT_EQ(graphed.losses.size(), eager.losses.size());
+  for (size_t i = 0; i < eager.losses.size(); ++i) {
+    EXPECT_NEAR(graphed.losses[i], eager.losses[i], tolerance) << "step " << i;
+  }
+  ASSERT_EQ(graphed.params.size(), eager.params.size());
+  double max_diff = 0;
+  for (size_t i = 0; i < eager.params.size(); ++i) {
+    max_diff = std::max(max_diff, (graphed.params[i] - eager.params[i]).abs().max().item<double>());
+  }
+  EXPECT_LT(max_diff, tolerance);
+  // The loss changed over the run, so the replays did train (not replay one frozen step).
+  EXPECT_GT(std::abs(graphed.losses.back() - graphed.losses[kSteps / 2]), 1e-6);
+}
+
+TEST(CudaGraphStep, RefusesADeviceThatIsNotCuda) {
+  auto config = make_config(FfnKind::kDense, "fp32", true);
+  config.train.device = "cpu";
+  VisionTransformer model(config.model);
+  try {
+    Trainer trainer(config, model, torch::kCPU);
+    FAIL() << "expected InputError";
+  } catch (const InputError& error) {
+    EXPECT_NE(std::string(error.what())
+                  .find("train.cuda_graph = true: CUDA graphs need a CUDA "
+                        "device, and this run's device is cpu"),
+              std::string::npos)
+        << error.what();
+  }
+}
+
+TEST(CudaGraphTraining, DenseFollowsTheEagerTrajectory) {
+  REQUIRE_CUDA();
+  expect_same(train(FfnKind::kDense, "fp32", true), train(FfnKind::kDense, "fp32", false),
+              kFloat32Tolerance);
+}
+
+TEST(CudaGraphTraining, MemoryBankFollowsTheEagerTrajectory) {
+  REQUIRE_CUDA();
+  expect_same(train(FfnKind::kExFusion, "fp32", true), train(FfnKind::kExFusion, "fp32", false),
+              kFloat32Tolerance);
+}
+
+TEST(CudaGraphTraining, MemoryBankFollowsTheEagerTrajectoryUnderBf16) {
+  REQUIRE_CUDA();
+  expect_same(train(FfnKind::kExFusion, "bf16", true), train(FfnKind::kExFusion, "bf16", false),
+              kBf16Tolerance);
+}
+
+TEST(CudaGraphTraining, MoeFollowsTheEagerTrajectoryAndReportsTheReplayedRouting) {
+  REQUIRE_CUDA();
+  const auto graphed = train(FfnKind::kMoE, "fp32", true);
+  const auto eager = train(FfnKind::kMoE, "fp32", false);
+  expect_same(graphed, eager, kFloat32Tolerance);
+  ASSERT_FALSE(eager.routing.empty());
+  for (const auto& [block, stats] : eager.routing.items()) {
+    EXPECT_NEAR(graphed.routing[block]["aux_loss"].get<double>(), stats["aux_loss"].get<double>(),
+                kFloat32Tolerance);
+    EXPECT_NEAR(graphed.routing[block]["dropped_fraction"].get<double>(),
+                stats["dropped_fraction"].get<double>(), kFloat32Tolerance);
+  }
+}
+
+TEST(CudaGraphTraining, ABatchOfAnotherShapeRunsEagerlyBetweenReplays) {
+  REQUIRE_CUDA();
+  constexpr int kOddStep = 5;  // after the capture at step 3
+  expect_same(train(FfnKind::kExFusion, "fp32", true, kOddStep),
+              train(FfnKind::kExFusion, "fp32", false, kOddStep), kFloat32Tolerance);
+}
+
+}  // namespace
+}  // namespace exfusion

@@ -8,6 +8,7 @@
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include "../util/kernel_dtype.h"
 #include "expert_kernels_cuda.h"
 #endif
 
@@ -35,19 +36,6 @@ void check_grad(const torch::Tensor& experts, const torch::Tensor& grad) {
 // the gradient checks, say) takes the reference.
 bool use_kernels(const torch::Tensor& experts) {
   return experts.is_cuda() && experts.scalar_type() == torch::kFloat32 && kernels_enabled.load();
-}
-
-cuda::DType kernel_dtype(torch::ScalarType type) {
-  switch (type) {
-    case torch::kFloat32:
-      return cuda::DType::kFloat32;
-    case torch::kBFloat16:
-      return cuda::DType::kBFloat16;
-    case torch::kFloat16:
-      return cuda::DType::kFloat16;
-    default:
-      TORCH_CHECK(false, "expert bank kernels: unsupported dtype ", type);
-  }
 }
 #else
 bool use_kernels(const torch::Tensor& /*experts*/) { return false; }

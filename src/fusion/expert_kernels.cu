@@ -2,15 +2,11 @@
 // GEMM's input dtype, the fusion-weight gradient <E_i, dW̄>, and AdamW over all N experts
 // from the one fused-weight gradient. Each is a single memory-bound pass; the ATen
 // references they are tested against are in expert_kernels.cpp.
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include <algorithm>
 #include <cmath>
-#include <stdexcept>
-#include <string>
 #include <type_traits>
 
+#include "../util/cuda_numeric.cuh"
 #include "expert_kernels_cuda.h"
 
 namespace exfusion::cuda {
@@ -21,30 +17,6 @@ constexpr int kMaxBlocks = 2048;
 // Experts whose partial dot products one block accumulates in registers at a time.
 constexpr int kExpertsPerPass = 8;
 constexpr int kMaxPartialBlocks = 512;
-
-void check(cudaError_t status, const char* what) {
-  if (status != cudaSuccess) {
-    throw std::runtime_error(std::string(what) + ": " + cudaGetErrorString(status));
-  }
-}
-
-__device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) {
-  return v;
-}
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
-  return __float2bfloat16_rn(v);
-}
-template <>
-__device__ __forceinline__ __half from_float<__half>(float v) {
-  return __float2half_rn(v);
-}
 
 // Vec consecutive float32 values; one 16-byte load when Vec is 4 (callers guarantee alignment).
 template <int Vec>
@@ -137,8 +109,7 @@ __global__ void coefficient_partials_kernel(const float* __restrict__ experts,
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
 #pragma unroll
   for (int e = 0; e < kExpertsPerPass; ++e) {
-    float v = acc[e];
-    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+    const float v = warp_sum(acc[e]);
     if (lane == 0) warp_sums[e][warp] = v;
   }
   __syncthreads();
@@ -211,21 +182,6 @@ void with_vec(bool vec4, F&& launch) {
     launch(std::integral_constant<int, 4>{});
   } else {
     launch(std::integral_constant<int, 1>{});
-  }
-}
-
-template <typename F>
-void with_dtype(DType dtype, F&& launch) {
-  switch (dtype) {
-    case DType::kFloat32:
-      launch(float{});
-      return;
-    case DType::kBFloat16:
-      launch(__nv_bfloat16{});
-      return;
-    case DType::kFloat16:
-      launch(__half{});
-      return;
   }
 }
 

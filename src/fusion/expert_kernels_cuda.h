@@ -6,9 +6,9 @@
 
 #include <cstdint>
 
-namespace exfusion::cuda {
+#include "../util/cuda_dtype.h"
 
-enum class DType { kFloat32, kBFloat16, kFloat16 };
+namespace exfusion::cuda {
 
 // out[j] = Σ_i coeffs[i] · experts[i·numel + j], accumulated in float32, stored as `out_dtype`.
 void mix_experts(const float* experts, const float* coeffs, int64_t num_experts, int64_t numel,

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "exfusion/layers/layer_norm.h"
 #include "exfusion/layers/linear.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/init.h"
@@ -12,7 +13,7 @@ namespace {
 
 constexpr double kLayerNormEps = 1e-6;  // timm's ViT, not PyTorch's 1e-5
 
-torch::nn::LayerNorm layer_norm(int64_t dim) {
+torch::nn::LayerNorm make_layer_norm(int64_t dim) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(kLayerNormEps));
 }
 
@@ -94,15 +95,15 @@ torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& images) {
 }
 
 BlockImpl::BlockImpl(int64_t dim, int64_t num_heads, std::shared_ptr<FeedForwardImpl> ffn) {
-  norm1 = register_module("norm1", layer_norm(dim));
+  norm1 = register_module("norm1", make_layer_norm(dim));
   attn = register_module("attn", Attention(dim, num_heads));
-  norm2 = register_module("norm2", layer_norm(dim));
+  norm2 = register_module("norm2", make_layer_norm(dim));
   mlp = register_module("mlp", std::move(ffn));
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x) {
-  auto y = x + attn->forward(norm1->forward(x));
-  return y + mlp->forward(norm2->forward(y));
+  auto y = x + attn->forward(layer_norm(x, norm1));
+  return y + mlp->forward(layer_norm(y, norm2));
 }
 
 void BlockImpl::replace_mlp(std::shared_ptr<FeedForwardImpl> ffn) {
@@ -129,7 +130,7 @@ VisionTransformerImpl::VisionTransformerImpl(VisionTransformerOptions options_)
     }
     blocks->push_back(Block(dim, options.num_heads, ffn));
   }
-  norm = register_module("norm", layer_norm(dim));
+  norm = register_module("norm", make_layer_norm(dim));
   head = register_module("head", torch::nn::Linear(dim, options.num_classes));
   torch::NoGradGuard no_grad;
   trunc_normal_(pos_embed, 0.02);
@@ -141,8 +142,8 @@ torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {
   auto x = patch_embed->forward(images);
   x = torch::cat({cls_token.expand({x.size(0), -1, -1}).to(x.scalar_type()), x}, 1) + pos_embed;
   for (const auto& block : *blocks) x = block->as<BlockImpl>()->forward(x);
-  x = norm->forward(x);
-  return linear(x.select(1, 0), head);
+  // LayerNorm is per token, so normalising the class token alone gives timm's output.
+  return linear(layer_norm(x.select(1, 0), norm), head);
 }
 
 Block VisionTransformerImpl::block(int64_t index) const {

@@ -140,6 +140,7 @@ json to_json(const RunConfig& config) {
                   {"precision", t.precision},
                   {"threads", t.threads},
                   {"expert_kernels", t.expert_kernels},
+                  {"layer_norm_kernels", t.layer_norm_kernels},
                   {"cuda_graph", t.cuda_graph}};
   return out;
 }
@@ -239,6 +240,7 @@ RunConfig run_config_from_json(const json& json_config, const std::string& sourc
   t.read("precision", train.precision);
   t.read("threads", train.threads);
   t.read("expert_kernels", train.expert_kernels);
+  t.read("layer_norm_kernels", train.layer_norm_kernels);
   t.read("cuda_graph", train.cuda_graph);
 
   const auto positive = [&](const char* key, int64_t value) {

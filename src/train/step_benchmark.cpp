@@ -136,6 +136,7 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
       {"device", device_name},
       {"precision", trainer.bf16() ? "bf16" : "fp32"},
       {"expert_kernels", config.train.expert_kernels && expert_kernels_compiled()},
+      {"layer_norm_kernels", config.train.layer_norm_kernels && expert_kernels_compiled()},
       {"cuda_graph", trainer.cuda_graph_captured()},
       {"params", params},
       {"warmup_steps", options.warmup_steps},

@@ -5,6 +5,7 @@
 
 #include "exfusion/fusion/expert_bank.h"
 #include "exfusion/fusion/expert_kernels.h"
+#include "exfusion/layers/layer_norm.h"
 #include "exfusion/train/checkpoint.h"
 #include "exfusion/train/device.h"
 #include "exfusion/train/evaluate.h"
@@ -95,9 +96,10 @@ Trainer::~Trainer() = default;
 bool Trainer::cuda_graph_captured() const { return graph_step_ && graph_step_->captured(); }
 
 std::pair<torch::Tensor, torch::Tensor> Trainer::step(const Batch& batch) {
-  // A process-wide switch: set on every step so trainers with different settings can share
+  // Process-wide switches: set on every step so trainers with different settings can share
   // a process (the tests compare the two paths this way).
   set_expert_kernels_enabled(config_.train.expert_kernels);
+  set_layer_norm_kernels_enabled(config_.train.layer_norm_kernels);
   const auto images = batch.images.to(device_, /*non_blocking=*/true);
   const auto labels = batch.labels.to(device_, /*non_blocking=*/true);
   auto outputs = graph_step_ ? graph_step_->run(images, labels) : compute_step(images, labels);

@@ -41,6 +41,8 @@ struct TrainConfig {
   // Expert banks through their CUDA kernels and the factored AdamW step (no N per-expert
   // gradients); false runs plain autograd and ATen (same math, for comparison).
   bool expert_kernels = true;
+  // LayerNorm through its CUDA kernels (layers/layer_norm.h); false runs LibTorch's.
+  bool layer_norm_kernels = true;
   // Captures the whole training step (forward, backward, clipping, AdamW) into a CUDA graph
   // after a few eager warm-up steps and replays it; CUDA only (train/cuda_graph_step.h).
   bool cuda_graph = false;

@@ -125,6 +125,8 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
   // Training ≈ 3× the forward FLOPs (forward, and backward for inputs and weights).
   const double tflops = 3.0 * forward_flops_per_image(m) * images_per_s / 1e12;
   const double peak = device_bf16_peak_tflops(device_name);
+  // The custom CUDA kernels run only where they were built and the step is on CUDA.
+  const bool custom_kernels = device.is_cuda() && expert_kernels_compiled();
   nlohmann::json result = {
       {"model", model_to_json(m)["model"]},
       {"ffn", m.ffn.kind == FfnKind::kExFusion ? to_string(m.ffn.exfusion.variant())
@@ -135,8 +137,8 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
       {"batch", config.train.batch_size},
       {"device", device_name},
       {"precision", trainer.bf16() ? "bf16" : "fp32"},
-      {"expert_kernels", config.train.expert_kernels && expert_kernels_compiled()},
-      {"layer_norm_kernels", config.train.layer_norm_kernels && expert_kernels_compiled()},
+      {"expert_kernels", custom_kernels && config.train.expert_kernels},
+      {"layer_norm_kernels", custom_kernels && config.train.layer_norm_kernels},
       {"cuda_graph", trainer.cuda_graph_captured()},
       {"params", params},
       {"warmup_steps", options.warmup_steps},

@@ -26,6 +26,8 @@ TEST(Bench, PrintsOneJsonLineOfMeasurements) {
   EXPECT_EQ(dense["device"], "cpu");
   EXPECT_EQ(dense["precision"], "fp32");
   EXPECT_EQ(dense["cuda_graph"], false);
+  // The custom kernels are CUDA-only: a CPU step does not run them.
+  EXPECT_EQ(dense["layer_norm_kernels"], false);
   EXPECT_EQ(dense["model"]["embed_dim"], 192);
   EXPECT_GT(dense["img_per_s"].get<double>(), 0.0);
   EXPECT_NEAR(dense["ms_per_step"].get<double>(), 1000.0 * 2 / dense["img_per_s"].get<double>(),
@@ -36,6 +38,7 @@ TEST(Bench, PrintsOneJsonLineOfMeasurements) {
   const auto mb = bench("--ffn exfusion --variant mb --experts 3");
   EXPECT_EQ(mb["ffn"], "mb");
   EXPECT_EQ(mb["experts"], 3);
+  EXPECT_EQ(mb["expert_kernels"], false);
   EXPECT_GT(mb["params"].get<int64_t>(), dense["params"].get<int64_t>());
 
   // ExFusion's traffic floor, by hand for this model: 2 blocks, dim 192, hidden 768, N = 3,

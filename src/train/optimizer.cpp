@@ -211,16 +211,17 @@ void FusedAdamW::step() {
     bucket.grads.clear();
     for (const auto& p : bucket.params) bucket.grads.push_back(p.grad());
     at::_foreach_add_(bucket.steps, 1.0);
-    if (const auto lr = lr_beside(bucket.params.front()); lr.defined()) {
+    // `lr` is the device scalar (a Tensor) where there is one, else the double.
+    const auto fused_adamw = [&](const auto& lr) {
       at::_fused_adamw_(bucket.params, bucket.grads, bucket.exp_avgs, bucket.exp_avg_sqs,
                         /*max_exp_avg_sqs=*/{}, bucket.steps, lr, options_.beta1, options_.beta2,
                         bucket.weight_decay, options_.eps, /*amsgrad=*/false,
                         /*maximize=*/false);
+    };
+    if (const auto lr = lr_beside(bucket.params.front()); lr.defined()) {
+      fused_adamw(lr);
     } else {
-      at::_fused_adamw_(bucket.params, bucket.grads, bucket.exp_avgs, bucket.exp_avg_sqs,
-                        /*max_exp_avg_sqs=*/{}, bucket.steps, options_.lr, options_.beta1,
-                        options_.beta2, bucket.weight_decay, options_.eps, /*amsgrad=*/false,
-                        /*maximize=*/false);
+      fused_adamw(options_.lr);
     }
     // Holding the gradients would keep their memory alive past zero_grad.
     bucket.grads.clear();

@@ -27,7 +27,7 @@ void synchronize(const torch::Device& device) {
 // Runs `steps` more training steps under the Kineto profiler and writes their Chrome trace to
 // `path` (through a temporary file, like every output).
 void profile_steps(Trainer& trainer, const Batch& batch, const torch::Device& device, int64_t steps,
-                   const std::string& path) {
+                   const std::filesystem::path& path) {
   namespace prof = torch::profiler::impl;
   const prof::ProfilerConfig config(prof::ProfilerState::KINETO);
   std::set<prof::ActivityType> activities{prof::ActivityType::CPU};
@@ -37,10 +37,8 @@ void profile_steps(Trainer& trainer, const Batch& batch, const torch::Device& de
   for (int64_t i = 0; i < steps; ++i) trainer.step(batch);
   synchronize(device);
   const auto result = torch::autograd::profiler::disableProfiler();
-  const std::filesystem::path target(path);
-  const auto temporary = target.string() + ".tmp";
-  result->save(temporary);
-  std::filesystem::rename(temporary, target);
+  replace_file_atomically(
+      path, [&](const std::filesystem::path& temporary) { result->save(temporary.string()); });
 }
 
 }  // namespace

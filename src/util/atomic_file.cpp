@@ -9,23 +9,28 @@
 
 namespace exfusion {
 
-void write_file_atomically(const std::filesystem::path& path,
-                           const std::function<void(std::ostream&)>& write) {
+void replace_file_atomically(const std::filesystem::path& path,
+                             const std::function<void(const std::filesystem::path&)>& write_to) {
   const auto tmp = std::filesystem::path(path.string() + ".tmp." + std::to_string(::getpid()));
   try {
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      if (!out) throw InputError(path.string() + ": cannot open for writing");
-      write(out);
-      out.flush();
-      if (!out) throw InputError(path.string() + ": write failed (disk full?)");
-    }
+    write_to(tmp);
     std::filesystem::rename(tmp, path);
   } catch (...) {
     std::error_code ignored;
     std::filesystem::remove(tmp, ignored);
     throw;
   }
+}
+
+void write_file_atomically(const std::filesystem::path& path,
+                           const std::function<void(std::ostream&)>& write) {
+  replace_file_atomically(path, [&](const std::filesystem::path& tmp) {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw InputError(path.string() + ": cannot open for writing");
+    write(out);
+    out.flush();
+    if (!out) throw InputError(path.string() + ": write failed (disk full?)");
+  });
 }
 
 void write_text_atomically(const std::filesystem::path& path, const std::string& text) {

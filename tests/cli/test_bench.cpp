@@ -58,6 +58,21 @@ TEST(Bench, PrintsOneJsonLineOfMeasurements) {
   EXPECT_EQ(moe["exfusion_extra_gb"].get<double>(), 0.0);
 }
 
+TEST(Bench, ProfileWritesAChromeTraceThroughATemporaryFile) {
+  const auto dir = testing::fresh_temp_dir("bench_profile");
+  const auto trace = dir / "trace.json";
+  const auto result = testing::run_cli(
+      "bench --preset tiny --device cpu --threads 1 --batch-size 2 --warmup 1 --steps 1 "
+      "--set model.img_size=32 model.depth=1 --profile " +
+      trace.string());
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  const auto events = nlohmann::json::parse(testing::read_text(trace))["traceEvents"];
+  ASSERT_TRUE(events.is_array());
+  EXPECT_FALSE(events.empty());
+  EXPECT_TRUE(testing::temp_files_in(dir).empty());
+  testing::remove_tree(dir);
+}
+
 TEST(Bench, RejectsBadStepCounts) {
   const auto result = testing::run_cli("bench --steps 0");
   EXPECT_EQ(result.exit_code, 2) << result.output;

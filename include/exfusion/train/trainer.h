@@ -67,13 +67,13 @@ class Trainer {
   const VisionTransformer& model() const { return model_; }
 
  private:
-  RunConfig config_;
-  VisionTransformer model_;
-  torch::Device device_;
   // Forward, loss, backward, clipping and AdamW on a batch already on the device.
   std::pair<torch::Tensor, torch::Tensor> compute_step(const torch::Tensor& images,
                                                        const torch::Tensor& labels);
 
+  RunConfig config_;
+  VisionTransformer model_;
+  torch::Device device_;
   bool bf16_;
   FusedAdamW optimizer_;
   std::unique_ptr<CudaGraphStep> graph_step_;  // null unless train.cuda_graph

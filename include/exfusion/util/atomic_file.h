@@ -15,6 +15,11 @@ void write_file_atomically(const std::filesystem::path& path,
 
 void write_text_atomically(const std::filesystem::path& path, const std::string& text);
 
+// The same for writers that take a file name (LibTorch's profiler, say): `write_to` writes
+// the temporary file it is given, which then replaces `path`.
+void replace_file_atomically(const std::filesystem::path& path,
+                             const std::function<void(const std::filesystem::path&)>& write_to);
+
 // Throws InputError naming `path` when it exists and `force` is false.
 void refuse_overwrite(const std::filesystem::path& path, bool force);
 

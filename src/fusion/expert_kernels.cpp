@@ -24,21 +24,29 @@ void check_bank(const torch::Tensor& experts, const torch::Tensor& coeffs) {
   TORCH_CHECK(coeffs.dim() == 1 && coeffs.size(0) == experts.size(0),
               "expert bank: ", experts.size(0), " experts but coefficients of shape ",
               coeffs.sizes());
+  TORCH_CHECK(coeffs.device() == experts.device(), "expert bank: experts on ", experts.device(),
+              " but coefficients on ", coeffs.device());
 }
 
 void check_grad(const torch::Tensor& experts, const torch::Tensor& grad) {
   TORCH_CHECK(grad.numel() * experts.size(0) == experts.numel(), "expert bank: gradient of shape ",
               grad.sizes(), " for experts of shape ", experts.sizes());
+  TORCH_CHECK(grad.device() == experts.device(), "expert bank: experts on ", experts.device(),
+              " but their gradient on ", grad.device());
 }
 
 #ifdef EXFUSION_WITH_CUDA_KERNELS
-// The kernels cover the training case, float32 experts on CUDA; anything else (float64 in
-// the gradient checks, say) takes the reference.
-bool use_kernels(const torch::Tensor& experts) {
-  return experts.is_cuda() && experts.scalar_type() == torch::kFloat32 && kernels_enabled.load();
+// The kernels cover the training case, float32 experts on CUDA with a float32/bf16/float16
+// gradient or output (`other_dtype`); anything else (float64 in the gradient checks, say)
+// takes the reference.
+bool use_kernels(const torch::Tensor& experts, torch::ScalarType other_dtype) {
+  return experts.is_cuda() && experts.scalar_type() == torch::kFloat32 &&
+         has_kernel_dtype(other_dtype) && kernels_enabled.load();
 }
 #else
-bool use_kernels(const torch::Tensor& /*experts*/) { return false; }
+bool use_kernels(const torch::Tensor& /*experts*/, torch::ScalarType /*other_dtype*/) {
+  return false;
+}
 #endif
 
 }  // namespace
@@ -103,7 +111,7 @@ void factored_adamw_(const torch::Tensor& params, const torch::Tensor& exp_avg,
 
 torch::Tensor mix_experts(const torch::Tensor& experts, const torch::Tensor& coeffs,
                           torch::ScalarType out_dtype) {
-  if (!use_kernels(experts)) return reference::mix_experts(experts, coeffs, out_dtype);
+  if (!use_kernels(experts, out_dtype)) return reference::mix_experts(experts, coeffs, out_dtype);
 #ifdef EXFUSION_WITH_CUDA_KERNELS
   check_bank(experts, coeffs);
   const c10::cuda::CUDAGuard guard(experts.device());
@@ -117,7 +125,8 @@ torch::Tensor mix_experts(const torch::Tensor& experts, const torch::Tensor& coe
 }
 
 torch::Tensor mix_coefficient_grad(const torch::Tensor& experts, const torch::Tensor& grad) {
-  if (!use_kernels(experts)) return reference::mix_coefficient_grad(experts, grad);
+  if (!use_kernels(experts, grad.scalar_type()))
+    return reference::mix_coefficient_grad(experts, grad);
 #ifdef EXFUSION_WITH_CUDA_KERNELS
   check_grad(experts, grad);
   const c10::cuda::CUDAGuard guard(experts.device());
@@ -139,7 +148,7 @@ void factored_adamw_(const torch::Tensor& params, const torch::Tensor& exp_avg,
                      const torch::Tensor& coeffs, const torch::Tensor& step,
                      const torch::Tensor& grad_scale, const AdamWOptions& hyper,
                      const torch::Tensor& lr) {
-  if (!use_kernels(params)) {
+  if (!use_kernels(params, grad.scalar_type())) {
     reference::factored_adamw_(params, exp_avg, exp_avg_sq, grad, coeffs, step, grad_scale, hyper,
                                lr);
     return;

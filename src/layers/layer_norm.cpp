@@ -35,7 +35,9 @@ struct FusedLayerNorm : public torch::autograd::Function<FusedLayerNorm> {
     const auto x2 = x.contiguous().view({rows, width});
     const auto g = gamma.contiguous();
     const auto b = beta.contiguous();
-    auto y = torch::empty({rows, width}, x.options().dtype(out_dtype));
+    // Allocated in x's shape rather than viewed into it: autograd refuses in-place ops on views
+    // made inside a custom function.
+    auto y = torch::empty(x.sizes(), x.options().dtype(out_dtype));
     auto mean = torch::empty({rows}, x.options().dtype(torch::kFloat32));
     auto rstd = torch::empty_like(mean);
     cuda::layer_norm_forward(x2.data_ptr(), kernel_dtype(x2.scalar_type()), g.data_ptr<float>(),
@@ -45,7 +47,7 @@ struct FusedLayerNorm : public torch::autograd::Function<FusedLayerNorm> {
                              at::cuda::getCurrentCUDAStream());
     ctx->save_for_backward({x2, g, mean, rstd});
     ctx->saved_data["sizes"] = x.sizes().vec();
-    return y.view(x.sizes());
+    return y;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -58,7 +60,7 @@ struct FusedLayerNorm : public torch::autograd::Function<FusedLayerNorm> {
     const int64_t rows = x2.size(0);
     const int64_t width = x2.size(1);
     const auto dy = grads[0].contiguous().view({rows, width});
-    auto dx = torch::empty_like(x2);
+    auto dx = torch::empty(ctx->saved_data["sizes"].toIntVector(), x2.options());
     auto partials = torch::empty({2, cuda::layer_norm_partial_blocks(rows), width},
                                  x2.options().dtype(torch::kFloat32));
     cuda::layer_norm_backward(dy.data_ptr(), kernel_dtype(dy.scalar_type()), x2.data_ptr(),
@@ -67,8 +69,7 @@ struct FusedLayerNorm : public torch::autograd::Function<FusedLayerNorm> {
                               static_cast<int>(width), dx.data_ptr(), partials[0].data_ptr<float>(),
                               partials[1].data_ptr<float>(), at::cuda::getCurrentCUDAStream());
     const auto sums = partials.sum(1);
-    return {dx.view(ctx->saved_data["sizes"].toIntVector()), sums[0], sums[1], torch::Tensor(),
-            torch::Tensor()};
+    return {dx, sums[0], sums[1], torch::Tensor(), torch::Tensor()};
   }
 };
 

@@ -51,10 +51,15 @@ std::pair<torch::Tensor, torch::Tensor> CudaGraphStep::run(const torch::Tensor& 
                                                            const torch::Tensor& labels) {
   TORCH_CHECK(images.is_cuda() && labels.is_cuda(),
               "CudaGraphStep: the batch must be on a CUDA device");
+  // The first call fixes the shape that is warmed up and captured; a batch of another shape
+  // (before or after the capture) runs eagerly on the current stream.
+  if (!static_images_.defined()) {
+    static_images_ = images.clone();
+    static_labels_ = labels.clone();
+  } else if (!same_layout(images, static_images_) || !same_layout(labels, static_labels_)) {
+    return step_(images, labels);
+  }
   if (graph_) {
-    if (!same_layout(images, static_images_) || !same_layout(labels, static_labels_)) {
-      return step_(images, labels);
-    }
     static_images_.copy_(images, /*non_blocking=*/true);
     static_labels_.copy_(labels, /*non_blocking=*/true);
     graph_->replay();
@@ -91,13 +96,14 @@ std::pair<torch::Tensor, torch::Tensor> CudaGraphStep::run_on_side_stream(
 }
 
 void CudaGraphStep::capture(const torch::Tensor& images, const torch::Tensor& labels) {
+  const c10::cuda::CUDAGuard device_guard(images.device());
   const auto device_index = images.device().index();
   // What the warm-up left in the allocator's cache goes back first, so that the graph's
   // private pool does not sit beside a second copy of a step's activations.
   c10::cuda::device_synchronize();
   c10::cuda::CUDACachingAllocator::emptyCache();
-  static_images_ = images.clone();
-  static_labels_ = labels.clone();
+  static_images_.copy_(images);
+  static_labels_.copy_(labels);
   auto graph = std::make_unique<at::cuda::CUDAGraph>();
   const auto current = c10::cuda::getCurrentCUDAStream(device_index);
   wait_for(*side_stream_, current);

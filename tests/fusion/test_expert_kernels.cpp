@@ -4,6 +4,7 @@
 #include <torch/cuda.h>
 #include <torch/types.h>
 
+#include <string>
 #include <tuple>
 
 #include "exfusion/fusion/expert_kernels.h"
@@ -31,6 +32,24 @@ TEST(ExpertKernelsReference, MixIsTheWeightedSum) {
                               kFloatTolerance, kFloatTolerance));
   EXPECT_EQ(reference::mix_experts(experts, coeffs, torch::kBFloat16).scalar_type(),
             torch::kBFloat16);
+}
+
+// Tensors on two devices get a clear error before any kernel reads a pointer of the wrong
+// kind (the meta device stands in for a GPU here).
+TEST(ExpertKernelsReference, ArgumentsOnAnotherDeviceAreRefused) {
+  const auto experts = torch::empty({2, 3}, torch::kMeta);
+  const auto expect_error = [](const auto& call, const std::string& text) {
+    try {
+      call();
+      ADD_FAILURE() << "expected an error mentioning " << text;
+    } catch (const c10::Error& error) {
+      EXPECT_NE(std::string(error.what()).find(text), std::string::npos) << error.what();
+    }
+  };
+  expect_error([&] { mix_experts(experts, torch::ones({2}), torch::kFloat32); },
+               "but coefficients on cpu");
+  expect_error([&] { mix_coefficient_grad(experts, torch::ones({3})); },
+               "but their gradient on cpu");
 }
 
 TEST(ExpertKernelsReference, CoefficientGradIsTheInnerProduct) {

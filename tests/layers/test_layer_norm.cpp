@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "../support/tiny_models.h"
+#include "../support/trajectory.h"
 #include "exfusion/fusion/expert_kernels.h"
 #include "exfusion/layers/layer_norm.h"
 #include "exfusion/train/device.h"
@@ -136,7 +137,7 @@ TEST(LayerNormKernels, WiderRowsUseLibTorchsLayerNorm) {
 
 // Four steps of a small ViT on the GPU, float32, with the kernels and with LibTorch's
 // LayerNorm: the same trajectory up to float32 summation order.
-std::vector<torch::Tensor> train_params(bool layer_norm_kernels) {
+testing::NamedParams train_params(bool layer_norm_kernels) {
   RunConfig config = default_run_config();
   config.model = testing::tiny_vit(FfnKind::kExFusion, FusionVariant::kMemoryBank, 4);
   config.train.batch_size = 6;
@@ -153,21 +154,14 @@ std::vector<torch::Tensor> train_params(bool layer_norm_kernels) {
     trainer.step({torch::randn({6, m.in_chans, m.img_size, m.img_size}),
                   torch::randint(0, m.num_classes, {6})});
   }
-  std::vector<torch::Tensor> params;
-  for (const auto& p : model->parameters()) params.push_back(p.detach().cpu());
-  return params;
+  return testing::trained_params(model);
 }
 
 TEST(LayerNormKernels, TrainingFollowsLibTorchsLayerNorm) {
   REQUIRE_CUDA_KERNELS();
   const auto with_kernels = train_params(true);
   const auto without = train_params(false);
-  ASSERT_EQ(with_kernels.size(), without.size());
-  double max_diff = 0;
-  for (size_t i = 0; i < without.size(); ++i) {
-    max_diff = std::max(max_diff, (with_kernels[i] - without[i]).abs().max().item<double>());
-  }
-  EXPECT_LT(max_diff, 2e-5);
+  EXPECT_LT(testing::max_param_diff(with_kernels, without), 2e-5);
   set_layer_norm_kernels_enabled(true);
 }
 

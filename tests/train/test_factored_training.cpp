@@ -8,6 +8,7 @@
 #include <string>
 
 #include "../support/tiny_models.h"
+#include "../support/trajectory.h"
 #include "exfusion/data/loader.h"
 #include "exfusion/train/trainer.h"
 
@@ -31,7 +32,7 @@ RunConfig make_config(bool expert_kernels, const std::string& device) {
   return config;
 }
 
-std::vector<torch::Tensor> train_params(bool expert_kernels, const std::string& device_name) {
+testing::NamedParams train_params(bool expert_kernels, const std::string& device_name) {
   const auto config = make_config(expert_kernels, device_name);
   const torch::Device device(device_name);
   torch::manual_seed(7);
@@ -45,27 +46,20 @@ std::vector<torch::Tensor> train_params(bool expert_kernels, const std::string& 
                       torch::randint(0, m.num_classes, {6})};
     trainer.step(batch);
   }
-  std::vector<torch::Tensor> params;
-  for (const auto& p : model->parameters()) params.push_back(p.detach().cpu());
-  return params;
+  return testing::trained_params(model);
 }
 
 void expect_same_trajectory(const std::string& device) {
   const auto with_kernels = train_params(true, device);
   const auto without = train_params(false, device);
-  ASSERT_EQ(with_kernels.size(), without.size());
-  double max_diff = 0;
-  for (size_t i = 0; i < with_kernels.size(); ++i) {
-    max_diff = std::max(max_diff, (with_kernels[i] - without[i]).abs().max().item<double>());
-  }
-  EXPECT_LT(max_diff, kTolerance);
+  EXPECT_LT(testing::max_param_diff(with_kernels, without), kTolerance);
   // And training moved the parameters, so the comparison is not of two untouched models.
   torch::manual_seed(7);
   VisionTransformer initial(make_config(true, device).model);
   double moved = 0;
   const auto start = initial->parameters();
   for (size_t i = 0; i < start.size(); ++i) {
-    moved = std::max(moved, (with_kernels[i] - start[i]).abs().max().item<double>());
+    moved = std::max(moved, (with_kernels[i].second - start[i]).abs().max().item<double>());
   }
   EXPECT_GT(moved, 1e-3);
 }

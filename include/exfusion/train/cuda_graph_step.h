@@ -26,10 +26,10 @@ class CudaGraphStep {
   // before capture); the next call captures it and replays it once.
   CudaGraphStep(StepFunction step, int64_t warmup_steps);
 
-  // One training step on `images`/`labels` (CUDA tensors). A batch of another shape than the
-  // captured one runs eagerly on the current stream (training drops its last partial batch,
-  // so there is none there). The returned tensors are the graph's static outputs after a
-  // replay: read or copy them before the next call.
+  // One training step on `images`/`labels` (CUDA tensors). The first call's shape is the one
+  // warmed up and captured; a batch of another shape runs eagerly on the current stream
+  // (training drops its last partial batch, so there is none there). The returned tensors are the
+  // graph's static outputs after a replay: read or copy them before the next call.
   std::pair<torch::Tensor, torch::Tensor> run(const torch::Tensor& images,
                                               const torch::Tensor& labels);
   bool captured() const { return graph_ != nullptr; }

@@ -2,7 +2,7 @@
 # Builds exfusion against the machine's own torch (python3's, CUDA-enabled) and, in the same
 # run, times our training step and the peer benchmark (timm in Python, eager and compiled)
 # for the same model and batch, then prints one side-by-side table (bench/compare_table.py).
-# Ours: dense with and without the LayerNorm kernels, ExFusion-mb N=4 with and without the
+# Ours: dense with and without the LayerNorm kernels and the bias-gradient epilogue, ExFusion-mb N=4 with and without the
 # expert kernels, MoE-4-2, and dense and ExFusion-mb N=4 with the step captured in a CUDA
 # graph, for ViT-B/16 at batch 128 and DeiT-Ti/16 at 256, then ExFusion-mb N = 8, 16, 32 on
 # DeiT-Ti (overhead vs N).
@@ -27,6 +27,7 @@ for config in "base:128" "tiny:256"; do
   batch=${config##*:}
   bench --preset "$preset" --batch-size "$batch" --ffn dense
   bench --preset "$preset" --batch-size "$batch" --ffn dense --set train.layer_norm_kernels=false
+  bench --preset "$preset" --batch-size "$batch" --ffn dense --set train.bias_grad_epilogue=false
   bench --preset "$preset" --batch-size "$batch" $mb --experts 4
   bench --preset "$preset" --batch-size "$batch" $mb --experts 4 --set train.expert_kernels=false
   bench --preset "$preset" --batch-size "$batch" --ffn moe --experts 4 --top-k 2

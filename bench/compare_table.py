@@ -1,7 +1,7 @@
 """Side-by-side table of `exfusion bench` lines and the peer benchmark's lines (one run,
 one GPU), as Markdown for docs/benchmarks.md: each of our rows with its ratio to our dense
 step (taken the same way: eager or captured in a CUDA graph, with or without the LayerNorm
-kernels) and to the peer's compiled dense step for the same model and batch."""
+kernels and the bias-gradient epilogue) and to the peer's compiled dense step for the same model and batch."""
 import json
 import sys
 
@@ -26,22 +26,24 @@ def main(ours_path, peer_path):
                      and p["variant"] == variant and p["experts"] == experts
                      and bool(p["compiled"]) == compiled), {})
 
-    def our_dense(dim, batch, graph, layer_norm_kernels):
+    def our_dense(dim, batch, graph, layer_norm_kernels, bias_grad_epilogue):
         return next((r for r in ours if r["model"]["embed_dim"] == dim and r["batch"] == batch
                      and r["ffn"] == "dense" and r.get("cuda_graph", False) == graph
-                     and r.get("layer_norm_kernels", False) == layer_norm_kernels), {})
+                     and r.get("layer_norm_kernels", False) == layer_norm_kernels
+                     and r.get("bias_grad_epilogue", False) == bias_grad_epilogue), {})
 
-    print("| model, batch | FFN | N | expert kernels | LN kernels | CUDA graph | ours img/s | ms/step | × our dense "
+    print("| model, batch | FFN | N | expert kernels | LN kernels | bias-grad epilogue | CUDA graph | ours img/s | ms/step | × our dense "
           "| × peer compiled dense | peak MiB | Δ MiB vs our dense | MFU "
           "| Δ ms vs our dense | traffic floor ms "
           "| peer eager img/s | peer compiled img/s | peer peak MiB (eager) |")
-    print("| --- | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+    print("| --- | --- | ---: | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
           "| ---: | ---: | ---: |")
     for row in ours:
         dim, batch, ffn, n = row["model"]["embed_dim"], row["batch"], row["ffn"], row["experts"]
         graph = row.get("cuda_graph", False)
         ln_kernels = row.get("layer_norm_kernels", False)
-        dense = our_dense(dim, batch, graph, ln_kernels)
+        epilogue = row.get("bias_grad_epilogue", False)
+        dense = our_dense(dim, batch, graph, ln_kernels, epilogue)
         peer_dense = peer_row(dim, batch, "dense", 0, True)
         eager = peer_row(dim, batch, ffn, n, False)
         compiled = peer_row(dim, batch, ffn, n, True)
@@ -56,7 +58,8 @@ def main(ours_path, peer_path):
             "yes" if row.get("expert_kernels") else "no")
         dms = row["ms_per_step"] - dense["ms_per_step"] if dense else None
         print(f"| {MODEL_NAMES.get(dim, f'dim {dim}')}, {batch} | {ffn} | {n} | {kernels} "
-              f"| {'yes' if ln_kernels else 'no'} | {'yes' if graph else 'no'} "
+              f"| {'yes' if ln_kernels else 'no'} | {'yes' if epilogue else 'no'} "
+              f"| {'yes' if graph else 'no'} "
               f"| {row['img_per_s']:.0f} | {row['ms_per_step']:.2f} | {fmt(vs_dense, '.3f')} "
               f"| {fmt(vs_peer, '.3f')} | {fmt(mem, '.0f')} | {fmt(dmem, '+.0f')} | {fmt(mfu, '.1f')} "
               f"| {fmt(dms, '+.2f')} | {fmt(row.get('exfusion_floor_ms'), '.2f')} "

@@ -78,10 +78,10 @@ ExFusionMlpImpl::ExFusionMlpImpl(int64_t dim, int64_t hidden, ExFusionOptions op
 torch::Tensor ExFusionMlpImpl::forward(const torch::Tensor& x) {
   const auto m_up = fusion->forward(x);
   const auto [w1, b1] = fc1->fuse(m_up);
-  const auto h = exact_gelu(at::linear(x, w1, b1));
+  const auto h = exact_gelu(linear(x, w1, b1));
   const auto m_down = fusion_down ? fusion_down->forward(h) : m_up;
   const auto [w2, b2] = fc2->fuse(m_down);
-  return at::linear(h, w2, b2);
+  return linear(h, w2, b2);
 }
 
 std::shared_ptr<MlpImpl> ExFusionMlpImpl::to_dense() const {

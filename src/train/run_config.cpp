@@ -141,6 +141,7 @@ json to_json(const RunConfig& config) {
                   {"threads", t.threads},
                   {"expert_kernels", t.expert_kernels},
                   {"layer_norm_kernels", t.layer_norm_kernels},
+                  {"bias_grad_epilogue", t.bias_grad_epilogue},
                   {"cuda_graph", t.cuda_graph}};
   return out;
 }
@@ -241,6 +242,7 @@ RunConfig run_config_from_json(const json& json_config, const std::string& sourc
   t.read("threads", train.threads);
   t.read("expert_kernels", train.expert_kernels);
   t.read("layer_norm_kernels", train.layer_norm_kernels);
+  t.read("bias_grad_epilogue", train.bias_grad_epilogue);
   t.read("cuda_graph", train.cuda_graph);
 
   const auto positive = [&](const char* key, int64_t value) {

@@ -137,6 +137,7 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
       {"precision", trainer.bf16() ? "bf16" : "fp32"},
       {"expert_kernels", custom_kernels && config.train.expert_kernels},
       {"layer_norm_kernels", custom_kernels && config.train.layer_norm_kernels},
+      {"bias_grad_epilogue", custom_kernels && config.train.bias_grad_epilogue},
       {"cuda_graph", trainer.cuda_graph_captured()},
       {"params", params},
       {"warmup_steps", options.warmup_steps},

@@ -6,6 +6,7 @@
 #include "exfusion/fusion/expert_bank.h"
 #include "exfusion/fusion/expert_kernels.h"
 #include "exfusion/layers/layer_norm.h"
+#include "exfusion/layers/linear.h"
 #include "exfusion/train/checkpoint.h"
 #include "exfusion/train/device.h"
 #include "exfusion/train/evaluate.h"
@@ -100,6 +101,7 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::step(const Batch& batch) {
   // a process (the tests compare the two paths this way).
   set_expert_kernels_enabled(config_.train.expert_kernels);
   set_layer_norm_kernels_enabled(config_.train.layer_norm_kernels);
+  set_bias_grad_epilogue_enabled(config_.train.bias_grad_epilogue);
   const auto images = batch.images.to(device_, /*non_blocking=*/true);
   const auto labels = batch.labels.to(device_, /*non_blocking=*/true);
   auto outputs = graph_step_ ? graph_step_->run(images, labels) : compute_step(images, labels);

@@ -28,6 +28,7 @@ TEST(Bench, PrintsOneJsonLineOfMeasurements) {
   EXPECT_EQ(dense["cuda_graph"], false);
   // The custom kernels are CUDA-only: a CPU step does not run them.
   EXPECT_EQ(dense["layer_norm_kernels"], false);
+  EXPECT_EQ(dense["bias_grad_epilogue"], false);
   EXPECT_EQ(dense["model"]["embed_dim"], 192);
   EXPECT_GT(dense["img_per_s"].get<double>(), 0.0);
   EXPECT_NEAR(dense["ms_per_step"].get<double>(), 1000.0 * 2 / dense["img_per_s"].get<double>(),

@@ -1,15 +1,45 @@
-// The linear layers' forward pass. LibTorch's LinearImpl::forward (torch::nn::functional::
-// linear) runs matmul and then adds the bias as a separate op, in float32 under bf16
-// autocast; at::linear flattens to one addmm whose bias is fused into the cuBLASLt GEMM.
-// Measured on an H100: 15 % of a ViT-B/16 training step went to those bias adds.
+// The linear layers' forward pass, and where their backward computes the bias gradient.
+// LibTorch's LinearImpl::forward runs matmul and then adds the bias as a separate float32 op
+// under bf16 autocast; at::linear flattens to one addmm with the bias fused into the cuBLASLt
+// GEMM (measured on an H100: those bias adds were 15 % of a ViT-B/16 training step). Its
+// backward then sums the output gradient over rows in a kernel of its own (2.8 ms of that
+// step); on CUDA, linear() instead asks cuBLASLt for that sum in the weight-gradient GEMM's
+// epilogue (BGRADB) and writes the weight gradient in the weight's own dtype.
 #pragma once
 #include <ATen/ATen.h>
 #include <torch/nn/modules/linear.h>
 
+#include <tuple>
+
 namespace exfusion {
 
+// Whether linear layers on CUDA take the bias gradient from the weight-gradient GEMM's
+// epilogue (default: yes); process-wide, as set_expert_kernels_enabled.
+bool bias_grad_epilogue_enabled();
+void set_bias_grad_epilogue_enabled(bool enabled);
+
+// y = x Wᵀ + b over x's last dimension. Under autocast, x, W and b are cast to the autocast
+// dtype first, as at::linear's autocast rule does.
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight,
+                     const torch::Tensor& bias);
+
 inline torch::Tensor linear(const torch::Tensor& x, const torch::nn::Linear& layer) {
-  return at::linear(x, layer->weight, layer->bias);
+  return linear(x, layer->weight, layer->bias);
 }
+
+// The same as linear(), always through the autograd node that linear() uses on CUDA, on any
+// device: on CUDA its weight and bias gradients come from one cuBLASLt GEMM, elsewhere from
+// reference::linear_weight_bias_grad. linear() is the call to use; this one is for the tests.
+torch::Tensor linear_with_bias_grad_epilogue(const torch::Tensor& x, const torch::Tensor& weight,
+                                             const torch::Tensor& bias);
+
+namespace reference {
+// (dW = dyᵀ x as `weight_dtype`, db = Σ_rows dy as `bias_dtype`) for dy [rows, out] and
+// x [rows, in], accumulated in float32 (float64 for float64 inputs).
+std::tuple<torch::Tensor, torch::Tensor> linear_weight_bias_grad(const torch::Tensor& dy,
+                                                                 const torch::Tensor& x,
+                                                                 torch::ScalarType weight_dtype,
+                                                                 torch::ScalarType bias_dtype);
+}  // namespace reference
 
 }  // namespace exfusion

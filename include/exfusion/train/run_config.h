@@ -43,6 +43,9 @@ struct TrainConfig {
   bool expert_kernels = true;
   // LayerNorm through its CUDA kernels (layers/layer_norm.h); false runs LibTorch's.
   bool layer_norm_kernels = true;
+  // Linear layers' bias gradients from the weight-gradient GEMM's cuBLASLt epilogue on CUDA
+  // (layers/linear.h); false runs at::linear's autograd (a separate reduction kernel).
+  bool bias_grad_epilogue = true;
   // Captures the whole training step (forward, backward, clipping, AdamW) into a CUDA graph
   // after a few eager warm-up steps and replays it; CUDA only (train/cuda_graph_step.h).
   bool cuda_graph = false;

@@ -1,0 +1,145 @@
+// linear() and the autograd node behind its CUDA path (see linear.h): the forward pass is
+// at::linear's; the backward takes dx from one GEMM and dW with db from another, whose
+// epilogue sums the bias gradient (cublaslt_weight_grad.h), instead of a GEMM plus a reduction.
+#include "exfusion/layers/linear.h"
+
+#include <ATen/autocast_mode.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <atomic>
+
+#ifdef EXFUSION_WITH_CUDA_KERNELS
+#include "../util/kernel_dtype.h"
+#include "cublaslt_weight_grad.h"
+#endif
+
+namespace exfusion {
+namespace {
+
+std::atomic<bool> epilogue_enabled{true};
+
+// The node casts its inputs itself, so the ops inside it must not be cast again.
+using NoAutocast = c10::impl::ExcludeDispatchKeyGuard;
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The dtype at::linear computes in: autocast's where autocast is on (it lowers every
+// floating input but float64), the input's otherwise.
+c10::ScalarType compute_dtype(const torch::Tensor& x) {
+  const auto device_type = x.device().type();
+  if (at::autocast::is_autocast_enabled(device_type) && x.scalar_type() != torch::kFloat64) {
+    return at::autocast::get_autocast_dtype(device_type);
+  }
+  return x.scalar_type();
+}
+
+std::tuple<torch::Tensor, torch::Tensor> weight_bias_grad(const torch::Tensor& dy,
+                                                          const torch::Tensor& x,
+                                                          torch::ScalarType weight_dtype,
+                                                          torch::ScalarType bias_dtype) {
+#ifdef EXFUSION_WITH_CUDA_KERNELS
+  if (dy.is_cuda() && dy.size(0) > 0 && has_kernel_dtype(dy.scalar_type()) &&
+      has_kernel_dtype(weight_dtype) && bias_dtype == weight_dtype) {
+    auto dweight = torch::empty({dy.size(1), x.size(1)}, x.options().dtype(weight_dtype));
+    auto dbias = torch::empty({dy.size(1)}, x.options().dtype(bias_dtype));
+    if (cuda::linear_weight_bias_grad_cublaslt(dy, x, dweight, dbias)) return {dweight, dbias};
+  }
+#endif
+  return reference::linear_weight_bias_grad(dy, x, weight_dtype, bias_dtype);
+}
+
+struct LinearWithBiasGradEpilogue : public torch::autograd::Function<LinearWithBiasGradEpilogue> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& weight, const torch::Tensor& bias,
+                               c10::ScalarType dtype) {
+    const NoAutocast no_autocast(c10::autocast_dispatch_keyset);
+    const auto x_cast = x.to(dtype);
+    const auto weight_cast = weight.to(dtype);
+    ctx->save_for_backward({x_cast, weight_cast});
+    ctx->saved_data["x_dtype"] = x.scalar_type();
+    ctx->saved_data["weight_dtype"] = weight.scalar_type();
+    ctx->saved_data["bias_dtype"] = bias.scalar_type();
+    return at::linear(x_cast, weight_cast, bias.to(dtype));
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const NoAutocast no_autocast(c10::autocast_dispatch_keyset);
+    const auto saved = ctx->get_saved_variables();
+    const auto& x = saved[0];
+    const auto& weight = saved[1];
+    const int64_t out = weight.size(0);
+    const auto dy = grads[0].to(weight.scalar_type()).reshape({-1, out}).contiguous();
+    torch::Tensor dx;
+    if (ctx->needs_input_grad(0)) {
+      dx = at::mm(dy, weight).view(x.sizes()).to(ctx->saved_data["x_dtype"].toScalarType());
+    }
+    torch::Tensor dweight;
+    torch::Tensor dbias;
+    if (ctx->needs_input_grad(1) || ctx->needs_input_grad(2)) {
+      std::tie(dweight, dbias) = weight_bias_grad(dy, x.reshape({-1, x.size(-1)}).contiguous(),
+                                                  ctx->saved_data["weight_dtype"].toScalarType(),
+                                                  ctx->saved_data["bias_dtype"].toScalarType());
+    }
+    return {dx, dweight, dbias, torch::Tensor()};
+  }
+};
+
+// The node pays off where autograd would otherwise reduce the bias gradient in a kernel of its
+// own: training on CUDA, bias and weight both trained, in one dtype the epilogue writes.
+#ifdef EXFUSION_WITH_CUDA_KERNELS
+bool use_epilogue(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (!epilogue_enabled.load() || !x.is_cuda() || !bias.defined() || x.numel() == 0 ||
+      !torch::GradMode::is_enabled() || !weight.requires_grad() || !bias.requires_grad()) {
+    return false;
+  }
+  const auto dtype = compute_dtype(x);
+  const bool autocast = at::autocast::is_autocast_enabled(x.device().type());
+  const auto castable = [&](const torch::Tensor& t) {
+    return t.scalar_type() == dtype ||
+           (autocast && at::isFloatingType(t.scalar_type()) && t.scalar_type() != torch::kFloat64);
+  };
+  return has_kernel_dtype(dtype) && has_kernel_dtype(weight.scalar_type()) &&
+         weight.scalar_type() == bias.scalar_type() && castable(weight) && castable(bias) &&
+         weight.dim() == 2 && weight.device() == x.device() && bias.device() == x.device();
+}
+#else
+bool use_epilogue(const torch::Tensor& /*x*/, const torch::Tensor& /*weight*/,
+                  const torch::Tensor& /*bias*/) {
+  return false;
+}
+#endif
+
+}  // namespace
+
+bool bias_grad_epilogue_enabled() { return epilogue_enabled.load(); }
+void set_bias_grad_epilogue_enabled(bool enabled) { epilogue_enabled.store(enabled); }
+
+torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight,
+                     const torch::Tensor& bias) {
+  if (use_epilogue(x, weight, bias)) return linear_with_bias_grad_epilogue(x, weight, bias);
+  return at::linear(x, weight, bias);
+}
+
+torch::Tensor linear_with_bias_grad_epilogue(const torch::Tensor& x, const torch::Tensor& weight,
+                                             const torch::Tensor& bias) {
+  TORCH_CHECK(bias.defined() && weight.dim() == 2 && bias.dim() == 1 &&
+                  x.size(-1) == weight.size(1) && bias.size(0) == weight.size(0),
+              "linear: input ", x.sizes(), ", weight ", weight.sizes(), " and bias ",
+              bias.defined() ? bias.sizes() : at::IntArrayRef{}, " do not fit together");
+  return LinearWithBiasGradEpilogue::apply(x, weight, bias, compute_dtype(x));
+}
+
+namespace reference {
+
+std::tuple<torch::Tensor, torch::Tensor> linear_weight_bias_grad(const torch::Tensor& dy,
+                                                                 const torch::Tensor& x,
+                                                                 torch::ScalarType weight_dtype,
+                                                                 torch::ScalarType bias_dtype) {
+  const NoAutocast no_autocast(c10::autocast_dispatch_keyset);
+  const auto accumulate = dy.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
+  return {at::mm(dy.t(), x).to(weight_dtype),
+          dy.sum(0, /*keepdim=*/false, accumulate).to(bias_dtype)};
+}
+
+}  // namespace reference
+}  // namespace exfusion

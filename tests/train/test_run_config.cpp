@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <string>
 
 #include "exfusion/train/run_config.h"
 #include "exfusion/util/error.h"
@@ -27,6 +28,22 @@ TEST(RunConfig, DefaultsAreTheMainJobAndRoundTrip) {
   EXPECT_DOUBLE_EQ(config.model.ffn.exfusion.momentum(), 0.95);
   const auto json = to_json(config);
   EXPECT_EQ(to_json(run_config_from_json(json, "test")), json);
+}
+
+// Each switch of the fast path is read from its key (a round trip of the defaults alone would
+// not notice a key that is written but never read).
+TEST(RunConfig, KernelSwitchesAreReadFromTheirKeys) {
+  const auto defaults = to_json(default_run_config());
+  const auto flipped = [&](const std::string& key) {
+    auto json = defaults;
+    json["train"][key] = !json["train"][key].get<bool>();
+    return run_config_from_json(json, "test").train;
+  };
+  const auto train = default_run_config().train;
+  EXPECT_NE(flipped("expert_kernels").expert_kernels, train.expert_kernels);
+  EXPECT_NE(flipped("layer_norm_kernels").layer_norm_kernels, train.layer_norm_kernels);
+  EXPECT_NE(flipped("bias_grad_epilogue").bias_grad_epilogue, train.bias_grad_epilogue);
+  EXPECT_NE(flipped("cuda_graph").cuda_graph, train.cuda_graph);
 }
 
 TEST(RunConfig, MergeRejectsUnknownKeysWithTheirPath) {

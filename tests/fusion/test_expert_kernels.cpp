@@ -7,6 +7,7 @@
 #include <string>
 #include <tuple>
 
+#include "../support/cuda.h"
 #include "exfusion/fusion/expert_kernels.h"
 
 namespace exfusion {
@@ -16,12 +17,6 @@ namespace {
 // after rounding both to bf16, so they may differ by one bf16 ulp (2^-8 relative).
 constexpr double kFloatTolerance = 1e-5;
 constexpr double kBf16Tolerance = 1.0 / 128;
-
-#define REQUIRE_CUDA_KERNELS()                                                                   \
-  do {                                                                                           \
-    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device: runs on the GPU machine"; \
-    ASSERT_TRUE(expert_kernels_compiled()) << "CUDA device present but kernels not built";       \
-  } while (0)
 
 TEST(ExpertKernelsReference, MixIsTheWeightedSum) {
   torch::manual_seed(0);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <tuple>
 
+#include "../support/cuda.h"
 #include "../support/tiny_models.h"
 #include "../support/trajectory.h"
 #include "exfusion/fusion/expert_kernels.h"
@@ -24,12 +25,6 @@ constexpr double kFloatTolerance = 1e-5;
 // bf16 outputs are compared after both are rounded to bf16: one ulp is 2^-8 relative.
 constexpr double kBf16Tolerance = 1.0 / 128;
 constexpr double kEps = 1e-6;
-
-#define REQUIRE_CUDA_KERNELS()                                                                   \
-  do {                                                                                           \
-    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device: runs on the GPU machine"; \
-    ASSERT_TRUE(expert_kernels_compiled()) << "CUDA device present but kernels not built";       \
-  } while (0)
 
 torch::nn::LayerNorm make_norm(int64_t width, torch::Dtype dtype, torch::Device device) {
   torch::nn::LayerNorm norm(torch::nn::LayerNormOptions({width}).eps(kEps));
@@ -138,23 +133,9 @@ TEST(LayerNormKernels, WiderRowsUseLibTorchsLayerNorm) {
 // Four steps of a small ViT on the GPU, float32, with the kernels and with LibTorch's
 // LayerNorm: the same trajectory up to float32 summation order.
 testing::NamedParams train_params(bool layer_norm_kernels) {
-  RunConfig config = default_run_config();
-  config.model = testing::tiny_vit(FfnKind::kExFusion, FusionVariant::kMemoryBank, 4);
-  config.train.batch_size = 6;
-  config.train.device = "cuda";
-  config.train.precision = "fp32";
+  auto config = testing::tiny_training_config("cuda");
   config.train.layer_norm_kernels = layer_norm_kernels;
-  torch::manual_seed(7);
-  VisionTransformer model(config.model);
-  Trainer trainer(config, model, torch::kCUDA);
-  trainer.set_lr(1e-2);
-  torch::manual_seed(8);
-  const auto& m = config.model;
-  for (int i = 0; i < 4; ++i) {
-    trainer.step({torch::randn({6, m.in_chans, m.img_size, m.img_size}),
-                  torch::randint(0, m.num_classes, {6})});
-  }
-  return testing::trained_params(model);
+  return testing::train_tiny_vit(config, 4);
 }
 
 TEST(LayerNormKernels, TrainingFollowsLibTorchsLayerNorm) {

@@ -15,6 +15,7 @@
 #include <tuple>
 #include <vector>
 
+#include "../support/cuda.h"
 #include "../support/tiny_models.h"
 #include "../support/trajectory.h"
 #include "exfusion/fusion/expert_kernels.h"
@@ -30,12 +31,6 @@ namespace {
 constexpr double kFloat64Tolerance = 1e-12;
 // bf16 values one rounding apart: 2^-8 relative, on gradients of magnitude ~sqrt(rows).
 constexpr double kBf16Tolerance = 1.0 / 64;
-
-#define REQUIRE_CUDA_KERNELS()                                                                   \
-  do {                                                                                           \
-    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device: runs on the GPU machine"; \
-    ASSERT_TRUE(expert_kernels_compiled()) << "CUDA device present but kernels not built";       \
-  } while (0)
 
 struct Grads {
   torch::Tensor y, dx, dweight, dbias;
@@ -242,23 +237,9 @@ TEST(LinearEpilogueCudaNode, FollowsAtLinearUnderAutocast) {
 // Four steps of a small ViT with ExFusion-mb on the GPU in float32, with and without the
 // epilogue: the same trajectory up to float32 summation order.
 testing::NamedParams train_params(bool bias_grad_epilogue) {
-  RunConfig config = default_run_config();
-  config.model = testing::tiny_vit(FfnKind::kExFusion, FusionVariant::kMemoryBank, 4);
-  config.train.batch_size = 6;
-  config.train.device = "cuda";
-  config.train.precision = "fp32";
+  auto config = testing::tiny_training_config("cuda");
   config.train.bias_grad_epilogue = bias_grad_epilogue;
-  torch::manual_seed(7);
-  VisionTransformer model(config.model);
-  Trainer trainer(config, model, torch::kCUDA);
-  trainer.set_lr(1e-2);
-  torch::manual_seed(8);
-  const auto& m = config.model;
-  for (int i = 0; i < 4; ++i) {
-    trainer.step({torch::randn({6, m.in_chans, m.img_size, m.img_size}),
-                  torch::randint(0, m.num_classes, {6})});
-  }
-  return testing::trained_params(model);
+  return testing::train_tiny_vit(config, 4);
 }
 
 TEST(LinearEpilogueCudaNode, TrainingFollowsAtLinear) {

@@ -1,7 +1,7 @@
-// Comparing the parameters of two runs of the same training (kernels on and off, graphed and
-// eager). The key third of each attention block's qkv bias is left out: softmax ignores a
-// constant added to all of a query's scores, so that bias's true gradient is zero and what
-// autograd computes is rounding noise, which AdamW normalises into steps of up to lr whose
+// Two runs of the same short training (kernels on and off, graphed and eager) and the
+// comparison of their parameters. The key third of each attention block's qkv bias is left out:
+// softmax ignores a constant added to all of a query's scores, so that bias's true gradient is zero
+// and what autograd computes is rounding noise, which AdamW normalises into steps of up to lr whose
 // sign follows the summation order.
 #pragma once
 #include <gtest/gtest.h>
@@ -13,6 +13,9 @@
 #include <vector>
 
 #include "exfusion/models/vit.h"
+#include "exfusion/train/run_config.h"
+#include "exfusion/train/trainer.h"
+#include "tiny_models.h"
 
 namespace exfusion::testing {
 
@@ -24,6 +27,33 @@ inline NamedParams trained_params(const VisionTransformer& model) {
     params.emplace_back(item.key(), item.value().detach().cpu());
   }
   return params;
+}
+
+// The run the kernel tests repeat with one switch flipped: a tiny ExFusion-mb ViT (N = 4) on
+// `device`, float32, batches of 6.
+inline RunConfig tiny_training_config(const std::string& device) {
+  RunConfig config = default_run_config();
+  config.model = tiny_vit(FfnKind::kExFusion, FusionVariant::kMemoryBank, 4);
+  config.train.batch_size = 6;
+  config.train.device = device;
+  config.train.precision = "fp32";
+  return config;
+}
+
+// `steps` steps of random batches at a fixed learning rate, from fixed seeds.
+inline NamedParams train_tiny_vit(const RunConfig& config, int steps) {
+  torch::manual_seed(7);
+  VisionTransformer model(config.model);
+  Trainer trainer(config, model, torch::Device(config.train.device));
+  trainer.set_lr(1e-2);
+  torch::manual_seed(8);
+  const auto& m = config.model;
+  const int64_t batch = config.train.batch_size;
+  for (int i = 0; i < steps; ++i) {
+    trainer.step({torch::randn({batch, m.in_chans, m.img_size, m.img_size}),
+                  torch::randint(0, m.num_classes, {batch})});
+  }
+  return trained_params(model);
 }
 
 // `param` without the part whose gradient is rounding noise (see above).

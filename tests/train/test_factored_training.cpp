@@ -21,37 +21,16 @@ constexpr double kTolerance = 2e-5;
 constexpr int kSteps = 4;
 
 RunConfig make_config(bool expert_kernels, const std::string& device) {
-  RunConfig config = default_run_config();
-  config.model = testing::tiny_vit(FfnKind::kExFusion, FusionVariant::kMemoryBank, 4);
-  config.train.batch_size = 6;
-  config.train.device = device;
-  config.train.precision = "fp32";
+  auto config = testing::tiny_training_config(device);
   // Small enough that clipping scales every step, so the factored norm is exercised.
   config.train.clip_grad = 0.05;
   config.train.expert_kernels = expert_kernels;
   return config;
 }
 
-testing::NamedParams train_params(bool expert_kernels, const std::string& device_name) {
-  const auto config = make_config(expert_kernels, device_name);
-  const torch::Device device(device_name);
-  torch::manual_seed(7);
-  VisionTransformer model(config.model);
-  Trainer trainer(config, model, device);
-  trainer.set_lr(1e-2);
-  torch::manual_seed(8);
-  for (int i = 0; i < kSteps; ++i) {
-    const auto& m = config.model;
-    const Batch batch{torch::randn({6, m.in_chans, m.img_size, m.img_size}),
-                      torch::randint(0, m.num_classes, {6})};
-    trainer.step(batch);
-  }
-  return testing::trained_params(model);
-}
-
 void expect_same_trajectory(const std::string& device) {
-  const auto with_kernels = train_params(true, device);
-  const auto without = train_params(false, device);
+  const auto with_kernels = testing::train_tiny_vit(make_config(true, device), kSteps);
+  const auto without = testing::train_tiny_vit(make_config(false, device), kSteps);
   EXPECT_LT(testing::max_param_diff(with_kernels, without), kTolerance);
   // And training moved the parameters, so the comparison is not of two untouched models.
   torch::manual_seed(7);

@@ -127,12 +127,11 @@ __global__ void factored_adamw_kernel(FactoredAdamWArgs args) {
     shared_coeffs[i] = args.coeffs[i];
   }
   __syncthreads();
-  // As PyTorch's fused AdamW: bias corrections in double from the float32 step count.
-  const double step = static_cast<double>(*args.step);
-  const float bias_correction1 =
-      static_cast<float>(1.0 - pow(static_cast<double>(args.beta1), step));
-  const float bias_correction2_sqrt =
-      static_cast<float>(sqrt(1.0 - pow(static_cast<double>(args.beta2), step)));
+  // As PyTorch's fused AdamW (fused_adam_utils.cuh): bias corrections in float32 from the
+  // float32 step count.
+  const float step = *args.step;
+  const float bias_correction1 = 1.0f - powf(args.beta1, step);
+  const float bias_correction2_sqrt = sqrtf(1.0f - powf(args.beta2, step));
   const float lr = args.lr_on_device != nullptr ? *args.lr_on_device : args.lr;
   const float step_size = lr / bias_correction1;
   const float scale = args.grad_scale != nullptr ? *args.grad_scale : 1.0f;

@@ -16,7 +16,7 @@ namespace exfusion {
 namespace {
 
 // float32 updates of the same gradients, summed in a different order (GEMV vs kernel,
-// float vs partly-double AdamW arithmetic), over a few steps.
+// AdamW arithmetic in another order), over a few steps.
 constexpr double kTolerance = 2e-5;
 constexpr int kSteps = 4;
 

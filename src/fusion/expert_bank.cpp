@@ -1,8 +1,7 @@
 // Expert bank: stacked experts and the weighted sum that fuses them (see expert_bank.h).
 #include "exfusion/fusion/expert_bank.h"
 
-#include <ATen/autocast_mode.h>
-
+#include "exfusion/util/autocast.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/init.h"
 
@@ -53,10 +52,7 @@ void ExpertBankImpl::reset_parameters() {
 }
 
 std::pair<torch::Tensor, torch::Tensor> ExpertBankImpl::fuse(const torch::Tensor& m) const {
-  const auto device_type = weight.device().type();
-  const auto out_dtype = at::autocast::is_autocast_enabled(device_type)
-                             ? at::autocast::get_autocast_dtype(device_type)
-                             : weight.scalar_type();
+  const auto out_dtype = autocast_compute_dtype(weight);
   return {expert_mix(weight, m, out_dtype, weight_grad_sink), expert_mix(bias, m, out_dtype)};
 }
 

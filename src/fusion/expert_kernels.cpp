@@ -4,6 +4,8 @@
 
 #include <atomic>
 
+#include "exfusion/util/autocast.h"
+
 #ifdef EXFUSION_WITH_CUDA_KERNELS
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -62,15 +64,12 @@ bool expert_kernels_compiled() {
 bool expert_kernels_enabled() { return kernels_enabled.load(); }
 void set_expert_kernels_enabled(bool enabled) { kernels_enabled.store(enabled); }
 
-namespace reference {
-namespace {
 // The references compute in float32 even inside a bf16 autocast region.
-using NoAutocast = c10::impl::ExcludeDispatchKeyGuard;
-}  // namespace
+namespace reference {
 
 torch::Tensor mix_experts(const torch::Tensor& experts, const torch::Tensor& coeffs,
                           torch::ScalarType out_dtype) {
-  const NoAutocast no_autocast(c10::autocast_dispatch_keyset);
+  const NoAutocast no_autocast;
   check_bank(experts, coeffs);
   const auto n = experts.size(0);
   const auto sum =
@@ -79,7 +78,7 @@ torch::Tensor mix_experts(const torch::Tensor& experts, const torch::Tensor& coe
 }
 
 torch::Tensor mix_coefficient_grad(const torch::Tensor& experts, const torch::Tensor& grad) {
-  const NoAutocast no_autocast(c10::autocast_dispatch_keyset);
+  const NoAutocast no_autocast;
   check_grad(experts, grad);
   const auto n = experts.size(0);
   return at::matmul(experts.reshape({n, -1}), grad.to(experts.scalar_type()).reshape({-1}));
@@ -90,7 +89,7 @@ void factored_adamw_(const torch::Tensor& params, const torch::Tensor& exp_avg,
                      const torch::Tensor& coeffs, const torch::Tensor& step,
                      const torch::Tensor& grad_scale, const AdamWOptions& hyper,
                      const torch::Tensor& lr) {
-  const NoAutocast no_autocast(c10::autocast_dispatch_keyset);
+  const NoAutocast no_autocast;
   check_bank(params, coeffs);
   check_grad(params, grad);
   const auto dtype = params.scalar_type();

@@ -2,10 +2,10 @@
 // reference the kernels are tested against (see layer_norm.h).
 #include "exfusion/layers/layer_norm.h"
 
-#include <ATen/autocast_mode.h>
-
 #include <atomic>
 #include <vector>
+
+#include "exfusion/util/autocast.h"
 
 #ifdef EXFUSION_WITH_CUDA_KERNELS
 #include <ATen/cuda/CUDAContext.h>
@@ -87,9 +87,6 @@ bool use_kernels(const torch::Tensor& x, const torch::nn::LayerNorm& norm) {
 }
 #endif
 
-// The references compute in float32 (float64 for float64 input) even inside an autocast region.
-using NoAutocast = c10::impl::ExcludeDispatchKeyGuard;
-
 c10::ScalarType statistics_dtype(const torch::Tensor& x) {
   return x.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
 }
@@ -103,10 +100,8 @@ torch::Tensor layer_norm(const torch::Tensor& x, const torch::nn::LayerNorm& nor
 #ifdef EXFUSION_WITH_CUDA_KERNELS
   if (use_kernels(x, norm)) {
     // Under autocast the next GEMM reads bf16: write that instead of float32 plus a cast.
-    const auto out_dtype = at::autocast::is_autocast_enabled(at::kCUDA)
-                               ? at::autocast::get_autocast_dtype(at::kCUDA)
-                               : x.scalar_type();
-    return FusedLayerNorm::apply(x, norm->weight, norm->bias, norm->options.eps(), out_dtype);
+    return FusedLayerNorm::apply(x, norm->weight, norm->bias, norm->options.eps(),
+                                 autocast_compute_dtype(x));
   }
 #endif
   // What LayerNormImpl::forward runs (it is not callable through a const holder).
@@ -114,12 +109,13 @@ torch::Tensor layer_norm(const torch::Tensor& x, const torch::nn::LayerNorm& nor
                         norm->options.eps());
 }
 
+// The references compute in float32 (float64 for float64 input) even inside an autocast region.
 namespace reference {
 
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> layer_norm_forward(
     const torch::Tensor& x, const torch::Tensor& gamma, const torch::Tensor& beta, double eps,
     torch::ScalarType out_dtype) {
-  const NoAutocast no_autocast(c10::autocast_dispatch_keyset);
+  const NoAutocast no_autocast;
   const auto dtype = statistics_dtype(x);
   const auto xf = x.to(dtype);
   const auto mean = xf.mean(-1, /*keepdim=*/true);
@@ -132,7 +128,7 @@ std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> layer_norm_forward(
 std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> layer_norm_backward(
     const torch::Tensor& dy, const torch::Tensor& x, const torch::Tensor& mean,
     const torch::Tensor& rstd, const torch::Tensor& gamma) {
-  const NoAutocast no_autocast(c10::autocast_dispatch_keyset);
+  const NoAutocast no_autocast;
   const auto dtype = mean.scalar_type();
   const int64_t width = x.size(-1);
   const auto x2 = x.reshape({-1, width}).to(dtype);

@@ -8,6 +8,8 @@
 
 #include <atomic>
 
+#include "exfusion/util/autocast.h"
+
 #ifdef EXFUSION_WITH_CUDA_KERNELS
 #include "../util/kernel_dtype.h"
 #include "cublaslt_weight_grad.h"
@@ -18,20 +20,8 @@ namespace {
 
 std::atomic<bool> epilogue_enabled{true};
 
-// The node casts its inputs itself, so the ops inside it must not be cast again.
-using NoAutocast = c10::impl::ExcludeDispatchKeyGuard;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-// The dtype at::linear computes in: autocast's where autocast is on (it lowers every
-// floating input but float64), the input's otherwise.
-c10::ScalarType compute_dtype(const torch::Tensor& x) {
-  const auto device_type = x.device().type();
-  if (at::autocast::is_autocast_enabled(device_type) && x.scalar_type() != torch::kFloat64) {
-    return at::autocast::get_autocast_dtype(device_type);
-  }
-  return x.scalar_type();
-}
 
 std::tuple<torch::Tensor, torch::Tensor> weight_bias_grad(const torch::Tensor& dy,
                                                           const torch::Tensor& x,
@@ -49,10 +39,11 @@ std::tuple<torch::Tensor, torch::Tensor> weight_bias_grad(const torch::Tensor& d
 }
 
 struct LinearWithBiasGradEpilogue : public torch::autograd::Function<LinearWithBiasGradEpilogue> {
+  // The node casts its inputs itself, so the ops inside it must not be cast again.
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
                                const torch::Tensor& weight, const torch::Tensor& bias,
                                c10::ScalarType dtype) {
-    const NoAutocast no_autocast(c10::autocast_dispatch_keyset);
+    const NoAutocast no_autocast;
     const auto x_cast = x.to(dtype);
     const auto weight_cast = weight.to(dtype);
     ctx->save_for_backward({x_cast, weight_cast});
@@ -63,7 +54,7 @@ struct LinearWithBiasGradEpilogue : public torch::autograd::Function<LinearWithB
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const NoAutocast no_autocast(c10::autocast_dispatch_keyset);
+    const NoAutocast no_autocast;
     const auto saved = ctx->get_saved_variables();
     const auto& x = saved[0];
     const auto& weight = saved[1];
@@ -92,7 +83,7 @@ bool use_epilogue(const torch::Tensor& x, const torch::Tensor& weight, const tor
       !torch::GradMode::is_enabled() || !weight.requires_grad() || !bias.requires_grad()) {
     return false;
   }
-  const auto dtype = compute_dtype(x);
+  const auto dtype = autocast_compute_dtype(x);
   const bool autocast = at::autocast::is_autocast_enabled(x.device().type());
   const auto castable = [&](const torch::Tensor& t) {
     return t.scalar_type() == dtype ||
@@ -126,7 +117,7 @@ torch::Tensor linear_with_bias_grad_epilogue(const torch::Tensor& x, const torch
                   x.size(-1) == weight.size(1) && bias.size(0) == weight.size(0),
               "linear: input ", x.sizes(), ", weight ", weight.sizes(), " and bias ",
               bias.defined() ? bias.sizes() : at::IntArrayRef{}, " do not fit together");
-  return LinearWithBiasGradEpilogue::apply(x, weight, bias, compute_dtype(x));
+  return LinearWithBiasGradEpilogue::apply(x, weight, bias, autocast_compute_dtype(x));
 }
 
 namespace reference {
@@ -135,7 +126,7 @@ std::tuple<torch::Tensor, torch::Tensor> linear_weight_bias_grad(const torch::Te
                                                                  const torch::Tensor& x,
                                                                  torch::ScalarType weight_dtype,
                                                                  torch::ScalarType bias_dtype) {
-  const NoAutocast no_autocast(c10::autocast_dispatch_keyset);
+  const NoAutocast no_autocast;
   const auto accumulate = dy.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
   return {at::mm(dy.t(), x).to(weight_dtype),
           dy.sum(0, /*keepdim=*/false, accumulate).to(bias_dtype)};

@@ -5,6 +5,7 @@
 #include <atomic>
 
 #include "exfusion/util/autocast.h"
+#include "exfusion/util/fast_path_calls.h"
 
 #ifdef EXFUSION_WITH_CUDA_KERNELS
 #include <ATen/cuda/CUDAContext.h>
@@ -42,8 +43,10 @@ void check_grad(const torch::Tensor& experts, const torch::Tensor& grad) {
 // gradient or output (`other_dtype`); anything else (float64 in the gradient checks, say)
 // takes the reference.
 bool use_kernels(const torch::Tensor& experts, torch::ScalarType other_dtype) {
-  return experts.is_cuda() && experts.scalar_type() == torch::kFloat32 &&
-         has_kernel_dtype(other_dtype) && kernels_enabled.load();
+  if (!experts.is_cuda() || !kernels_enabled.load()) return false;
+  const bool covered = experts.scalar_type() == torch::kFloat32 && has_kernel_dtype(other_dtype);
+  count_fast_path_call(FastPath::kExpertKernels, covered);
+  return covered;
 }
 #else
 bool use_kernels(const torch::Tensor& /*experts*/, torch::ScalarType /*other_dtype*/) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "exfusion/util/autocast.h"
+#include "exfusion/util/fast_path_calls.h"
 
 #ifdef EXFUSION_WITH_CUDA_KERNELS
 #include <ATen/cuda/CUDAContext.h>
@@ -78,12 +79,15 @@ struct FusedLayerNorm : public torch::autograd::Function<FusedLayerNorm> {
 bool use_kernels(const torch::Tensor& x, const torch::nn::LayerNorm& norm) {
   const auto& options = norm->options;
   if (!kernels_enabled.load() || !x.is_cuda() || x.dim() < 1 || x.numel() == 0) return false;
-  if (options.normalized_shape().size() != 1 || !options.elementwise_affine()) return false;
   const int64_t width = x.size(-1);
-  return width == options.normalized_shape()[0] && width <= cuda::kLayerNormMaxWidth &&
-         has_kernel_dtype(x.scalar_type()) && norm->weight.scalar_type() == torch::kFloat32 &&
-         norm->bias.scalar_type() == torch::kFloat32 && norm->weight.device() == x.device() &&
-         norm->bias.device() == x.device();
+  const bool covered = options.normalized_shape().size() == 1 && options.elementwise_affine() &&
+                       width == options.normalized_shape()[0] &&
+                       width <= cuda::kLayerNormMaxWidth && has_kernel_dtype(x.scalar_type()) &&
+                       norm->weight.scalar_type() == torch::kFloat32 &&
+                       norm->bias.scalar_type() == torch::kFloat32 &&
+                       norm->weight.device() == x.device() && norm->bias.device() == x.device();
+  count_fast_path_call(FastPath::kLayerNormKernels, covered);
+  return covered;
 }
 #endif
 

@@ -9,6 +9,7 @@
 #include <atomic>
 
 #include "exfusion/util/autocast.h"
+#include "exfusion/util/fast_path_calls.h"
 
 #ifdef EXFUSION_WITH_CUDA_KERNELS
 #include "../util/kernel_dtype.h"
@@ -28,11 +29,18 @@ std::tuple<torch::Tensor, torch::Tensor> weight_bias_grad(const torch::Tensor& d
                                                           torch::ScalarType weight_dtype,
                                                           torch::ScalarType bias_dtype) {
 #ifdef EXFUSION_WITH_CUDA_KERNELS
-  if (dy.is_cuda() && dy.size(0) > 0 && has_kernel_dtype(dy.scalar_type()) &&
-      has_kernel_dtype(weight_dtype) && bias_dtype == weight_dtype) {
-    auto dweight = torch::empty({dy.size(1), x.size(1)}, x.options().dtype(weight_dtype));
-    auto dbias = torch::empty({dy.size(1)}, x.options().dtype(bias_dtype));
-    if (cuda::linear_weight_bias_grad_cublaslt(dy, x, dweight, dbias)) return {dweight, dbias};
+  if (dy.is_cuda() && dy.size(0) > 0) {
+    if (has_kernel_dtype(dy.scalar_type()) && has_kernel_dtype(weight_dtype) &&
+        bias_dtype == weight_dtype) {
+      auto dweight = torch::empty({dy.size(1), x.size(1)}, x.options().dtype(weight_dtype));
+      auto dbias = torch::empty({dy.size(1)}, x.options().dtype(bias_dtype));
+      if (cuda::linear_weight_bias_grad_cublaslt(dy, x, dweight, dbias)) {
+        count_fast_path_call(FastPath::kBiasGradEpilogue, true);
+        return {dweight, dbias};
+      }
+    }
+    // No cuBLASLt algorithm for these operands: the GEMM and the reduction below instead.
+    count_fast_path_call(FastPath::kBiasGradEpilogue, false);
   }
 #endif
   return reference::linear_weight_bias_grad(dy, x, weight_dtype, bias_dtype);
@@ -89,9 +97,13 @@ bool use_epilogue(const torch::Tensor& x, const torch::Tensor& weight, const tor
     return t.scalar_type() == dtype ||
            (autocast && at::isFloatingType(t.scalar_type()) && t.scalar_type() != torch::kFloat64);
   };
-  return has_kernel_dtype(dtype) && has_kernel_dtype(weight.scalar_type()) &&
-         weight.scalar_type() == bias.scalar_type() && castable(weight) && castable(bias) &&
-         weight.dim() == 2 && weight.device() == x.device() && bias.device() == x.device();
+  const bool covered = has_kernel_dtype(dtype) && has_kernel_dtype(weight.scalar_type()) &&
+                       weight.scalar_type() == bias.scalar_type() && castable(weight) &&
+                       castable(bias) && weight.dim() == 2 && weight.device() == x.device() &&
+                       bias.device() == x.device();
+  // A covered call is counted in its backward pass, where cuBLASLt may still decline it.
+  if (!covered) count_fast_path_call(FastPath::kBiasGradEpilogue, false);
+  return covered;
 }
 #else
 bool use_epilogue(const torch::Tensor& /*x*/, const torch::Tensor& /*weight*/,

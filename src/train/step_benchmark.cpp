@@ -16,6 +16,7 @@
 #include "exfusion/train/trainer.h"
 #include "exfusion/util/atomic_file.h"
 #include "exfusion/util/error.h"
+#include "exfusion/util/fast_path_calls.h"
 
 namespace exfusion {
 namespace {
@@ -104,6 +105,7 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
   // The batch lives on the device already, as a prefetched batch would.
   const Batch on_device{batch.images.to(device), batch.labels.to(device)};
 
+  reset_fast_path_calls();
   for (int64_t i = 0; i < options.warmup_steps; ++i) trainer.step(on_device);
   synchronize(device);
   std::string device_name = "cpu";
@@ -148,6 +150,11 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
       {"mfu", peak > 0 ? nlohmann::json(tflops / peak) : nlohmann::json(nullptr)},
       {"peak_mem_mib", nullptr}};
   if (m.ffn.kind == FfnKind::kMoE) result["top_k"] = m.ffn.moe.top_k();
+  for (const auto path : kFastPaths) {
+    const auto calls = fast_path_calls(path);
+    result["fast_path_calls"][to_string(path)] = {{"taken", calls.taken},
+                                                  {"fell_back", calls.fell_back}};
+  }
   // ExFusion's memory-traffic floor beside the measured step (see step_benchmark.h).
   const double extra_bytes =
       exfusion_extra_bytes_per_step(m, config.train.batch_size, trainer.bf16() ? 2 : 4);

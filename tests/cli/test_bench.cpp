@@ -29,6 +29,10 @@ TEST(Bench, PrintsOneJsonLineOfMeasurements) {
   // The custom kernels are CUDA-only: a CPU step does not run them.
   EXPECT_EQ(dense["layer_norm_kernels"], false);
   EXPECT_EQ(dense["bias_grad_epilogue"], false);
+  for (const auto* path : {"expert_kernels", "layer_norm_kernels", "bias_grad_epilogue"}) {
+    EXPECT_EQ(dense["fast_path_calls"][path]["taken"], 0) << path;
+    EXPECT_EQ(dense["fast_path_calls"][path]["fell_back"], 0) << path;
+  }
   EXPECT_EQ(dense["model"]["embed_dim"], 192);
   EXPECT_GT(dense["img_per_s"].get<double>(), 0.0);
   EXPECT_NEAR(dense["ms_per_step"].get<double>(), 1000.0 * 2 / dense["img_per_s"].get<double>(),

@@ -1,7 +1,9 @@
 """Side-by-side table of `exfusion bench` lines and the peer benchmark's lines (one run,
 one GPU), as Markdown for docs/benchmarks.md: each of our rows with its ratio to our dense
 step (taken the same way: eager or captured in a CUDA graph, with or without the LayerNorm
-kernels and the bias-gradient epilogue) and to the peer's compiled dense step for the same model and batch."""
+kernels and the bias-gradient epilogue) and to the peer's compiled dense step for the same model and
+batch. The "fallbacks" column counts the calls that left a fast path switched on for the row
+(`fast_path_calls` in the bench JSON): anything but 0 means the row did not time what it claims."""
 import json
 import sys
 
@@ -18,6 +20,14 @@ def fmt(value, spec):
     return "–" if value is None else format(value, spec)
 
 
+def fallbacks(row):
+    calls = row.get("fast_path_calls")
+    if calls is None:
+        return "–"
+    fell_back = [f"{path} {c['fell_back']}" for path, c in calls.items() if c["fell_back"]]
+    return ", ".join(fell_back) if fell_back else "0"
+
+
 def main(ours_path, peer_path):
     ours, peer = lines(ours_path), lines(peer_path)
 
@@ -32,11 +42,11 @@ def main(ours_path, peer_path):
                      and r.get("layer_norm_kernels", False) == layer_norm_kernels
                      and r.get("bias_grad_epilogue", False) == bias_grad_epilogue), {})
 
-    print("| model, batch | FFN | N | expert kernels | LN kernels | bias-grad epilogue | CUDA graph | ours img/s | ms/step | × our dense "
+    print("| model, batch | FFN | N | expert kernels | LN kernels | bias-grad epilogue | CUDA graph | fallbacks | ours img/s | ms/step | × our dense "
           "| × peer compiled dense | peak MiB | Δ MiB vs our dense | MFU "
           "| Δ ms vs our dense | traffic floor ms "
           "| peer eager img/s | peer compiled img/s | peer peak MiB (eager) |")
-    print("| --- | --- | ---: | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+    print("| --- | --- | ---: | --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
           "| ---: | ---: | ---: |")
     for row in ours:
         dim, batch, ffn, n = row["model"]["embed_dim"], row["batch"], row["ffn"], row["experts"]
@@ -59,7 +69,7 @@ def main(ours_path, peer_path):
         dms = row["ms_per_step"] - dense["ms_per_step"] if dense else None
         print(f"| {MODEL_NAMES.get(dim, f'dim {dim}')}, {batch} | {ffn} | {n} | {kernels} "
               f"| {'yes' if ln_kernels else 'no'} | {'yes' if epilogue else 'no'} "
-              f"| {'yes' if graph else 'no'} "
+              f"| {'yes' if graph else 'no'} | {fallbacks(row)} "
               f"| {row['img_per_s']:.0f} | {row['ms_per_step']:.2f} | {fmt(vs_dense, '.3f')} "
               f"| {fmt(vs_peer, '.3f')} | {fmt(mem, '.0f')} | {fmt(dmem, '+.0f')} | {fmt(mfu, '.1f')} "
               f"| {fmt(dms, '+.2f')} | {fmt(row.get('exfusion_floor_ms'), '.2f')} "

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Configures (once) and builds exfusion in build/ with Ninja; reruns only rebuild what
-# changed. EXFUSION_BUILD_DIR and EXFUSION_PYTHON pick another directory or torch.
+# changed. EXFUSION_BUILD_DIR and EXFUSION_PYTHON pick another directory or torch;
+# EXFUSION_BUILD_TARGETS (space-separated, e.g. "exfusion") builds only those targets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${EXFUSION_BUILD_DIR:-build}
@@ -9,4 +10,4 @@ if [ ! -f "$build_dir/build.ninja" ]; then
     ${EXFUSION_PYTHON:+-DEXFUSION_PYTHON="$EXFUSION_PYTHON"} >"$build_dir.configure.log" 2>&1 ||
     { cat "$build_dir.configure.log" >&2; exit 1; }
 fi
-cmake --build "$build_dir" -j "$(nproc)"
+cmake --build "$build_dir" -j "$(nproc)" ${EXFUSION_BUILD_TARGETS:+--target $EXFUSION_BUILD_TARGETS}

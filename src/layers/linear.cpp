@@ -39,7 +39,8 @@ std::tuple<torch::Tensor, torch::Tensor> weight_bias_grad(const torch::Tensor& d
         return {dweight, dbias};
       }
     }
-    // No cuBLASLt algorithm for these operands: the GEMM and the reduction below instead.
+    // Operands the epilogue does not take, or no cuBLASLt algorithm for them: the GEMM and the
+    // reduction below instead.
     count_fast_path_call(FastPath::kBiasGradEpilogue, false);
   }
 #endif

@@ -1,5 +1,5 @@
-// Counts, for each CUDA fast path, the calls that took it and the calls that fell back to the
-// ATen route although the path was switched on and the tensors were on CUDA. A fallback is
+// Counts, for each CUDA fast path, the calls on CUDA tensors that took it and those that fell
+// back to the ATen route; with a path switched off its calls count nothing. A fallback is
 // silent on purpose (a shape a kernel does not cover still trains), so `exfusion bench` reports
 // these counts: they say whether its numbers come from the paths its switches claim.
 #pragma once
@@ -9,6 +9,10 @@
 
 namespace exfusion {
 
+// What one call is: kExpertKernels, one expert-bank primitive (mix, coefficient gradient or
+// factored AdamW step); kLayerNormKernels, one LayerNorm forward (with its backward);
+// kBiasGradEpilogue, one trained linear layer with a bias (counted in its backward, where
+// cuBLASLt may still decline, or in its forward when its dtypes are not covered).
 enum class FastPath { kExpertKernels, kLayerNormKernels, kBiasGradEpilogue };
 inline constexpr std::array<FastPath, 3> kFastPaths = {
     FastPath::kExpertKernels, FastPath::kLayerNormKernels, FastPath::kBiasGradEpilogue};

@@ -3,7 +3,8 @@ one GPU), as Markdown for docs/benchmarks.md: each of our rows with its ratio to
 step (taken the same way: eager or captured in a CUDA graph, with or without the LayerNorm
 kernels and the bias-gradient epilogue) and to the peer's compiled dense step for the same model and
 batch. The "fallbacks" column counts the calls that left a fast path switched on for the row
-(`fast_path_calls` in the bench JSON): anything but 0 means the row did not time what it claims."""
+(`fast_path_calls` in the bench JSON) and names a switched-on path that no call took: anything
+but 0 means the row did not time what it claims."""
 import json
 import sys
 
@@ -21,11 +22,17 @@ def fmt(value, spec):
 
 
 def fallbacks(row):
+    """The calls that left a fast path, and the paths switched on for a CUDA step (the row's
+    flag) that no call took, which would time ATen's path as well."""
     calls = row.get("fast_path_calls")
     if calls is None:
         return "–"
-    fell_back = [f"{path} {c['fell_back']}" for path, c in calls.items() if c["fell_back"]]
-    return ", ".join(fell_back) if fell_back else "0"
+    missed = [f"{path} {c['fell_back']}" for path, c in calls.items() if c["fell_back"]]
+    for path, c in calls.items():
+        exfusion_only = path == "expert_kernels" and row["ffn"] in ("dense", "moe")
+        if row.get(path) and not c["taken"] and not c["fell_back"] and not exfusion_only:
+            missed.append(f"{path} not taken")
+    return ", ".join(missed) if missed else "0"
 
 
 def main(ours_path, peer_path):

@@ -1,6 +1,7 @@
 """bench/compare_gpu.sh and bench/compare_table.py run on the CPU: the script's control flow
-(every row runs, a failing row is logged and the script exits 1 after the table) with the real
-`exfusion bench` shrunk to a CPU-sized model, and the table's ratios against the JSON lines."""
+(every row runs; a failing or hanging row and a failing peer are logged and the script exits 1
+after the table) with the real `exfusion bench` shrunk to a CPU-sized model, and the table's
+ratios and fallbacks against the JSON lines."""
 import json
 import os
 import pathlib
@@ -14,7 +15,7 @@ PEER_IMG_PER_S = {("vit_base_patch16_224", "dense", 1): 3000.0,
                   ("deit_tiny_patch16_224", "dense", 1): 10000.0}
 
 # Prints what ../shared/bench/timm_anchor.py prints: a version line, then one JSON line per
-# configuration, with made-up numbers.
+# configuration, with made-up numbers; then fails, as a peer that crashes after its runs would.
 FAKE_PEER = """
 import argparse, json
 ap = argparse.ArgumentParser()
@@ -32,6 +33,7 @@ for cfg in a.configs.split(","):
             print(json.dumps(dict(model=name, experts=n, variant=variant, batch=int(batch),
                                   compiled=compiled, img_per_s=rate, ms_per_step=1.0,
                                   peak_mem_mib=100, params_m=1.0)))
+raise SystemExit(1)
 """ % {f"{k[0]}|{k[1]}|{k[2]}": v for k, v in PEER_IMG_PER_S.items()}
 
 
@@ -44,7 +46,7 @@ def table_rows(markdown):
 @pytest.fixture
 def bench_tree(tmp_path, exfusion_cli):
     """A copy of the two scripts beside a no-op build and a build-gpu/exfusion that runs the
-    real CLI on the CPU with the model cut to one block at 32 px."""
+    real CLI on the CPU with the model cut to one block at 32 px, and hangs for N = 32."""
     (tmp_path / "bench").mkdir()
     for name in ("compare_gpu.sh", "compare_table.py"):
         shutil.copy(ROOT / "bench" / name, tmp_path / "bench" / name)
@@ -52,7 +54,8 @@ def bench_tree(tmp_path, exfusion_cli):
     (tmp_path / "scripts" / "build.sh").write_text("#!/usr/bin/env bash\nexit 0\n")
     (tmp_path / "build-gpu").mkdir()
     wrapper = tmp_path / "build-gpu" / "exfusion"
-    wrapper.write_text(f'#!/usr/bin/env bash\nexec "{exfusion_cli}" "$@" --device cpu --threads 1 '
+    wrapper.write_text('#!/usr/bin/env bash\ncase "$*" in *"--experts 32"*) exec sleep 600;; esac\n'
+                       f'exec "{exfusion_cli}" "$@" --device cpu --threads 1 '
                        "--warmup 1 --set model.img_size=32 model.depth=1\n")
     for script in (wrapper, tmp_path / "scripts" / "build.sh"):
         script.chmod(0o755)
@@ -65,18 +68,26 @@ def test_every_row_runs_failures_are_logged_and_the_table_matches_the_json(bench
     out = bench_tree / "out"
     result = subprocess.run(["bash", "bench/compare_gpu.sh"], cwd=bench_tree, text=True,
                             capture_output=True,
-                            env={**os.environ, "OUT": str(out), "BENCH_STEPS": "1"})
-    # On the CPU the four CUDA-graph rows (dense and mb, two models) fail; the rest still run.
+                            env={**os.environ, "OUT": str(out), "BENCH_STEPS": "1",
+                                 "BENCH_ROW_TIMEOUT": "30"})
+    # The four CUDA-graph rows (dense and mb, two models) exit 2 (one warm-up step is too few
+    # for a capture), the N = 32 row is stopped at its timeout, the peer fails after its runs;
+    # the other rows, the peer's lines and the table are still there.
     assert result.returncode == 1, result.stdout + result.stderr
     failures = (out / "failures.log").read_text()
-    assert failures.count("FAILED") == 4, failures
+    assert failures.count("FAILED (exit 2): exfusion bench") == 4, failures
     assert failures.count("--cuda-graph true") == 4, failures
-    assert "4 part(s) failed" in result.stderr
+    assert failures.count("FAILED (exit 124): exfusion bench") == 1, failures
+    assert "--experts 32" in failures
+    assert "FAILED: the peer benchmark" in failures
+    assert "6 part(s) failed" in result.stderr
     ours = [json.loads(l) for l in (out / "exfusion.jsonl").read_text().splitlines()]
-    assert len(ours) == 15
-    assert [r["experts"] for r in ours if r["ffn"] == "mb"] == [4, 4, 4, 4, 8, 16, 32]
+    assert len(ours) == 14
+    assert [r["experts"] for r in ours if r["ffn"] == "mb"] == [4, 4, 4, 4, 8, 16]
+    assert (out / "rows.err").read_text().count("== exfusion bench") == 19
     assert [p.split()[0] for p in (out / "phases.txt").read_text().splitlines()] == \
         ["build", "ours", "peer"]
+    assert not (out / "table.md.tmp").exists()
 
     rows = table_rows((out / "table.md").read_text())
     assert len(rows) == len(ours)
@@ -97,20 +108,48 @@ def test_every_row_runs_failures_are_logged_and_the_table_matches_the_json(bench
         assert (row["peer compiled img/s"] != "–") == peer_ran, row
 
 
-def test_a_row_that_fell_back_says_which_path(tmp_path):
-    row = {"model": {"embed_dim": 192}, "batch": 8, "ffn": "dense", "experts": 0,
-           "img_per_s": 100.0, "ms_per_step": 80.0, "peak_mem_mib": 10.0, "mfu": 0.1,
-           "layer_norm_kernels": True, "bias_grad_epilogue": True, "cuda_graph": False,
-           "fast_path_calls": {"expert_kernels": {"taken": 0, "fell_back": 0},
-                               "layer_norm_kernels": {"taken": 24, "fell_back": 3},
-                               "bias_grad_epilogue": {"taken": 0, "fell_back": 48}}}
-    older = {key: value for key, value in row.items() if key != "fast_path_calls"}
-    (tmp_path / "ours.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(older) + "\n")
+def our_row(ffn, img_per_s, ln=True, epilogue=True, graph=False, calls=None):
+    return {"model": {"embed_dim": 192}, "batch": 8, "ffn": ffn, "experts": 4 * (ffn == "mb"),
+            "img_per_s": img_per_s, "ms_per_step": 800.0 / img_per_s, "peak_mem_mib": 10.0,
+            "mfu": 0.1, "expert_kernels": True, "layer_norm_kernels": ln,
+            "bias_grad_epilogue": epilogue, "cuda_graph": graph,
+            **({"fast_path_calls": calls} if calls is not None else {})}
+
+
+def table_of(tmp_path, rows):
+    (tmp_path / "ours.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "peer.jsonl").write_text("")
-    table = subprocess.run(["python3", str(ROOT / "bench" / "compare_table.py"),
-                            tmp_path / "ours.jsonl", tmp_path / "peer.jsonl"],
-                           capture_output=True, text=True, check=True).stdout
-    rows = table_rows(table)
+    return table_rows(subprocess.run(
+        ["python3", str(ROOT / "bench" / "compare_table.py"), tmp_path / "ours.jsonl",
+         tmp_path / "peer.jsonl"], capture_output=True, text=True, check=True).stdout)
+
+
+def test_each_row_is_compared_with_the_dense_row_taken_the_same_way(tmp_path):
+    rows = table_of(tmp_path, [
+        our_row("dense", 100.0), our_row("dense", 80.0, ln=False),
+        our_row("dense", 50.0, epilogue=False), our_row("dense", 120.0, graph=True),
+        our_row("mb", 90.0), our_row("mb", 72.0, ln=False), our_row("mb", 45.0, epilogue=False),
+        our_row("mb", 108.0, graph=True)])
+    assert [r["× our dense"] for r in rows] == ["1.000"] * 4 + ["0.900"] * 4
+    assert [r["Δ ms vs our dense"] for r in rows[4:]] == \
+        [f"{800 / a - 800 / b:+.2f}" for a, b in ((90, 100), (72, 80), (45, 50), (108, 120))]
+    assert all(r["× peer compiled dense"] == "–" for r in rows)
+
+
+def test_a_row_that_fell_back_or_missed_a_path_says_which(tmp_path):
+    def calls(expert, layer_norm, epilogue):
+        return {"expert_kernels": dict(zip(("taken", "fell_back"), expert)),
+                "layer_norm_kernels": dict(zip(("taken", "fell_back"), layer_norm)),
+                "bias_grad_epilogue": dict(zip(("taken", "fell_back"), epilogue))}
+    rows = table_of(tmp_path, [
+        our_row("dense", 100.0, calls=calls((0, 0), (24, 3), (0, 48))),
+        our_row("dense", 100.0, calls=calls((0, 0), (0, 0), (50, 0))),
+        our_row("mb", 100.0, calls=calls((0, 0), (25, 0), (50, 0))),
+        our_row("mb", 100.0, ln=False, calls=calls((120, 0), (0, 0), (50, 0))),
+        our_row("dense", 100.0)])
     assert rows[0]["fallbacks"] == "layer_norm_kernels 3, bias_grad_epilogue 48"
-    assert rows[1]["fallbacks"] == "–"  # a line from before the counters
-    assert rows[0]["× peer compiled dense"] == "–"
+    # A dense step takes no expert kernels: only the LayerNorm switched on and never taken.
+    assert rows[1]["fallbacks"] == "layer_norm_kernels not taken"
+    assert rows[2]["fallbacks"] == "expert_kernels not taken"
+    assert rows[3]["fallbacks"] == "0"
+    assert rows[4]["fallbacks"] == "–"  # a line from before the counters

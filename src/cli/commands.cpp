@@ -20,6 +20,7 @@
 #include "exfusion/train/trainer.h"
 #include "exfusion/util/atomic_file.h"
 #include "exfusion/util/error.h"
+#include "exfusion/util/fast_path_calls.h"
 
 namespace exfusion {
 namespace fs = std::filesystem;
@@ -153,9 +154,12 @@ void run_train(const TrainArgs& args) {
              {"device", device.str()}});
 
   Trainer trainer(config, model, device);
+  reset_fast_path_calls();
   const auto result = trainer.fit(train_loader, test_loader, log, std::cerr, [&](int64_t) {
     save_training_state(out / kStateFile, trainer.training_state(), config);
   });
+  const auto path_calls = fast_path_calls_json();
+  std::cerr << fast_path_fallbacks_message();
 
   const bool bf16 = trainer.bf16();
   const auto trained = evaluate(model, test_loader, device, bf16, /*keep_logits=*/true);
@@ -170,6 +174,7 @@ void run_train(const TrainArgs& args) {
                             {"device", device.str()},
                             {"precision", bf16 ? "bf16" : "fp32"},
                             {"fusion_weights", fusion_weights_json(model)},
+                            {"fast_path_calls", path_calls},
                             {"run_dir", out.string()}};
   std::cout << std::fixed << std::setprecision(2) << "test accuracy (trained, "
             << run_name(config.model) << "): " << 100.0 * trained.accuracy << "%\n";
@@ -296,6 +301,7 @@ void run_bench(const BenchArgs& args) {
   options.timed_steps = args.timed_steps;
   options.profile_trace = args.profile_trace;
   std::cout << benchmark_training_step(config, options).dump() << std::endl;
+  std::cerr << fast_path_fallbacks_message();
 }
 
 }  // namespace exfusion

@@ -150,11 +150,7 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
       {"mfu", peak > 0 ? nlohmann::json(tflops / peak) : nlohmann::json(nullptr)},
       {"peak_mem_mib", nullptr}};
   if (m.ffn.kind == FfnKind::kMoE) result["top_k"] = m.ffn.moe.top_k();
-  for (const auto path : kFastPaths) {
-    const auto calls = fast_path_calls(path);
-    result["fast_path_calls"][to_string(path)] = {{"taken", calls.taken},
-                                                  {"fell_back", calls.fell_back}};
-  }
+  result["fast_path_calls"] = fast_path_calls_json();
   // ExFusion's memory-traffic floor beside the measured step (see step_benchmark.h).
   const double extra_bytes =
       exfusion_extra_bytes_per_step(m, config.train.batch_size, trainer.bf16() ? 2 : 4);

@@ -48,4 +48,26 @@ void reset_fast_path_calls() {
   }
 }
 
+std::string fast_path_fallbacks_message() {
+  std::string message;
+  for (const auto path : kFastPaths) {
+    const auto calls = fast_path_calls(path);
+    if (calls.fell_back == 0) continue;
+    message += std::to_string(calls.fell_back) + " of " +
+               std::to_string(calls.fell_back + calls.taken) + " " + to_string(path) +
+               " calls fell back to the ATen route (same math, slower; train." + to_string(path) +
+               ")\n";
+  }
+  return message;
+}
+
+nlohmann::json fast_path_calls_json() {
+  auto json = nlohmann::json::object();
+  for (const auto path : kFastPaths) {
+    const auto calls = fast_path_calls(path);
+    json[to_string(path)] = {{"taken", calls.taken}, {"fell_back", calls.fell_back}};
+  }
+  return json;
+}
+
 }  // namespace exfusion

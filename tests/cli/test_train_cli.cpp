@@ -39,6 +39,11 @@ TEST(Cli, ShortTrainingRunLearnsFusesAndIsReadBack) {
     EXPECT_GT(summary["params_train"].get<int64_t>(), summary["params_fused"].get<int64_t>());
     EXPECT_GT(summary["train_seconds"].get<double>(), 0.0);
     EXPECT_EQ(summary["steps"].get<int64_t>(), 150);
+    // CPU training takes no CUDA fast path and leaves none.
+    for (const auto* path : {"expert_kernels", "layer_norm_kernels", "bias_grad_epilogue"}) {
+      EXPECT_EQ(summary["fast_path_calls"][path]["taken"], 0) << path;
+      EXPECT_EQ(summary["fast_path_calls"][path]["fell_back"], 0) << path;
+    }
     EXPECT_NE(result.output.find("test accuracy (fused, dense)"), std::string::npos);
   }
   {

@@ -38,6 +38,22 @@ TEST(FastPathCalls, CountsEachPathApartUntilReset) {
   }
 }
 
+TEST(FastPathCalls, JsonAndMessageReportEachPath) {
+  reset_fast_path_calls();
+  EXPECT_EQ(fast_path_fallbacks_message(), "");
+  for (int i = 0; i < 3; ++i) count_fast_path_call(FastPath::kLayerNormKernels, true);
+  count_fast_path_call(FastPath::kLayerNormKernels, false);
+  count_fast_path_call(FastPath::kExpertKernels, true);
+  const auto json = fast_path_calls_json();
+  EXPECT_EQ(json, nlohmann::json::parse(R"({"expert_kernels": {"taken": 1, "fell_back": 0},
+      "layer_norm_kernels": {"taken": 3, "fell_back": 1},
+      "bias_grad_epilogue": {"taken": 0, "fell_back": 0}})"));
+  EXPECT_EQ(fast_path_fallbacks_message(),
+            "1 of 4 layer_norm_kernels calls fell back to the ATen route (same math, slower; "
+            "train.layer_norm_kernels)\n");
+  reset_fast_path_calls();
+}
+
 TEST(FastPathCalls, AreNamedAfterTheirSwitches) {
   EXPECT_EQ(to_string(FastPath::kExpertKernels), "expert_kernels");
   EXPECT_EQ(to_string(FastPath::kLayerNormKernels), "layer_norm_kernels");

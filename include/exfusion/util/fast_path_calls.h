@@ -3,6 +3,8 @@
 // silent on purpose (a shape a kernel does not cover still trains), so `exfusion bench` reports
 // these counts: they say whether its numbers come from the paths its switches claim.
 #pragma once
+#include <nlohmann/json.hpp>
+
 #include <array>
 #include <cstdint>
 #include <string>
@@ -30,5 +32,12 @@ struct FastPathCalls {
 void count_fast_path_call(FastPath path, bool taken);
 FastPathCalls fast_path_calls(FastPath path);
 void reset_fast_path_calls();
+
+// {"<path>": {"taken": n, "fell_back": m}, ...} for every path, as bench and train report it.
+nlohmann::json fast_path_calls_json();
+
+// One line per path with fallbacks ("12 of 50 layer_norm_kernels calls fell back to ..."),
+// empty when none fell back: a fallback is slower, not wrong, so this is said, not thrown.
+std::string fast_path_fallbacks_message();
 
 }  // namespace exfusion

@@ -28,7 +28,7 @@ phase_done() {
   echo "$1 $((SECONDS - phase_start))" | tee -a "$out/phases.txt"
   phase_start=$SECONDS
 }
-# Only the CLI: the test binary is half the compile and is not needed for timing.
+# Only the CLI: the test binary is about 40 % of the compile and is not needed for timing.
 EXFUSION_PYTHON=python3 EXFUSION_BUILD_DIR=build-gpu EXFUSION_BUILD_TARGETS=exfusion \
   scripts/build.sh >"$out/build.log" 2>&1 ||
   { tail -30 "$out/build.log"; exit 1; }

@@ -1,8 +1,8 @@
 """Side-by-side table of `exfusion bench` lines and the peer benchmark's lines (one run,
 one GPU), as Markdown for docs/benchmarks.md: each of our rows with its ratio to our dense
 step (taken the same way: eager or captured in a CUDA graph, with or without the LayerNorm
-kernels and the bias-gradient epilogue) and to the peer's compiled dense step for the same model and
-batch. The "fallbacks" column counts the calls that left a fast path switched on for the row
+kernels and the bias-gradient epilogue) and to the peer's compiled dense step for the same
+model and batch. The "fallbacks" column counts the calls that left a fast path switched on for the row
 (`fast_path_calls` in the bench JSON) and names a switched-on path that no call took: anything
 but 0 means the row did not time what it claims."""
 import json
@@ -21,6 +21,10 @@ def fmt(value, spec):
     return "–" if value is None else format(value, spec)
 
 
+def has_expert_banks(row):
+    return row["ffn"] not in ("dense", "moe")
+
+
 def fallbacks(row):
     """The calls that left a fast path, and the paths switched on for a CUDA step (the row's
     flag) that no call took, which would time ATen's path as well."""
@@ -29,8 +33,8 @@ def fallbacks(row):
         return "–"
     missed = [f"{path} {c['fell_back']}" for path, c in calls.items() if c["fell_back"]]
     for path, c in calls.items():
-        exfusion_only = path == "expert_kernels" and row["ffn"] in ("dense", "moe")
-        if row.get(path) and not c["taken"] and not c["fell_back"] and not exfusion_only:
+        applies = path != "expert_kernels" or has_expert_banks(row)
+        if applies and row.get(path) and not c["taken"] and not c["fell_back"]:
             missed.append(f"{path} not taken")
     return ", ".join(missed) if missed else "0"
 
@@ -49,8 +53,8 @@ def main(ours_path, peer_path):
                      and r.get("layer_norm_kernels", False) == layer_norm_kernels
                      and r.get("bias_grad_epilogue", False) == bias_grad_epilogue), {})
 
-    print("| model, batch | FFN | N | expert kernels | LN kernels | bias-grad epilogue | CUDA graph | fallbacks | ours img/s | ms/step | × our dense "
-          "| × peer compiled dense | peak MiB | Δ MiB vs our dense | MFU "
+    print("| model, batch | FFN | N | expert kernels | LN kernels | bias-grad epilogue "
+          "| CUDA graph | fallbacks | ours img/s | ms/step | × our dense | × peer compiled dense | peak MiB | Δ MiB vs our dense | MFU "
           "| Δ ms vs our dense | traffic floor ms "
           "| peer eager img/s | peer compiled img/s | peer peak MiB (eager) |")
     print("| --- | --- | ---: | --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
@@ -71,8 +75,7 @@ def main(ours_path, peer_path):
         mfu = 100 * row["mfu"] if row.get("mfu") is not None else None
         if ffn == "moe":
             ffn = f"moe, k={row['top_k']}"
-        kernels = "–" if ffn == "dense" or ffn.startswith("moe") else (
-            "yes" if row.get("expert_kernels") else "no")
+        kernels = ("yes" if row.get("expert_kernels") else "no") if has_expert_banks(row) else "–"
         dms = row["ms_per_step"] - dense["ms_per_step"] if dense else None
         print(f"| {MODEL_NAMES.get(dim, f'dim {dim}')}, {batch} | {ffn} | {n} | {kernels} "
               f"| {'yes' if ln_kernels else 'no'} | {'yes' if epilogue else 'no'} "

@@ -160,6 +160,17 @@ void FusedAdamW::set_factored_gradient(const std::string& param_name,
   throw std::invalid_argument("FusedAdamW: no parameter named '" + param_name + "'");
 }
 
+void FusedAdamW::fold_factored_into_ordinary() {
+  for (auto& group : groups_) {
+    for (auto& slot : group.slots) {
+      if (slot.factored && slot.factored->pending() && slot.param.grad().defined()) {
+        slot.param.mutable_grad().add_(slot.factored->materialize(slot.param));
+        slot.factored->clear();
+      }
+    }
+  }
+}
+
 void FusedAdamW::step_factored() {
   struct Pending {
     Slot* slot;
@@ -167,16 +178,10 @@ void FusedAdamW::step_factored() {
   };
   std::vector<Pending> pending;
   std::vector<torch::Tensor> steps;
+  fold_factored_into_ordinary();
   for (auto& group : groups_) {
     for (auto& slot : group.slots) {
       if (!slot.factored || !slot.factored->pending()) continue;
-      if (slot.param.grad().defined()) {
-        // Gradient accumulation reached this bank twice: fold the factored part into the
-        // ordinary gradient, which the multi-tensor step below applies.
-        slot.param.mutable_grad().add_(slot.factored->materialize(slot.param));
-        slot.factored->clear();
-        continue;
-      }
       ensure_state(slot);
       pending.push_back({&slot, group.weight_decay});
       steps.push_back(slot.step);
@@ -240,6 +245,8 @@ void FusedAdamW::zero_grad() {
 
 torch::Tensor FusedAdamW::clip_grad_norm_async(double max_norm) {
   torch::NoGradGuard no_grad;
+  // A bank's norm is ||m|| ||G|| only while G is its whole gradient.
+  fold_factored_into_ordinary();
   std::vector<torch::Tensor> grads, factored_grads, factored_coeffs;
   std::vector<FactoredGradient*> factored;
   for (const auto& group : groups_) {

@@ -66,7 +66,7 @@ TEST(FusedAdamW, MatchesLibTorchAdamW) {
   groups.emplace_back(std::vector<torch::Tensor>{reference[1]},
                       std::make_unique<torch::optim::AdamWOptions>(
                           torch::optim::AdamWOptions(kLr).weight_decay(0.0)));
-  torch::optim::AdamW adamw(std::move(groups), torch::optim::AdamWOptions(kLr));
+  torch::optim::AdamW adamw(groups, torch::optim::AdamWOptions(kLr));
   for (int step = 0; step < 5; ++step) {
     const double lr = step < 2 ? kLr : 3e-3;
     fused.set_lr(lr);
@@ -170,7 +170,7 @@ TEST(FusedAdamW, LoadStateNamesTheBadKey) {
 }
 
 TEST(SplitWeightDecay, NormsBiasesEmbeddingsAndExtrasGetNone) {
-  const auto param = [](std::vector<int64_t> shape) {
+  const auto param = [](const std::vector<int64_t>& shape) {
     return torch::zeros(shape, torch::requires_grad());
   };
   const std::vector<std::pair<std::string, torch::Tensor>> named = {
@@ -209,6 +209,7 @@ TEST(ClipGradNorm, ScalesToTheGlobalNorm) {
   const double expected_norm = std::sqrt(squares);
   const double max_norm = expected_norm / 4;
   std::vector<torch::Tensor> before;
+  before.reserve(params.size());
   for (const auto& p : params) before.push_back(p.grad().clone());
 
   EXPECT_NEAR(clip_grad_norm(params, max_norm), expected_norm, 1e-5);
@@ -295,6 +296,41 @@ TEST(FusedAdamW, FactoredGradientClipsAndStepsLikeTheMaterialisedOne) {
   EXPECT_TRUE(torch::allclose(a.at("bank.exp_avg"), b.at("bank.exp_avg"), 1e-6, 1e-8));
   EXPECT_TRUE(torch::allclose(a.at("bank.exp_avg_sq"), b.at("bank.exp_avg_sq"), 1e-6, 1e-10));
   EXPECT_EQ(a.at("bank.step").item<float>(), 2.0f);
+}
+
+// Gradient accumulation can leave a bank both a factored gradient (its first backward pass)
+// and an ordinary one (the later passes): clipping and the step see their sum.
+TEST(FusedAdamW, BankWithFactoredAndOrdinaryGradientsClipsAndStepsTheirSum) {
+  torch::manual_seed(4);
+  const auto experts = torch::randn({3, 4, 5});
+  const auto g = torch::randn({4, 5});
+  const auto m = torch::tensor({0.6f, -0.3f, 0.7f});
+  const auto ordinary = torch::randn({3, 4, 5});
+
+  auto mixed_experts = experts.clone().requires_grad_();
+  FusedAdamW mixed({{"decay", {"bank"}, {mixed_experts}, 0.05}},
+                   AdamWOptions{kLr, 0.9, 0.999, 1e-8, 0.05});
+  auto sink = std::make_shared<FactoredGradient>();
+  mixed.set_factored_gradient("bank", sink);
+  sink->grad = g;
+  sink->coeffs = m;
+  mixed_experts.mutable_grad() = ordinary.clone();
+
+  auto plain_experts = experts.clone().requires_grad_();
+  FusedAdamW plain({{"decay", {"bank"}, {plain_experts}, 0.05}},
+                   AdamWOptions{kLr, 0.9, 0.999, 1e-8, 0.05});
+  plain_experts.mutable_grad() = ordinary + at::outer(m, g.reshape(-1)).view({3, 4, 5});
+
+  // float32 sums of 60 terms in another order.
+  const double norm_mixed = mixed.clip_grad_norm_async(0.5).item<double>();
+  const double norm_plain = plain.clip_grad_norm_async(0.5).item<double>();
+  EXPECT_NEAR(norm_mixed, norm_plain, 1e-5);
+  EXPECT_GT(norm_plain, 0.5) << "the test must clip";
+  EXPECT_TRUE(torch::allclose(mixed_experts.grad(), plain_experts.grad(), 1e-6, 1e-7));
+  mixed.step();
+  plain.step();
+  EXPECT_FALSE(sink->pending());
+  EXPECT_TRUE(torch::allclose(mixed_experts, plain_experts, 1e-6, kAdamTolerance));
 }
 
 }  // namespace

@@ -86,6 +86,10 @@ class FusedAdamW {
   // The device learning rate when it sits on `param`'s device; undefined otherwise.
   torch::Tensor lr_beside(const torch::Tensor& param) const;
   void rebuild_buckets();
+  // Gradient accumulation can reach a bank twice: its first backward pass left a factored
+  // gradient, later ones an ordinary one. Adds the factored part to the ordinary gradient,
+  // which the multi-tensor step then applies.
+  void fold_factored_into_ordinary();
   void step_factored();
 
   std::vector<Group> groups_;

@@ -9,7 +9,11 @@
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <cuda_runtime_api.h>
+
 #include <exception>
+#include <stdexcept>
+#include <string>
 
 namespace exfusion {
 namespace {
@@ -36,6 +40,32 @@ class AutocastCacheOff {
   bool was_enabled_;
 };
 
+// Undoes what a capture that threw left behind: a stream still capturing (the step threw)
+// is ended and its partial graph dropped, and the allocator stops routing this thread's
+// allocations to the graph's pool (CUDAGraph::capture_end does that only after a capture
+// that ended well) and releases the pool. The capture may have stopped before or after
+// registering the pool, so the allocator may not know it.
+void abandon_capture(cudaStream_t stream, c10::DeviceIndex device, at::cuda::MempoolId_t pool) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &status) == cudaSuccess &&
+      status != cudaStreamCaptureStatusNone) {
+    cudaGraph_t partial = nullptr;
+    if (cudaStreamEndCapture(stream, &partial) == cudaSuccess && partial != nullptr) {
+      cudaGraphDestroy(partial);
+    }
+  }
+  // Capture errors are not sticky; clearing this one keeps it from being blamed on a later op.
+  static_cast<void>(cudaGetLastError());
+  try {
+    c10::cuda::CUDACachingAllocator::endAllocateToPool(device, pool);
+  } catch (const c10::Error&) {  // NOLINT(bugprone-empty-catch): capture_end got that far
+  }
+  try {
+    c10::cuda::CUDACachingAllocator::releasePool(device, pool);
+  } catch (const c10::Error&) {  // NOLINT(bugprone-empty-catch): the pool was never registered
+  }
+}
+
 bool same_layout(const torch::Tensor& a, const torch::Tensor& b) {
   return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() && a.device() == b.device();
 }
@@ -51,6 +81,10 @@ std::pair<torch::Tensor, torch::Tensor> CudaGraphStep::run(const torch::Tensor& 
                                                            const torch::Tensor& labels) {
   TORCH_CHECK(images.is_cuda() && labels.is_cuda(),
               "CudaGraphStep: the batch must be on a CUDA device");
+  if (!capture_error_.empty()) {
+    throw std::runtime_error("CUDA graph: the step's capture failed earlier (" + capture_error_ +
+                             "); it is not captured again");
+  }
   // The first call fixes the shape that is warmed up and captured; a batch of another shape
   // (before or after the capture) runs eagerly on the current stream.
   if (!static_images_.defined()) {
@@ -105,24 +139,28 @@ void CudaGraphStep::capture(const torch::Tensor& images, const torch::Tensor& la
   static_images_.copy_(images);
   static_labels_.copy_(labels);
   auto graph = std::make_unique<at::cuda::CUDAGraph>();
+  // A pool of our own, so that a failed capture can release it (see abandon_capture).
+  const auto pool = at::cuda::graph_pool_handle();
   const auto current = c10::cuda::getCurrentCUDAStream(device_index);
   wait_for(*side_stream_, current);
   {
     const c10::cuda::CUDAStreamGuard guard(*side_stream_);
     const AutocastCacheOff cache_off;
-    graph->capture_begin();
     try {
+      graph->capture_begin(pool);
       static_outputs_ = step_(static_images_, static_labels_);
-    } catch (...) {
-      // End the broken capture so that the step's own error is the one reported; the
-      // capture's error (it was invalidated) says nothing more.
-      try {
-        graph->capture_end();
-      } catch (const std::exception&) {  // NOLINT(bugprone-empty-catch)
-      }
-      throw;
+      graph->capture_end();
+    } catch (const std::exception& error) {
+      abandon_capture(side_stream_->stream(), device_index, pool);
+      // The gradients the step left point into the released pool: the step cannot go on
+      // eagerly either, so the run stops here rather than retry the capture every call.
+      const auto* c10_error = dynamic_cast<const c10::Error*>(&error);
+      capture_error_ = c10_error != nullptr ? c10_error->what_without_backtrace() : error.what();
+      throw std::runtime_error(
+          "CUDA graph: capturing the training step failed: " + capture_error_ +
+          ". A captured step must not wait for the host (.item(), a copy to the CPU, a "
+          "data-dependent shape); train without a graph with --set train.cuda_graph=false");
     }
-    graph->capture_end();
   }
   wait_for(current, *side_stream_);
   graph_ = std::move(graph);

@@ -1,16 +1,20 @@
 // train.cuda_graph: the captured and replayed training step follows the eager trajectory
 // (dense, ExFusion-mb through the expert kernels, MoE; bf16 autocast; a learning rate that
-// changes every step; a batch of another shape after the capture), and a CPU run is refused.
+// changes every step; a batch of another shape after the capture), a CPU run is refused and
+// a capture that fails is reported once.
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/types.h>
 
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "../support/tiny_models.h"
 #include "../support/trajectory.h"
 #include "exfusion/data/loader.h"
+#include "exfusion/train/cuda_graph_step.h"
 #include "exfusion/train/trainer.h"
 #include "exfusion/util/error.h"
 
@@ -94,6 +98,50 @@ TEST(CudaGraphStep, RefusesADeviceThatIsNotCuda) {
               std::string::npos)
         << error.what();
   }
+}
+
+// A step that reads a value back to the host cannot be captured. The error says so, later
+// calls refuse without capturing again, and the device stays usable: another step captures
+// and replays after it.
+TEST(CudaGraphStep, AFailedCaptureIsReportedOnceAndLeavesTheDeviceUsable) {
+  REQUIRE_CUDA();
+  torch::manual_seed(9);
+  const auto images = torch::randn({4, 8}, torch::kCUDA);
+  const auto labels = torch::zeros({4}, torch::dtype(torch::kLong).device(torch::kCUDA));
+  int calls = 0;
+  CudaGraphStep syncing(
+      [&](const torch::Tensor& x, const torch::Tensor& y) {
+        ++calls;
+        const auto loss = x.square().mean();
+        const double value = loss.item<double>();  // waits for the device
+        return std::make_pair(loss * value, y.sum());
+      },
+      /*warmup_steps=*/1);
+  syncing.run(images, labels);
+  try {
+    syncing.run(images, labels);
+    FAIL() << "expected the capture to fail";
+  } catch (const std::runtime_error& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("capturing the training step failed"), std::string::npos) << message;
+    EXPECT_NE(message.find("train.cuda_graph=false"), std::string::npos) << message;
+  }
+  EXPECT_FALSE(syncing.captured());
+  EXPECT_EQ(calls, 2);
+  EXPECT_THROW(syncing.run(images, labels), std::runtime_error);
+  EXPECT_EQ(calls, 2) << "the step was captured again";
+
+  auto total = torch::ones({8}, torch::kCUDA);
+  CudaGraphStep adding(
+      [&](const torch::Tensor& x, const torch::Tensor& y) {
+        total.add_(x.sum(0));
+        return std::make_pair(total.sum(), y.sum());
+      },
+      /*warmup_steps=*/1);
+  for (int i = 0; i < 3; ++i) adding.run(images, labels);
+  EXPECT_TRUE(adding.captured());
+  // The warm-up, the capture's replay and one more replay each add the batch once.
+  EXPECT_TRUE(torch::allclose(total, 1 + 3 * images.sum(0), 1e-6, 1e-5));
 }
 
 TEST(CudaGraphTraining, DenseFollowsTheEagerTrajectory) {

@@ -11,6 +11,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <utility>
 
 namespace exfusion {
@@ -29,7 +30,9 @@ class CudaGraphStep {
   // One training step on `images`/`labels` (CUDA tensors). The first call's shape is the one
   // warmed up and captured; a batch of another shape runs eagerly on the current stream
   // (training drops its last partial batch, so there is none there). The returned tensors are the
-  // graph's static outputs after a replay: read or copy them before the next call.
+  // graph's static outputs after a replay: read or copy them before the next call. A capture
+  // that fails throws std::runtime_error naming the cause; so does every later call, which
+  // neither captures again nor runs the step.
   std::pair<torch::Tensor, torch::Tensor> run(const torch::Tensor& images,
                                               const torch::Tensor& labels);
   bool captured() const { return graph_ != nullptr; }
@@ -43,6 +46,7 @@ class CudaGraphStep {
   int64_t warmup_left_;
   std::optional<c10::cuda::CUDAStream> side_stream_;
   std::unique_ptr<at::cuda::CUDAGraph> graph_;
+  std::string capture_error_;  // non-empty once a capture failed
   torch::Tensor static_images_, static_labels_;
   std::pair<torch::Tensor, torch::Tensor> static_outputs_;
 };

@@ -118,6 +118,12 @@ bool linear_weight_bias_grad_cublaslt(const at::Tensor& dy, const at::Tensor& x,
   const Preference preference(raw_preference);
   const size_t workspace_bytes = at::cuda::getCUDABlasLtWorkspaceSize();
   set(preference.get(), CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, workspace_bytes);
+  if (dweight.scalar_type() != c10::kFloat) {
+    // The row count (k) is long and the output small, which invites split-K; partial sums
+    // added in a 16-bit output would each be rounded. Only float32 partial sums are allowed.
+    set(preference.get(), CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK,
+        static_cast<uint32_t>(CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE));
+  }
   set(preference.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, alignment_bytes(x.data_ptr()));
   set(preference.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, alignment_bytes(dy.data_ptr()));
   set(preference.get(), CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
@@ -131,7 +137,11 @@ bool linear_weight_bias_grad_cublaslt(const at::Tensor& dy, const at::Tensor& x,
   const auto status = cublasLtMatmulAlgoGetHeuristic(handle, desc.get(), a_layout.get(),
                                                      b_layout.get(), d_layout.get(), d_layout.get(),
                                                      preference.get(), 1, &heuristic, &found);
-  if (status != CUBLAS_STATUS_SUCCESS || found == 0) return false;
+  // Only "no algorithm" is a fallback; any other status is a mistake in the call, not a gap.
+  if (status == CUBLAS_STATUS_NOT_SUPPORTED || (status == CUBLAS_STATUS_SUCCESS && found == 0)) {
+    return false;
+  }
+  check(status, "matmul heuristic");
 
   const float alpha = 1.0F;
   const float beta = 0.0F;

@@ -10,6 +10,7 @@
 #ifdef EXFUSION_WITH_CUDA_KERNELS
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <torch/csrc/autograd/variable.h>
 
 #include "../util/kernel_dtype.h"
 #include "expert_kernels_cuda.h"
@@ -193,6 +194,9 @@ void factored_adamw_(const torch::Tensor& params, const torch::Tensor& exp_avg,
   args.weight_decay = static_cast<float>(hyper.weight_decay);
   args.eps = static_cast<float>(hyper.eps);
   cuda::factored_adamw(args, at::cuda::getCurrentCUDAStream());
+  // Written through raw pointers: autograd must see the in-place change, as after the
+  // reference's in-place ops, to refuse a backward pass through the old values.
+  for (const auto* t : {&params, &exp_avg, &exp_avg_sq}) torch::autograd::impl::bump_version(*t);
 #endif
 }
 

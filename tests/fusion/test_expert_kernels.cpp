@@ -163,6 +163,10 @@ TEST_P(ExpertKernelsCuda, FactoredAdamWMatchesReference) {
   EXPECT_TRUE(torch::allclose(p1, p2, 1e-5, 1e-6));
   EXPECT_TRUE(torch::allclose(m1, m2, 1e-5, 1e-7));
   EXPECT_TRUE(torch::allclose(v1, v2, 1e-5, 1e-9));
+  // Written through raw pointers, so each call tells autograd, as in-place ops would.
+  EXPECT_EQ(p1._version(), 3);
+  EXPECT_EQ(m1._version(), 3);
+  EXPECT_EQ(v1._version(), 3);
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -83,6 +83,7 @@ bool use_kernels(const torch::Tensor& x, const torch::nn::LayerNorm& norm) {
   const bool covered = options.normalized_shape().size() == 1 && options.elementwise_affine() &&
                        width == options.normalized_shape()[0] &&
                        width <= cuda::kLayerNormMaxWidth && has_kernel_dtype(x.scalar_type()) &&
+                       has_kernel_dtype(autocast_compute_dtype(x)) &&
                        norm->weight.scalar_type() == torch::kFloat32 &&
                        norm->bias.scalar_type() == torch::kFloat32 &&
                        norm->weight.device() == x.device() && norm->bias.device() == x.device();

@@ -59,6 +59,9 @@ void with_dtype(DType dtype, F&& launch) {
       launch(__half{});
       return;
   }
+  // A DType cast from an integer outside the enumerators would otherwise launch nothing.
+  throw std::invalid_argument("custom CUDA kernels: unknown DType " +
+                              std::to_string(static_cast<int>(dtype)));
 }
 
 }  // namespace exfusion::cuda

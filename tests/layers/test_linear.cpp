@@ -156,7 +156,7 @@ TEST(LinearReference, WeightAndBiasGradientsAreDyTransposedXAndRowSums) {
 
 #ifdef EXFUSION_WITH_CUDA_KERNELS
 // dW and db from the epilogue GEMM against float64 sums of the same (rounded) inputs. float32
-// outputs are checked to float32 accuracy, which a bf16 GEMM output (the fallback) would miss.
+// outputs are checked to float32 accumulation accuracy, which a bf16 GEMM output would miss.
 class LinearEpilogueCuda : public ::testing::TestWithParam<
                                std::tuple<int64_t, int64_t, int64_t, torch::Dtype, torch::Dtype>> {
 };
@@ -176,11 +176,18 @@ TEST_P(LinearEpilogueCuda, MatchesFloat64Sums) {
   const auto x64 = x.to(torch::kFloat64);
   const auto expected_dweight = dy64.t().mm(x64);
   const auto expected_dbias = dy64.sum(0);
-  // Sums of `rows` products of unit-variance values: errors relative to sqrt(rows).
-  const double scale = std::sqrt(static_cast<double>(rows));
-  const double tolerance = output_dtype == torch::kFloat32 ? 1e-5 : 1.0 / 128;
-  EXPECT_LT(max_abs_diff(dweight, expected_dweight) / scale, tolerance);
-  EXPECT_LT(max_abs_diff(dbias, expected_dbias) / scale, tolerance);
+  // Sums of `rows` products of unit-variance values, so errors scale with sqrt(rows). Tensor
+  // cores accumulate float32 with truncating adds: 5e-4 · sqrt(rows) covers that, while a
+  // bf16 output would miss it by rounding values of up to 4 · sqrt(rows) to 2^-8 relative.
+  // A bf16 output is allowed that rounding: half an ulp, at most 2^-8 of the largest value.
+  const double accumulation = 5e-4 * std::sqrt(static_cast<double>(rows));
+  const bool rounded_to_16_bits = output_dtype != torch::kFloat32;
+  const auto tolerance = [accumulation, rounded_to_16_bits](const torch::Tensor& expected) {
+    if (!rounded_to_16_bits) return accumulation;
+    return expected.abs().max().item<double>() / 256 + accumulation;
+  };
+  EXPECT_LT(max_abs_diff(dweight, expected_dweight), tolerance(expected_dweight));
+  EXPECT_LT(max_abs_diff(dbias, expected_dbias), tolerance(expected_dbias));
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -246,7 +253,7 @@ TEST(LinearEpilogueCudaNode, TrainingFollowsAtLinear) {
   REQUIRE_CUDA_KERNELS();
   const auto with_epilogue = train_params(true);
   const auto without = train_params(false);
-  EXPECT_LT(testing::max_param_diff(with_epilogue, without), 2e-5);
+  EXPECT_LT(testing::max_param_diff(with_epilogue, without), testing::kTrajectoryTolerance);
   set_bias_grad_epilogue_enabled(true);
 }
 #endif

@@ -69,10 +69,13 @@ Trainer::Trainer(const RunConfig& config, VisionTransformer model, torch::Device
       device_(device),
       bf16_(use_bf16(config.train.precision, device)),
       optimizer_(make_optimizer(model_, config.train, device_)) {
-  if (config.train.expert_kernels) {
-    for (const auto& item : model_->named_modules("", /*include_self=*/false)) {
-      if (auto bank = std::dynamic_pointer_cast<ExpertBankImpl>(item.value())) {
-        bank->weight_grad_sink = std::make_shared<FactoredGradient>();
+  // Every bank's sink is set, to null without the kernels: the model may come from an
+  // earlier trainer whose sink would otherwise keep the banks' first gradient from us.
+  for (const auto& item : model_->named_modules("", /*include_self=*/false)) {
+    if (auto bank = std::dynamic_pointer_cast<ExpertBankImpl>(item.value())) {
+      bank->weight_grad_sink =
+          config.train.expert_kernels ? std::make_shared<FactoredGradient>() : nullptr;
+      if (bank->weight_grad_sink) {
         optimizer_.set_factored_gradient(item.key() + ".weight", bank->weight_grad_sink);
       }
     }
@@ -92,7 +95,14 @@ Trainer::Trainer(const RunConfig& config, VisionTransformer model, torch::Device
   }
 }
 
-Trainer::~Trainer() = default;
+// The model outlives its trainer: its banks stop feeding this trainer's optimizer.
+Trainer::~Trainer() {
+  for (const auto& module : model_->modules(/*include_self=*/false)) {
+    if (auto bank = std::dynamic_pointer_cast<ExpertBankImpl>(module)) {
+      bank->weight_grad_sink = nullptr;
+    }
+  }
+}
 
 bool Trainer::cuda_graph_captured() const { return graph_step_ && graph_step_->captured(); }
 

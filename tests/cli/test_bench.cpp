@@ -84,7 +84,7 @@ TEST(Bench, RejectsBadStepCounts) {
   EXPECT_NE(result.output.find("--steps"), std::string::npos) << result.output;
 }
 
-TEST(Bench, CudaGraphNeedsCudaAndWarmUpStepsBeforeTheTimedOnes) {
+TEST(Bench, GraphedStepsAreRefusedOnCpuAndAfterTooFewWarmUpSteps) {
   const auto on_cpu =
       testing::run_cli("bench --preset tiny --device cpu --warmup 4 --steps 1 --cuda-graph true");
   EXPECT_EQ(on_cpu.exit_code, 2) << on_cpu.output;

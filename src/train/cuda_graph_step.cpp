@@ -4,6 +4,7 @@
 #include "exfusion/train/cuda_graph_step.h"
 
 #include <ATen/autocast_mode.h>
+#include <ATen/core/CachingHostAllocator.h>
 #include <ATen/cuda/CUDAEvent.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
@@ -40,12 +41,28 @@ class AutocastCacheOff {
   bool was_enabled_;
 };
 
-// Undoes what a capture that threw left behind: a stream still capturing (the step threw)
-// is ended and its partial graph dropped, and the allocator stops routing this thread's
-// allocations to the graph's pool (CUDAGraph::capture_end does that only after a capture
-// that ended well) and releases the pool. The capture may have stopped before or after
-// registering the pool, so the allocator may not know it.
-void abandon_capture(cudaStream_t stream, c10::DeviceIndex device, at::cuda::MempoolId_t pool) {
+// What an exception says, without LibTorch's backtrace.
+std::string describe(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "an exception of unknown type";
+  }
+}
+
+// Undoes what a capture that threw left behind. CUDAGraph::capture_end stops the device and
+// pinned-host allocators routing allocations to the graph's pool only once the stream's
+// capture has ended well, and the graph releases the pool only then. So a stream still
+// capturing (the step threw) is ended and its partial graph dropped, both allocators stop
+// routing, and the pool is released unless the graph will do it (its capture ended and its
+// instantiation threw). A capture that stopped early never registered the pool: the
+// allocators then throw, which says only that there was nothing to undo.
+void abandon_capture(at::cuda::CUDAGraph& graph, cudaStream_t stream, c10::DeviceIndex device,
+                     at::cuda::MempoolId_t pool) {
   cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(stream, &status) == cudaSuccess &&
       status != cudaStreamCaptureStatusNone) {
@@ -56,13 +73,24 @@ void abandon_capture(cudaStream_t stream, c10::DeviceIndex device, at::cuda::Mem
   }
   // Capture errors are not sticky; clearing this one keeps it from being blamed on a later op.
   static_cast<void>(cudaGetLastError());
+  bool graph_releases_pool = true;
   try {
-    c10::cuda::CUDACachingAllocator::endAllocateToPool(device, pool);
-  } catch (const c10::Error&) {  // NOLINT(bugprone-empty-catch): capture_end got that far
+    static_cast<void>(graph.pool());  // throws unless the capture ended
+  } catch (const c10::Error&) {
+    graph_releases_pool = false;
   }
-  try {
-    c10::cuda::CUDACachingAllocator::releasePool(device, pool);
-  } catch (const c10::Error&) {  // NOLINT(bugprone-empty-catch): the pool was never registered
+  const auto undo = [](const auto& step) {
+    try {
+      step();
+    } catch (const std::exception&) {  // NOLINT(bugprone-empty-catch): nothing to undo
+    }
+  };
+  auto* host = at::getHostAllocator(at::kCUDA);
+  undo([&] { c10::cuda::CUDACachingAllocator::endAllocateToPool(device, pool); });
+  undo([&] { host->end_allocate_to_pool(pool); });
+  if (!graph_releases_pool) {
+    undo([&] { c10::cuda::CUDACachingAllocator::releasePool(device, pool); });
+    undo([&] { host->release_pool(pool); });
   }
 }
 
@@ -150,12 +178,12 @@ void CudaGraphStep::capture(const torch::Tensor& images, const torch::Tensor& la
       graph->capture_begin(pool);
       static_outputs_ = step_(static_images_, static_labels_);
       graph->capture_end();
-    } catch (const std::exception& error) {
-      abandon_capture(side_stream_->stream(), device_index, pool);
-      // The gradients the step left point into the released pool: the step cannot go on
-      // eagerly either, so the run stops here rather than retry the capture every call.
-      const auto* c10_error = dynamic_cast<const c10::Error*>(&error);
-      capture_error_ = c10_error != nullptr ? c10_error->what_without_backtrace() : error.what();
+    } catch (...) {
+      abandon_capture(*graph, side_stream_->stream(), device_index, pool);
+      // A capture records kernels without running them, so this step computed nothing and
+      // left gradients that were never written: it cannot go on eagerly either, and
+      // capturing again would fail the same way.
+      capture_error_ = describe(std::current_exception());
       throw std::runtime_error(
           "CUDA graph: capturing the training step failed: " + capture_error_ +
           ". A captured step must not wait for the host (.item(), a copy to the CPU, a "

@@ -2,6 +2,8 @@
 // (dense, ExFusion-mb through the expert kernels, MoE; bf16 autocast; a learning rate that
 // changes every step; a batch of another shape after the capture), a CPU run is refused and
 // a capture that fails is reported once.
+#include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 #include <torch/types.h>
@@ -100,10 +102,17 @@ TEST(CudaGraphStep, RefusesADeviceThatIsNotCuda) {
   }
 }
 
-// A step that reads a value back to the host cannot be captured. The error says so, later
-// calls refuse without capturing again, and the device stays usable: another step captures
-// and replays after it.
-TEST(CudaGraphStep, AFailedCaptureIsReportedOnceAndLeavesTheDeviceUsable) {
+// The device memory the caching allocator holds (in use or cached).
+int64_t reserved_bytes() {
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(c10::cuda::current_device());
+  return stats.reserved_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)]
+      .current;
+}
+
+// A step that reads a value back to the host cannot be captured. The error says so, the
+// capture's memory pool is given back, later calls refuse without capturing again, and
+// another step captures and replays after it.
+TEST(CudaGraphStep, AFailedCaptureIsReportedOnceAndGivesItsMemoryBack) {
   REQUIRE_CUDA();
   torch::manual_seed(9);
   const auto images = torch::randn({4, 8}, torch::kCUDA);
@@ -118,6 +127,9 @@ TEST(CudaGraphStep, AFailedCaptureIsReportedOnceAndLeavesTheDeviceUsable) {
       },
       /*warmup_steps=*/1);
   syncing.run(images, labels);
+  c10::cuda::device_synchronize();
+  c10::cuda::CUDACachingAllocator::emptyCache();
+  const auto reserved = reserved_bytes();
   try {
     syncing.run(images, labels);
     FAIL() << "expected the capture to fail";
@@ -128,6 +140,10 @@ TEST(CudaGraphStep, AFailedCaptureIsReportedOnceAndLeavesTheDeviceUsable) {
   }
   EXPECT_FALSE(syncing.captured());
   EXPECT_EQ(calls, 2);
+  // Nothing allocated in the capture outlived it, so with the pool released and the cache
+  // emptied, the device holds what it held before.
+  c10::cuda::CUDACachingAllocator::emptyCache();
+  EXPECT_EQ(reserved_bytes(), reserved);
   EXPECT_THROW(syncing.run(images, labels), std::runtime_error);
   EXPECT_EQ(calls, 2) << "the step was captured again";
 

@@ -31,8 +31,10 @@ class CudaGraphStep {
   // warmed up and captured; a batch of another shape runs eagerly on the current stream
   // (training drops its last partial batch, so there is none there). The returned tensors are the
   // graph's static outputs after a replay: read or copy them before the next call. A capture
-  // that fails throws std::runtime_error naming the cause; so does every later call, which
-  // neither captures again nor runs the step.
+  // that fails gives its memory back and throws std::runtime_error naming the cause; so does
+  // every later call, which neither captures again nor runs the step. LibTorch leaves its
+  // CUDA random-number generator in capture mode until another capture ends, so random CUDA
+  // ops fail after a failed capture: the step is meant to end the run.
   std::pair<torch::Tensor, torch::Tensor> run(const torch::Tensor& images,
                                               const torch::Tensor& labels);
   bool captured() const { return graph_ != nullptr; }

@@ -69,24 +69,24 @@ Trainer::Trainer(const RunConfig& config, VisionTransformer model, torch::Device
       device_(device),
       bf16_(use_bf16(config.train.precision, device)),
       optimizer_(make_optimizer(model_, config.train, device_)) {
+  if (config.train.cuda_graph && !device_.is_cuda()) {
+    throw InputError(
+        "train.cuda_graph = true: CUDA graphs need a CUDA device, and this run's device is " +
+        device_.str());
+  }
   // Every bank's sink is set, to null without the kernels: the model may come from an
   // earlier trainer whose sink would otherwise keep the banks' first gradient from us.
   for (const auto& item : model_->named_modules("", /*include_self=*/false)) {
     if (auto bank = std::dynamic_pointer_cast<ExpertBankImpl>(item.value())) {
-      bank->weight_grad_sink =
-          config.train.expert_kernels ? std::make_shared<FactoredGradient>() : nullptr;
-      if (bank->weight_grad_sink) {
-        optimizer_.set_factored_gradient(item.key() + ".weight", bank->weight_grad_sink);
-      }
+      bank->weight_grad_sink = nullptr;
+      if (!config.train.expert_kernels) continue;
+      auto sink = std::make_shared<FactoredGradient>();
+      bank->weight_grad_sink = sink;
+      optimizer_.set_factored_gradient(item.key() + ".weight", sink);
+      sinks_.emplace_back(std::move(bank), std::move(sink));
     }
   }
   if (config.train.cuda_graph) {
-    if (!device_.is_cuda()) {
-      throw InputError(
-          "train.cuda_graph = true: CUDA graphs need a CUDA device, and this run's "
-          "device is " +
-          device_.str());
-    }
     graph_step_ = std::make_unique<CudaGraphStep>(
         [this](const torch::Tensor& images, const torch::Tensor& labels) {
           return compute_step(images, labels);
@@ -95,12 +95,11 @@ Trainer::Trainer(const RunConfig& config, VisionTransformer model, torch::Device
   }
 }
 
-// The model outlives its trainer: its banks stop feeding this trainer's optimizer.
+// The model outlives its trainer: its banks stop feeding this trainer's optimizer (and
+// keep a later trainer's sink).
 Trainer::~Trainer() {
-  for (const auto& module : model_->modules(/*include_self=*/false)) {
-    if (auto bank = std::dynamic_pointer_cast<ExpertBankImpl>(module)) {
-      bank->weight_grad_sink = nullptr;
-    }
+  for (const auto& [bank, sink] : sinks_) {
+    if (bank->weight_grad_sink == sink) bank->weight_grad_sink = nullptr;
   }
 }
 

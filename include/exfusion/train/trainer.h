@@ -8,6 +8,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <ostream>
+#include <utility>
+#include <vector>
 
 #include "exfusion/data/loader.h"
 #include "exfusion/io/safetensors.h"
@@ -77,6 +79,9 @@ class Trainer {
   bool bf16_;
   FusedAdamW optimizer_;
   std::unique_ptr<CudaGraphStep> graph_step_;  // null unless train.cuda_graph
+  // The expert banks whose weight gradients this trainer's optimizer takes in factored form,
+  // each with the sink it installed (train.expert_kernels).
+  std::vector<std::pair<std::shared_ptr<ExpertBankImpl>, std::shared_ptr<FactoredGradient>>> sinks_;
   int64_t step_ = 0;
 };
 

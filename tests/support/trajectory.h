@@ -70,9 +70,10 @@ inline torch::Tensor comparable_part(const std::string& name, const torch::Tenso
 // What two float32 runs of train_tiny_vit may differ by when only their summation order
 // differs. Clipping shrinks some gradient elements below AdamW's eps (1e-8), where the update
 // is about lr · g / eps: a rounding difference of 1e-11 in g then moves the parameter by 1e-5
-// (simulated on float32 against float64: up to 7.8e-5 over 60 seeds). A wrong clip scale,
-// coefficient gradient or update changes many updates by a good part of lr (1e-2).
-constexpr double kTrajectoryTolerance = 1e-4;
+// (simulated on float32 against float64: up to 7.8e-5 over 60 seeds; a GPU's summation
+// orders and TF32 convolutions may add to that). A wrong clip scale, coefficient gradient or
+// update changes many updates by a good part of lr (1e-2), far above this.
+constexpr double kTrajectoryTolerance = 2e-4;
 
 inline double max_param_diff(const NamedParams& a, const NamedParams& b) {
   EXPECT_EQ(a.size(), b.size());

@@ -78,8 +78,10 @@ Trainer::Trainer(const RunConfig& config, VisionTransformer model, torch::Device
   // earlier trainer whose sink would otherwise keep the banks' first gradient from us.
   for (const auto& item : model_->named_modules("", /*include_self=*/false)) {
     if (auto bank = std::dynamic_pointer_cast<ExpertBankImpl>(item.value())) {
-      bank->weight_grad_sink = nullptr;
-      if (!config.train.expert_kernels) continue;
+      if (!config.train.expert_kernels) {
+        bank->weight_grad_sink = nullptr;
+        continue;
+      }
       auto sink = std::make_shared<FactoredGradient>();
       bank->weight_grad_sink = sink;
       optimizer_.set_factored_gradient(item.key() + ".weight", sink);

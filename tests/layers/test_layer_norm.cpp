@@ -84,7 +84,6 @@ TEST_P(LayerNormKernelsCuda, ForwardAndBackwardMatchTheReference) {
   auto norm = make_norm(width, torch::kFloat32, torch::kCUDA);
   const auto x_value = (torch::randn({rows, width}, torch::kCUDA) * 2 + 0.5).to(in_dtype);
   const auto x = x_value.clone().requires_grad_();
-  set_layer_norm_kernels_enabled(true);
   torch::Tensor y;
   {
     const AutocastGuard autocast(out_dtype == torch::kBFloat16 && in_dtype == torch::kFloat32);
@@ -130,7 +129,6 @@ TEST(LayerNormViewsCuda, TokensWithoutAndWithOnlyTheClassTokenMatchTheReference)
   REQUIRE_CUDA_KERNELS();
   torch::manual_seed(5);
   auto norm = make_norm(192, torch::kFloat32, torch::kCUDA);
-  set_layer_norm_kernels_enabled(true);
   const auto tokens = torch::randn({3, 197, 192}, torch::kCUDA) * 2;
   for (const bool class_token : {false, true}) {
     norm->zero_grad();
@@ -160,7 +158,6 @@ TEST(LayerNormKernels, WiderRowsUseLibTorchsLayerNorm) {
   torch::manual_seed(4);
   auto norm = make_norm(1536, torch::kFloat32, torch::kCUDA);
   const auto x = torch::randn({4, 1536}, torch::kCUDA);
-  set_layer_norm_kernels_enabled(true);
   EXPECT_TRUE(torch::equal(layer_norm(x, norm), norm->forward(x)));
 }
 
@@ -177,7 +174,6 @@ TEST(LayerNormKernels, TrainingFollowsLibTorchsLayerNorm) {
   const auto with_kernels = train_params(true);
   const auto without = train_params(false);
   EXPECT_LT(testing::max_param_diff(with_kernels, without), testing::kTrajectoryTolerance);
-  set_layer_norm_kernels_enabled(true);
 }
 
 }  // namespace

@@ -215,7 +215,6 @@ TEST(LinearEpilogueCudaNode, FollowsAtLinearUnderAutocast) {
   const auto weight = torch::randn({9, 31}, options);
   const auto bias = torch::randn({9}, options);
   const auto dy = torch::randn({4, 13, 9}, options);
-  set_bias_grad_epilogue_enabled(true);
   const auto in_autocast = [](auto f) {
     return [f](const auto& a, const auto& w, const auto& b) {
       at::autocast::set_autocast_enabled(at::kCUDA, true);
@@ -254,7 +253,6 @@ TEST(LinearEpilogueCudaNode, TrainingFollowsAtLinear) {
   const auto with_epilogue = train_params(true);
   const auto without = train_params(false);
   EXPECT_LT(testing::max_param_diff(with_epilogue, without), testing::kTrajectoryTolerance);
-  set_bias_grad_epilogue_enabled(true);
 }
 #endif
 

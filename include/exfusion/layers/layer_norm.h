@@ -1,8 +1,9 @@
 // The ViT's LayerNorm forward. On CUDA (rows of at most 1024 values, float32 gamma/beta) it
 // runs the kernels of layer_norm_kernels.cu through one autograd node: the output is written
 // straight in the autocast dtype, which the next GEMM would cast it to anyway, and the
-// backward computes gamma/beta's gradients in the same pass as dx. Elsewhere, and with the
-// kernels switched off, it is torch::nn::LayerNorm's forward. `reference::` holds the plain
+// backward computes gamma/beta's gradients in the same pass as dx. Elsewhere, and where the
+// current FastPathScope's policy switches the kernels off (layer_norm_kernels,
+// util/fast_paths.h), it is torch::nn::LayerNorm's forward. `reference::` holds the plain
 // ATen version the kernels are tested against.
 #pragma once
 #include <torch/nn/modules/normalization.h>
@@ -11,11 +12,6 @@
 #include <tuple>
 
 namespace exfusion {
-
-// Whether the LayerNorm kernels are used where they apply (default: yes); process-wide, as
-// set_expert_kernels_enabled.
-bool layer_norm_kernels_enabled();
-void set_layer_norm_kernels_enabled(bool enabled);
 
 torch::Tensor layer_norm(const torch::Tensor& x, const torch::nn::LayerNorm& norm);
 

@@ -4,7 +4,8 @@
 // GEMM (measured on an H100: those bias adds were 15 % of a ViT-B/16 training step). Its
 // backward then sums the output gradient over rows in a kernel of its own (2.8 ms of that
 // step); on CUDA, linear() instead asks cuBLASLt for that sum in the weight-gradient GEMM's
-// epilogue (BGRADB) and writes the weight gradient in the weight's own dtype.
+// epilogue (BGRADB) and writes the weight gradient in the weight's own dtype, where the current
+// FastPathScope's policy allows it (bias_grad_epilogue, util/fast_paths.h).
 #pragma once
 #include <ATen/ATen.h>
 #include <torch/nn/modules/linear.h>
@@ -13,13 +14,8 @@
 
 namespace exfusion {
 
-// Whether linear layers on CUDA take the bias gradient from the weight-gradient GEMM's
-// epilogue (default: yes); process-wide, as set_expert_kernels_enabled.
-bool bias_grad_epilogue_enabled();
-void set_bias_grad_epilogue_enabled(bool enabled);
-
-// y = x Wᵀ + b over x's last dimension. Under autocast, x, W and b are cast to the autocast
-// dtype first, as at::linear's autocast rule does.
+// y = x Wᵀ + b over x's last dimension (b may be undefined). Under autocast, x, W and b are
+// cast to the autocast dtype first, as at::linear's autocast rule does.
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight,
                      const torch::Tensor& bias);
 

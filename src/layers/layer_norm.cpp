@@ -1,6 +1,8 @@
 // LayerNorm through the CUDA kernels where they apply, LibTorch's elsewhere, and the ATen
-// reference the kernels are tested against (see layer_norm.h).
+// reference the kernels are tested against, and the LayerNorm module (see layer_norm.h).
 #include "exfusion/layers/layer_norm.h"
+
+#include <torch/nn/init.h>
 
 #include <vector>
 
@@ -96,7 +98,7 @@ c10::ScalarType statistics_dtype(const torch::Tensor& x) {
   return x.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
 }
 
-// The kernels where they apply, LibTorch's LayerNorm elsewhere.
+// Both the torch::nn::LayerNorm overload and LayerNormImpl::forward.
 torch::Tensor dispatch_layer_norm(const torch::Tensor& x, at::IntArrayRef normalized_shape,
                                   const torch::Tensor& weight, const torch::Tensor& bias,
                                   double eps) {
@@ -115,6 +117,27 @@ torch::Tensor dispatch_layer_norm(const torch::Tensor& x, at::IntArrayRef normal
 torch::Tensor layer_norm(const torch::Tensor& x, const torch::nn::LayerNorm& norm) {
   return dispatch_layer_norm(x, norm->options.normalized_shape(), norm->weight, norm->bias,
                              norm->options.eps());
+}
+
+LayerNormImpl::LayerNormImpl(const LayerNormOptions& options) : options(options) { reset(); }
+
+void LayerNormImpl::reset() {
+  weight = register_parameter("weight", torch::empty({options.normalized_dim()}));
+  bias = register_parameter("bias", torch::empty({options.normalized_dim()}));
+  reset_parameters();
+}
+
+void LayerNormImpl::reset_parameters() {
+  torch::nn::init::ones_(weight);
+  torch::nn::init::zeros_(bias);
+}
+
+void LayerNormImpl::pretty_print(std::ostream& stream) const {
+  stream << "exfusion::LayerNorm(" << options.normalized_dim() << ", eps=" << options.eps() << ")";
+}
+
+torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) {
+  return dispatch_layer_norm(x, {options.normalized_dim()}, weight, bias, options.eps());
 }
 
 // The references compute in float32 (float64 for float64 input) even inside an autocast region.

@@ -1,12 +1,15 @@
 // linear() and the autograd node behind its CUDA path (see linear.h): the forward pass is
 // at::linear's; the backward takes dx from one GEMM and dW with db from another, whose
-// epilogue sums the bias gradient (cublaslt_weight_grad.h), instead of a GEMM plus a reduction.
+// epilogue sums the bias gradient (cublaslt_weight_grad.h), instead of a GEMM plus a reduction;
+// and the Linear module over linear().
 #include "exfusion/layers/linear.h"
 
 #include <ATen/autocast_mode.h>
 #include <ATen/core/ivalue.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/nn/init.h>
 
+#include <cmath>
 #include <utility>
 
 #include "exfusion/util/autocast.h"
@@ -143,6 +146,36 @@ torch::Tensor linear_with_bias_grad_epilogue(const torch::Tensor& x, const torch
               bias.defined() ? bias.sizes() : at::IntArrayRef{}, " do not fit together");
   return LinearWithBiasGradEpilogue::apply(x, weight, bias, autocast_compute_dtype(x));
 }
+
+LinearImpl::LinearImpl(const LinearOptions& options) : options(options) { reset(); }
+
+void LinearImpl::reset() {
+  weight =
+      register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
+  if (options.bias()) {
+    bias = register_parameter("bias", torch::empty(options.out_features()));
+  } else {
+    bias = register_parameter("bias", {}, /*requires_grad=*/false);
+  }
+  reset_parameters();
+}
+
+void LinearImpl::reset_parameters() {
+  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  if (bias.defined()) {
+    const auto fan_in = std::get<0>(torch::nn::init::_calculate_fan_in_and_fan_out(weight));
+    const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
+    torch::nn::init::uniform_(bias, -bound, bound);
+  }
+}
+
+void LinearImpl::pretty_print(std::ostream& stream) const {
+  stream << std::boolalpha << "exfusion::Linear(in_features=" << options.in_features()
+         << ", out_features=" << options.out_features() << ", bias=" << options.bias() << ")";
+}
+
+// Without a bias, linear() is at::linear(x, weight).
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return linear(x, weight, bias); }
 
 namespace reference {
 

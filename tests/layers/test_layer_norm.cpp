@@ -1,12 +1,17 @@
 // LayerNorm: the ATen reference against LibTorch's layer_norm and its autograd (CPU), the
-// CUDA kernels against the reference and a short training run against LibTorch's LayerNorm
-// (on the GPU machine; without a CUDA device those tests say so and skip).
+// LayerNorm module against torch::nn::LayerNorm (CPU), the CUDA kernels against the reference and a
+// short training run against LibTorch's LayerNorm (on the GPU machine; without a CUDA device those
+// tests say so and skip).
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
+#include <torch/nn/modules/normalization.h>
 #include <torch/types.h>
 
 #include <cmath>
+#include <memory>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "../support/cuda.h"
 #include "../support/tiny_models.h"
@@ -68,6 +73,48 @@ TEST(LayerNorm, IsLibTorchsOnTheCpu) {
   auto norm = make_norm(16, torch::kFloat32, torch::kCPU);
   const auto x = torch::randn({2, 3, 16});
   EXPECT_TRUE(torch::equal(layer_norm(x, norm), norm->forward(x)));
+}
+
+// exfusion::LayerNorm: torch::nn::LayerNorm's parameters (names, order, ones and zeros), eps
+// and numbers, forward and backward.
+TEST(LayerNormModule, IsTorchsLayerNorm) {
+  torch::nn::LayerNorm theirs(torch::nn::LayerNormOptions({12}).eps(1e-6));
+  LayerNorm ours(LayerNormOptions(12).eps(1e-6));
+  const auto our_params = ours->named_parameters();
+  const auto their_params = theirs->named_parameters();
+  ASSERT_EQ(our_params.keys(), (std::vector<std::string>{"weight", "bias"}));
+  ASSERT_EQ(our_params.keys(), their_params.keys());
+  for (const auto& item : their_params) {
+    EXPECT_TRUE(torch::equal(our_params[item.key()], item.value())) << item.key();
+  }
+  torch::manual_seed(6);
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& item : their_params) {
+      item.value().normal_();
+      our_params[item.key()].copy_(item.value());
+    }
+  }
+  const auto x = torch::randn({2, 3, 12}) * 3;
+  const auto y = ours->forward(x);
+  EXPECT_TRUE(torch::equal(y, theirs->forward(x)));
+  y.square().sum().backward();
+  theirs->forward(x).square().sum().backward();
+  for (const auto& item : their_params) {
+    EXPECT_TRUE(torch::equal(our_params[item.key()].grad(), item.value().grad())) << item.key();
+  }
+}
+
+TEST(LayerNormModule, DefaultsToTorchsEps) {
+  EXPECT_EQ(LayerNorm(8)->options.eps(), torch::nn::LayerNormOptions({8}).eps());
+}
+
+TEST(LayerNormModule, ClonesItsParameters) {
+  LayerNorm ours(4);
+  const auto copy = std::dynamic_pointer_cast<LayerNormImpl>(ours->clone());
+  ASSERT_NE(copy, nullptr);
+  EXPECT_TRUE(torch::equal(copy->weight, ours->weight));
+  EXPECT_NE(copy->weight.data_ptr(), ours->weight.data_ptr());
 }
 
 // (rows, width, input dtype, output dtype): widths across the 8/16/32 values-per-lane

@@ -20,7 +20,7 @@
 #include "exfusion/train/trainer.h"
 #include "exfusion/util/atomic_file.h"
 #include "exfusion/util/error.h"
-#include "exfusion/util/fast_path_calls.h"
+#include "exfusion/util/fast_paths.h"
 
 namespace exfusion {
 namespace fs = std::filesystem;
@@ -154,12 +154,13 @@ void run_train(const TrainArgs& args) {
              {"device", device.str()}});
 
   Trainer trainer(config, model, device);
-  reset_fast_path_calls();
   const auto result = trainer.fit(train_loader, test_loader, log, std::cerr, [&](int64_t) {
     save_training_state(out / kStateFile, trainer.training_state(), config);
   });
-  const auto path_calls = fast_path_calls_json();
-  std::cerr << fast_path_fallbacks_message();
+  const auto path_calls = trainer.fast_path_calls().to_json();
+  std::cerr << trainer.fast_path_calls().fallbacks_message();
+  // The evaluations and the fusion below take the run's fast paths too (uncounted).
+  const FastPathScope fast_paths(fast_path_policy(config.train));
 
   const bool bf16 = trainer.bf16();
   const auto trained = evaluate(model, test_loader, device, bf16, /*keep_logits=*/true);
@@ -231,6 +232,8 @@ void run_eval(const EvalArgs& args) {
   check_images_fit(test_set, config.model, paths.test_images);
   const auto labels = test_set.labels;
   BatchLoader loader(std::move(test_set), loader_options(config, false));
+  // The run's own fast paths: its train.layer_norm_kernels=false holds here too.
+  const FastPathScope fast_paths(fast_path_policy(config.train));
   const auto result = evaluate(model, loader, device, use_bf16(config.train.precision, device),
                                !args.save_logits.empty());
   if (!args.save_logits.empty()) {
@@ -300,8 +303,9 @@ void run_bench(const BenchArgs& args) {
   options.warmup_steps = args.warmup_steps;
   options.timed_steps = args.timed_steps;
   options.profile_trace = args.profile_trace;
-  std::cout << benchmark_training_step(config, options).dump() << std::endl;
-  std::cerr << fast_path_fallbacks_message();
+  const auto result = benchmark_training_step(config, options);
+  std::cout << result.dump() << std::endl;
+  std::cerr << fast_path_fallbacks_message(result["fast_path_calls"]);
 }
 
 }  // namespace exfusion

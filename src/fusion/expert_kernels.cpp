@@ -2,10 +2,8 @@
 // reference, and the reference itself (see expert_kernels.h).
 #include "exfusion/fusion/expert_kernels.h"
 
-#include <atomic>
-
 #include "exfusion/util/autocast.h"
-#include "exfusion/util/fast_path_calls.h"
+#include "exfusion/util/fast_paths.h"
 
 #ifdef EXFUSION_WITH_CUDA_KERNELS
 #include <ATen/cuda/CUDAContext.h>
@@ -18,8 +16,6 @@
 
 namespace exfusion {
 namespace {
-
-std::atomic<bool> kernels_enabled{true};
 
 void check_bank(const torch::Tensor& experts, const torch::Tensor& coeffs) {
   TORCH_CHECK(experts.dim() >= 2, "expert bank: expected [N, ...] experts, got ", experts.sizes());
@@ -44,7 +40,7 @@ void check_grad(const torch::Tensor& experts, const torch::Tensor& grad) {
 // gradient or output (`other_dtype`); anything else (float64 in the gradient checks, say)
 // takes the reference.
 bool use_kernels(const torch::Tensor& experts, torch::ScalarType other_dtype) {
-  if (!experts.is_cuda() || !kernels_enabled.load()) return false;
+  if (!experts.is_cuda() || !FastPathScope::policy().expert_kernels) return false;
   const bool covered = experts.scalar_type() == torch::kFloat32 && has_kernel_dtype(other_dtype);
   count_fast_path_call(FastPath::kExpertKernels, covered);
   return covered;
@@ -64,9 +60,6 @@ bool expert_kernels_compiled() {
   return false;
 #endif
 }
-
-bool expert_kernels_enabled() { return kernels_enabled.load(); }
-void set_expert_kernels_enabled(bool enabled) { kernels_enabled.store(enabled); }
 
 // The references compute in float32 even inside a bf16 autocast region.
 namespace reference {

@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "exfusion/fusion/expert_kernels.h"
+#include "exfusion/util/fast_paths.h"
 
 namespace exfusion {
 namespace {
@@ -18,10 +19,14 @@ using torch::autograd::variable_list;
 struct ExpertMixBackward : public torch::autograd::Node {
   torch::autograd::SavedVariable experts, coeffs;
   std::shared_ptr<FactoredGradient> sink;
+  // The forward's fast-path scope: on CUDA this runs on an autograd device thread, where the
+  // caller's scope is not current, and mix_coefficient_grad chooses kernel or reference by it.
+  FastPathContext fast_paths;
 
   std::string name() const override { return "ExpertMixBackward"; }
 
   variable_list apply(variable_list&& grads) override {
+    const FastPathScope scope(fast_paths);
     const auto& grad = grads[0];
     variable_list out(2);
     if (!grad.defined()) return out;
@@ -76,6 +81,7 @@ torch::Tensor expert_mix(const torch::Tensor& experts, const torch::Tensor& coef
     node->experts = torch::autograd::SavedVariable(experts, /*is_output=*/false);
     node->coeffs = torch::autograd::SavedVariable(m, /*is_output=*/false);
     node->sink = sink;
+    node->fast_paths = FastPathScope::current();
     torch::autograd::set_history(out, node);
   }
   return out;

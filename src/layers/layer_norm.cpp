@@ -1,12 +1,13 @@
 // LayerNorm through the CUDA kernels where they apply, LibTorch's elsewhere, and the ATen
-// reference the kernels are tested against (see layer_norm.h).
+// reference the kernels are tested against, and the LayerNorm module (see layer_norm.h).
 #include "exfusion/layers/layer_norm.h"
 
-#include <atomic>
+#include <torch/nn/init.h>
+
 #include <vector>
 
 #include "exfusion/util/autocast.h"
-#include "exfusion/util/fast_path_calls.h"
+#include "exfusion/util/fast_paths.h"
 
 #ifdef EXFUSION_WITH_CUDA_KERNELS
 #include <ATen/cuda/CUDAContext.h>
@@ -19,8 +20,6 @@
 
 namespace exfusion {
 namespace {
-
-std::atomic<bool> kernels_enabled{true};
 
 #ifdef EXFUSION_WITH_CUDA_KERNELS
 using torch::autograd::AutogradContext;
@@ -75,18 +74,21 @@ struct FusedLayerNorm : public torch::autograd::Function<FusedLayerNorm> {
 };
 
 // The kernels cover the ViT's norms on CUDA: one normalised dimension of at most
-// kLayerNormMaxWidth values, float32 gamma and beta beside the input.
-bool use_kernels(const torch::Tensor& x, const torch::nn::LayerNorm& norm) {
-  const auto& options = norm->options;
-  if (!kernels_enabled.load() || !x.is_cuda() || x.dim() < 1 || x.numel() == 0) return false;
+// kLayerNormMaxWidth values, float32 gamma and beta (both defined: an affine norm) beside the
+// input. Decided here, in the forward: FusedLayerNorm's backward follows that decision.
+bool use_kernels(const torch::Tensor& x, at::IntArrayRef normalized_shape,
+                 const torch::Tensor& weight, const torch::Tensor& bias) {
+  if (!FastPathScope::policy().layer_norm_kernels || !x.is_cuda() || x.dim() < 1 ||
+      x.numel() == 0) {
+    return false;
+  }
   const int64_t width = x.size(-1);
-  const bool covered = options.normalized_shape().size() == 1 && options.elementwise_affine() &&
-                       width == options.normalized_shape()[0] &&
-                       width <= cuda::kLayerNormMaxWidth && has_kernel_dtype(x.scalar_type()) &&
-                       has_kernel_dtype(autocast_compute_dtype(x)) &&
-                       norm->weight.scalar_type() == torch::kFloat32 &&
-                       norm->bias.scalar_type() == torch::kFloat32 &&
-                       norm->weight.device() == x.device() && norm->bias.device() == x.device();
+  const bool covered =
+      normalized_shape.size() == 1 && weight.defined() && bias.defined() &&
+      width == normalized_shape[0] && width <= cuda::kLayerNormMaxWidth &&
+      has_kernel_dtype(x.scalar_type()) && has_kernel_dtype(autocast_compute_dtype(x)) &&
+      weight.scalar_type() == torch::kFloat32 && bias.scalar_type() == torch::kFloat32 &&
+      weight.device() == x.device() && bias.device() == x.device();
   count_fast_path_call(FastPath::kLayerNormKernels, covered);
   return covered;
 }
@@ -96,22 +98,46 @@ c10::ScalarType statistics_dtype(const torch::Tensor& x) {
   return x.scalar_type() == torch::kFloat64 ? torch::kFloat64 : torch::kFloat32;
 }
 
-}  // namespace
-
-bool layer_norm_kernels_enabled() { return kernels_enabled.load(); }
-void set_layer_norm_kernels_enabled(bool enabled) { kernels_enabled.store(enabled); }
-
-torch::Tensor layer_norm(const torch::Tensor& x, const torch::nn::LayerNorm& norm) {
+// Both the torch::nn::LayerNorm overload and LayerNormImpl::forward.
+torch::Tensor dispatch_layer_norm(const torch::Tensor& x, at::IntArrayRef normalized_shape,
+                                  const torch::Tensor& weight, const torch::Tensor& bias,
+                                  double eps) {
 #ifdef EXFUSION_WITH_CUDA_KERNELS
-  if (use_kernels(x, norm)) {
+  if (use_kernels(x, normalized_shape, weight, bias)) {
     // Under autocast the next GEMM reads bf16: write that instead of float32 plus a cast.
-    return FusedLayerNorm::apply(x, norm->weight, norm->bias, norm->options.eps(),
-                                 autocast_compute_dtype(x));
+    return FusedLayerNorm::apply(x, weight, bias, eps, autocast_compute_dtype(x));
   }
 #endif
-  // What LayerNormImpl::forward runs (it is not callable through a const holder).
-  return at::layer_norm(x, norm->options.normalized_shape(), norm->weight, norm->bias,
-                        norm->options.eps());
+  // What torch::nn::LayerNormImpl::forward runs (it is not callable through a const holder).
+  return at::layer_norm(x, normalized_shape, weight, bias, eps);
+}
+
+}  // namespace
+
+torch::Tensor layer_norm(const torch::Tensor& x, const torch::nn::LayerNorm& norm) {
+  return dispatch_layer_norm(x, norm->options.normalized_shape(), norm->weight, norm->bias,
+                             norm->options.eps());
+}
+
+LayerNormImpl::LayerNormImpl(const LayerNormOptions& options) : options(options) { reset(); }
+
+void LayerNormImpl::reset() {
+  weight = register_parameter("weight", torch::empty({options.normalized_dim()}));
+  bias = register_parameter("bias", torch::empty({options.normalized_dim()}));
+  reset_parameters();
+}
+
+void LayerNormImpl::reset_parameters() {
+  torch::nn::init::ones_(weight);
+  torch::nn::init::zeros_(bias);
+}
+
+void LayerNormImpl::pretty_print(std::ostream& stream) const {
+  stream << "exfusion::LayerNorm(" << options.normalized_dim() << ", eps=" << options.eps() << ")";
+}
+
+torch::Tensor LayerNormImpl::forward(const torch::Tensor& x) {
+  return dispatch_layer_norm(x, {options.normalized_dim()}, weight, bias, options.eps());
 }
 
 // The references compute in float32 (float64 for float64 input) even inside an autocast region.

@@ -1,15 +1,19 @@
 // linear() and the autograd node behind its CUDA path (see linear.h): the forward pass is
 // at::linear's; the backward takes dx from one GEMM and dW with db from another, whose
-// epilogue sums the bias gradient (cublaslt_weight_grad.h), instead of a GEMM plus a reduction.
+// epilogue sums the bias gradient (cublaslt_weight_grad.h), instead of a GEMM plus a reduction;
+// and the Linear module over linear().
 #include "exfusion/layers/linear.h"
 
 #include <ATen/autocast_mode.h>
+#include <ATen/core/ivalue.h>
 #include <torch/csrc/autograd/custom_function.h>
+#include <torch/nn/init.h>
 
-#include <atomic>
+#include <cmath>
+#include <utility>
 
 #include "exfusion/util/autocast.h"
-#include "exfusion/util/fast_path_calls.h"
+#include "exfusion/util/fast_paths.h"
 
 #ifdef EXFUSION_WITH_CUDA_KERNELS
 #include "../util/kernel_dtype.h"
@@ -18,8 +22,6 @@
 
 namespace exfusion {
 namespace {
-
-std::atomic<bool> epilogue_enabled{true};
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
@@ -47,6 +49,16 @@ std::tuple<torch::Tensor, torch::Tensor> weight_bias_grad(const torch::Tensor& d
   return reference::linear_weight_bias_grad(dy, x, weight_dtype, bias_dtype);
 }
 
+// The forward's FastPathContext, carried to the backward (which counts its call there, on an
+// autograd device thread that does not see the caller's scope). ctx->saved_data holds IValues
+// only, and a capsule is the IValue of an arbitrary C++ object; this keeps the node a
+// torch::autograd::Function, with its saved-variable checks and needs_input_grad, rather than
+// rewriting it as a Node by hand for one field.
+struct SavedFastPaths : public torch::CustomClassHolder {
+  explicit SavedFastPaths(FastPathContext context) : context(std::move(context)) {}
+  FastPathContext context;
+};
+
 struct LinearWithBiasGradEpilogue : public torch::autograd::Function<LinearWithBiasGradEpilogue> {
   // The node casts its inputs itself, so the ops inside it must not be cast again.
   static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& x,
@@ -59,11 +71,15 @@ struct LinearWithBiasGradEpilogue : public torch::autograd::Function<LinearWithB
     ctx->saved_data["x_dtype"] = x.scalar_type();
     ctx->saved_data["weight_dtype"] = weight.scalar_type();
     ctx->saved_data["bias_dtype"] = bias.scalar_type();
+    ctx->saved_data["fast_paths"] =
+        c10::IValue::make_capsule(c10::make_intrusive<SavedFastPaths>(FastPathScope::current()));
     return at::linear(x_cast, weight_cast, bias.to(dtype));
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const NoAutocast no_autocast;
+    const auto fast_paths = ctx->saved_data["fast_paths"].toCapsule();
+    const FastPathScope scope(static_cast<const SavedFastPaths&>(*fast_paths).context);
     const auto saved = ctx->get_saved_variables();
     const auto& x = saved[0];
     const auto& weight = saved[1];
@@ -88,8 +104,9 @@ struct LinearWithBiasGradEpilogue : public torch::autograd::Function<LinearWithB
 // own: training on CUDA, bias and weight both trained, in one dtype the epilogue writes.
 #ifdef EXFUSION_WITH_CUDA_KERNELS
 bool use_epilogue(const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias) {
-  if (!epilogue_enabled.load() || !x.is_cuda() || !bias.defined() || x.numel() == 0 ||
-      !torch::GradMode::is_enabled() || !weight.requires_grad() || !bias.requires_grad()) {
+  if (!FastPathScope::policy().bias_grad_epilogue || !x.is_cuda() || !bias.defined() ||
+      x.numel() == 0 || !torch::GradMode::is_enabled() || !weight.requires_grad() ||
+      !bias.requires_grad()) {
     return false;
   }
   const auto dtype = autocast_compute_dtype(x);
@@ -115,9 +132,6 @@ bool use_epilogue(const torch::Tensor& /*x*/, const torch::Tensor& /*weight*/,
 
 }  // namespace
 
-bool bias_grad_epilogue_enabled() { return epilogue_enabled.load(); }
-void set_bias_grad_epilogue_enabled(bool enabled) { epilogue_enabled.store(enabled); }
-
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight,
                      const torch::Tensor& bias) {
   if (use_epilogue(x, weight, bias)) return linear_with_bias_grad_epilogue(x, weight, bias);
@@ -132,6 +146,36 @@ torch::Tensor linear_with_bias_grad_epilogue(const torch::Tensor& x, const torch
               bias.defined() ? bias.sizes() : at::IntArrayRef{}, " do not fit together");
   return LinearWithBiasGradEpilogue::apply(x, weight, bias, autocast_compute_dtype(x));
 }
+
+LinearImpl::LinearImpl(const LinearOptions& options) : options(options) { reset(); }
+
+void LinearImpl::reset() {
+  weight =
+      register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));
+  if (options.bias()) {
+    bias = register_parameter("bias", torch::empty(options.out_features()));
+  } else {
+    bias = register_parameter("bias", {}, /*requires_grad=*/false);
+  }
+  reset_parameters();
+}
+
+void LinearImpl::reset_parameters() {
+  torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
+  if (bias.defined()) {
+    const auto fan_in = std::get<0>(torch::nn::init::_calculate_fan_in_and_fan_out(weight));
+    const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
+    torch::nn::init::uniform_(bias, -bound, bound);
+  }
+}
+
+void LinearImpl::pretty_print(std::ostream& stream) const {
+  stream << std::boolalpha << "exfusion::Linear(in_features=" << options.in_features()
+         << ", out_features=" << options.out_features() << ", bias=" << options.bias() << ")";
+}
+
+// Without a bias, linear() is at::linear(x, weight).
+torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return linear(x, weight, bias); }
 
 namespace reference {
 

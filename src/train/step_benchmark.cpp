@@ -16,7 +16,6 @@
 #include "exfusion/train/trainer.h"
 #include "exfusion/util/atomic_file.h"
 #include "exfusion/util/error.h"
-#include "exfusion/util/fast_path_calls.h"
 
 namespace exfusion {
 namespace {
@@ -105,7 +104,6 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
   // The batch lives on the device already, as a prefetched batch would.
   const Batch on_device{batch.images.to(device), batch.labels.to(device)};
 
-  reset_fast_path_calls();
   std::string device_name = "cpu";
   if (device.is_cuda()) {
     const auto index = device.index() < 0 ? c10::cuda::current_device() : device.index();
@@ -152,7 +150,7 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
       {"mfu", peak > 0 ? nlohmann::json(tflops / peak) : nlohmann::json(nullptr)},
       {"peak_mem_mib", nullptr}};
   if (m.ffn.kind == FfnKind::kMoE) result["top_k"] = m.ffn.moe.top_k();
-  result["fast_path_calls"] = fast_path_calls_json();
+  result["fast_path_calls"] = trainer.fast_path_calls().to_json();
   // ExFusion's memory-traffic floor beside the measured step (see step_benchmark.h).
   const double extra_bytes =
       exfusion_extra_bytes_per_step(m, config.train.batch_size, trainer.bf16() ? 2 : 4);

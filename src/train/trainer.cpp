@@ -4,9 +4,6 @@
 #include <chrono>
 
 #include "exfusion/fusion/expert_bank.h"
-#include "exfusion/fusion/expert_kernels.h"
-#include "exfusion/layers/layer_norm.h"
-#include "exfusion/layers/linear.h"
 #include "exfusion/train/checkpoint.h"
 #include "exfusion/train/device.h"
 #include "exfusion/train/evaluate.h"
@@ -65,6 +62,7 @@ nlohmann::json routing_json(const VisionTransformer& model) {
 
 Trainer::Trainer(const RunConfig& config, VisionTransformer model, torch::Device device)
     : config_(config),
+      fast_paths_{fast_path_policy(config.train), std::make_shared<FastPathCounters>()},
       model_(std::move(model)),
       device_(device),
       bf16_(use_bf16(config.train.precision, device)),
@@ -108,11 +106,9 @@ Trainer::~Trainer() {
 bool Trainer::cuda_graph_captured() const { return graph_step_ && graph_step_->captured(); }
 
 std::pair<torch::Tensor, torch::Tensor> Trainer::step(const Batch& batch) {
-  // Process-wide switches: set on every step so trainers with different settings can share
-  // a process (the tests compare the two paths this way).
-  set_expert_kernels_enabled(config_.train.expert_kernels);
-  set_layer_norm_kernels_enabled(config_.train.layer_norm_kernels);
-  set_bias_grad_epilogue_enabled(config_.train.bias_grad_epilogue);
+  // This trainer's policy and counters for this thread; the autograd nodes carry them into
+  // the backward.
+  const FastPathScope fast_paths(fast_paths_);
   const auto images = batch.images.to(device_, /*non_blocking=*/true);
   const auto labels = batch.labels.to(device_, /*non_blocking=*/true);
   auto outputs = graph_step_ ? graph_step_->run(images, labels) : compute_step(images, labels);
@@ -155,6 +151,8 @@ TrainResult Trainer::fit(BatchLoader& train, BatchLoader& test, MetricsLog& log,
       schedule_steps};
   ProgressBar bar("train", total_steps, progress, stderr_is_terminal());
   model_->train();
+  // For the evaluations after each epoch; step() opens the same scope again.
+  const FastPathScope fast_paths(fast_paths_);
 
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();

@@ -15,10 +15,20 @@ void trunc_normal_(const torch::Tensor& tensor, double std) {
   tensor.clamp_(-2.0 * std, 2.0 * std);
 }
 
-void init_vit_linear(const torch::nn::Linear& linear) {
+namespace {
+
+void init_weight_and_bias(const torch::Tensor& weight, const torch::Tensor& bias) {
   torch::NoGradGuard no_grad;
-  trunc_normal_(linear->weight, 0.02);
-  linear->bias.zero_();
+  trunc_normal_(weight, 0.02);
+  if (bias.defined()) bias.zero_();
+}
+
+}  // namespace
+
+void init_vit_linear(const Linear& linear) { init_weight_and_bias(linear->weight, linear->bias); }
+
+void init_vit_linear(const torch::nn::Linear& linear) {
+  init_weight_and_bias(linear->weight, linear->bias);
 }
 
 }  // namespace exfusion

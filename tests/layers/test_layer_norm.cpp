@@ -1,12 +1,17 @@
 // LayerNorm: the ATen reference against LibTorch's layer_norm and its autograd (CPU), the
-// CUDA kernels against the reference and a short training run against LibTorch's LayerNorm
-// (on the GPU machine; without a CUDA device those tests say so and skip).
+// LayerNorm module against torch::nn::LayerNorm (CPU), the CUDA kernels against the reference and a
+// short training run against LibTorch's LayerNorm (on the GPU machine; without a CUDA device those
+// tests say so and skip).
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
+#include <torch/nn/modules/normalization.h>
 #include <torch/types.h>
 
 #include <cmath>
+#include <memory>
+#include <string>
 #include <tuple>
+#include <vector>
 
 #include "../support/cuda.h"
 #include "../support/tiny_models.h"
@@ -70,6 +75,48 @@ TEST(LayerNorm, IsLibTorchsOnTheCpu) {
   EXPECT_TRUE(torch::equal(layer_norm(x, norm), norm->forward(x)));
 }
 
+// exfusion::LayerNorm: torch::nn::LayerNorm's parameters (names, order, ones and zeros), eps
+// and numbers, forward and backward.
+TEST(LayerNormModule, IsTorchsLayerNorm) {
+  torch::nn::LayerNorm theirs(torch::nn::LayerNormOptions({12}).eps(1e-6));
+  LayerNorm ours(LayerNormOptions(12).eps(1e-6));
+  const auto our_params = ours->named_parameters();
+  const auto their_params = theirs->named_parameters();
+  ASSERT_EQ(our_params.keys(), (std::vector<std::string>{"weight", "bias"}));
+  ASSERT_EQ(our_params.keys(), their_params.keys());
+  for (const auto& item : their_params) {
+    EXPECT_TRUE(torch::equal(our_params[item.key()], item.value())) << item.key();
+  }
+  torch::manual_seed(6);
+  {
+    torch::NoGradGuard no_grad;
+    for (const auto& item : their_params) {
+      item.value().normal_();
+      our_params[item.key()].copy_(item.value());
+    }
+  }
+  const auto x = torch::randn({2, 3, 12}) * 3;
+  const auto y = ours->forward(x);
+  EXPECT_TRUE(torch::equal(y, theirs->forward(x)));
+  y.square().sum().backward();
+  theirs->forward(x).square().sum().backward();
+  for (const auto& item : their_params) {
+    EXPECT_TRUE(torch::equal(our_params[item.key()].grad(), item.value().grad())) << item.key();
+  }
+}
+
+TEST(LayerNormModule, DefaultsToTorchsEps) {
+  EXPECT_EQ(LayerNorm(8)->options.eps(), torch::nn::LayerNormOptions({8}).eps());
+}
+
+TEST(LayerNormModule, ClonesItsParameters) {
+  LayerNorm ours(4);
+  const auto copy = std::dynamic_pointer_cast<LayerNormImpl>(ours->clone());
+  ASSERT_NE(copy, nullptr);
+  EXPECT_TRUE(torch::equal(copy->weight, ours->weight));
+  EXPECT_NE(copy->weight.data_ptr(), ours->weight.data_ptr());
+}
+
 // (rows, width, input dtype, output dtype): widths across the 8/16/32 values-per-lane
 // variants, partial last warps, one row and many; float32 out is plain float32 training,
 // bf16 out from float32 in is autocast, fp16 in and out is an fp16 model.
@@ -84,7 +131,6 @@ TEST_P(LayerNormKernelsCuda, ForwardAndBackwardMatchTheReference) {
   auto norm = make_norm(width, torch::kFloat32, torch::kCUDA);
   const auto x_value = (torch::randn({rows, width}, torch::kCUDA) * 2 + 0.5).to(in_dtype);
   const auto x = x_value.clone().requires_grad_();
-  set_layer_norm_kernels_enabled(true);
   torch::Tensor y;
   {
     const AutocastGuard autocast(out_dtype == torch::kBFloat16 && in_dtype == torch::kFloat32);
@@ -130,7 +176,6 @@ TEST(LayerNormViewsCuda, TokensWithoutAndWithOnlyTheClassTokenMatchTheReference)
   REQUIRE_CUDA_KERNELS();
   torch::manual_seed(5);
   auto norm = make_norm(192, torch::kFloat32, torch::kCUDA);
-  set_layer_norm_kernels_enabled(true);
   const auto tokens = torch::randn({3, 197, 192}, torch::kCUDA) * 2;
   for (const bool class_token : {false, true}) {
     norm->zero_grad();
@@ -160,7 +205,6 @@ TEST(LayerNormKernels, WiderRowsUseLibTorchsLayerNorm) {
   torch::manual_seed(4);
   auto norm = make_norm(1536, torch::kFloat32, torch::kCUDA);
   const auto x = torch::randn({4, 1536}, torch::kCUDA);
-  set_layer_norm_kernels_enabled(true);
   EXPECT_TRUE(torch::equal(layer_norm(x, norm), norm->forward(x)));
 }
 
@@ -177,7 +221,6 @@ TEST(LayerNormKernels, TrainingFollowsLibTorchsLayerNorm) {
   const auto with_kernels = train_params(true);
   const auto without = train_params(false);
   EXPECT_LT(testing::max_param_diff(with_kernels, without), testing::kTrajectoryTolerance);
-  set_layer_norm_kernels_enabled(true);
 }
 
 }  // namespace

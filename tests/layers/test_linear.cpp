@@ -1,9 +1,11 @@
 // Linear layers: the autograd node behind linear()'s CUDA path against at::linear and its
-// autograd (on the CPU, where the node's weight/bias gradient is the ATen reference), and on
+// autograd (on the CPU, where the node's weight/bias gradient is the ATen reference), the
+// Linear module against torch::nn::Linear, and on
 // the GPU machine the cuBLASLt bias-gradient epilogue against a float64 reference and a short
 // training run with and without it (without a CUDA device those tests say so and skip).
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
+#include <torch/nn/modules/linear.h>
 #include <torch/types.h>
 
 #include <ATen/autocast_mode.h>
@@ -11,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -38,8 +41,8 @@ struct Grads {
 
 // Forward and backward of `f` on fresh leaves sharing x's, weight's and bias's storage (a
 // view keeps its offset), with a fixed output gradient.
-template <typename Linear>
-Grads run(Linear f, const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
+template <typename F>
+Grads run(F f, const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
           const torch::Tensor& dy) {
   const auto xl = x.detach().requires_grad_(true);
   const auto wl = weight.detach().requires_grad_(true);
@@ -154,6 +157,52 @@ TEST(LinearReference, WeightAndBiasGradientsAreDyTransposedXAndRowSums) {
   }
 }
 
+// exfusion::Linear draws its parameters as torch::nn::Linear does, from the same random stream
+// and under the same names, so swapping one for the other changes no number anywhere.
+void expect_same_as_libtorchs(bool bias) {
+  torch::manual_seed(11);
+  torch::nn::Linear theirs(torch::nn::LinearOptions(7, 5).bias(bias));
+  const auto their_next = torch::rand({3});
+  torch::manual_seed(11);
+  Linear ours(LinearOptions(7, 5).bias(bias));
+  const auto our_next = torch::rand({3});
+  EXPECT_TRUE(torch::equal(our_next, their_next)) << "the random stream moved on differently";
+
+  const auto our_params = ours->named_parameters();
+  const auto their_params = theirs->named_parameters();
+  ASSERT_EQ(our_params.keys(), their_params.keys());
+  const std::vector<std::string> names =
+      bias ? std::vector<std::string>{"weight", "bias"} : std::vector<std::string>{"weight"};
+  EXPECT_EQ(our_params.keys(), names);
+  for (const auto& item : their_params) {
+    EXPECT_TRUE(torch::equal(our_params[item.key()], item.value())) << item.key();
+    EXPECT_TRUE(our_params[item.key()].requires_grad()) << item.key();
+  }
+  EXPECT_EQ(ours->weight.sizes(), (std::vector<int64_t>{5, 7}));
+  EXPECT_EQ(ours->bias.defined(), bias);
+
+  const auto x = torch::randn({2, 3, 7});
+  const auto y = ours->forward(x);
+  EXPECT_TRUE(torch::equal(y, theirs->forward(x)));
+  y.sum().backward();
+  theirs->forward(x).sum().backward();
+  for (const auto& item : their_params) {
+    EXPECT_TRUE(torch::equal(our_params[item.key()].grad(), item.value().grad())) << item.key();
+  }
+}
+
+TEST(LinearModule, IsTorchsLinearWithABias) { expect_same_as_libtorchs(true); }
+
+TEST(LinearModule, IsTorchsLinearWithoutABias) { expect_same_as_libtorchs(false); }
+
+TEST(LinearModule, ClonesItsParameters) {
+  Linear ours(3, 2);
+  const auto copy = std::dynamic_pointer_cast<LinearImpl>(ours->clone());
+  ASSERT_NE(copy, nullptr);
+  EXPECT_TRUE(torch::equal(copy->weight, ours->weight));
+  EXPECT_NE(copy->weight.data_ptr(), ours->weight.data_ptr());
+}
+
 #ifdef EXFUSION_WITH_CUDA_KERNELS
 // dW and db from the epilogue GEMM against float64 sums of the same (rounded) inputs. float32
 // outputs are checked to float32 accumulation accuracy, which a bf16 GEMM output would miss.
@@ -215,7 +264,6 @@ TEST(LinearEpilogueCudaNode, FollowsAtLinearUnderAutocast) {
   const auto weight = torch::randn({9, 31}, options);
   const auto bias = torch::randn({9}, options);
   const auto dy = torch::randn({4, 13, 9}, options);
-  set_bias_grad_epilogue_enabled(true);
   const auto in_autocast = [](auto f) {
     return [f](const auto& a, const auto& w, const auto& b) {
       at::autocast::set_autocast_enabled(at::kCUDA, true);
@@ -254,7 +302,6 @@ TEST(LinearEpilogueCudaNode, TrainingFollowsAtLinear) {
   const auto with_epilogue = train_params(true);
   const auto without = train_params(false);
   EXPECT_LT(testing::max_param_diff(with_epilogue, without), testing::kTrajectoryTolerance);
-  set_bias_grad_epilogue_enabled(true);
 }
 #endif
 

@@ -1,8 +1,8 @@
 // The three memory-bound primitives of an expert bank: the weighted sum of its N experts,
 // the fusion-weight gradient <E_i, dW̄>, and AdamW on all N experts from the one fused
 // gradient. On CUDA tensors they run custom kernels (expert_kernels.cu); `reference::` holds
-// the plain ATen versions the kernels are tested against, used on the CPU and when the
-// kernels are switched off.
+// the plain ATen versions the kernels are tested against, used on the CPU and when the current
+// FastPathScope's policy switches the kernels off.
 #pragma once
 #include <torch/types.h>
 
@@ -17,10 +17,9 @@ struct AdamWOptions {
   double weight_decay = 0.05;
 };
 
-// Whether this build has the CUDA kernels, and whether they are used (default: yes).
+// Whether this build has the CUDA kernels. Whether they are used is the current
+// FastPathScope's policy (expert_kernels, util/fast_paths.h).
 bool expert_kernels_compiled();
-bool expert_kernels_enabled();
-void set_expert_kernels_enabled(bool enabled);
 
 // Σ_i coeffs[i] · experts[i] for experts [N, ...] float32 and coeffs [N]; shape experts[1:],
 // accumulated in float32 and returned as `out_dtype`. Not differentiable (see ExpertMix).

@@ -4,28 +4,59 @@
 // GEMM (measured on an H100: those bias adds were 15 % of a ViT-B/16 training step). Its
 // backward then sums the output gradient over rows in a kernel of its own (2.8 ms of that
 // step); on CUDA, linear() instead asks cuBLASLt for that sum in the weight-gradient GEMM's
-// epilogue (BGRADB) and writes the weight gradient in the weight's own dtype.
+// epilogue (BGRADB) and writes the weight gradient in the weight's own dtype, where the current
+// FastPathScope's policy allows it (bias_grad_epilogue, util/fast_paths.h). Linear is the
+// module whose forward is linear(), so that no layer of ours can bypass that choice.
 #pragma once
 #include <ATen/ATen.h>
+#include <torch/arg.h>
+#include <torch/nn/cloneable.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
 
+#include <cstdint>
+#include <ostream>
 #include <tuple>
 
 namespace exfusion {
 
-// Whether linear layers on CUDA take the bias gradient from the weight-gradient GEMM's
-// epilogue (default: yes); process-wide, as set_expert_kernels_enabled.
-bool bias_grad_epilogue_enabled();
-void set_bias_grad_epilogue_enabled(bool enabled);
-
-// y = x Wᵀ + b over x's last dimension. Under autocast, x, W and b are cast to the autocast
-// dtype first, as at::linear's autocast rule does.
+// y = x Wᵀ + b over x's last dimension (b may be undefined). Under autocast, x, W and b are
+// cast to the autocast dtype first, as at::linear's autocast rule does.
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight,
                      const torch::Tensor& bias);
 
 inline torch::Tensor linear(const torch::Tensor& x, const torch::nn::Linear& layer) {
   return linear(x, layer->weight, layer->bias);
 }
+
+struct LinearOptions {
+  LinearOptions(int64_t in_features, int64_t out_features)
+      : in_features_(in_features), out_features_(out_features) {}
+  TORCH_ARG(int64_t, in_features);
+  TORCH_ARG(int64_t, out_features);
+  TORCH_ARG(bool, bias) = true;
+};
+
+// torch::nn::Linear's parameters and initialisation (`weight` [out, in] and `bias` [out],
+// registered in that order and drawn from the same random stream), with linear() as forward.
+class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
+ public:
+  LinearImpl(int64_t in_features, int64_t out_features)
+      : LinearImpl(LinearOptions(in_features, out_features)) {}
+  explicit LinearImpl(const LinearOptions& options);
+
+  void reset() override;
+  // kaiming_uniform_ with a = sqrt(5) for the weight, U(±1/sqrt(in)) for the bias, as
+  // torch::nn::LinearImpl::reset_parameters draws them.
+  void reset_parameters();
+  void pretty_print(std::ostream& stream) const override;
+  torch::Tensor forward(const torch::Tensor& x);
+
+  LinearOptions options;
+  torch::Tensor weight;
+  torch::Tensor bias;  // undefined without options.bias()
+};
+TORCH_MODULE(Linear);
 
 // The same as linear(), always through the autograd node that linear() uses on CUDA, on any
 // device: on CUDA its weight and bias gradients come from one cuBLASLt GEMM, elsewhere from

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "exfusion/models/vit.h"
+#include "exfusion/util/fast_paths.h"
 
 namespace exfusion {
 
@@ -50,6 +51,16 @@ struct TrainConfig {
   // after a few eager warm-up steps and replays it; CUDA only (train/cuda_graph_step.h).
   bool cuda_graph = false;
 };
+
+// The fast paths `train` switches on: the policy of the FastPathScope that training and
+// evaluation of its run open.
+inline FastPathPolicy fast_path_policy(const TrainConfig& train) {
+  FastPathPolicy policy;
+  policy.expert_kernels = train.expert_kernels;
+  policy.layer_norm_kernels = train.layer_norm_kernels;
+  policy.bias_grad_epilogue = train.bias_grad_epilogue;
+  return policy;
+}
 
 struct RunConfig {
   VisionTransformerOptions model;

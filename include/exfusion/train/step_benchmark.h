@@ -2,7 +2,7 @@
 // clipping, fused AdamW), timed after a warm-up with the device synchronised only at the
 // two ends. Reports images/s, ms/step, peak device memory, achieved TFLOP/s and MFU, and for
 // each CUDA fast path the calls that took it or fell back over the whole run
-// (util/fast_path_calls.h).
+// (the trainer's FastPathCounters, util/fast_paths.h).
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>

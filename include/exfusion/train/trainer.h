@@ -19,6 +19,7 @@
 #include "exfusion/train/optimizer.h"
 #include "exfusion/train/run_config.h"
 #include "exfusion/train/schedule.h"
+#include "exfusion/util/fast_paths.h"
 
 namespace exfusion {
 
@@ -67,6 +68,9 @@ class Trainer {
   int64_t steps_done() const { return step_; }
   bool bf16() const { return bf16_; }
   const VisionTransformer& model() const { return model_; }
+  // The calls of this trainer's steps and fit's evaluations that took or fell back from each
+  // CUDA fast path.
+  const FastPathCounters& fast_path_calls() const { return *fast_paths_.counters; }
 
  private:
   // Forward, loss, backward, clipping and AdamW on a batch already on the device.
@@ -74,6 +78,9 @@ class Trainer {
                                                        const torch::Tensor& labels);
 
   RunConfig config_;
+  // config_.train's fast-path policy and this trainer's counters: the scope of every step and
+  // evaluation.
+  FastPathContext fast_paths_;
   VisionTransformer model_;
   torch::Device device_;
   bool bf16_;

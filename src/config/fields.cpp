@@ -28,7 +28,8 @@ void fail(const Location& at, const std::string& key, const json& value,
 }
 
 void fail(const Location& at, const std::string& message) {
-  throw InputError(at.source + ": " + message);
+  // Options validated outside any config (built in code) have no source to name.
+  throw InputError(at.source.empty() ? message : at.source + ": " + message);
 }
 
 std::string join_or(const std::vector<std::string>& words) {

@@ -1,30 +1,48 @@
-// Trained model -> dense model (see fuse.h).
+// Trained model -> dense tensors (see fuse.h).
 #include "exfusion/fusion/fuse.h"
 
 #include <string>
+#include <vector>
+
+#include "exfusion/layers/capabilities.h"
+#include "exfusion/layers/ffn_kind.h"
+#include "exfusion/util/error.h"
 
 namespace exfusion {
+namespace {
 
-VisionTransformer fuse(const VisionTransformer& trained) {
-  auto options = trained->options;
-  options.ffn = FfnOptions{};
-  VisionTransformer dense(options);
-  const auto reference = trained->parameters().front();
-  dense->to(reference.device(), reference.scalar_type());
-  for (int64_t i = 0; i < options.depth; ++i) {
-    dense->block(i)->replace_mlp(trained->block(i)->mlp->to_dense());
+void collect(const torch::nn::Module& module, const std::string& prefix, NamedTensors& out) {
+  if (dynamic_cast<const FeedForwardImpl*>(&module) != nullptr) {
+    const auto* dense = dynamic_cast<const HasDenseForm*>(&module);
+    if (dense == nullptr) {
+      const auto path = prefix.empty() ? std::string("the model") : prefix.substr(0, prefix.size() - 1);
+      throw InputError(path + " (" + module.name() +
+                       ") has no dense equivalent to fuse into: only FFN kinds with a dense form "
+                       "(dense, exfusion) can be fused and exported for timm");
+    }
+    torch::NoGradGuard no_grad;
+    for (auto& [name, tensor] : dense->dense_tensors()) {
+      out.emplace_back(prefix + name, tensor.detach());
+    }
+    return;
   }
-  torch::NoGradGuard no_grad;
-  const auto source = trained->named_parameters();
-  for (auto& item : dense->named_parameters()) {
-    if (item.key().find(".mlp.") != std::string::npos) continue;  // set by to_dense above
-    const auto& value = source[item.key()];
-    TORCH_CHECK(value.sizes() == item.value().sizes(), "fuse: ", item.key(), " has shape ",
-                value.sizes(), ", the dense model expects ", item.value().sizes());
-    item.value().copy_(value);
+  for (const auto& item : module.named_parameters(/*recurse=*/false)) {
+    out.emplace_back(prefix + item.key(), item.value().detach());
   }
-  dense->train(trained->is_training());
-  return dense;
+  for (const auto& item : module.named_buffers(/*recurse=*/false)) {
+    out.emplace_back(prefix + item.key(), item.value().detach());
+  }
+  for (const auto& child : module.named_children()) {
+    collect(*child.value(), prefix + child.key() + ".", out);
+  }
+}
+
+}  // namespace
+
+NamedTensors fused_tensors(const torch::nn::Module& trained) {
+  NamedTensors out;
+  collect(trained, "", out);
+  return out;
 }
 
 }  // namespace exfusion

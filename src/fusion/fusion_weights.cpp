@@ -48,8 +48,7 @@ torch::Tensor LearnedWeightsImpl::final_weights() const {
 }
 
 MemoryBankWeightsImpl::MemoryBankWeightsImpl(MemoryBankOptions options_) : options(options_) {
-  router = register_module("router", torch::nn::Linear(torch::nn::LinearOptions(
-                                         options.in_features(), options.num_experts())));
+  router = register_module("router", Linear(options.in_features(), options.num_experts()));
   {
     torch::NoGradGuard no_grad;
     trunc_normal_(router->weight, 0.02);
@@ -60,7 +59,7 @@ MemoryBankWeightsImpl::MemoryBankWeightsImpl(MemoryBankOptions options_) : optio
 
 torch::Tensor MemoryBankWeightsImpl::router_weights(const torch::Tensor& x) {
   // Softmax in at least float32 even under bf16 autocast; float64 models stay float64.
-  auto logits = at::linear(x, router->weight, router->bias);
+  auto logits = router->forward(x);
   logits = logits.to(at::promote_types(logits.scalar_type(), torch::kFloat32));
   auto probs = torch::softmax(logits, -1);
   return probs.reshape({-1, options.num_experts()}).mean(0);

@@ -13,32 +13,11 @@ namespace {
 
 constexpr double kLayerNormEps = 1e-6;  // timm's ViT, not PyTorch's 1e-5
 
-torch::nn::LayerNorm make_layer_norm(int64_t dim) {
-  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(kLayerNormEps));
-}
-
-void require(bool ok, const std::string& field, int64_t value, const std::string& expected) {
-  if (!ok) throw InputError(field + " = " + std::to_string(value) + ": expected " + expected);
+LayerNorm make_layer_norm(int64_t dim) {
+  return LayerNorm(LayerNormOptions(dim).eps(kLayerNormEps));
 }
 
 }  // namespace
-
-std::string to_string(FfnKind kind) {
-  switch (kind) {
-    case FfnKind::kDense:
-      return "dense";
-    case FfnKind::kExFusion:
-      return "exfusion";
-    case FfnKind::kMoE:
-      return "moe";
-  }
-  return "dense";
-}
-
-bool FfnOptions::replaces(int64_t block) const {
-  return kind != FfnKind::kDense &&
-         (layers.empty() || std::find(layers.begin(), layers.end(), block) != layers.end());
-}
 
 int64_t VisionTransformerOptions::num_patches() const {
   return (img_size / patch_size) * (img_size / patch_size);
@@ -48,23 +27,66 @@ int64_t VisionTransformerOptions::hidden_dim() const {
   return static_cast<int64_t>(static_cast<double>(embed_dim) * mlp_ratio);
 }
 
-void VisionTransformerOptions::validate() const {
-  require(img_size > 0, "model.img_size", img_size, "a positive size");
-  require(in_chans > 0, "model.in_chans", in_chans, "at least 1");
-  require(patch_size > 0 && img_size % patch_size == 0, "model.patch_size", patch_size,
-          "a positive divisor of model.img_size = " + std::to_string(img_size));
-  require(embed_dim > 0, "model.embed_dim", embed_dim, "a positive size");
-  require(depth > 0, "model.depth", depth, "at least 1");
-  require(num_heads > 0 && embed_dim % num_heads == 0, "model.num_heads", num_heads,
-          "a positive divisor of model.embed_dim = " + std::to_string(embed_dim));
-  require(hidden_dim() > 0, "model.mlp_ratio × embed_dim", hidden_dim(), "a positive size");
-  require(num_classes > 0, "model.num_classes", num_classes, "at least 1");
-  if (ffn.kind == FfnKind::kExFusion) ffn.exfusion.validate();
-  if (ffn.kind == FfnKind::kMoE) ffn.moe.validate();
-  for (const auto layer : ffn.layers) {
-    require(layer >= 0 && layer < depth, "ffn.layers", layer,
-            "block indices in [0, " + std::to_string(depth) + ")");
+void VisionTransformerOptions::validate(const config::Location& at) const {
+  const auto require = [&](bool ok, const char* key, const nlohmann::json& value,
+                           const std::string& expected) {
+    if (!ok) config::fail(at, key, value, expected);
+  };
+  require(img_size > 0, "img_size", img_size, "a positive size");
+  require(in_chans > 0, "in_chans", in_chans, "at least 1");
+  require(patch_size > 0 && img_size % patch_size == 0, "patch_size", patch_size,
+          "a positive divisor of " + at.key_path("img_size") + " = " + std::to_string(img_size));
+  require(embed_dim > 0, "embed_dim", embed_dim, "a positive size");
+  require(depth > 0, "depth", depth, "at least 1");
+  require(num_heads > 0 && embed_dim % num_heads == 0, "num_heads", num_heads,
+          "a positive divisor of " + at.key_path("embed_dim") + " = " + std::to_string(embed_dim));
+  require(hidden_dim() > 0, "mlp_ratio", mlp_ratio,
+          "a ratio that gives a positive hidden width with embed_dim");
+  require(num_classes > 0, "num_classes", num_classes, "at least 1");
+}
+
+void VisionTransformerOptions::validate_ffn(const FfnConfig& config,
+                                            const config::Location& at) const {
+  config.validate_layers(depth, at);
+}
+
+void VisionTransformerOptions::apply_preset(const std::string& name, const config::Location& at) {
+  if (name != "tiny" && name != "small" && name != "base") {
+    config::fail(at, "preset", name, "tiny, small or base");
   }
+  const auto sized = vit_preset(name);
+  embed_dim = sized.embed_dim;
+  depth = sized.depth;
+  num_heads = sized.num_heads;
+  mlp_ratio = sized.mlp_ratio;
+}
+
+ModelPtr VisionTransformerOptions::build(const FfnConfig& config) const {
+  auto options = *this;
+  options.ffn = config;
+  return std::make_shared<VisionTransformerImpl>(std::move(options));
+}
+
+double VisionTransformerOptions::forward_flops_per_sample(const FfnConfig& config) const {
+  auto options = *this;
+  options.ffn = config;
+  return forward_flops_per_image(options);
+}
+
+nlohmann::json VisionTransformerOptions::export_description() const {
+  return {{"architecture", "vit"},
+          {"timm_kwargs",
+           {{"img_size", img_size},
+            {"patch_size", patch_size},
+            {"in_chans", in_chans},
+            {"num_classes", num_classes},
+            {"embed_dim", embed_dim},
+            {"depth", depth},
+            {"num_heads", num_heads},
+            {"mlp_ratio", mlp_ratio},
+            {"qkv_bias", true},
+            {"class_token", true},
+            {"global_pool", "token"}}}};
 }
 
 VisionTransformerOptions vit_preset(const std::string& name) {
@@ -79,7 +101,7 @@ VisionTransformerOptions vit_preset(const std::string& name) {
     options.embed_dim = 768;
     options.num_heads = 12;
   } else {
-    throw InputError("model.preset '" + name + "': expected tiny, small or base");
+    throw InputError("model.preset = \"" + name + "\": expected tiny, small or base");
   }
   return options;
 }
@@ -102,17 +124,14 @@ BlockImpl::BlockImpl(int64_t dim, int64_t num_heads, std::shared_ptr<FeedForward
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x) {
-  auto y = x + attn->forward(layer_norm(x, norm1));
-  return y + mlp->forward(layer_norm(y, norm2));
-}
-
-void BlockImpl::replace_mlp(std::shared_ptr<FeedForwardImpl> ffn) {
-  mlp = replace_module("mlp", std::move(ffn));
+  auto y = x + attn->forward(norm1->forward(x));
+  return y + mlp->forward(norm2->forward(y));
 }
 
 VisionTransformerImpl::VisionTransformerImpl(VisionTransformerOptions options_)
     : options(std::move(options_)) {
   options.validate();
+  options.validate_ffn(options.ffn, {"", "ffn"});
   const auto dim = options.embed_dim;
   patch_embed =
       register_module("patch_embed", PatchEmbed(options.in_chans, dim, options.patch_size));
@@ -120,18 +139,11 @@ VisionTransformerImpl::VisionTransformerImpl(VisionTransformerOptions options_)
   pos_embed = register_parameter("pos_embed", torch::zeros({1, options.num_patches() + 1, dim}));
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < options.depth; ++i) {
-    std::shared_ptr<FeedForwardImpl> ffn;
-    if (options.ffn.replaces(i) && options.ffn.kind == FfnKind::kMoE) {
-      ffn = std::make_shared<MoeMlpImpl>(dim, options.hidden_dim(), options.ffn.moe);
-    } else if (options.ffn.replaces(i)) {
-      ffn = std::make_shared<ExFusionMlpImpl>(dim, options.hidden_dim(), options.ffn.exfusion);
-    } else {
-      ffn = std::make_shared<MlpImpl>(dim, options.hidden_dim());
-    }
+    auto ffn = options.ffn.build(i, dim, options.hidden_dim());
     blocks->push_back(Block(dim, options.num_heads, ffn));
   }
   norm = register_module("norm", make_layer_norm(dim));
-  head = register_module("head", torch::nn::Linear(dim, options.num_classes));
+  head = register_module("head", Linear(dim, options.num_classes));
   torch::NoGradGuard no_grad;
   trunc_normal_(pos_embed, 0.02);
   cls_token.normal_(0.0, 1e-6);
@@ -143,7 +155,7 @@ torch::Tensor VisionTransformerImpl::forward(const torch::Tensor& images) {
   x = torch::cat({cls_token.expand({x.size(0), -1, -1}).to(x.scalar_type()), x}, 1) + pos_embed;
   for (const auto& block : *blocks) x = block->as<BlockImpl>()->forward(x);
   // LayerNorm is per token, so normalising the class token alone gives timm's output.
-  return linear(layer_norm(x.select(1, 0), norm), head);
+  return head->forward(norm->forward(x.select(1, 0)));
 }
 
 Block VisionTransformerImpl::block(int64_t index) const {
@@ -153,30 +165,17 @@ Block VisionTransformerImpl::block(int64_t index) const {
 double forward_flops_per_image(const VisionTransformerOptions& options) {
   const double tokens = static_cast<double>(options.num_patches() + 1);
   const double dim = static_cast<double>(options.embed_dim);
-  const double hidden = static_cast<double>(options.hidden_dim());
   const double patch_area = static_cast<double>(options.patch_size * options.patch_size);
   const double patch_macs =
       static_cast<double>(options.num_patches()) * dim * options.in_chans * patch_area;
   const double attention_macs = tokens * 4.0 * dim * dim + 2.0 * tokens * tokens * dim;
-  const double ffn_macs = tokens * 2.0 * dim * hidden;
   double blocks_macs = 0.0;
   for (int64_t block = 0; block < options.depth; ++block) {
-    blocks_macs += attention_macs + ffn_macs;
-    if (options.ffn.kind == FfnKind::kMoE && options.ffn.replaces(block)) {
-      // Each token runs top_k experts, and the router scores all N.
-      const auto& moe = options.ffn.moe;
-      blocks_macs += ffn_macs * static_cast<double>(moe.top_k() - 1) +
-                     tokens * dim * static_cast<double>(moe.num_experts());
-    }
+    blocks_macs += attention_macs + tokens * options.ffn.forward_macs_per_token(
+                                                 block, options.embed_dim, options.hidden_dim());
   }
   const double head_macs = dim * static_cast<double>(options.num_classes);
   return 2.0 * (patch_macs + blocks_macs + head_macs);
-}
-
-int64_t count_parameters(const torch::nn::Module& module) {
-  int64_t total = 0;
-  for (const auto& p : module.parameters()) total += p.numel();
-  return total;
 }
 
 }  // namespace exfusion

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "exfusion/fusion/expert_kernels.h"
+#include "exfusion/models/vit.h"
 #include "exfusion/train/device.h"
 #include "exfusion/train/trainer.h"
 #include "exfusion/util/atomic_file.h"
@@ -62,27 +63,32 @@ double device_memory_tbps(const std::string& device_name) {
   return 0.0;
 }
 
-double exfusion_extra_bytes_per_step(const VisionTransformerOptions& model, int64_t batch_size,
-                                     int64_t gemm_bytes) {
-  if (model.ffn.kind != FfnKind::kExFusion) return 0.0;
-  const auto& ex = model.ffn.exfusion;
-  const double n = static_cast<double>(ex.num_experts());
-  const double g = static_cast<double>(gemm_bytes);
-  const double dim = static_cast<double>(model.embed_dim);
-  const double hidden = static_cast<double>(model.hidden_dim());
-  // fc1 (dim → hidden) and fc2 (hidden → dim), weights and biases.
-  const double values = hidden * (dim + 1) + dim * (hidden + 1);
-  const double tokens = static_cast<double>(batch_size * (model.num_patches() + 1));
-  double router = 0.0;
-  if (ex.variant() == FusionVariant::kMemoryBank) {
-    router = 2.0 * tokens * dim * g;
-    if (ex.router_per_set()) router += 2.0 * tokens * hidden * g;
-  }
+double extra_bytes_per_step(const RunConfig& config, int64_t batch_size, int64_t gemm_bytes) {
+  const auto& model = *config.model.options;
+  const double tokens = static_cast<double>(batch_size * model.tokens_per_sample());
   double total = 0.0;
-  for (int64_t block = 0; block < model.depth; ++block) {
-    if (model.ffn.replaces(block)) total += (32.0 * n - 36.0 + g) * values + router;
+  for (int64_t block = 0; block < model.num_blocks(); ++block) {
+    if (!config.ffn.replaces(block)) continue;
+    total += config.ffn.options->extra_step_bytes(model.ffn_dim(), model.ffn_hidden(), tokens,
+                                                  gemm_bytes);
   }
   return total;
+}
+
+void run_bench(const BenchArgs& args, std::ostream& out, std::ostream& err) {
+  if (args.warmup_steps < 0 || args.timed_steps < 1) {
+    throw InputError("bench: --warmup must be >= 0 and --steps >= 1");
+  }
+  auto config = default_run_config();
+  config.model = ModelConfig::of("vit", vit_preset("base"));
+  config = build_run_config(config, {args.config_file, args.assignments});
+  BenchmarkOptions options;
+  options.warmup_steps = args.warmup_steps;
+  options.timed_steps = args.timed_steps;
+  options.profile_trace = args.profile_trace;
+  const auto result = benchmark_training_step(config, options);
+  out << result.dump() << std::endl;
+  err << result["fallbacks_message"].get<std::string>();
 }
 
 nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkOptions& options) {
@@ -94,15 +100,17 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
   }
   const auto device = resolve_device(config.train.device);
   torch::manual_seed(static_cast<uint64_t>(config.train.seed));
-  VisionTransformer model(config.model);
+  const auto& m = *config.model.options;
+  auto model = build_model(config.model, config.ffn);
   const int64_t params = count_parameters(*model);
   Trainer trainer(config, model, device);
   trainer.set_lr(config.train.lr);
-  const auto& m = config.model;
-  const Batch batch{torch::randn({config.train.batch_size, m.in_chans, m.img_size, m.img_size}),
-                    torch::randint(0, m.num_classes, {config.train.batch_size})};
+  std::vector<int64_t> shape{config.train.batch_size};
+  for (const auto size : m.input_shape()) shape.push_back(size);
+  const Batch batch{torch::randn(shape),
+                    torch::randint(0, m.num_outputs(), {config.train.batch_size})};
   // The batch lives on the device already, as a prefetched batch would.
-  const Batch on_device{batch.images.to(device), batch.labels.to(device)};
+  const Batch on_device{batch.inputs.to(device), batch.targets.to(device)};
 
   std::string device_name = "cpu";
   if (device.is_cuda()) {
@@ -123,17 +131,18 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
   const double images = static_cast<double>(config.train.batch_size * options.timed_steps);
   const double images_per_s = images / seconds;
   // Training ≈ 3× the forward FLOPs (forward, and backward for inputs and weights).
-  const double tflops = 3.0 * forward_flops_per_image(m) * images_per_s / 1e12;
+  const double tflops = 3.0 * m.forward_flops_per_sample(config.ffn) * images_per_s / 1e12;
   const double peak = device_bf16_peak_tflops(device_name);
   // The custom CUDA kernels run only where they were built and the step is on CUDA.
   const bool custom_kernels = device.is_cuda() && expert_kernels_compiled();
+  const auto ffn_json = config.ffn.to_json();
   nlohmann::json result = {
-      {"model", model_to_json(m)["model"]},
-      {"ffn", m.ffn.kind == FfnKind::kExFusion ? to_string(m.ffn.exfusion.variant())
-                                               : to_string(m.ffn.kind)},
-      {"experts", m.ffn.kind == FfnKind::kDense ? 0
-                  : m.ffn.kind == FfnKind::kMoE ? m.ffn.moe.num_experts()
-                                                : m.ffn.exfusion.num_experts()},
+      {"model", config.model.to_json()},
+      // The table script's row keys: the ExFusion variant or else the kind, and N.
+      {"ffn", ffn_json.value("variant", config.ffn.kind)},
+      {"experts", ffn_json.value("num_experts", int64_t{0})},
+      {"ffn_config", ffn_json},
+      {"run", config.ffn.run_name()},
       {"batch", config.train.batch_size},
       {"device", device_name},
       {"precision", trainer.bf16() ? "bf16" : "fp32"},
@@ -149,11 +158,12 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
       {"tflops", tflops},
       {"mfu", peak > 0 ? nlohmann::json(tflops / peak) : nlohmann::json(nullptr)},
       {"peak_mem_mib", nullptr}};
-  if (m.ffn.kind == FfnKind::kMoE) result["top_k"] = m.ffn.moe.top_k();
+  if (ffn_json.contains("top_k")) result["top_k"] = ffn_json["top_k"];
   result["fast_path_calls"] = trainer.fast_path_calls().to_json();
+  result["fallbacks_message"] = trainer.fast_path_calls().fallbacks_message();
   // ExFusion's memory-traffic floor beside the measured step (see step_benchmark.h).
   const double extra_bytes =
-      exfusion_extra_bytes_per_step(m, config.train.batch_size, trainer.bf16() ? 2 : 4);
+      extra_bytes_per_step(config, config.train.batch_size, trainer.bf16() ? 2 : 4);
   const double bandwidth = device_memory_tbps(device_name);
   result["exfusion_extra_gb"] = extra_bytes / 1e9;
   result["exfusion_floor_ms"] = bandwidth > 0

@@ -27,8 +27,4 @@ void init_weight_and_bias(const torch::Tensor& weight, const torch::Tensor& bias
 
 void init_vit_linear(const Linear& linear) { init_weight_and_bias(linear->weight, linear->bias); }
 
-void init_vit_linear(const torch::nn::Linear& linear) {
-  init_weight_and_bias(linear->weight, linear->bias);
-}
-
 }  // namespace exfusion

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../support/cli.h"
+#include "exfusion/io/safetensors.h"
 
 namespace exfusion {
 namespace {
@@ -143,8 +144,46 @@ TEST(Cli, MoeRunTrainsLogsRoutingAndHasNoDenseExport) {
   testing::remove_tree(dir);
 }
 
+// The run directory's config.json repeats the run: training from it gives the same weights,
+// bit for bit on the CPU (the normalisation it measured is in the file).
+TEST(Cli, TheSavedConfigReproducesTheRun) {
+  const auto dir = testing::fresh_temp_dir("saved-config");
+  std::filesystem::create_directories(dir / "data");
+  testing::write_toy_idx_dataset(dir / "data", 128, 32);
+  const auto first = testing::run_cli(
+      "train --data " + (dir / "data").string() + " --out " + (dir / "first").string() +
+      " --threads 1 --variant dw --experts 3 --set model.embed_dim=16 model.depth=2 "
+      "model.num_heads=2 train.batch_size=16 train.epochs=2 train.seed=5");
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  const auto second = testing::run_cli("train --config " + (dir / "first" / "config.json").string() +
+                                       " --out " + (dir / "second").string() + " --threads 1");
+  ASSERT_EQ(second.exit_code, 0) << second.output;
+  EXPECT_EQ(testing::read_text(dir / "first" / "config.json"),
+            testing::read_text(dir / "second" / "config.json"));
+  const auto a = load_safetensors(dir / "first" / "state.safetensors");
+  const auto b = load_safetensors(dir / "second" / "state.safetensors");
+  ASSERT_EQ(a.tensors.size(), b.tensors.size());
+  for (const auto& [name, tensor] : a.tensors) {
+    ASSERT_TRUE(b.tensors.count(name)) << name;
+    EXPECT_TRUE(torch::equal(tensor, b.tensors.at(name))) << name;
+  }
+  EXPECT_EQ(testing::read_text(dir / "first" / "model.safetensors"),
+            testing::read_text(dir / "second" / "model.safetensors"));
+  testing::remove_tree(dir);
+}
+
+TEST(Cli, ConfigListsEveryKeyFromItsDeclaration) {
+  const auto result = testing::run_cli("config");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  for (const auto* key : {"train.epochs", "train.layer_norm_kernels", "model.embed_dim",
+                          "ffn.kind", "ffn.variant", "ffn.top_k", "data.prefetch", "task"}) {
+    EXPECT_NE(result.output.find(key), std::string::npos) << key << " in " << result.output;
+  }
+  EXPECT_NE(result.output.find("memory-bank momentum"), std::string::npos) << result.output;
+}
+
 TEST(Cli, EverySubcommandHasHelp) {
-  for (const auto* command : {"", "train", "eval", "fuse", "info"}) {
+  for (const auto* command : {"", "train", "eval", "fuse", "info", "config", "bench"}) {
     const auto result = testing::run_cli(std::string(command) + " --help");
     EXPECT_EQ(result.exit_code, 0) << command;
     EXPECT_NE(result.output.find("Usage"), std::string::npos) << result.output;

@@ -239,9 +239,9 @@ TEST_F(ConfigFile, ToYamlReadsBackEqual) {
 TEST_F(ConfigFile, ShippedConfigsRoundTripThroughYaml) {
   size_t count = 0;
   for (const auto& entry : fs::directory_iterator(fs::path(EXFUSION_SOURCE_DIR) / "configs")) {
-    if (entry.path().extension() != ".json") continue;
+    if (entry.path().extension() != ".yaml") continue;
     const auto config = read_config_file(entry.path());
-    const auto yaml = write(entry.path().stem().string() + ".yaml", to_yaml(config));
+    const auto yaml = write(entry.path().stem().string() + ".roundtrip.yaml", to_yaml(config));
     EXPECT_EQ(read_config_file(yaml), config) << entry.path();
     ++count;
   }

@@ -42,13 +42,13 @@ TEST(BatchLoader, EverySampleOncePerEpoch) {
     std::multiset<int64_t> seen;
     std::vector<int64_t> order;
     for (const auto& batch : run_epoch(loader, 0)) {
-      EXPECT_EQ(batch.images.scalar_type(), torch::kFloat32);
-      EXPECT_EQ(batch.labels.scalar_type(), torch::kInt64);
-      for (int64_t i = 0; i < batch.labels.size(0); ++i) {
-        const auto label = batch.labels[i].item<int64_t>();
+      EXPECT_EQ(batch.inputs.scalar_type(), torch::kFloat32);
+      EXPECT_EQ(batch.targets.scalar_type(), torch::kInt64);
+      for (int64_t i = 0; i < batch.targets.size(0); ++i) {
+        const auto label = batch.targets[i].item<int64_t>();
         seen.insert(label);
         order.push_back(label);
-        EXPECT_TRUE(torch::equal(batch.images[i], scaled(data.images[label])));
+        EXPECT_TRUE(torch::equal(batch.inputs[i], scaled(data.images[label])));
       }
     }
     EXPECT_EQ(seen.size(), 30u);
@@ -66,14 +66,14 @@ TEST(BatchLoader, OrderDependsOnSeedAndEpochOnly) {
   const auto first = run_epoch(a, 1), again = run_epoch(b, 1);
   ASSERT_EQ(first.size(), again.size());
   for (size_t i = 0; i < first.size(); ++i) {
-    EXPECT_TRUE(torch::equal(first[i].labels, again[i].labels));
-    EXPECT_TRUE(torch::equal(first[i].images, again[i].images));
+    EXPECT_TRUE(torch::equal(first[i].targets, again[i].targets));
+    EXPECT_TRUE(torch::equal(first[i].inputs, again[i].inputs));
   }
-  EXPECT_TRUE(torch::equal(first[0].images, run_epoch(a, 1)[0].images));
-  EXPECT_FALSE(torch::equal(first[0].labels, run_epoch(a, 2)[0].labels));
+  EXPECT_TRUE(torch::equal(first[0].inputs, run_epoch(a, 1)[0].inputs));
+  EXPECT_FALSE(torch::equal(first[0].targets, run_epoch(a, 2)[0].targets));
   options.seed = 6;
   BatchLoader c(numbered_dataset(40), options);
-  EXPECT_FALSE(torch::equal(first[0].labels, run_epoch(c, 1)[0].labels));
+  EXPECT_FALSE(torch::equal(first[0].targets, run_epoch(c, 1)[0].targets));
 }
 
 TEST(BatchLoader, SkippingGivesTheTailOfTheEpoch) {
@@ -87,8 +87,8 @@ TEST(BatchLoader, SkippingGivesTheTailOfTheEpoch) {
     const auto tail = run_epoch(loader, 3, static_cast<int64_t>(skip));
     ASSERT_EQ(tail.size(), full.size() - skip);
     for (size_t i = 0; i < tail.size(); ++i) {
-      EXPECT_TRUE(torch::equal(tail[i].images, full[i + skip].images)) << skip << " " << i;
-      EXPECT_TRUE(torch::equal(tail[i].labels, full[i + skip].labels)) << skip << " " << i;
+      EXPECT_TRUE(torch::equal(tail[i].inputs, full[i + skip].inputs)) << skip << " " << i;
+      EXPECT_TRUE(torch::equal(tail[i].targets, full[i + skip].targets)) << skip << " " << i;
     }
   }
   EXPECT_TRUE(run_epoch(loader, 3, 8).empty());
@@ -105,20 +105,20 @@ TEST(BatchLoader, DropLastAndRestartMidEpoch) {
   EXPECT_EQ(dropping.batches_per_epoch(), 3);
   const auto kept = run_epoch(dropping, 0);
   ASSERT_EQ(kept.size(), 3u);
-  for (const auto& batch : kept) EXPECT_EQ(batch.labels.size(0), 8);
+  for (const auto& batch : kept) EXPECT_EQ(batch.targets.size(0), 8);
 
   options.drop_last = false;
   BatchLoader keeping(numbered_dataset(30), options);
   const auto all = run_epoch(keeping, 0);
   ASSERT_EQ(all.size(), 4u);
-  EXPECT_EQ(all.back().labels.size(0), 6);
+  EXPECT_EQ(all.back().targets.size(0), 6);
 
   // An epoch abandoned with its worker blocked on a full queue leaves nothing behind.
   keeping.start_epoch(0);
   ASSERT_TRUE(keeping.next().has_value());
   const auto restarted = run_epoch(keeping, 0);
   ASSERT_EQ(restarted.size(), 4u);
-  EXPECT_TRUE(torch::equal(restarted[0].labels, all[0].labels));
+  EXPECT_TRUE(torch::equal(restarted[0].targets, all[0].targets));
   keeping.start_epoch(1);  // the destructor must cancel this one
 }
 
@@ -131,11 +131,11 @@ TEST(BatchLoader, NormalisesWithPerChannelMeanAndStd) {
   const auto data = numbered_dataset(4, 5, 3);
   BatchLoader loader(data, options);
   const auto batch = run_epoch(loader, 0)[0];
-  ASSERT_EQ(batch.images.sizes(), (std::vector<int64_t>{4, 3, 5, 5}));
+  ASSERT_EQ(batch.inputs.sizes(), (std::vector<int64_t>{4, 3, 5, 5}));
   for (int64_t c = 0; c < 3; ++c) {
     const auto expected =
         (data.images.select(1, c).to(torch::kFloat32) / 255.0 - options.mean[c]) / options.std[c];
-    EXPECT_TRUE(torch::allclose(batch.images.select(1, c), expected, 1e-6, 1e-6)) << c;
+    EXPECT_TRUE(torch::allclose(batch.inputs.select(1, c), expected, 1e-6, 1e-6)) << c;
   }
 }
 
@@ -160,7 +160,7 @@ TEST(BatchLoader, FlipOnlyGivesOriginalsOrMirrors) {
   options.crop_padding = 0;
   const auto data = numbered_dataset(32);
   BatchLoader loader(data, options);
-  const auto images = run_epoch(loader, 0)[0].images;
+  const auto images = run_epoch(loader, 0)[0].inputs;
   const auto original = scaled(data.images);
   int flipped = 0;
   for (int64_t i = 0; i < 32; ++i) {
@@ -183,7 +183,7 @@ TEST(BatchLoader, CropIsAShiftOfTheZeroPaddedImage) {
   options.crop_padding = kPad;
   const auto data = numbered_dataset(kCount, kSide);
   BatchLoader loader(data, options);
-  const auto images = run_epoch(loader, 0)[0].images;
+  const auto images = run_epoch(loader, 0)[0].inputs;
   int shifted = 0;
   for (int64_t i = 0; i < kCount; ++i) {
     const auto out = (images[i][0] * 255).round().to(torch::kInt64);
@@ -222,8 +222,8 @@ TEST(BatchLoader, PrefetchDepthDoesNotChangeBatches) {
   const auto a = run_epoch(shallow, 2), b = run_epoch(deep, 2);
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_TRUE(torch::equal(a[i].images, b[i].images)) << i;
-    EXPECT_TRUE(torch::equal(a[i].labels, b[i].labels)) << i;
+    EXPECT_TRUE(torch::equal(a[i].inputs, b[i].inputs)) << i;
+    EXPECT_TRUE(torch::equal(a[i].targets, b[i].targets)) << i;
   }
 }
 

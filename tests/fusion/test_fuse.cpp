@@ -4,6 +4,8 @@
 
 #include "../support/tiny_models.h"
 #include "exfusion/fusion/fuse.h"
+#include "exfusion/layers/mlp.h"
+#include "exfusion/util/error.h"
 
 namespace exfusion {
 namespace {
@@ -35,14 +37,15 @@ class FuseTest : public ::testing::TestWithParam<FuseCase> {};
 TEST_P(FuseTest, FusedLogitsEqualTrainedEvalLogits) {
   torch::manual_seed(0);
   const auto& param = GetParam();
-  auto options = testing::tiny_vit(FfnKind::kExFusion, param.variant);
-  options.ffn.exfusion.router_per_set(param.per_set_router);
-  options.ffn.layers = param.layers;
+  auto options = testing::tiny_vit();
+  options.ffn = FfnConfig::of(
+      "exfusion", ExFusionOptions().variant(param.variant).router_per_set(param.per_set_router),
+      param.layers);
   VisionTransformer model(options);
   train_a_little(model, param.variant);
   model->eval();
 
-  auto fused = fuse(model);
+  auto fused = fuse_model(ModelConfig::of("vit", options), *model);
   fused->eval();
   const auto images = torch::randn({6, 2, 8, 8});
   torch::NoGradGuard no_grad;
@@ -76,7 +79,7 @@ INSTANTIATE_TEST_SUITE_P(Variants, FuseTest,
 
 TEST(Fuse, FusedWeightIsTheWeightedSumOfExperts) {
   torch::manual_seed(1);
-  auto options = testing::tiny_vit(FfnKind::kExFusion, FusionVariant::kLearned, 3);
+  auto options = testing::tiny_vit("exfusion", FusionVariant::kLearned, 3);
   VisionTransformer model(options);
   auto ffn = std::dynamic_pointer_cast<ExFusionMlpImpl>(model->block(0)->mlp);
   ASSERT_TRUE(ffn);
@@ -85,12 +88,26 @@ TEST(Fuse, FusedWeightIsTheWeightedSumOfExperts) {
     torch::NoGradGuard no_grad;
     ffn->fusion->named_parameters()["weights"].copy_(m);
   }
-  auto fused = fuse(model);
+  auto fused = std::dynamic_pointer_cast<VisionTransformerImpl>(
+      fuse_model(ModelConfig::of("vit", options), *model));
+  ASSERT_TRUE(fused);
   auto dense = std::dynamic_pointer_cast<MlpImpl>(fused->block(0)->mlp);
   ASSERT_TRUE(dense);
   const auto& experts = ffn->fc1->weight;
   const auto expected = experts[0] * 0.5 - experts[1] * 0.25 + experts[2] * 2.0;
   EXPECT_LE((dense->fc1->weight - expected).abs().max().item<double>(), 1e-6);
+}
+
+TEST(Fuse, AMixtureOfExpertsHasNoDenseFormAndSaysWhere) {
+  VisionTransformer model(testing::tiny_vit("moe"));
+  try {
+    fused_tensors(*model);
+    FAIL() << "fused a mixture of experts";
+  } catch (const InputError& error) {
+    const std::string message = error.what();
+    EXPECT_NE(message.find("blocks.0.mlp"), std::string::npos) << message;
+    EXPECT_NE(message.find("no dense equivalent"), std::string::npos) << message;
+  }
 }
 
 }  // namespace

@@ -5,7 +5,7 @@
 #include <torch/optim/sgd.h>
 
 #include "../support/tiny_models.h"
-#include "exfusion/layers/ffn.h"
+#include "exfusion/fusion/exfusion_ffn.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {
@@ -82,7 +82,7 @@ TEST(MemoryBankWeights, RouterReceivesGradients) {
 
 TEST(MemoryBankWeights, EvalUsesTheBankAndIgnoresTheBatch) {
   torch::manual_seed(0);
-  VisionTransformer model(testing::tiny_vit(FfnKind::kExFusion, FusionVariant::kMemoryBank));
+  VisionTransformer model(testing::tiny_vit("exfusion", FusionVariant::kMemoryBank));
   model->train();
   for (int i = 0; i < 3; ++i) model->forward(torch::randn({4, 2, 8, 8}));
   model->eval();

@@ -2,7 +2,7 @@
 // differences in double precision.
 #include <gtest/gtest.h>
 
-#include "exfusion/layers/ffn.h"
+#include "exfusion/fusion/exfusion_ffn.h"
 
 namespace exfusion {
 namespace {

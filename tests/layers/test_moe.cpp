@@ -6,7 +6,7 @@
 
 #include <cmath>
 
-#include "exfusion/layers/moe.h"
+#include "exfusion/fusion/moe.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {
@@ -144,7 +144,7 @@ TEST(Moe, GradientsMatchFiniteDifferences) {
 TEST(Moe, OptionsAreValidatedWithTheirConfigKeys) {
   const auto message = [](const MoeOptions& options) {
     try {
-      options.validate();
+      options.validate({"my.yaml", "ffn"});
     } catch (const InputError& error) {
       return std::string(error.what());
     }
@@ -155,12 +155,17 @@ TEST(Moe, OptionsAreValidatedWithTheirConfigKeys) {
             std::string::npos);
   EXPECT_NE(message(MoeOptions().aux_loss_coef(-0.5)).find("ffn.aux_loss_coef"), std::string::npos);
   EXPECT_NE(message(MoeOptions().num_experts(0)).find("ffn.num_experts"), std::string::npos);
+  EXPECT_NE(message(MoeOptions().num_experts(0)).find("my.yaml"), std::string::npos);
   EXPECT_TRUE(message(MoeOptions()).empty());
 }
 
-TEST(Moe, HasNoDenseForm) {
-  const auto moe = make_moe(2, 1, 0.0);
-  EXPECT_THROW(moe->to_dense(), InputError);
+TEST(Moe, HasNoDenseFormButALossAndMetrics) {
+  auto moe = make_moe(2, 1, 0.0);
+  EXPECT_EQ(dynamic_cast<HasDenseForm*>(moe.ptr().get()), nullptr);
+  EXPECT_NE(dynamic_cast<AddsAuxiliaryLoss*>(moe.ptr().get()), nullptr);
+  EXPECT_TRUE(moe->metrics().empty());  // before any forward pass
+  moe->forward(torch::randn({3, 4, 6}));
+  EXPECT_TRUE(moe->metrics()["routing"].contains("dropped_fraction"));
 }
 
 }  // namespace

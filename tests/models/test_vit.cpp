@@ -43,7 +43,7 @@ TEST(VisionTransformer, ParameterNamesFollowTimm) {
 }
 
 TEST(VisionTransformer, ExFusionKeepsNamesWithAnExpertAxis) {
-  VisionTransformer model(testing::tiny_vit(FfnKind::kExFusion, FusionVariant::kMemoryBank, 3));
+  VisionTransformer model(testing::tiny_vit("exfusion", FusionVariant::kMemoryBank, 3));
   const auto params = model->named_parameters();
   EXPECT_EQ(params["blocks.0.mlp.fc1.weight"].sizes(), (std::vector<int64_t>{3, 32, 16}));
   EXPECT_EQ(params["blocks.0.mlp.fc2.bias"].sizes(), (std::vector<int64_t>{3, 16}));

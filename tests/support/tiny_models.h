@@ -1,11 +1,26 @@
 // Small model configurations shared by the tests: big enough to exercise every code path
 // (several blocks, heads, experts), small enough to run in milliseconds on a CPU.
 #pragma once
+#include <string>
+
+#include "exfusion/fusion/exfusion_ffn.h"
+#include "exfusion/fusion/moe.h"
 #include "exfusion/models/vit.h"
+#include "exfusion/train/run_config.h"
 
 namespace exfusion::testing {
 
-inline VisionTransformerOptions tiny_vit(FfnKind kind = FfnKind::kDense,
+// The ffn section of kind `kind` ("dense", "exfusion" or "moe") with N = `experts`.
+inline FfnConfig ffn_of(const std::string& kind,
+                        FusionVariant variant = FusionVariant::kMemoryBank, int64_t experts = 4) {
+  if (kind == "exfusion") {
+    return FfnConfig::of(kind, ExFusionOptions().variant(variant).num_experts(experts));
+  }
+  if (kind == "moe") return FfnConfig::of(kind, MoeOptions().num_experts(experts));
+  return FfnConfig{};
+}
+
+inline VisionTransformerOptions tiny_vit(const std::string& kind = "dense",
                                          FusionVariant variant = FusionVariant::kMemoryBank,
                                          int64_t experts = 4) {
   VisionTransformerOptions options;
@@ -17,8 +32,20 @@ inline VisionTransformerOptions tiny_vit(FfnKind kind = FfnKind::kDense,
   options.num_heads = 2;
   options.mlp_ratio = 2.0;
   options.num_classes = 5;
-  options.ffn.kind = kind;
-  options.ffn.exfusion.variant(variant).num_experts(experts);
+  options.ffn = ffn_of(kind, variant, experts);
+  return options;
+}
+
+// `config` with the ViT `options` as its model and their ffn as its ffn section.
+inline void use_vit(RunConfig& config, const VisionTransformerOptions& options) {
+  config.model = ModelConfig::of("vit", options);
+  config.ffn = options.ffn;
+}
+
+// The ViT options of `config`, with its ffn section.
+inline VisionTransformerOptions vit_of(const RunConfig& config) {
+  auto options = *config.model.as<VisionTransformerOptions>();
+  options.ffn = config.ffn;
   return options;
 }
 

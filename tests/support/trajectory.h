@@ -21,7 +21,7 @@ namespace exfusion::testing {
 
 using NamedParams = std::vector<std::pair<std::string, torch::Tensor>>;
 
-inline NamedParams trained_params(const VisionTransformer& model) {
+inline NamedParams trained_params(const ModelPtr& model) {
   NamedParams params;
   for (const auto& item : model->named_parameters()) {
     params.emplace_back(item.key(), item.value().detach().cpu());
@@ -33,7 +33,7 @@ inline NamedParams trained_params(const VisionTransformer& model) {
 // `device`, float32, batches of 6.
 inline RunConfig tiny_training_config(const std::string& device) {
   RunConfig config = default_run_config();
-  config.model = tiny_vit(FfnKind::kExFusion, FusionVariant::kMemoryBank, 4);
+  use_vit(config, tiny_vit("exfusion", FusionVariant::kMemoryBank, 4));
   config.train.batch_size = 6;
   config.train.device = device;
   config.train.precision = "fp32";
@@ -43,11 +43,11 @@ inline RunConfig tiny_training_config(const std::string& device) {
 // `steps` steps of random batches at a fixed learning rate, from fixed seeds.
 inline NamedParams train_tiny_vit(const RunConfig& config, int steps) {
   torch::manual_seed(7);
-  VisionTransformer model(config.model);
+  auto model = build_model(config.model, config.ffn);
   Trainer trainer(config, model, torch::Device(config.train.device));
   trainer.set_lr(1e-2);
   torch::manual_seed(8);
-  const auto& m = config.model;
+  const auto m = vit_of(config);
   const int64_t batch = config.train.batch_size;
   for (int i = 0; i < steps; ++i) {
     trainer.step({torch::randn({batch, m.in_chans, m.img_size, m.img_size}),

@@ -87,7 +87,7 @@ void expect_same(const Trajectory& graphed, const Trajectory& eager, double tole
 }
 
 TEST(CudaGraphStep, RefusesADeviceThatIsNotCuda) {
-  auto config = make_config(FfnKind::kDense, "fp32", true);
+  auto config = make_config("dense", "fp32", true);
   config.train.device = "cpu";
   VisionTransformer model(config.model);
   try {
@@ -162,26 +162,26 @@ TEST(CudaGraphStep, AFailedCaptureIsReportedOnceAndGivesItsMemoryBack) {
 
 TEST(CudaGraphTraining, DenseFollowsTheEagerTrajectory) {
   REQUIRE_CUDA();
-  expect_same(train(FfnKind::kDense, "fp32", true), train(FfnKind::kDense, "fp32", false),
+  expect_same(train("dense", "fp32", true), train("dense", "fp32", false),
               kFloat32Tolerance);
 }
 
 TEST(CudaGraphTraining, MemoryBankFollowsTheEagerTrajectory) {
   REQUIRE_CUDA();
-  expect_same(train(FfnKind::kExFusion, "fp32", true), train(FfnKind::kExFusion, "fp32", false),
+  expect_same(train("exfusion", "fp32", true), train("exfusion", "fp32", false),
               kFloat32Tolerance);
 }
 
 TEST(CudaGraphTraining, MemoryBankFollowsTheEagerTrajectoryUnderBf16) {
   REQUIRE_CUDA();
-  expect_same(train(FfnKind::kExFusion, "bf16", true), train(FfnKind::kExFusion, "bf16", false),
+  expect_same(train("exfusion", "bf16", true), train("exfusion", "bf16", false),
               kBf16Tolerance);
 }
 
 TEST(CudaGraphTraining, MoeFollowsTheEagerTrajectoryAndReportsTheReplayedRouting) {
   REQUIRE_CUDA();
-  const auto graphed = train(FfnKind::kMoE, "fp32", true);
-  const auto eager = train(FfnKind::kMoE, "fp32", false);
+  const auto graphed = train("moe", "fp32", true);
+  const auto eager = train("moe", "fp32", false);
   expect_same(graphed, eager, kFloat32Tolerance);
   const auto graphed_routing = nlohmann::json::parse(graphed.routing);
   const auto eager_routing = nlohmann::json::parse(eager.routing);
@@ -197,8 +197,8 @@ TEST(CudaGraphTraining, MoeFollowsTheEagerTrajectoryAndReportsTheReplayedRouting
 TEST(CudaGraphTraining, ABatchOfAnotherShapeRunsEagerlyBetweenReplays) {
   REQUIRE_CUDA();
   constexpr int kOddStep = 5;  // after the capture at step 3
-  expect_same(train(FfnKind::kExFusion, "fp32", true, kOddStep),
-              train(FfnKind::kExFusion, "fp32", false, kOddStep), kFloat32Tolerance);
+  expect_same(train("exfusion", "fp32", true, kOddStep),
+              train("exfusion", "fp32", false, kOddStep), kFloat32Tolerance);
 }
 
 // The first batch fixes the captured shape: an odd batch where the capture would come runs
@@ -206,8 +206,8 @@ TEST(CudaGraphTraining, ABatchOfAnotherShapeRunsEagerlyBetweenReplays) {
 TEST(CudaGraphTraining, AnOddBatchAtTheCaptureStepIsNotCaptured) {
   REQUIRE_CUDA();
   constexpr int kOddStep = 3;
-  expect_same(train(FfnKind::kExFusion, "fp32", true, kOddStep),
-              train(FfnKind::kExFusion, "fp32", false, kOddStep), kFloat32Tolerance);
+  expect_same(train("exfusion", "fp32", true, kOddStep),
+              train("exfusion", "fp32", false, kOddStep), kFloat32Tolerance);
 }
 
 }  // namespace

@@ -1,11 +1,19 @@
-// Run config JSON: round trip, strict merging (unknown keys), type errors and range
-// checks each name the source and the key.
+// Run config: round trip, layering (defaults, file, --set), strict reading (unknown keys, keys of
+// another FFN kind, types, ranges) with the source and the key path in every error, YAML and
+// JSON alike, and configs written before the FFN sections were per kind.
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 
+#include "../support/cli.h"
+#include "exfusion/config/config_file.h"
+#include "exfusion/fusion/exfusion_ffn.h"
+#include "exfusion/fusion/moe.h"
+#include "exfusion/models/vit.h"
 #include "exfusion/train/run_config.h"
+#include "exfusion/train/run_files.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {
@@ -20,12 +28,27 @@ std::string error_of(const std::function<void()>& action) {
   return "no error";
 }
 
+RunConfig with(const std::string& assignment) {
+  return build_run_config(default_run_config(), {"", {assignment}});
+}
+
+std::string error_with(const std::string& assignment) {
+  return error_of([&] { with(assignment); });
+}
+
+const VisionTransformerOptions& vit(const RunConfig& config) {
+  return *config.model.as<VisionTransformerOptions>();
+}
+
 TEST(RunConfig, DefaultsAreTheMainJobAndRoundTrip) {
   const auto config = default_run_config();
-  EXPECT_EQ(config.model.ffn.kind, FfnKind::kExFusion);
-  EXPECT_EQ(config.model.ffn.exfusion.variant(), FusionVariant::kMemoryBank);
-  EXPECT_EQ(config.model.ffn.exfusion.num_experts(), 4);
-  EXPECT_DOUBLE_EQ(config.model.ffn.exfusion.momentum(), 0.95);
+  EXPECT_EQ(config.ffn.kind, "exfusion");
+  const auto* ex = config.ffn.as<ExFusionOptions>();
+  ASSERT_NE(ex, nullptr);
+  EXPECT_EQ(ex->variant(), FusionVariant::kMemoryBank);
+  EXPECT_EQ(ex->num_experts(), 4);
+  EXPECT_DOUBLE_EQ(ex->momentum(), 0.95);
+  EXPECT_EQ(vit(config).embed_dim, 128);
   const auto json = to_json(config);
   EXPECT_EQ(to_json(run_config_from_json(json, "test")), json);
 }
@@ -46,63 +69,123 @@ TEST(RunConfig, KernelSwitchesAreReadFromTheirKeys) {
   EXPECT_NE(flipped("cuda_graph").cuda_graph, train.cuda_graph);
 }
 
-TEST(RunConfig, MergeRejectsUnknownKeysWithTheirPath) {
-  auto base = default_run_config_json();
-  EXPECT_EQ(error_of([&] {
-              merge_config(base, {{"train", {{"epoch", 3}}}}, "my.json");
-            }),
-            "my.json: unknown key 'train.epoch'");
-  merge_config(base, {{"train", {{"epochs", 7}}}, {"model", {{"preset", "tiny"}}}}, "my.json");
-  const auto config = run_config_from_json(base, "my.json");
+TEST(RunConfig, UnknownKeysAreNamedWithTheirPathAndSource) {
+  auto config = default_run_config();
+  const auto message =
+      error_of([&] { apply_config(config, {{"train", {{"epoch", 3}}}}, "my.json"); });
+  EXPECT_NE(message.find("my.json"), std::string::npos) << message;
+  EXPECT_NE(message.find("unknown key 'train.epoch'"), std::string::npos) << message;
+  // Nested one level deeper, in the model's section.
+  const auto nested =
+      error_of([&] { apply_config(config, {{"model", {{"depthh", 3}}}}, "my.yaml"); });
+  EXPECT_NE(nested.find("my.yaml"), std::string::npos) << nested;
+  EXPECT_NE(nested.find("model.depthh"), std::string::npos) << nested;
+  // A failed layer leaves the config as it was.
+  EXPECT_EQ(to_json(config), to_json(default_run_config()));
+  apply_config(config, {{"train", {{"epochs", 7}}}, {"model", {{"preset", "tiny"}}}}, "my.json");
   EXPECT_EQ(config.train.epochs, 7);
+  EXPECT_EQ(vit(config).embed_dim, 192);
 }
 
 TEST(RunConfig, PresetThenExplicitSizes) {
-  auto json = default_run_config_json();
-  merge_config(json, {{"model", {{"preset", "small"}, {"depth", 6}}}}, "x");
-  const auto config = run_config_from_json(json, "x");
-  EXPECT_EQ(config.model.embed_dim, 384);
-  EXPECT_EQ(config.model.num_heads, 6);
-  EXPECT_EQ(config.model.depth, 6);
-  EXPECT_EQ(config.model.img_size, 28);  // the image size stays the data's
+  auto config = default_run_config();
+  apply_config(config, {{"model", {{"preset", "small"}, {"depth", 6}}}}, "x");
+  EXPECT_EQ(vit(config).embed_dim, 384);
+  EXPECT_EQ(vit(config).num_heads, 6);
+  EXPECT_EQ(vit(config).depth, 6);
+  EXPECT_EQ(vit(config).img_size, 28);  // the image size stays the data's
 }
 
 TEST(RunConfig, TypeAndRangeErrorsNameTheKey) {
-  auto with = [](const std::string& assignment) {
-    auto json = default_run_config_json();
-    merge_config(json, parse_assignment(assignment), "--set " + assignment);
-    return error_of([&] { run_config_from_json(json, "cfg.json"); });
-  };
-  EXPECT_EQ(with("train.epochs=\"x\""), "cfg.json: train.epochs = \"x\": expected an integer");
-  EXPECT_NE(with("ffn.num_experts=0").find("ffn.num_experts = 0: expected at least 1"),
+  const auto typed = error_with("train.epochs=\"x\"");
+  EXPECT_NE(typed.find("--set train.epochs=\"x\""), std::string::npos) << typed;
+  EXPECT_NE(typed.find("train.epochs = \"x\": expected an integer"), std::string::npos) << typed;
+  EXPECT_NE(error_with("ffn.num_experts=0").find("ffn.num_experts = 0: expected at least 1"),
             std::string::npos);
-  EXPECT_NE(with("ffn.momentum=1").find("ffn.momentum"), std::string::npos);
-  EXPECT_NE(with("ffn.variant=xw").find("expected sw, dw or mb"), std::string::npos);
-  EXPECT_NE(with("ffn.router=both").find("ffn.router"), std::string::npos);
-  EXPECT_NE(with("train.lr=0").find("train.lr"), std::string::npos);
-  EXPECT_NE(with("data.train_images=/a").find("all four"), std::string::npos);
-  EXPECT_NE(with("train.precision=fp16").find("train.precision"), std::string::npos);
+  EXPECT_NE(error_with("ffn.momentum=1").find("ffn.momentum"), std::string::npos);
+  EXPECT_NE(error_with("ffn.variant=xw").find("expected sw, dw or mb"), std::string::npos);
+  EXPECT_NE(error_with("ffn.router=both").find("ffn.router"), std::string::npos);
+  EXPECT_NE(error_with("train.lr=0").find("train.lr"), std::string::npos);
+  EXPECT_NE(error_with("data.train_images=/a").find("all four"), std::string::npos);
+  EXPECT_NE(error_with("train.precision=fp16").find("train.precision"), std::string::npos);
+  EXPECT_NE(error_with("ffn.kind=sparse").find("expected dense, exfusion or moe"),
+            std::string::npos);
+  EXPECT_NE(error_with("ffn.layers=[0,9]").find("ffn.layers"), std::string::npos);
+  EXPECT_NE(error_with("data.mean=[0.1,0.2]").find("data.mean"), std::string::npos);
+}
+
+TEST(RunConfig, AnFfnSectionCarriesOnlyItsKindsKeys) {
+  const auto message = error_with("ffn.top_k=1");
+  EXPECT_NE(message.find("'ffn.top_k' is a key of ffn kind moe"), std::string::npos) << message;
+  EXPECT_NE(message.find("ffn.kind is exfusion"), std::string::npos) << message;
+  // Another kind starts from its own defaults: none of exfusion's keys survive.
+  const auto moe = build_run_config(default_run_config(), {"", {"ffn.kind=moe", "ffn.top_k=1"}});
+  ASSERT_NE(moe.ffn.as<MoeOptions>(), nullptr);
+  EXPECT_EQ(moe.ffn.as<MoeOptions>()->top_k(), 1);
+  const auto json = moe.ffn.to_json();
+  EXPECT_FALSE(json.contains("variant")) << json.dump();
+  EXPECT_EQ(json["kind"], "moe");
+  EXPECT_EQ(run_config_from_json(to_json(moe), "round trip").ffn.to_json(), json);
+  // The MoE's own cross-field check names the full path.
+  const auto k = error_of([] {
+    build_run_config(default_run_config(), {"", {"ffn.kind=moe", "ffn.top_k=9"}});
+  });
+  EXPECT_NE(k.find("ffn.top_k = 9: expected 1 to ffn.num_experts = 4"), std::string::npos) << k;
+}
+
+TEST(RunConfig, YamlAndJsonGiveTheSameRun) {
+  const auto dir = testing::fresh_temp_dir("yaml-json");
+  {
+    std::ofstream(dir / "run.json")
+        << R"({"ffn": {"kind": "moe", "top_k": 1}, "train": {"lr": 0.001, "epochs": 2},
+              "model": {"depth": 2}, "data": {"mean": [0.5], "std": [0.25]}})";
+    std::ofstream(dir / "run.yaml") << "ffn:\n  kind: moe\n  top_k: 1\ntrain:\n  lr: 1.0e-3\n"
+                                       "  epochs: 2\nmodel:\n  depth: 2\ndata:\n  mean: [0.5]\n"
+                                       "  std: [0.25]\n";
+  }
+  const auto from_json = build_run_config(default_run_config(), {(dir / "run.json").string(), {}});
+  const auto from_yaml = build_run_config(default_run_config(), {(dir / "run.yaml").string(), {}});
+  EXPECT_EQ(to_json(from_json), to_json(from_yaml));
+  EXPECT_EQ(from_yaml.train.epochs, 2);
+  // A wrong key in a nested section of a YAML file names the file and the key.
+  std::ofstream(dir / "bad.yaml") << "train:\n  lr: 0.1\nffn:\n  kind: exfusion\n  topk: 3\n";
+  const auto message = error_of([&] {
+    build_run_config(default_run_config(), {(dir / "bad.yaml").string(), {}});
+  });
+  EXPECT_NE(message.find("bad.yaml"), std::string::npos) << message;
+  EXPECT_NE(message.find("ffn.topk"), std::string::npos) << message;
+  testing::remove_tree(dir);
 }
 
 TEST(RunConfig, ShippedConfigsParseAndTheMainJobIsTheDefault) {
   const std::filesystem::path dir = std::filesystem::path(EXFUSION_SOURCE_DIR) / "configs";
   int parsed = 0;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    if (entry.path().extension() != ".json") continue;
-    auto json = default_run_config_json();
-    merge_config(json, read_json_file(entry.path().string()), entry.path().string());
-    EXPECT_NO_THROW(run_config_from_json(json, entry.path().string())) << entry.path();
+    if (entry.path().extension() != ".yaml") continue;
+    EXPECT_NO_THROW(build_run_config(default_run_config(), {entry.path().string(), {}}))
+        << entry.path();
     ++parsed;
   }
-  EXPECT_GE(parsed, 4);
-  EXPECT_EQ(read_json_file((dir / "fmnist-vit-mb.json").string()), default_run_config_json());
+  EXPECT_GE(parsed, 5);
+  const auto main_job =
+      build_run_config(RunConfig{}, {(dir / "fmnist-vit-mb.yaml").string(), {}});
+  EXPECT_EQ(to_json(main_job), to_json(default_run_config()));
 }
 
-TEST(RunConfig, AssignmentsParseJsonValuesAndPlainStrings) {
-  EXPECT_EQ(parse_assignment("train.lr=0.5"), (nlohmann::json{{"train", {{"lr", 0.5}}}}));
-  EXPECT_EQ(parse_assignment("ffn.variant=dw"), (nlohmann::json{{"ffn", {{"variant", "dw"}}}}));
-  EXPECT_EQ(parse_assignment("ffn.layers=[0,2]"), (nlohmann::json{{"ffn", {{"layers", {0, 2}}}}}));
-  EXPECT_THROW(parse_assignment("novalue"), InputError);
+// Checkpoints written before this layout kept every kind's keys in one flat ffn section.
+TEST(RunConfig, AFormatOneConfigStillReads) {
+  nlohmann::json stored = to_json(default_run_config());
+  stored.erase("task");
+  stored["model"].erase("kind");
+  stored["ffn"] = {{"kind", "moe"},         {"variant", "mb"},    {"num_experts", 4},
+                   {"momentum", 0.95},      {"bank_init", 0.0},   {"router", "shared"},
+                   {"expert_init", "independent"}, {"expert_noise_std", 0.001},
+                   {"top_k", 1},            {"capacity_factor", 1.25},
+                   {"aux_loss_coef", 0.01}, {"layers", nlohmann::json::array()}};
+  EXPECT_NE(error_of([&] { run_config_from_json(stored, "old"); }), "no error");
+  const auto config = run_config_from_json(upgrade_stored_config(stored, 1), "old");
+  ASSERT_NE(config.ffn.as<MoeOptions>(), nullptr);
+  EXPECT_EQ(config.ffn.as<MoeOptions>()->top_k(), 1);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "exfusion/data/batch.h"
 #include "exfusion/data/idx.h"
 
 namespace exfusion {
@@ -28,27 +29,23 @@ struct LoaderOptions {
   int64_t prefetch = 2;                    // batches prepared ahead on a background thread
 };
 
-struct Batch {
-  torch::Tensor images;  // float32 [B, C, H, W], normalised
-  torch::Tensor labels;  // int64 [B]
-};
-
-class BatchLoader {
+// Batch::inputs are float32 [B, C, H, W] normalised images, Batch::targets int64 [B] labels.
+class BatchLoader : public BatchSource {
  public:
   BatchLoader(ImageDataset data, LoaderOptions options);
-  ~BatchLoader();  // cancels the epoch in progress and joins the worker
+  ~BatchLoader() override;  // cancels the epoch in progress and joins the worker
   BatchLoader(const BatchLoader&) = delete;
   BatchLoader& operator=(const BatchLoader&) = delete;
 
-  int64_t batches_per_epoch() const;
-  int64_t size() const { return data_.labels.size(0); }
+  int64_t batches_per_epoch() const override;
+  int64_t size() const override { return data_.labels.size(0); }
 
   // Starts epoch `epoch` at its batch `skip_batches`, cancelling any epoch in progress. The
   // sample order and every augmentation are pure functions of (seed, epoch, batch index), so
   // a resumed run sees exactly the batches an uninterrupted run would have seen.
-  void start_epoch(int64_t epoch, int64_t skip_batches = 0);
+  void start_epoch(int64_t epoch, int64_t skip_batches = 0) override;
   // The next batch of the current epoch; nullopt at its end. Rethrows a worker's error.
-  std::optional<Batch> next();
+  std::optional<Batch> next() override;
 
  private:
   void stop_worker();

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "exfusion/fusion/expert_mix.h"
+#include "exfusion/layers/capabilities.h"
 
 namespace exfusion {
 
@@ -31,7 +32,7 @@ struct ExpertBankOptions {
   TORCH_ARG(double, noise_std) = 1e-3;
 };
 
-class ExpertBankImpl : public torch::nn::Module {
+class ExpertBankImpl : public torch::nn::Module, public TakesFactoredGradient {
  public:
   explicit ExpertBankImpl(ExpertBankOptions options);
   void reset_parameters();
@@ -40,6 +41,14 @@ class ExpertBankImpl : public torch::nn::Module {
   // (ExpertMix). Under autocast the sums are written directly in the GEMM's lower-precision
   // type, accumulated in float32.
   std::pair<torch::Tensor, torch::Tensor> fuse(const torch::Tensor& m) const;
+
+  std::string factored_parameter() const override { return "weight"; }
+  std::shared_ptr<FactoredGradient> factored_gradient_sink() const override {
+    return weight_grad_sink;
+  }
+  void set_factored_gradient_sink(std::shared_ptr<FactoredGradient> sink) override {
+    weight_grad_sink = std::move(sink);
+  }
 
   ExpertBankOptions options;
   torch::Tensor weight;  // [N, out, in]

@@ -3,7 +3,7 @@
 // module whose forward returns m; in eval mode every variant returns a batch-free m.
 #pragma once
 #include <torch/nn/module.h>
-#include <torch/nn/modules/linear.h>
+#include "exfusion/layers/linear.h"
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
@@ -68,7 +68,7 @@ class MemoryBankWeightsImpl : public FusionWeightsImpl {
   torch::Tensor router_weights(const torch::Tensor& x);
 
   MemoryBankOptions options;
-  torch::nn::Linear router{nullptr};
+  Linear router{nullptr};
   torch::Tensor bank;  // [N], buffer
 };
 TORCH_MODULE(MemoryBankWeights);

@@ -2,7 +2,7 @@
 // at::scaled_dot_product_attention so CUDA gets the fused flash/memory-efficient kernels.
 #pragma once
 #include <torch/nn/module.h>
-#include <torch/nn/modules/linear.h>
+#include "exfusion/layers/linear.h"
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
@@ -14,7 +14,7 @@ class AttentionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);  // [B, L, D] -> [B, L, D]
 
   int64_t num_heads;
-  torch::nn::Linear qkv{nullptr}, proj{nullptr};
+  Linear qkv{nullptr}, proj{nullptr};
 };
 TORCH_MODULE(Attention);
 

@@ -25,10 +25,6 @@ namespace exfusion {
 torch::Tensor linear(const torch::Tensor& x, const torch::Tensor& weight,
                      const torch::Tensor& bias);
 
-inline torch::Tensor linear(const torch::Tensor& x, const torch::nn::Linear& layer) {
-  return linear(x, layer->weight, layer->bias);
-}
-
 struct LinearOptions {
   LinearOptions(int64_t in_features, int64_t out_features)
       : in_features_(in_features), out_features_(out_features) {}

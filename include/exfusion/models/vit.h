@@ -1,12 +1,10 @@
 // Vision Transformer / DeiT with timm's parameter names and layout (SPEC §3), so a dense
-// (or fused) checkpoint loads into timm's VisionTransformer unchanged. Which FFN each
-// block gets (dense or ExFusion) is chosen by FfnOptions.
+// (or fused) checkpoint loads into timm's VisionTransformer unchanged. Which FFN each block
+// gets comes from the run's `ffn` section (models/ffn_config.h); the model is kind "vit".
 #pragma once
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/conv.h>
-#include <torch/nn/modules/linear.h>
-#include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
@@ -14,22 +12,14 @@
 #include <string>
 #include <vector>
 
+#include "exfusion/config/fields.h"
 #include "exfusion/layers/attention.h"
-#include "exfusion/layers/ffn.h"
-#include "exfusion/layers/moe.h"
+#include "exfusion/layers/layer_norm.h"
+#include "exfusion/layers/linear.h"
+#include "exfusion/models/ffn_config.h"
+#include "exfusion/models/model.h"
 
 namespace exfusion {
-
-enum class FfnKind { kDense, kExFusion, kMoE };
-std::string to_string(FfnKind kind);  // "dense", "exfusion", "moe"
-
-struct FfnOptions {
-  FfnKind kind = FfnKind::kDense;
-  ExFusionOptions exfusion;
-  MoeOptions moe;
-  std::vector<int64_t> layers;  // blocks whose FFN is replaced; empty means all
-  bool replaces(int64_t block) const;
-};
 
 struct VisionTransformerOptions {
   int64_t img_size = 224;
@@ -40,12 +30,41 @@ struct VisionTransformerOptions {
   int64_t num_heads = 12;
   double mlp_ratio = 4.0;
   int64_t num_classes = 1000;
-  FfnOptions ffn;
+  FfnConfig ffn;  // not a field of the model section: the run's `ffn` section
+
+  template <class Fields>
+  void fields(Fields& f) {
+    f("img_size", img_size, "input height and width in pixels", config::at_least<int64_t>(1));
+    f("in_chans", in_chans, "input channels", config::at_least<int64_t>(1));
+    f("patch_size", patch_size, "patch height and width (divides img_size)",
+      config::at_least<int64_t>(1));
+    f("embed_dim", embed_dim, "token width D", config::at_least<int64_t>(1));
+    f("depth", depth, "number of blocks", config::at_least<int64_t>(1));
+    f("num_heads", num_heads, "attention heads (divides embed_dim)",
+      config::at_least<int64_t>(1));
+    f("mlp_ratio", mlp_ratio, "FFN hidden width / embed_dim", config::positive<double>());
+    f("num_classes", num_classes, "classes of the head", config::at_least<int64_t>(1));
+  }
+  // `preset: tiny|small|base` sets embed_dim, depth, num_heads and mlp_ratio (timm's sizes).
+  void apply_preset(const std::string& name, const config::Location& at);
 
   int64_t num_patches() const;
   int64_t hidden_dim() const;
-  // Throws InputError naming the first invalid field.
-  void validate() const;
+  // Throws InputError naming the first invalid field under `at` (default "model").
+  void validate(const config::Location& at = {"", "model"}) const;
+
+  // The model-kind interface (models/model.h).
+  ModelPtr build(const FfnConfig& ffn) const;
+  double forward_flops_per_sample(const FfnConfig& ffn) const;
+  void validate_ffn(const FfnConfig& ffn, const config::Location& at) const;
+  std::vector<int64_t> input_shape() const { return {in_chans, img_size, img_size}; }
+  int64_t num_outputs() const { return num_classes; }
+  // {"architecture": "vit", "timm_kwargs": {...}}: timm's VisionTransformer(**kwargs).
+  nlohmann::json export_description() const;
+  int64_t tokens_per_sample() const { return num_patches() + 1; }
+  int64_t ffn_dim() const { return embed_dim; }
+  int64_t ffn_hidden() const { return hidden_dim(); }
+  int64_t num_blocks() const { return depth; }
 };
 
 // timm's sizes: tiny 192/12/3, small 384/12/6, base 768/12/12 (patch 16, 224 px).
@@ -63,18 +82,17 @@ class BlockImpl : public torch::nn::Module {
  public:
   BlockImpl(int64_t dim, int64_t num_heads, std::shared_ptr<FeedForwardImpl> ffn);
   torch::Tensor forward(const torch::Tensor& x);
-  void replace_mlp(std::shared_ptr<FeedForwardImpl> ffn);
 
-  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  LayerNorm norm1{nullptr}, norm2{nullptr};
   Attention attn{nullptr};
   std::shared_ptr<FeedForwardImpl> mlp;
 };
 TORCH_MODULE(Block);
 
-class VisionTransformerImpl : public torch::nn::Module {
+class VisionTransformerImpl : public ModelImpl {
  public:
   explicit VisionTransformerImpl(VisionTransformerOptions options);
-  torch::Tensor forward(const torch::Tensor& images);  // -> logits [B, num_classes]
+  torch::Tensor forward(const torch::Tensor& images) override;  // -> logits [B, num_classes]
 
   Block block(int64_t index) const;
 
@@ -82,14 +100,12 @@ class VisionTransformerImpl : public torch::nn::Module {
   PatchEmbed patch_embed{nullptr};
   torch::Tensor cls_token, pos_embed;
   torch::nn::ModuleList blocks{nullptr};
-  torch::nn::LayerNorm norm{nullptr};
-  torch::nn::Linear head{nullptr};
+  LayerNorm norm{nullptr};
+  Linear head{nullptr};
 };
 TORCH_MODULE(VisionTransformer);
 
-// Forward FLOPs (multiply-adds × 2) of one image through the dense architecture.
+// Forward FLOPs (multiply-adds × 2) of one image through the architecture.
 double forward_flops_per_image(const VisionTransformerOptions& options);
-
-int64_t count_parameters(const torch::nn::Module& module);
 
 }  // namespace exfusion

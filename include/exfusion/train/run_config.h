@@ -1,6 +1,7 @@
-// Everything a run is made of (model, FFN kind, data, training), with one JSON form used
-// by config files, `--set key=value` overrides and the run directory's config.json.
-// Reading is strict: an unknown key or a value of the wrong type names its source and key.
+// Everything a run is made of (model, FFN kind, data, training), each field declared once
+// (config/fields.h): its default, type, range, help text and JSON/YAML form all come from the
+// declaration. A run's config is built in layers — defaults, then a config file, then
+// `--set key=value` overrides — and each layer's errors name its source and the key path.
 #pragma once
 #include <nlohmann/json.hpp>
 
@@ -8,10 +9,14 @@
 #include <string>
 #include <vector>
 
-#include "exfusion/models/vit.h"
-#include "exfusion/util/fast_paths.h"
+#include "exfusion/config/fields.h"
+#include "exfusion/models/ffn_config.h"
+#include "exfusion/models/model.h"
 
 namespace exfusion {
+
+// Whether `train.task` names a registered task (tasks/task.h).
+bool is_registered_task(const std::string& name);
 
 struct DataConfig {
   std::string dir = "/usr/share/datasets/fashion-mnist";
@@ -22,6 +27,24 @@ struct DataConfig {
   bool horizontal_flip = true;
   std::vector<double> mean, std;  // per channel; empty: measured on the training set
   int64_t prefetch = 2;
+
+  template <class Fields>
+  void fields(Fields& f) {
+    f("dir", dir, "directory with the four IDX files (MNIST names)");
+    f("train_images", train_images, "IDX file of training images (all four files or none)");
+    f("train_labels", train_labels, "IDX file of training labels");
+    f("test_images", test_images, "IDX file of test images");
+    f("test_labels", test_labels, "IDX file of test labels");
+    f("augment", augment, "random crops and horizontal flips for training batches");
+    f("crop_padding", crop_padding, "zero padding of the random crop",
+      config::non_negative<int64_t>());
+    f("horizontal_flip", horizontal_flip, "flip half the training images (with augment)");
+    f("mean", mean, "per-channel mean; [] = measured on the training set");
+    f("std", std, "per-channel std; [] = measured on the training set");
+    f("prefetch", prefetch, "batches prepared ahead on the loader thread",
+      config::at_least<int64_t>(1));
+  }
+  void validate(const config::Location& at) const;
 };
 
 struct TrainConfig {
@@ -39,53 +62,84 @@ struct TrainConfig {
   std::string device = "auto";     // auto, cpu, cuda, cuda:N
   std::string precision = "auto";  // auto (bf16 on CUDA, fp32 on CPU), fp32, bf16
   int64_t threads = 0;             // CPU intra-op threads; 0 keeps LibTorch's default
-  // Expert banks through their CUDA kernels and the factored AdamW step (no N per-expert
-  // gradients); false runs plain autograd and ATen (same math, for comparison).
   bool expert_kernels = true;
-  // LayerNorm through its CUDA kernels (layers/layer_norm.h); false runs LibTorch's.
   bool layer_norm_kernels = true;
-  // Linear layers' bias gradients from the weight-gradient GEMM's cuBLASLt epilogue on CUDA
-  // (layers/linear.h); false runs at::linear's autograd (a separate reduction kernel).
   bool bias_grad_epilogue = true;
-  // Captures the whole training step (forward, backward, clipping, AdamW) into a CUDA graph
-  // after a few eager warm-up steps and replays it; CUDA only (train/cuda_graph_step.h).
   bool cuda_graph = false;
+
+  template <class Fields>
+  void fields(Fields& f) {
+    f("epochs", epochs, "training epochs", config::at_least<int64_t>(1));
+    f("max_steps", max_steps, "stop after this many steps; 0 = no limit (the schedule still "
+      "spans epochs)", config::Check<int64_t>{"0 (no limit) or a positive step count",
+                                              [](int64_t v) { return v >= 0; }});
+    f("batch_size", batch_size, "batch size", config::at_least<int64_t>(1));
+    f("lr", lr, "peak learning rate", config::Check<double>{"a positive learning rate",
+                                                            [](double v) { return v > 0; }});
+    f("min_lr", min_lr, "learning rate at the end of the cosine decay",
+      config::non_negative<double>());
+    f("warmup_epochs", warmup_epochs, "linear warmup length in epochs",
+      config::non_negative<double>());
+    f("weight_decay", weight_decay, "AdamW weight decay (not on norms, biases, embeddings, m)",
+      config::non_negative<double>());
+    f("label_smoothing", label_smoothing, "label smoothing of the cross-entropy",
+      config::in_range<double>(0.0, 1.0, true));
+    f("clip_grad", clip_grad, "global gradient-norm limit; 0 = off",
+      config::Check<double>{"0 (off) or a positive norm", [](double v) { return v >= 0; }});
+    f("seed", seed, "random seed (init, data order, augmentation)");
+    f("log_every", log_every, "steps between metric lines", config::at_least<int64_t>(1));
+    f("device", device, "auto, cpu, cuda or cuda:N");
+    f("precision", precision, "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16",
+      config::one_of({"auto", "fp32", "bf16"}));
+    f("threads", threads, "CPU intra-op threads; 0 = LibTorch's default",
+      config::Check<int64_t>{"0 (default) or a thread count", [](int64_t v) { return v >= 0; }});
+    f("expert_kernels", expert_kernels,
+      "expert banks through the CUDA kernels and the factored AdamW step; false = plain "
+      "autograd and ATen");
+    f("layer_norm_kernels", layer_norm_kernels, "LayerNorm through its CUDA kernels on CUDA");
+    f("bias_grad_epilogue", bias_grad_epilogue,
+      "on CUDA, bias gradients from the weight-gradient GEMM's cuBLASLt epilogue");
+    f("cuda_graph", cuda_graph, "capture the training step in a CUDA graph and replay it");
+  }
+  void validate(const config::Location& at) const;
 };
 
-// The fast paths `train` switches on: the policy of the FastPathScope that training and
-// evaluation of its run open.
-inline FastPathPolicy fast_path_policy(const TrainConfig& train) {
-  FastPathPolicy policy;
-  policy.expert_kernels = train.expert_kernels;
-  policy.layer_norm_kernels = train.layer_norm_kernels;
-  policy.bias_grad_epilogue = train.bias_grad_epilogue;
-  return policy;
-}
-
 struct RunConfig {
-  VisionTransformerOptions model;
+  std::string task = "image_classification";
+  ModelConfig model;
+  FfnConfig ffn;
   DataConfig data;
   TrainConfig train;
+
+  template <class Fields>
+  void fields(Fields& f) {
+    f("task", task, "what is learned: image_classification", config::Check<std::string>{
+      "a registered task (image_classification)", &is_registered_task});
+    f("model", model, "the model: kind and its architecture");
+    f("ffn", ffn, "the FFN kind of the model's blocks and its options");
+    f("data", data, "the data set and its preparation");
+    f("train", train, "optimisation and the training loop");
+  }
+  // Checks across sections (FFN layers against the model's depth, normalisation per channel).
+  void validate(const config::Location& at) const;
 };
 
 // The default run: the README's main job (a small ViT with ExFusion-mb, N = 4, δ = 0.95,
 // on Fashion-MNIST).
 RunConfig default_run_config();
-nlohmann::json default_run_config_json();
 
 nlohmann::json to_json(const RunConfig& config);
-nlohmann::json model_to_json(const VisionTransformerOptions& model);
-// Parses a complete config; `source` (a file name or "--set") prefixes every error.
+// Lays `patch` over `config`; `source` (a file name, "--set key=value") prefixes every error.
+void apply_config(RunConfig& config, const nlohmann::json& patch, const std::string& source);
+// A complete config read from JSON, starting from the struct defaults (a ViT-B/16, dense).
 RunConfig run_config_from_json(const nlohmann::json& json, const std::string& source);
-VisionTransformerOptions model_from_json(const nlohmann::json& json, const std::string& source);
 
-// Overlays `patch` onto `base` key by key. Every key in `patch` must exist in `base`
-// (InputError "<source>: unknown key 'train.epoch'").
-void merge_config(nlohmann::json& base, const nlohmann::json& patch, const std::string& source);
-
-// Parses `key.path=value` (value as JSON when it parses, else as a string) into a patch.
-nlohmann::json parse_assignment(const std::string& assignment);
-
-nlohmann::json read_json_file(const std::string& path);
+// One layer of a run's config: a file (JSON or YAML) or a `key.path=value` assignment.
+struct ConfigLayers {
+  std::string file;                      // empty: none
+  std::vector<std::string> assignments;  // applied in order, after the file
+};
+// `base`, then the file, then each assignment.
+RunConfig build_run_config(RunConfig base, const ConfigLayers& layers);
 
 }  // namespace exfusion

@@ -11,9 +11,7 @@ namespace exfusion {
 // Fills `tensor` in place from N(0, std²) truncated to [-2·std, 2·std].
 void trunc_normal_(const torch::Tensor& tensor, double std);
 
-// ViT's init for a linear layer: truncated normal weight (std 0.02), zero bias (if any). The
-// torch::nn::Linear overload serves the models until they move to exfusion::Linear.
+// ViT's init for a linear layer: truncated normal weight (std 0.02), zero bias (if any).
 void init_vit_linear(const Linear& linear);
-void init_vit_linear(const torch::nn::Linear& linear);
 
 }  // namespace exfusion

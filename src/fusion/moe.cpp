@@ -1,5 +1,5 @@
 // Top-k mixture of experts with capacity (see moe.h).
-#include "exfusion/layers/moe.h"
+#include "exfusion/fusion/moe.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,30 +9,38 @@
 
 namespace exfusion {
 
-void MoeOptions::validate() const {
-  if (num_experts() < 1) {
-    throw InputError("ffn.num_experts = " + std::to_string(num_experts()) +
-                     ": expected at least 1");
-  }
+void MoeOptions::validate(const config::Location& at) const {
+  if (num_experts() < 1) config::fail(at, "num_experts", num_experts(), "at least 1");
   if (top_k() < 1 || top_k() > num_experts()) {
-    throw InputError("ffn.top_k = " + std::to_string(top_k()) +
-                     ": expected 1 to ffn.num_experts = " + std::to_string(num_experts()));
+    config::fail(at, "top_k", top_k(),
+                 "1 to " + at.key_path("num_experts") + " = " + std::to_string(num_experts()));
   }
   if (!(capacity_factor() >= 0.0)) {
-    throw InputError("ffn.capacity_factor = " + std::to_string(capacity_factor()) +
-                     ": expected 0 (no dropping) or a positive factor");
+    config::fail(at, "capacity_factor", capacity_factor(), "0 (no dropping) or a positive factor");
   }
   if (!(aux_loss_coef() >= 0.0)) {
-    throw InputError("ffn.aux_loss_coef = " + std::to_string(aux_loss_coef()) +
-                     ": expected a non-negative coefficient");
+    config::fail(at, "aux_loss_coef", aux_loss_coef(), "a non-negative coefficient");
   }
 }
 
+std::shared_ptr<FeedForwardImpl> MoeOptions::build(int64_t dim, int64_t hidden) const {
+  return std::make_shared<MoeMlpImpl>(dim, hidden, *this);
+}
+
+std::string MoeOptions::run_name() const {
+  return "moe-n" + std::to_string(num_experts()) + "-k" + std::to_string(top_k());
+}
+
+double MoeOptions::forward_macs_per_token(int64_t dim, int64_t hidden) const {
+  const double d = static_cast<double>(dim), h = static_cast<double>(hidden);
+  return 2.0 * d * h * static_cast<double>(top_k()) + d * static_cast<double>(num_experts());
+}
+
 MoeMlpImpl::MoeMlpImpl(int64_t dim, int64_t hidden, MoeOptions options_) : options(options_) {
-  options.validate();
+  options.validate({"", "ffn"});
   const auto n = options.num_experts();
   router =
-      register_module("router", torch::nn::Linear(torch::nn::LinearOptions(dim, n).bias(false)));
+      register_module("router", Linear(LinearOptions(dim, n).bias(false)));
   fc1 = register_module("fc1", ExpertBank(ExpertBankOptions(n, dim, hidden)));
   fc2 = register_module("fc2", ExpertBank(ExpertBankOptions(n, hidden, dim)));
   const torch::NoGradGuard no_grad;
@@ -46,7 +54,7 @@ torch::Tensor MoeMlpImpl::forward(const torch::Tensor& x) {
   const auto long_options = torch::TensorOptions(x.device()).dtype(torch::kLong);
 
   // Routing in at least float32, also under bf16 autocast.
-  const auto logits = at::linear(tokens, router->weight);
+  const auto logits = router->forward(tokens);
   const auto probs =
       at::softmax(logits.to(at::promote_types(logits.scalar_type(), torch::kFloat32)), -1);
   auto [gates, chosen] = probs.topk(k, -1);
@@ -100,10 +108,12 @@ torch::Tensor MoeMlpImpl::forward(const torch::Tensor& x) {
   return combined.to(expert_out.scalar_type()).view(x.sizes());
 }
 
-std::shared_ptr<MlpImpl> MoeMlpImpl::to_dense() const {
-  throw InputError(
-      "ffn.kind = moe: a mixture of experts has no dense equivalent to fuse into (only ExFusion "
-      "and dense FFNs can be fused and exported for timm)");
+nlohmann::json MoeMlpImpl::metrics() const {
+  if (!routing_stats_.defined()) return nlohmann::json::object();
+  const auto values = routing_stats_.to(torch::kCPU, torch::kFloat64);
+  return {{"routing",
+           {{"dropped_fraction", values[0].item<double>()},
+            {"aux_loss", values[1].item<double>()}}}};
 }
 
 }  // namespace exfusion

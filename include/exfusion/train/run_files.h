@@ -1,11 +1,13 @@
-// The files a run directory holds and how checkpoints describe themselves: the model
-// config travels in each safetensors file's metadata, so eval, fuse and info need nothing
-// but the file. The fused export also gets a model.json with timm's constructor kwargs.
+// The files a run directory holds and how checkpoints describe themselves: the run's config
+// travels in each safetensors file's metadata (with the file's format version), so eval, fuse
+// and info need nothing but the file. The fused export also gets a model.json with timm's
+// constructor kwargs.
 #pragma once
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
 #include "exfusion/io/safetensors.h"
+#include "exfusion/models/model.h"
 #include "exfusion/train/run_config.h"
 
 namespace exfusion {
@@ -17,10 +19,9 @@ inline constexpr const char* kModelConfigFile = "model.json";
 inline constexpr const char* kMetricsFile = "metrics.jsonl";
 inline constexpr const char* kSummaryFile = "summary.json";
 inline constexpr const char* kConfigMetadataKey = "exfusion.config";
+inline constexpr const char* kKindMetadataKey = "exfusion.kind";
+inline constexpr const char* kFormatMetadataKey = "exfusion.format";
 
-// The training state, unfused: model., optimizer. and trainer. tensors plus the config.
-void save_training_state(const std::filesystem::path& path, const NamedTensors& state,
-                         const RunConfig& config);
 // The fused dense model under timm's names, with model.json written beside it.
 void save_dense_model(const std::filesystem::path& path, const NamedTensors& tensors,
                       const RunConfig& config);
@@ -29,16 +30,21 @@ struct Checkpoint {
   SafetensorsFile file;
   RunConfig config;
   bool is_training_state = false;  // tensors under "model." rather than bare names
+  int64_t format = 1;
 };
 
-// Loads a checkpoint and the config in its metadata (or `config_override` when given).
+// Loads a checkpoint and the config in its metadata, with the config file `config_override`
+// (JSON or YAML) laid over it when given.
 Checkpoint load_checkpoint(const std::filesystem::path& path,
                            const std::string& config_override = "");
+// The checkpoint's model with its tensors loaded.
+ModelPtr model_from_checkpoint(const Checkpoint& checkpoint, const std::filesystem::path& path);
+
+// A config as a file of format `format` stored it, in this build's layout: format 1 kept every
+// FFN kind's keys in one flat ffn section; only the named kind's are kept.
+nlohmann::json upgrade_stored_config(nlohmann::json config, int64_t format);
 
 // Resolves a run directory to the file inside it (`prefer_state`: state, else model).
 std::filesystem::path checkpoint_path(const std::filesystem::path& path, bool prefer_state);
-
-// timm.models.vision_transformer.VisionTransformer(**kwargs) for the same architecture.
-nlohmann::json timm_kwargs(const VisionTransformerOptions& model);
 
 }  // namespace exfusion

@@ -4,21 +4,37 @@
 // load-balancing loss N·Σ_e f_e·P_e. Dispatch goes through fixed [N, capacity] buffers, so a
 // step has static shapes and no host synchronisation.
 #pragma once
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
 #include <memory>
 
+#include "exfusion/config/fields.h"
 #include "exfusion/fusion/expert_bank.h"
-#include "exfusion/layers/ffn.h"
+#include "exfusion/layers/capabilities.h"
+#include "exfusion/layers/ffn_kind.h"
+#include "exfusion/layers/linear.h"
 
 namespace exfusion {
 
+// The options of the FFN kind "moe".
 struct MoeOptions {
-  // Throws InputError naming ffn.num_experts, ffn.top_k, ffn.capacity_factor or
-  // ffn.aux_loss_coef. Declared first: TORCH_ARG leaves what follows it private.
-  void validate() const;
+  // Declared first: TORCH_ARG leaves what follows it private.
+  template <class Fields>
+  void fields(Fields& f) {
+    f("num_experts", num_experts(), "experts N", config::at_least<int64_t>(1));
+    f("top_k", top_k(), "experts per token k (1..N)", config::at_least<int64_t>(1));
+    f("capacity_factor", capacity_factor(), "capacity factor; 0 keeps every assignment",
+      config::non_negative<double>());
+    f("aux_loss_coef", aux_loss_coef(), "load-balancing loss coefficient",
+      config::non_negative<double>());
+  }
+  // top_k at most num_experts; errors name `at`'s path.
+  void validate(const config::Location& at) const;
+  std::shared_ptr<FeedForwardImpl> build(int64_t dim, int64_t hidden) const;
+  std::string run_name() const;  // "moe-n4-k2"
+  // Each token runs top_k experts, and the router scores all N.
+  double forward_macs_per_token(int64_t dim, int64_t hidden) const;
 
   TORCH_ARG(int64_t, num_experts) = 4;
   TORCH_ARG(int64_t, top_k) = 2;
@@ -28,22 +44,23 @@ struct MoeOptions {
   TORCH_ARG(double, aux_loss_coef) = 0.01;
 };
 
-class MoeMlpImpl : public FeedForwardImpl {
+// No dense form: a mixture of experts cannot be fused (fuse says so).
+class MoeMlpImpl : public FeedForwardImpl, public AddsAuxiliaryLoss, public ReportsMetrics {
  public:
   MoeMlpImpl(int64_t dim, int64_t hidden, MoeOptions options);
   torch::Tensor forward(const torch::Tensor& x) override;
-  // A mixture of experts has no dense equivalent: throws InputError.
-  std::shared_ptr<MlpImpl> to_dense() const override;
   // aux_loss_coef · N·Σ_e f_e·P_e of the last forward pass (differentiable in the router).
   torch::Tensor auxiliary_loss() const override { return aux_loss_; }
+  // {"routing": {"dropped_fraction": …, "aux_loss": …}} of the last forward pass; {} before one.
+  nlohmann::json metrics() const override;
   // [share of the last forward pass's assignments dropped for capacity, its balance loss],
   // detached. One tensor updated in place, so an eager forward and the replays of a captured
   // CUDA graph write to the same place.
-  torch::Tensor routing_stats() const override { return routing_stats_; }
+  torch::Tensor routing_stats() const { return routing_stats_; }
   torch::Tensor dropped_fraction() const { return routing_stats_[0]; }
 
   MoeOptions options;
-  torch::nn::Linear router{nullptr};
+  Linear router{nullptr};
   ExpertBank fc1{nullptr}, fc2{nullptr};
 
  private:

@@ -1,0 +1,28 @@
+// What the trainer and evaluation read, whatever the task: batches of inputs and targets from a
+// source whose order is a pure function of (seed, epoch, batch), so a run can resume mid-epoch.
+#pragma once
+#include <torch/types.h>
+
+#include <cstdint>
+#include <optional>
+
+namespace exfusion {
+
+struct Batch {
+  torch::Tensor inputs;   // e.g. float32 [B, C, H, W] images, normalised
+  torch::Tensor targets;  // e.g. int64 [B] labels
+  int64_t size() const { return targets.size(0); }
+};
+
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  virtual int64_t batches_per_epoch() const = 0;
+  virtual int64_t size() const = 0;  // samples
+  // Starts epoch `epoch` at its batch `skip_batches`, cancelling any epoch in progress.
+  virtual void start_epoch(int64_t epoch, int64_t skip_batches = 0) = 0;
+  // The next batch of the current epoch; nullopt at its end.
+  virtual std::optional<Batch> next() = 0;
+};
+
+}  // namespace exfusion

@@ -1,0 +1,67 @@
+// What a module can do beyond its forward, as small interfaces that the trainer, fuse, info and
+// the metrics find by walking any module tree (for_each_capable). A kind implements only what
+// it offers: ExFusion has a dense form and reports its fusion weights, MoE adds a loss and
+// reports its routing, an expert bank takes its gradient in factored form.
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace exfusion {
+
+struct FactoredGradient;
+
+// The module's eval-mode function as plain dense tensors: the names and shapes of the module a
+// dense model has in its place (an ExFusion FFN gives fc1.weight, fc1.bias, fc2.weight, ...).
+class HasDenseForm {
+ public:
+  virtual ~HasDenseForm() = default;
+  virtual std::vector<std::pair<std::string, torch::Tensor>> dense_tensors() const = 0;
+};
+
+// A term the module adds to the training loss (MoE load balancing), from its last forward pass.
+class AddsAuxiliaryLoss {
+ public:
+  virtual ~AddsAuxiliaryLoss() = default;
+  virtual torch::Tensor auxiliary_loss() const = 0;
+};
+
+// Metrics of the module's current state, by group: {"fusion_weights": {"m": [...]}} or
+// {"routing": {"dropped_fraction": ..., "aux_loss": ...}}. Reads values back to the host.
+class ReportsMetrics {
+ public:
+  virtual ~ReportsMetrics() = default;
+  virtual nlohmann::json metrics() const = 0;
+};
+
+// A parameter whose gradient an optimizer may take as (dW̄, m) instead of N expert gradients.
+class TakesFactoredGradient {
+ public:
+  virtual ~TakesFactoredGradient() = default;
+  virtual std::string factored_parameter() const = 0;  // its name within the module: "weight"
+  virtual std::shared_ptr<FactoredGradient> factored_gradient_sink() const = 0;
+  virtual void set_factored_gradient_sink(std::shared_ptr<FactoredGradient> sink) = 0;
+};
+
+// Calls `visit(path, capability)` for every module under `root` (root included, path "") that
+// implements `Capability`, in named_modules order.
+template <class Capability, class Visit>
+void for_each_capable(const torch::nn::Module& root, Visit&& visit) {
+  for (const auto& item : root.named_modules("", /*include_self=*/true)) {
+    if (auto* capable = dynamic_cast<Capability*>(item.value().get())) visit(item.key(), *capable);
+  }
+}
+
+// Every ReportsMetrics module's metrics, {group: {owner: value}}, where the owner is the path of
+// the module holding the reporter ("blocks.0" for the FFN at blocks.0.mlp); {} when none reports.
+nlohmann::json collect_metrics(const torch::nn::Module& root);
+
+// The sum of every AddsAuxiliaryLoss term; undefined when no module adds one.
+torch::Tensor auxiliary_losses(const torch::nn::Module& root);
+
+}  // namespace exfusion

@@ -1,0 +1,126 @@
+// What a model is to the trainer, evaluation, fuse, info and export: a module with a forward
+// over a batch of inputs, and options behind a uniform face that say how to build it, its
+// FLOPs, its input shape and how it exports. The ViT is one registered model (models/vit.h);
+// another (Swin, a decoder LM) adds its files and one line in models/registry.cpp.
+#pragma once
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "exfusion/config/fields.h"
+#include "exfusion/models/ffn_config.h"
+
+namespace exfusion {
+
+class ModelImpl : public torch::nn::Module {
+ public:
+  virtual torch::Tensor forward(const torch::Tensor& inputs) = 0;
+};
+using ModelPtr = std::shared_ptr<ModelImpl>;
+
+int64_t count_parameters(const torch::nn::Module& module);
+
+// A model kind's options, type-erased. DeclaredModelOptions<Options> implements it for an
+// options struct with declared fields (config/fields.h) and
+//   ModelPtr build(const FfnConfig& ffn) const;
+//   double forward_flops_per_sample(const FfnConfig& ffn) const;  // multiply-adds × 2
+//   void validate_ffn(const FfnConfig& ffn, const config::Location& at) const;
+//   std::vector<int64_t> input_shape() const;      // one sample, e.g. {C, H, W}
+//   int64_t num_outputs() const;                   // classes
+//   nlohmann::json export_description() const;     // model.json's architecture entries
+//   int64_t tokens_per_sample() const;             // FFN rows per sample
+//   int64_t ffn_dim() const, ffn_hidden() const;   // the FFN's sizes
+//   int64_t num_blocks() const;
+class ModelOptions {
+ public:
+  virtual ~ModelOptions() = default;
+  virtual std::shared_ptr<ModelOptions> clone() const = 0;
+  virtual void apply(const nlohmann::json& patch, const config::Location& at,
+                     const std::set<std::string>& handled) = 0;
+  virtual nlohmann::json to_json() const = 0;
+  virtual std::vector<config::FieldHelp> describe(const std::string& prefix) const = 0;
+  virtual void validate(const config::Location& at) const = 0;
+  virtual ModelPtr build(const FfnConfig& ffn) const = 0;
+  virtual double forward_flops_per_sample(const FfnConfig& ffn) const = 0;
+  virtual void validate_ffn(const FfnConfig& ffn, const config::Location& at) const = 0;
+  virtual std::vector<int64_t> input_shape() const = 0;
+  virtual int64_t num_outputs() const = 0;
+  virtual nlohmann::json export_description() const = 0;
+  virtual int64_t tokens_per_sample() const = 0;
+  virtual int64_t ffn_dim() const = 0;
+  virtual int64_t ffn_hidden() const = 0;
+  virtual int64_t num_blocks() const = 0;
+};
+
+template <class Options>
+class DeclaredModelOptions final : public ModelOptions {
+ public:
+  explicit DeclaredModelOptions(Options options = {}) : options(std::move(options)) {}
+  std::shared_ptr<ModelOptions> clone() const override {
+    return std::make_shared<DeclaredModelOptions>(options);
+  }
+  void apply(const nlohmann::json& patch, const config::Location& at,
+             const std::set<std::string>& handled) override {
+    config::apply(options, patch, at, handled);
+  }
+  nlohmann::json to_json() const override { return config::to_json(options); }
+  std::vector<config::FieldHelp> describe(const std::string& prefix) const override {
+    return config::describe(options, prefix);
+  }
+  void validate(const config::Location& at) const override { options.validate(at); }
+  ModelPtr build(const FfnConfig& ffn) const override { return options.build(ffn); }
+  double forward_flops_per_sample(const FfnConfig& ffn) const override {
+    return options.forward_flops_per_sample(ffn);
+  }
+  void validate_ffn(const FfnConfig& ffn, const config::Location& at) const override {
+    options.validate_ffn(ffn, at);
+  }
+  std::vector<int64_t> input_shape() const override { return options.input_shape(); }
+  int64_t num_outputs() const override { return options.num_outputs(); }
+  nlohmann::json export_description() const override { return options.export_description(); }
+  int64_t tokens_per_sample() const override { return options.tokens_per_sample(); }
+  int64_t ffn_dim() const override { return options.ffn_dim(); }
+  int64_t ffn_hidden() const override { return options.ffn_hidden(); }
+  int64_t num_blocks() const override { return options.num_blocks(); }
+
+  Options options;
+};
+
+// The `model` section: {kind: vit, ...the kind's keys}; kind may be left out (vit).
+struct ModelConfig {
+  ModelConfig();  // the registry's default for "vit"
+  template <class Options>
+  static ModelConfig of(const std::string& kind, Options options) {
+    ModelConfig config;
+    config.kind = kind;
+    config.options = std::make_shared<DeclaredModelOptions<Options>>(std::move(options));
+    return config;
+  }
+  template <class Options>
+  const Options* as() const {
+    const auto* declared = dynamic_cast<const DeclaredModelOptions<Options>*>(options.get());
+    return declared ? &declared->options : nullptr;
+  }
+
+  void apply(const nlohmann::json& patch, const config::Location& at);
+  nlohmann::json to_json() const;
+  void describe(std::vector<config::FieldHelp>& out, const std::string& prefix) const;
+
+  std::string kind;
+  std::shared_ptr<const ModelOptions> options;
+};
+
+// The model a config describes, initialised from the current torch seed.
+ModelPtr build_model(const ModelConfig& model, const FfnConfig& ffn);
+
+// The dense model `trained` fuses into: the same model with dense FFNs, its FFNs' dense forms
+// and every other tensor copied. Throws InputError for an FFN without a dense form (MoE).
+ModelPtr fuse_model(const ModelConfig& model, const ModelImpl& trained);
+
+}  // namespace exfusion

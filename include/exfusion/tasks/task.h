@@ -1,0 +1,69 @@
+// What the trainer and the pipeline need of a task: its data, its training loss, the per-batch
+// count behind its training metric, and its evaluation. Image classification is one registered
+// task (tasks/image_classification.h); another (language modelling) adds its files and one line
+// in src/tasks/task.cpp, not edits to the trainer.
+#pragma once
+#include <torch/types.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "exfusion/data/batch.h"
+#include "exfusion/models/model.h"
+
+namespace exfusion {
+
+struct RunConfig;
+
+struct EvalResult {
+  double accuracy = 0.0;  // fraction in [0, 1]
+  double loss = 0.0;
+  int64_t samples = 0;
+  torch::Tensor outputs;  // [samples, ...] float32 on the CPU, in source order, when kept
+};
+
+struct TaskData {
+  std::unique_ptr<BatchSource> train;  // null when only evaluation was asked for
+  std::unique_ptr<BatchSource> test;
+  torch::Tensor test_targets;          // the test set's targets, in source order
+};
+
+class Task {
+ public:
+  virtual ~Task() = default;
+  // Opens the data the config names (checking it against the model); measures what the config
+  // leaves to the data (image normalisation) and writes it back into `config`.
+  virtual TaskData load_data(RunConfig& config, bool with_train) const = 0;
+  // The training loss of `outputs` for `batch` (the model's own auxiliary losses come on top).
+  virtual torch::Tensor loss(const torch::Tensor& outputs, const Batch& batch) const = 0;
+  // A device scalar summed over a logging window and divided by its samples: the training
+  // metric (`metric_name`), e.g. the correct predictions for accuracy.
+  virtual torch::Tensor metric_count(const torch::Tensor& outputs, const Batch& batch) const = 0;
+  virtual std::string metric_name() const = 0;
+  // The model in eval mode over `source`; `keep_outputs` keeps what evaluation compares.
+  virtual EvalResult evaluate(ModelImpl& model, BatchSource& source, const torch::Device& device,
+                              bool bf16, bool keep_outputs) const = 0;
+};
+
+using TaskFactory = std::function<std::unique_ptr<Task>(const RunConfig&)>;
+
+// The tasks `train.task` may name; image_classification is registered in src/tasks/task.cpp.
+class TaskRegistry {
+ public:
+  void add(const std::string& name, TaskFactory factory);
+  std::unique_ptr<Task> make(const std::string& name, const RunConfig& config) const;
+  bool contains(const std::string& name) const { return factories_.count(name) > 0; }
+  std::vector<std::string> names() const;
+
+ private:
+  std::map<std::string, TaskFactory> factories_;
+};
+TaskRegistry& task_kinds();
+
+// The task of `config` (train.task).
+std::unique_ptr<Task> make_task(const RunConfig& config);
+
+}  // namespace exfusion

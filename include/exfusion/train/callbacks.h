@@ -1,0 +1,63 @@
+// What the training loop tells the outside while it runs: a list of callbacks, each told of
+// every step, every evaluation, every epoch's end and the end of training. The JSONL log, the
+// progress bar and the checkpointer are callbacks (train/standard_callbacks.h); TensorBoard or
+// rank-0-only logging are one more each, with no edit to the loop.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+
+#include "exfusion/tasks/task.h"
+
+namespace exfusion {
+
+class Trainer;
+
+struct TrainBegin {
+  int64_t first_step;   // steps done before this fit (a resumed run's)
+  int64_t total_steps;  // the step fit stops at
+  int64_t epochs;
+};
+
+// The training metrics of the steps since the last window closed (every train.log_every steps
+// and at the last step); the only point where the loop reads values back from the device.
+struct TrainWindow {
+  int64_t steps = 0;
+  int64_t samples = 0;
+  double loss = 0.0;    // mean task loss over the window's steps
+  double metric = 0.0;  // the task's metric (accuracy) over the window's samples
+  double samples_per_s = 0.0;
+  double elapsed_s = 0.0;  // since fit began
+};
+
+struct StepEvent {
+  int64_t step;  // steps done, this one included
+  int64_t epoch;
+  double lr;                  // the learning rate this step used
+  const TrainWindow* window;  // non-null when a window closed at this step
+};
+
+struct EvalEvent {
+  int64_t step;
+  int64_t epoch;
+  const EvalResult& result;
+};
+
+struct TrainResult {
+  int64_t steps = 0;
+  double train_seconds = 0.0;  // the training steps' wall time, evaluation excluded
+  double eval_seconds = 0.0;   // the per-epoch evaluations' wall time
+  double last_loss = 0.0;      // mean over the last logging window
+  double last_metric = 0.0;    // likewise (accuracy on the training batches)
+};
+
+class TrainerCallback {
+ public:
+  virtual ~TrainerCallback() = default;
+  virtual void on_train_begin(const Trainer& /*trainer*/, const TrainBegin& /*begin*/) {}
+  virtual void on_step(const Trainer& /*trainer*/, const StepEvent& /*event*/) {}
+  virtual void on_eval(const Trainer& /*trainer*/, const EvalEvent& /*event*/) {}
+  virtual void on_epoch_end(const Trainer& /*trainer*/, int64_t /*epoch*/) {}
+  virtual void on_train_end(const Trainer& /*trainer*/, const TrainResult& /*result*/) {}
+};
+
+}  // namespace exfusion

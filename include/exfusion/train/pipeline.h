@@ -1,0 +1,48 @@
+// The workflows behind the CLI's commands, as library calls: train → evaluate → fuse → evaluate
+// the fused model → export → summary, and evaluating, fusing and describing a checkpoint. The
+// CLI parses its arguments into these structs and calls one function; it holds no workflow.
+#pragma once
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <ostream>
+#include <string>
+
+#include "exfusion/train/run_config.h"
+
+namespace exfusion {
+
+struct TrainRun {
+  RunConfig config;
+  std::filesystem::path out;  // empty: runs/<run name>-<time>
+  bool force = false;         // overwrite an existing run directory's outputs
+};
+
+// Trains, evaluates, fuses (where every FFN has a dense form), evaluates the fused model and
+// writes the run directory; reports on `report` (stdout) and shows progress on `progress`.
+// Returns summary.json's content.
+nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostream& progress);
+
+struct EvalRun {
+  std::filesystem::path path;  // a run directory or a checkpoint file
+  std::string config_file;     // laid over the checkpoint's config when given
+  std::string data_dir;
+  std::string device = "auto";
+  std::filesystem::path save_logits;  // write test logits and labels here when set
+  bool unfused = false;               // in a run directory: the training state
+  bool force = false;
+};
+// {"checkpoint", "test_accuracy", "test_loss", "samples"}; evaluates under the fast-path policy
+// of the checkpoint's config (train.*_kernels).
+nlohmann::json evaluate_checkpoint(const EvalRun& run);
+
+struct FuseRun {
+  std::filesystem::path path;  // a run directory or its state.safetensors
+  std::filesystem::path out;   // default: model.safetensors beside the state
+  bool force = false;
+};
+nlohmann::json fuse_checkpoint(const FuseRun& run);
+
+// Architecture, parameters, FLOPs and the model's metrics (fusion weights) of a checkpoint.
+nlohmann::json describe_checkpoint(const std::filesystem::path& path);
+
+}  // namespace exfusion

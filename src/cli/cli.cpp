@@ -1,0 +1,206 @@
+// The command line (see cli.h): CLI11 parses into the pipeline's structs, config shortcuts
+// become `--set key=value` assignments, and `exfusion config` prints every key's declaration.
+#include "exfusion/cli/cli.h"
+
+#include <CLI/CLI.hpp>
+
+#include <c10/util/Exception.h>
+
+#include <deque>
+#include <iostream>
+
+#include "exfusion/config/fields.h"
+#include "exfusion/train/pipeline.h"
+#include "exfusion/train/step_benchmark.h"
+#include "exfusion/util/error.h"
+
+namespace exfusion {
+namespace {
+
+// (config key, value) of each shortcut; a deque, because CLI11 keeps a reference to each
+// value and appending to a deque never moves the elements already there.
+using ShortcutValues = std::deque<std::pair<std::string, std::string>>;
+
+// Every key of the config with its type, default and help, from the fields' declarations.
+std::vector<config::FieldHelp> config_keys() { return config::describe(default_run_config(), ""); }
+
+// Typed shortcuts for the most used config keys; each becomes a `--set key=value`, and its help
+// is the key's declared help.
+void add_config_shortcuts(CLI::App& command, ShortcutValues& values) {
+  const std::vector<std::pair<std::string, std::string>> shortcuts = {
+      {"--ffn", "ffn.kind"},
+      {"--variant", "ffn.variant"},
+      {"--experts", "ffn.num_experts"},
+      {"--momentum", "ffn.momentum"},
+      {"--bank-init", "ffn.bank_init"},
+      {"--router", "ffn.router"},
+      {"--expert-init", "ffn.expert_init"},
+      {"--top-k", "ffn.top_k"},
+      {"--capacity-factor", "ffn.capacity_factor"},
+      {"--aux-loss-coef", "ffn.aux_loss_coef"},
+      {"--layers", "ffn.layers"},
+      {"--preset", "model.preset"},
+      {"--epochs", "train.epochs"},
+      {"--max-steps", "train.max_steps"},
+      {"--batch-size", "train.batch_size"},
+      {"--lr", "train.lr"},
+      {"--seed", "train.seed"},
+      {"--device", "train.device"},
+      {"--precision", "train.precision"},
+      {"--threads", "train.threads"},
+      {"--cuda-graph", "train.cuda_graph"},
+  };
+  const auto keys = config_keys();
+  for (const auto& [flag, key] : shortcuts) {
+    std::string help;
+    for (const auto& field : keys) {
+      if (field.path == key) {
+        help = field.help;
+        break;
+      }
+    }
+    values.emplace_back(key, "");
+    command.add_option(flag, values.back().second, help + " (sets " + key + ")");
+  }
+}
+
+// Shortcuts go first so that an explicit --set of the same key wins.
+void prepend_shortcuts(const ShortcutValues& values, std::vector<std::string>& assignments) {
+  std::vector<std::string> given;
+  for (const auto& [key, value] : values) {
+    if (!value.empty()) given.push_back(key + "=" + value);
+  }
+  assignments.insert(assignments.begin(), given.begin(), given.end());
+}
+
+void print_json(const nlohmann::json& json) { std::cout << json.dump(2) << std::endl; }
+
+int parse_and_run(int argc, const char* const* argv) {
+  CLI::App app{
+      "exfusion: multi-expert fusion training for Transformers.\n"
+      "Train with N experts per FFN, fuse them into one dense FFN, export for timm."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "exfusion 0.1.0");
+
+  std::string train_config, train_out, train_data;
+  std::vector<std::string> train_sets;
+  bool train_force = false;
+  ShortcutValues shortcut_values;
+  auto* train = app.add_subcommand(
+      "train",
+      "Train a model (default: ViT with ExFusion-mb, N=4, δ=0.95 on Fashion-MNIST), evaluate it, "
+      "fuse it and evaluate the fused model");
+  train->add_option("--config", train_config, "config file (YAML or JSON) laid over the defaults")
+      ->check(CLI::ExistingFile);
+  train->add_option("--out", train_out, "run directory (default: runs/<kind>-<time>)");
+  train->add_option("--data", train_data,
+                    "directory with the IDX files (default: /usr/share/datasets/fashion-mnist)");
+  train->add_option("--set", train_sets,
+                    "override any config key: key.path=value (`exfusion config` lists them)")
+      ->take_all();
+  train->add_flag("--force", train_force, "overwrite the outputs of an existing run directory");
+  add_config_shortcuts(*train, shortcut_values);
+
+  EvalRun eval_run;
+  std::string eval_path, eval_logits;
+  auto* eval = app.add_subcommand("eval", "Evaluate a checkpoint on the test set");
+  eval->add_option("path", eval_path, "run directory or .safetensors checkpoint")->required();
+  eval->add_option("--config", eval_run.config_file,
+                   "config file (YAML or JSON) laid over the checkpoint's own");
+  eval->add_option("--data", eval_run.data_dir, "directory with the IDX files");
+  eval->add_option("--device", eval_run.device, "auto, cpu, cuda or cuda:N");
+  eval->add_option("--save-logits", eval_logits,
+                   "write test logits and labels to this .safetensors file");
+  eval->add_flag("--unfused", eval_run.unfused,
+                 "in a run directory, evaluate the training state instead of the fused model");
+  eval->add_flag("--force", eval_run.force, "overwrite an existing --save-logits file");
+
+  FuseRun fuse_run;
+  std::string fuse_path, fuse_out;
+  auto* fuse = app.add_subcommand("fuse", "Fuse a training state into a dense timm checkpoint");
+  fuse->add_option("path", fuse_path, "run directory or state.safetensors")->required();
+  fuse->add_option("--out", fuse_out, "output file (default: model.safetensors beside it)");
+  fuse->add_flag("--force", fuse_run.force, "overwrite an existing output");
+
+  std::string info_path;
+  auto* info =
+      app.add_subcommand("info", "Describe a checkpoint: architecture, size, fusion weights");
+  info->add_option("path", info_path, "run directory or .safetensors checkpoint")->required();
+
+  auto* config_command = app.add_subcommand(
+      "config", "List every config key: its type, default (the main job's) and what it does");
+
+  BenchArgs bench_args;
+  ShortcutValues bench_shortcuts;
+  auto* bench = app.add_subcommand(
+      "bench",
+      "Time training steps on synthetic data (default ViT-B/16, 224 px, 1000 classes) and print "
+      "one JSON line: images/s, ms/step, peak memory, TFLOP/s, MFU");
+  bench->add_option("--config", bench_args.config_file,
+                    "config file (YAML or JSON) laid over the bench defaults")
+      ->check(CLI::ExistingFile);
+  bench->add_option("--warmup", bench_args.warmup_steps, "untimed steps first (default 5)");
+  bench->add_option("--steps", bench_args.timed_steps, "timed steps (default 20)");
+  bench->add_option("--profile", bench_args.profile_trace,
+                    "also profile 3 more steps and write a Chrome trace here "
+                    "(summarise with bench/trace_summary.py)");
+  bench->add_option("--set", bench_args.assignments, "override any config key: key.path=value")
+      ->take_all();
+  add_config_shortcuts(*bench, bench_shortcuts);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;
+  }
+
+  if (train->parsed()) {
+    prepend_shortcuts(shortcut_values, train_sets);
+    ConfigLayers layers{train_config, {}};
+    if (!train_data.empty()) layers.assignments.push_back("data.dir=" + train_data);
+    layers.assignments.insert(layers.assignments.end(), train_sets.begin(), train_sets.end());
+    const TrainRun run{build_run_config(default_run_config(), layers), train_out, train_force};
+    run_training(run, std::cout, std::cerr);
+  } else if (bench->parsed()) {
+    prepend_shortcuts(bench_shortcuts, bench_args.assignments);
+    run_bench(bench_args, std::cout, std::cerr);
+  } else if (eval->parsed()) {
+    eval_run.path = eval_path;
+    eval_run.save_logits = eval_logits;
+    print_json(evaluate_checkpoint(eval_run));
+  } else if (fuse->parsed()) {
+    fuse_run.path = fuse_path;
+    fuse_run.out = fuse_out;
+    print_json(fuse_checkpoint(fuse_run));
+  } else if (info->parsed()) {
+    print_json(describe_checkpoint(info_path));
+  } else if (config_command->parsed()) {
+    std::cout << config::format_help(config_keys());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int run_cli(int argc, const char* const* argv) {
+  try {
+    return parse_and_run(argc, argv);
+  } catch (const InputError& e) {
+    std::cerr << "exfusion: error: " << e.what() << std::endl;
+    return 2;
+  } catch (const std::filesystem::filesystem_error& e) {
+    std::cerr << "exfusion: error: " << e.what() << std::endl;
+    return 2;
+  } catch (const c10::Error& e) {
+    std::cerr << "exfusion: internal error: " << e.what_without_backtrace() << std::endl;
+    return 1;
+  } catch (const std::exception& e) {
+    std::cerr << "exfusion: internal error: " << e.what() << std::endl;
+    return 1;
+  }
+}
+
+}  // namespace exfusion

@@ -1,0 +1,129 @@
+// The ExFusion FFN kind (see exfusion_ffn.h).
+#include "exfusion/fusion/exfusion_ffn.h"
+
+#include "exfusion/layers/linear.h"
+#include "exfusion/layers/mlp.h"
+#include "exfusion/util/error.h"
+
+namespace exfusion {
+namespace {
+
+std::shared_ptr<FusionWeightsImpl> make_fusion_weights(const ExFusionOptions& options,
+                                                       int64_t in_features) {
+  switch (options.variant()) {
+    case FusionVariant::kStatic:
+      return std::make_shared<StaticWeightsImpl>(options.num_experts());
+    case FusionVariant::kLearned:
+      return std::make_shared<LearnedWeightsImpl>(options.num_experts());
+    case FusionVariant::kMemoryBank:
+      return std::make_shared<MemoryBankWeightsImpl>(
+          MemoryBankOptions(options.num_experts(), in_features)
+              .momentum(options.momentum())
+              .bank_init(options.bank_init()));
+  }
+  throw InputError("unknown fusion variant");
+}
+
+std::vector<double> to_vector(const torch::Tensor& t) {
+  const auto cpu = t.to(torch::kCPU, torch::kFloat64).contiguous();
+  return {cpu.data_ptr<double>(), cpu.data_ptr<double>() + cpu.numel()};
+}
+
+}  // namespace
+
+const config::Choices<FusionVariant>& fusion_variant_names() {
+  static const config::Choices<FusionVariant> names{{{"sw", FusionVariant::kStatic},
+                                                     {"dw", FusionVariant::kLearned},
+                                                     {"mb", FusionVariant::kMemoryBank}}};
+  return names;
+}
+
+const config::Choices<ExpertInit>& expert_init_names() {
+  static const config::Choices<ExpertInit> names{{{"independent", ExpertInit::kIndependent},
+                                                  {"copy", ExpertInit::kCopy},
+                                                  {"copy+noise", ExpertInit::kCopyNoise}}};
+  return names;
+}
+
+void ExFusionOptions::validate(const config::Location& at) const {
+  if (num_experts() < 1) {
+    config::fail(at, "num_experts", num_experts(), "at least 1");
+  }
+  if (!(momentum() >= 0.0 && momentum() < 1.0)) {
+    config::fail(at, "momentum", momentum(), "a value in [0, 1)");
+  }
+}
+
+std::shared_ptr<FeedForwardImpl> ExFusionOptions::build(int64_t dim, int64_t hidden) const {
+  return std::make_shared<ExFusionMlpImpl>(dim, hidden, *this);
+}
+
+std::string ExFusionOptions::run_name() const {
+  return "exfusion-" + to_string(variant()) + "-n" + std::to_string(num_experts());
+}
+
+double ExFusionOptions::extra_step_bytes(int64_t dim, int64_t hidden, double tokens,
+                                         int64_t gemm_bytes) const {
+  const double n = static_cast<double>(num_experts());
+  const double g = static_cast<double>(gemm_bytes);
+  const double d = static_cast<double>(dim);
+  const double h = static_cast<double>(hidden);
+  // fc1 (dim → hidden) and fc2 (hidden → dim), weights and biases.
+  const double values = h * (d + 1) + d * (h + 1);
+  double router = 0.0;
+  if (variant() == FusionVariant::kMemoryBank) {
+    router = 2.0 * tokens * d * g;
+    if (router_per_set()) router += 2.0 * tokens * h * g;
+  }
+  return (32.0 * n - 36.0 + g) * values + router;
+}
+
+ExFusionMlpImpl::ExFusionMlpImpl(int64_t dim, int64_t hidden, ExFusionOptions options_)
+    : options(options_) {
+  options.validate({"", "ffn"});
+  auto bank = [&](int64_t in, int64_t out) {
+    return ExpertBank(ExpertBankOptions(options.num_experts(), in, out)
+                          .init(options.expert_init())
+                          .noise_std(options.expert_noise_std()));
+  };
+  fc1 = register_module("fc1", bank(dim, hidden));
+  fc2 = register_module("fc2", bank(hidden, dim));
+  fusion = register_module("fusion", make_fusion_weights(options, dim));
+  if (options.router_per_set() && options.variant() == FusionVariant::kMemoryBank) {
+    fusion_down = register_module("fusion_down", make_fusion_weights(options, hidden));
+  }
+}
+
+torch::Tensor ExFusionMlpImpl::forward(const torch::Tensor& x) {
+  const auto m_up = fusion->forward(x);
+  const auto [w1, b1] = fc1->fuse(m_up);
+  const auto h = exact_gelu(linear(x, w1, b1));
+  const auto m_down = fusion_down ? fusion_down->forward(h) : m_up;
+  const auto [w2, b2] = fc2->fuse(m_down);
+  return linear(h, w2, b2);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> ExFusionMlpImpl::dense_tensors() const {
+  torch::NoGradGuard no_grad;
+  const auto device = fc1->weight.device();
+  const auto m_up = fusion->final_weights().to(device);
+  const auto m_down =
+      (fusion_down ? fusion_down->final_weights() : fusion->final_weights()).to(device);
+  // Fused outside autocast, in the experts' own dtype: the dense model's parameters.
+  const auto [w1, b1] = fc1->fuse(m_up);
+  const auto [w2, b2] = fc2->fuse(m_down);
+  return {{"fc1.weight", w1}, {"fc1.bias", b1}, {"fc2.weight", w2}, {"fc2.bias", b2}};
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> ExFusionMlpImpl::fusion_weights() const {
+  if (!fusion_down) return {{"m", fusion->final_weights()}};
+  return {{"m_up", fusion->final_weights()}, {"m_down", fusion_down->final_weights()}};
+}
+
+nlohmann::json ExFusionMlpImpl::metrics() const {
+  auto weights = nlohmann::json::object();
+  for (const auto& [name, value] : fusion_weights()) weights[name] = to_vector(value);
+  return {{"fusion_weights", weights}};
+}
+
+}  // namespace exfusion

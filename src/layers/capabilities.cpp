@@ -1,0 +1,26 @@
+// Walking a module tree for its capabilities (see capabilities.h).
+#include "exfusion/layers/capabilities.h"
+
+namespace exfusion {
+
+nlohmann::json collect_metrics(const torch::nn::Module& root) {
+  auto out = nlohmann::json::object();
+  for_each_capable<ReportsMetrics>(root, [&](const std::string& path, const ReportsMetrics& m) {
+    const auto dot = path.rfind('.');
+    const auto owner = dot == std::string::npos ? std::string() : path.substr(0, dot);
+    const auto metrics = m.metrics();
+    for (const auto& [group, value] : metrics.items()) out[group][owner] = value;
+  });
+  return out;
+}
+
+torch::Tensor auxiliary_losses(const torch::nn::Module& root) {
+  torch::Tensor total;
+  for_each_capable<AddsAuxiliaryLoss>(root, [&](const std::string&, const AddsAuxiliaryLoss& l) {
+    const auto loss = l.auxiliary_loss();
+    if (loss.defined()) total = total.defined() ? total + loss : loss;
+  });
+  return total;
+}
+
+}  // namespace exfusion

@@ -1,0 +1,64 @@
+// Model configs, building a model and fusing it (see model.h).
+#include "exfusion/models/model.h"
+
+#include "exfusion/fusion/fuse.h"
+#include "exfusion/models/registry.h"
+#include "exfusion/train/checkpoint.h"
+#include "exfusion/util/error.h"
+
+namespace exfusion {
+
+int64_t count_parameters(const torch::nn::Module& module) {
+  int64_t total = 0;
+  for (const auto& p : module.parameters()) total += p.numel();
+  return total;
+}
+
+ModelConfig::ModelConfig() : kind("vit"), options(model_kinds().at("vit", {}).defaults) {}
+
+void ModelConfig::apply(const nlohmann::json& patch, const config::Location& at) {
+  if (!patch.is_object()) config::fail(at, at.path + ": expected an object");
+  auto updated = options->clone();
+  if (patch.contains("kind")) {
+    const auto& value = patch.at("kind");
+    if (!value.is_string()) config::fail(at, "kind", value, "a string naming a model kind");
+    const auto name = value.get<std::string>();
+    const auto& entry = model_kinds().at(name, at);
+    if (name != kind) updated = entry.defaults->clone();
+    kind = name;
+  }
+  updated->apply(patch, at, {"kind"});
+  updated->validate(at);
+  options = std::move(updated);
+}
+
+nlohmann::json ModelConfig::to_json() const {
+  auto out = options->to_json();
+  out["kind"] = kind;
+  return out;
+}
+
+void ModelConfig::describe(std::vector<config::FieldHelp>& out, const std::string& prefix) const {
+  std::string kinds;
+  for (const auto& name : model_kinds().names()) kinds += (kinds.empty() ? "" : ", ") + name;
+  out.push_back({prefix + ".kind", "string", kind, "model kind: " + kinds});
+  for (auto& field : options->describe(prefix)) out.push_back(std::move(field));
+}
+
+ModelPtr build_model(const ModelConfig& model, const FfnConfig& ffn) {
+  return model.options->build(ffn);
+}
+
+ModelPtr fuse_model(const ModelConfig& model, const ModelImpl& trained) {
+  const auto tensors = fused_tensors(trained);
+  auto dense = build_model(model, FfnConfig{});
+  const auto reference = trained.parameters().front();
+  dense->to(reference.device(), reference.scalar_type());
+  SafetensorsFile file;
+  for (const auto& [name, tensor] : tensors) file.tensors.emplace(name, tensor);
+  load_module_tensors(*dense, file, "the fused model");
+  dense->train(trained.is_training());
+  return dense;
+}
+
+}  // namespace exfusion

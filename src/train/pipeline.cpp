@@ -1,0 +1,220 @@
+// The command workflows (see pipeline.h).
+#include "exfusion/train/pipeline.h"
+
+#include <ctime>
+#include <iomanip>
+#include <sstream>
+
+#include "exfusion/fusion/fuse.h"
+#include "exfusion/layers/capabilities.h"
+#include "exfusion/models/model.h"
+#include "exfusion/train/checkpoint.h"
+#include "exfusion/train/device.h"
+#include "exfusion/train/metrics.h"
+#include "exfusion/train/run_files.h"
+#include "exfusion/train/standard_callbacks.h"
+#include "exfusion/train/trainer.h"
+#include "exfusion/util/atomic_file.h"
+#include "exfusion/util/error.h"
+
+namespace exfusion {
+namespace fs = std::filesystem;
+namespace {
+
+std::string timestamp() {
+  const auto now = std::time(nullptr);
+  std::tm local{};
+  localtime_r(&now, &local);
+  std::ostringstream out;
+  out << std::put_time(&local, "%Y%m%d-%H%M%S");
+  return out.str();
+}
+
+double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
+
+// Whether every FFN of the model has a dense form, so the model fuses.
+bool fuses(const torch::nn::Module& model) {
+  bool all = true;
+  for_each_capable<FeedForwardImpl>(model, [&](const std::string&, const FeedForwardImpl& ffn) {
+    all = all && dynamic_cast<const HasDenseForm*>(&ffn) != nullptr;
+  });
+  return all;
+}
+
+RunConfig dense_twin(const RunConfig& config) {
+  auto dense = config;
+  dense.ffn = FfnConfig{};
+  return dense;
+}
+
+}  // namespace
+
+nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostream& progress) {
+  auto config = run.config;
+  const fs::path out =
+      run.out.empty() ? fs::path("runs") / (config.ffn.run_name() + "-" + timestamp()) : run.out;
+  for (const auto* name :
+       {kConfigFile, kStateFile, kModelFile, kModelConfigFile, kMetricsFile, kSummaryFile}) {
+    refuse_overwrite(out / name, run.force);
+  }
+  const auto device = resolve_device(config.train.device);
+  use_bf16(config.train.precision, device);  // rejects bf16 without CUDA before any work
+  if (config.train.threads > 0) torch::set_num_threads(static_cast<int>(config.train.threads));
+
+  auto data = make_task(config)->load_data(config, /*with_train=*/true);
+  fs::create_directories(out);
+  if (run.force) fs::remove(out / kMetricsFile);
+  write_text_atomically(out / kConfigFile, to_json(config).dump(2) + "\n");
+  progress << "exfusion train: " << config.ffn.run_name() << " on " << device
+           << ", run directory " << out.string() << "\n";
+
+  torch::manual_seed(static_cast<uint64_t>(config.train.seed));
+  auto model = build_model(config.model, config.ffn);
+  const int64_t params_train = count_parameters(*model);
+  MetricsLog log(out / kMetricsFile);
+  log.write({{"event", "start"},
+             {"config", to_json(config)},
+             {"params", params_train},
+             {"device", device.str()}});
+
+  Trainer trainer(config, model, device);
+  JsonlMetricsCallback jsonl(log);
+  ProgressBarCallback bar(progress);
+  CheckpointCallback checkpointer(out / kStateFile);
+  const auto result = trainer.fit(*data.train, *data.test, {&jsonl, &bar, &checkpointer});
+
+  const bool bf16 = trainer.bf16();
+  // The training run's fast-path calls, before the final evaluations add theirs.
+  const auto path_calls = trainer.fast_path_calls().to_json();
+  progress << trainer.fast_path_calls().fallbacks_message();
+  const auto trained = trainer.evaluate(*data.test, /*keep_outputs=*/true);
+  nlohmann::json summary = {{"test_accuracy", trained.accuracy},
+                            {"test_loss", trained.loss},
+                            {"params_train", params_train},
+                            {"flops_per_image", config.model.options->forward_flops_per_sample(config.ffn)},
+                            {"train_seconds", result.train_seconds},
+                            {"eval_seconds", result.eval_seconds},
+                            {"steps", result.steps},
+                            {"final_train_loss", result.last_loss},
+                            {"final_train_accuracy", result.last_metric},
+                            {"device", device.str()},
+                            {"precision", bf16 ? "bf16" : "fp32"},
+                            {"fast_path_calls", path_calls},
+                            {"run_dir", out.string()}};
+  const auto model_metrics = collect_metrics(*model);
+  for (const auto& [group, values] : model_metrics.items()) summary[group] = values;
+  report << std::fixed << std::setprecision(2) << "test accuracy (trained, "
+         << config.ffn.run_name() << "): " << 100.0 * trained.accuracy << "%\n";
+  if (!fuses(*model)) {
+    // A mixture of experts has no dense form: the run keeps its training state only.
+    write_text_atomically(out / kSummaryFile, summary.dump(2) + "\n");
+    log.write({{"event", "summary"}, {"summary", summary}});
+    report << std::setprecision(1) << "parameters: " << params_train << "; trained in "
+           << result.train_seconds << " s\noutputs: " << (out / kStateFile).string() << " ("
+           << config.ffn.run_name() << ", no dense export; exfusion eval " << out.string()
+           << " --unfused), " << (out / kSummaryFile).string() << std::endl;
+    return summary;
+  }
+  const auto dense_config = dense_twin(config);
+  auto fused = fuse_model(config.model, *model);
+  const auto fused_eval = trainer.evaluate(*data.test, /*keep_outputs=*/true, fused.get());
+  save_dense_model(out / kModelFile, module_tensors(*fused), dense_config);
+  summary["fused_test_accuracy"] = fused_eval.accuracy;
+  summary["fused_max_abs_logit_diff"] = max_abs_diff(trained.outputs, fused_eval.outputs);
+  summary["fused_test_loss"] = fused_eval.loss;
+  summary["params_fused"] = count_parameters(*fused);
+  write_text_atomically(out / kSummaryFile, summary.dump(2) + "\n");
+  log.write({{"event", "summary"}, {"summary", summary}});
+
+  report << "test accuracy (fused, dense):     " << 100.0 * fused_eval.accuracy << "%\n"
+         << std::scientific << std::setprecision(3) << "max |logit difference|:            "
+         << summary["fused_max_abs_logit_diff"].get<double>() << "\n"
+         << std::fixed << std::setprecision(1) << "parameters: " << params_train
+         << " while training, " << summary["params_fused"].get<int64_t>()
+         << " fused; trained in " << result.train_seconds << " s\n"
+         << "outputs: " << (out / kModelFile).string() << " (fused, timm names), "
+         << (out / kSummaryFile).string() << std::endl;
+  return summary;
+}
+
+nlohmann::json evaluate_checkpoint(const EvalRun& run) {
+  const auto path = checkpoint_path(run.path, run.unfused);
+  if (!run.save_logits.empty()) refuse_overwrite(run.save_logits, run.force);
+  auto checkpoint = load_checkpoint(path, run.config_file);
+  auto& config = checkpoint.config;
+  if (!run.data_dir.empty()) {
+    config.data.dir = run.data_dir;
+    for (auto* file : {&config.data.train_images, &config.data.train_labels,
+                       &config.data.test_images, &config.data.test_labels}) {
+      file->clear();
+    }
+  }
+  if (config.data.mean.empty() || config.data.std.empty()) {
+    throw InputError(path.string() + ": its config has no data.mean/data.std normalisation");
+  }
+  const auto device = resolve_device(run.device);
+  auto model = model_from_checkpoint(checkpoint, path);
+  model->to(device);
+  const auto task = make_task(config);
+  auto data = task->load_data(config, /*with_train=*/false);
+  EvalResult result;
+  {
+    // The run's own fast-path settings, as in training.
+    const FastPathScope fast_paths(fast_path_policy(config.train));
+    result = task->evaluate(*model, *data.test, device, use_bf16(config.train.precision, device),
+                            !run.save_logits.empty());
+  }
+  if (!run.save_logits.empty()) {
+    save_safetensors(run.save_logits, {{"logits", result.outputs}, {"labels", data.test_targets}});
+  }
+  return {{"checkpoint", path.string()},
+          {"test_accuracy", result.accuracy},
+          {"test_loss", result.loss},
+          {"samples", result.samples}};
+}
+
+nlohmann::json fuse_checkpoint(const FuseRun& run) {
+  const auto path = checkpoint_path(run.path, /*prefer_state=*/true);
+  const fs::path out = run.out.empty() ? path.parent_path() / kModelFile : run.out;
+  refuse_overwrite(out, run.force);
+  auto checkpoint = load_checkpoint(path);
+  if (!checkpoint.is_training_state) {
+    throw InputError(path.string() + ": not a training state (already a dense model?)");
+  }
+  auto model = model_from_checkpoint(checkpoint, path);
+  model->eval();
+  auto fused = fuse_model(checkpoint.config.model, *model);
+  save_dense_model(out, module_tensors(*fused), dense_twin(checkpoint.config));
+  nlohmann::json result = {{"fused", out.string()},
+                           {"params_train", count_parameters(*model)},
+                           {"params_fused", count_parameters(*fused)}};
+  const auto model_metrics = collect_metrics(*model);
+  for (const auto& [group, values] : model_metrics.items()) result[group] = values;
+  return result;
+}
+
+nlohmann::json describe_checkpoint(const fs::path& run_path) {
+  const auto path = checkpoint_path(run_path, /*prefer_state=*/false);
+  auto checkpoint = load_checkpoint(path);
+  auto model = model_from_checkpoint(checkpoint, path);
+  const auto& config = checkpoint.config;
+  nlohmann::json info = {
+      {"checkpoint", path.string()},
+      {"kind", checkpoint.is_training_state ? "training-state" : "dense-model"},
+      {"format", checkpoint.format},
+      {"architecture", {{"model", config.model.to_json()}, {"ffn", config.ffn.to_json()}}},
+      {"params", count_parameters(*model)},
+      {"forward_gflops_per_image", config.model.options->forward_flops_per_sample(config.ffn) / 1e9},
+      {"tensors", checkpoint.file.tensors.size()}};
+  const auto model_metrics = collect_metrics(*model);
+  for (const auto& [group, values] : model_metrics.items()) info[group] = values;
+  if (checkpoint.is_training_state) {
+    const auto step = checkpoint.file.tensors.find("trainer.step");
+    if (step != checkpoint.file.tensors.end()) info["step"] = step->second.item<int64_t>();
+  }
+  return info;
+}
+
+}  // namespace exfusion

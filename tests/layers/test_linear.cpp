@@ -1,60 +1,30 @@
-// Linear layers: the autograd node behind linear()'s CUDA path against at::linear and its
-// autograd (on the CPU, where the node's weight/bias gradient is the ATen reference), the
-// Linear module against torch::nn::Linear, and on
-// the GPU machine the cuBLASLt bias-gradient epilogue against a float64 reference and a short
-// training run with and without it (without a CUDA device those tests say so and skip).
+// Linear layers on the CPU: the autograd node behind linear()'s CUDA path against at::linear
+// and its autograd (here the node's weight/bias gradient is the ATen reference), and the
+// Linear module against torch::nn::Linear. The cuBLASLt epilogue itself runs on the GPU
+// machine (test_linear_gpu.cpp).
 #include <gtest/gtest.h>
-#include <torch/cuda.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/types.h>
 
 #include <ATen/autocast_mode.h>
 
-#include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
-#include <tuple>
 #include <vector>
 
-#include "../support/cuda.h"
-#include "../support/tiny_models.h"
-#include "../support/trajectory.h"
-#include "exfusion/fusion/expert_kernels.h"
+#include "../support/linear_grads.h"
 #include "exfusion/layers/linear.h"
-#include "exfusion/train/trainer.h"
-#ifdef EXFUSION_WITH_CUDA_KERNELS
-#include "../../src/layers/cublaslt_weight_grad.h"
-#endif
 
 namespace exfusion {
 namespace {
 
+using testing::max_abs_diff;
+using testing::run;
+
 constexpr double kFloat64Tolerance = 1e-12;
 // bf16 values one rounding apart: 2^-8 relative, on gradients of magnitude ~sqrt(rows).
 constexpr double kBf16Tolerance = 1.0 / 64;
-
-struct Grads {
-  torch::Tensor y, dx, dweight, dbias;
-};
-
-// Forward and backward of `f` on fresh leaves sharing x's, weight's and bias's storage (a
-// view keeps its offset), with a fixed output gradient.
-template <typename F>
-Grads run(F f, const torch::Tensor& x, const torch::Tensor& weight, const torch::Tensor& bias,
-          const torch::Tensor& dy) {
-  const auto xl = x.detach().requires_grad_(true);
-  const auto wl = weight.detach().requires_grad_(true);
-  const auto bl = bias.detach().requires_grad_(true);
-  const auto y = f(xl, wl, bl);
-  y.backward(dy.to(y.scalar_type()));
-  return {y.detach(), xl.grad(), wl.grad(), bl.grad()};
-}
-
-double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
-  return (a.to(torch::kFloat64) - b.to(torch::kFloat64)).abs().max().item<double>();
-}
 
 TEST(Linear, NodeMatchesAtLinearAndItsAutogradInFloat64) {
   torch::manual_seed(0);
@@ -202,108 +172,6 @@ TEST(LinearModule, ClonesItsParameters) {
   EXPECT_TRUE(torch::equal(copy->weight, ours->weight));
   EXPECT_NE(copy->weight.data_ptr(), ours->weight.data_ptr());
 }
-
-#ifdef EXFUSION_WITH_CUDA_KERNELS
-// dW and db from the epilogue GEMM against float64 sums of the same (rounded) inputs. float32
-// outputs are checked to float32 accumulation accuracy, which a bf16 GEMM output would miss.
-class LinearEpilogueCuda : public ::testing::TestWithParam<
-                               std::tuple<int64_t, int64_t, int64_t, torch::Dtype, torch::Dtype>> {
-};
-
-TEST_P(LinearEpilogueCuda, MatchesFloat64Sums) {
-  REQUIRE_CUDA_KERNELS();
-  const auto [rows, in, out, input_dtype, output_dtype] = GetParam();
-  torch::manual_seed(4);
-  const auto options = torch::TensorOptions().device(torch::kCUDA);
-  const auto dy = torch::randn({rows, out}, options).to(input_dtype);
-  const auto x = torch::randn({rows, in}, options).to(input_dtype);
-  auto dweight = torch::full({out, in}, 7.0, options.dtype(output_dtype));
-  auto dbias = torch::full({out}, 7.0, options.dtype(output_dtype));
-  ASSERT_TRUE(cuda::linear_weight_bias_grad_cublaslt(dy, x, dweight, dbias))
-      << "cuBLASLt offered no algorithm";
-  const auto dy64 = dy.to(torch::kFloat64);
-  const auto x64 = x.to(torch::kFloat64);
-  const auto expected_dweight = dy64.t().mm(x64);
-  const auto expected_dbias = dy64.sum(0);
-  // Sums of `rows` products of unit-variance values, so errors scale with sqrt(rows). Tensor
-  // cores accumulate float32 with truncating adds: 5e-4 · sqrt(rows) covers that, while a
-  // bf16 output would miss it by rounding values of up to 4 · sqrt(rows) to 2^-8 relative.
-  // A bf16 output is allowed that rounding: half an ulp, at most 2^-8 of the largest value.
-  const double accumulation = 5e-4 * std::sqrt(static_cast<double>(rows));
-  const bool rounded_to_16_bits = output_dtype != torch::kFloat32;
-  const auto tolerance = [accumulation, rounded_to_16_bits](const torch::Tensor& expected) {
-    if (!rounded_to_16_bits) return accumulation;
-    return expected.abs().max().item<double>() / 256 + accumulation;
-  };
-  EXPECT_LT(max_abs_diff(dweight, expected_dweight), tolerance(expected_dweight));
-  EXPECT_LT(max_abs_diff(dbias, expected_dbias), tolerance(expected_dbias));
-}
-
-INSTANTIATE_TEST_SUITE_P(
-    ShapesAndDtypes, LinearEpilogueCuda,
-    ::testing::Values(
-        std::make_tuple(int64_t{25216}, int64_t{768}, int64_t{3072}, torch::kBFloat16,
-                        torch::kFloat32),  // ViT-B/16 b128 fc1
-        std::make_tuple(int64_t{50432}, int64_t{192}, int64_t{576}, torch::kBFloat16,
-                        torch::kBFloat16),  // DeiT-Ti b256 qkv, bf16 fused weights
-        std::make_tuple(int64_t{37}, int64_t{24}, int64_t{40}, torch::kFloat16, torch::kFloat32),
-        std::make_tuple(int64_t{64}, int64_t{32}, int64_t{16}, torch::kFloat32, torch::kFloat32)));
-
-// Through linear() on CUDA in a bf16 autocast region: the same output as at::linear, the
-// gradients within bf16 rounding of at::linear's autograd. The input is a bf16 3-D view two
-// bytes off its allocation, which the node hands to cuBLASLt as it is.
-TEST(LinearEpilogueCudaNode, FollowsAtLinearUnderAutocast) {
-  REQUIRE_CUDA_KERNELS();
-  torch::manual_seed(5);
-  const auto options = torch::TensorOptions().device(torch::kCUDA);
-  constexpr int64_t kElements = int64_t{4} * 13 * 31;
-  const auto x = torch::randn({kElements + 1}, options.dtype(torch::kBFloat16))
-                     .narrow(0, 1, kElements)
-                     .view({4, 13, 31});
-  ASSERT_NE(reinterpret_cast<std::uintptr_t>(x.data_ptr()) % 16, 0U);
-  const auto weight = torch::randn({9, 31}, options);
-  const auto bias = torch::randn({9}, options);
-  const auto dy = torch::randn({4, 13, 9}, options);
-  const auto in_autocast = [](auto f) {
-    return [f](const auto& a, const auto& w, const auto& b) {
-      at::autocast::set_autocast_enabled(at::kCUDA, true);
-      auto y = f(a, w, b);
-      at::autocast::set_autocast_enabled(at::kCUDA, false);
-      at::autocast::clear_cache();
-      return y;
-    };
-  };
-  const auto got =
-      run(in_autocast([](const auto& a, const auto& w, const auto& b) {
-            auto y = linear(a, w, b);
-            EXPECT_NE(y.grad_fn()->name().find("LinearWithBiasGradEpilogue"), std::string::npos);
-            return y;
-          }),
-          x, weight, bias, dy);
-  const auto expected = run(
-      in_autocast([](const auto& a, const auto& w, const auto& b) { return at::linear(a, w, b); }),
-      x, weight, bias, dy);
-  EXPECT_TRUE(torch::equal(got.y, expected.y));
-  EXPECT_LT(max_abs_diff(got.dx, expected.dx), kBf16Tolerance);
-  EXPECT_LT(max_abs_diff(got.dweight, expected.dweight), kBf16Tolerance * 8);
-  EXPECT_LT(max_abs_diff(got.dbias, expected.dbias), kBf16Tolerance * 8);
-}
-
-// Four steps of a small ViT with ExFusion-mb on the GPU in float32, with and without the
-// epilogue: the same trajectory up to float32 summation order.
-testing::NamedParams train_params(bool bias_grad_epilogue) {
-  auto config = testing::tiny_training_config("cuda");
-  config.train.bias_grad_epilogue = bias_grad_epilogue;
-  return testing::train_tiny_vit(config, 4);
-}
-
-TEST(LinearEpilogueCudaNode, TrainingFollowsAtLinear) {
-  REQUIRE_CUDA_KERNELS();
-  const auto with_epilogue = train_params(true);
-  const auto without = train_params(false);
-  EXPECT_LT(testing::max_param_diff(with_epilogue, without), testing::kTrajectoryTolerance);
-}
-#endif
 
 }  // namespace
 }  // namespace exfusion

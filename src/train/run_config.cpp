@@ -40,6 +40,14 @@ void RunConfig::validate(const config::Location& at) const {
   }
 }
 
+FastPathPolicy fast_path_policy(const TrainConfig& train) {
+  FastPathPolicy policy;
+  policy.expert_kernels = train.expert_kernels;
+  policy.layer_norm_kernels = train.layer_norm_kernels;
+  policy.bias_grad_epilogue = train.bias_grad_epilogue;
+  return policy;
+}
+
 RunConfig default_run_config() {
   RunConfig config;
   VisionTransformerOptions model;

@@ -41,14 +41,6 @@ WarmupCosine schedule_of(const TrainConfig& train, int64_t per_epoch) {
 
 }  // namespace
 
-FastPathPolicy fast_path_policy(const TrainConfig& train) {
-  FastPathPolicy policy;
-  policy.expert_kernels = train.expert_kernels;
-  policy.layer_norm_kernels = train.layer_norm_kernels;
-  policy.bias_grad_epilogue = train.bias_grad_epilogue;
-  return policy;
-}
-
 Trainer::Trainer(const RunConfig& config, ModelPtr model, torch::Device device)
     : config_(config),
       model_(std::move(model)),

@@ -164,7 +164,7 @@ TEST(Moe, HasNoDenseFormButALossAndMetrics) {
   EXPECT_EQ(dynamic_cast<HasDenseForm*>(moe.ptr().get()), nullptr);
   EXPECT_NE(dynamic_cast<AddsAuxiliaryLoss*>(moe.ptr().get()), nullptr);
   EXPECT_TRUE(moe->metrics().empty());  // before any forward pass
-  moe->forward(torch::randn({3, 4, 6}));
+  moe->forward(torch::randn({3, 4, 6}, torch::kFloat64));
   EXPECT_TRUE(moe->metrics()["routing"].contains("dropped_fraction"));
 }
 

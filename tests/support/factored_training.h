@@ -29,7 +29,8 @@ inline void expect_same_factored_trajectory(const std::string& device) {
   EXPECT_LT(max_param_diff(with_kernels, without), kTrajectoryTolerance);
   // And training moved the parameters, so the comparison is not of two untouched models.
   torch::manual_seed(7);
-  VisionTransformer initial(factored_training_config(true, device).model);
+  const auto initial_config = factored_training_config(true, device);
+  auto initial = build_model(initial_config.model, initial_config.ffn);
   double moved = 0;
   const auto start = initial->parameters();
   for (size_t i = 0; i < start.size(); ++i) {

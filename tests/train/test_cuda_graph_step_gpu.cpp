@@ -16,6 +16,7 @@
 #include "../support/tiny_models.h"
 #include "../support/trajectory.h"
 #include "exfusion/data/loader.h"
+#include "exfusion/layers/capabilities.h"
 #include "exfusion/train/cuda_graph_step.h"
 #include "exfusion/train/trainer.h"
 
@@ -34,9 +35,9 @@ constexpr int64_t kBatch = 6;
 #define REQUIRE_CUDA() \
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device: runs on the GPU machine"
 
-RunConfig make_config(FfnKind kind, const std::string& precision, bool cuda_graph) {
+RunConfig make_config(const std::string& kind, const std::string& precision, bool cuda_graph) {
   RunConfig config = default_run_config();
-  config.model = testing::tiny_vit(kind, FusionVariant::kMemoryBank, 4);
+  testing::use_vit(config, testing::tiny_vit(kind, FusionVariant::kMemoryBank, 4));
   config.train.batch_size = kBatch;
   config.train.device = "cuda";
   config.train.precision = precision;
@@ -52,10 +53,10 @@ struct Trajectory {
 };
 
 // `odd_step`: the step (if any) that gets a batch of 4 images instead of kBatch.
-Trajectory train(FfnKind kind, const std::string& precision, bool cuda_graph, int odd_step = -1) {
+Trajectory train(const std::string& kind, const std::string& precision, bool cuda_graph, int odd_step = -1) {
   const auto config = make_config(kind, precision, cuda_graph);
   torch::manual_seed(7);
-  VisionTransformer model(config.model);
+  auto model = build_model(config.model, config.ffn);
   Trainer trainer(config, model, torch::kCUDA);
   torch::manual_seed(8);
   Trajectory out;
@@ -63,7 +64,7 @@ Trajectory train(FfnKind kind, const std::string& precision, bool cuda_graph, in
     // A schedule: every replay must read the rate set just before it.
     trainer.set_lr(1e-2 / (1.0 + i));
     const int64_t batch = i == odd_step ? 4 : kBatch;
-    const auto& m = config.model;
+    const auto m = testing::vit_of(config);
     const Batch data{torch::randn({batch, m.in_chans, m.img_size, m.img_size}),
                      torch::randint(0, m.num_classes, {batch})};
     const auto [loss, correct] = trainer.step(data);
@@ -71,7 +72,7 @@ Trajectory train(FfnKind kind, const std::string& precision, bool cuda_graph, in
   }
   EXPECT_EQ(trainer.cuda_graph_captured(), cuda_graph);
   out.params = testing::trained_params(model);
-  out.routing = routing_json(model).dump();
+  out.routing = collect_metrics(*model).value("routing", nlohmann::json::object()).dump();
   return out;
 }
 
@@ -145,26 +146,26 @@ TEST(CudaGraphStep, AFailedCaptureIsReportedOnceAndGivesItsMemoryBack) {
 
 TEST(CudaGraphTraining, DenseFollowsTheEagerTrajectory) {
   REQUIRE_CUDA();
-  expect_same(train(FfnKind::kDense, "fp32", true), train(FfnKind::kDense, "fp32", false),
+  expect_same(train("dense", "fp32", true), train("dense", "fp32", false),
               kFloat32Tolerance);
 }
 
 TEST(CudaGraphTraining, MemoryBankFollowsTheEagerTrajectory) {
   REQUIRE_CUDA();
-  expect_same(train(FfnKind::kExFusion, "fp32", true), train(FfnKind::kExFusion, "fp32", false),
+  expect_same(train("exfusion", "fp32", true), train("exfusion", "fp32", false),
               kFloat32Tolerance);
 }
 
 TEST(CudaGraphTraining, MemoryBankFollowsTheEagerTrajectoryUnderBf16) {
   REQUIRE_CUDA();
-  expect_same(train(FfnKind::kExFusion, "bf16", true), train(FfnKind::kExFusion, "bf16", false),
+  expect_same(train("exfusion", "bf16", true), train("exfusion", "bf16", false),
               kBf16Tolerance);
 }
 
 TEST(CudaGraphTraining, MoeFollowsTheEagerTrajectoryAndReportsTheReplayedRouting) {
   REQUIRE_CUDA();
-  const auto graphed = train(FfnKind::kMoE, "fp32", true);
-  const auto eager = train(FfnKind::kMoE, "fp32", false);
+  const auto graphed = train("moe", "fp32", true);
+  const auto eager = train("moe", "fp32", false);
   expect_same(graphed, eager, kFloat32Tolerance);
   const auto graphed_routing = nlohmann::json::parse(graphed.routing);
   const auto eager_routing = nlohmann::json::parse(eager.routing);
@@ -180,8 +181,8 @@ TEST(CudaGraphTraining, MoeFollowsTheEagerTrajectoryAndReportsTheReplayedRouting
 TEST(CudaGraphTraining, ABatchOfAnotherShapeRunsEagerlyBetweenReplays) {
   REQUIRE_CUDA();
   constexpr int kOddStep = 5;  // after the capture at step 3
-  expect_same(train(FfnKind::kExFusion, "fp32", true, kOddStep),
-              train(FfnKind::kExFusion, "fp32", false, kOddStep), kFloat32Tolerance);
+  expect_same(train("exfusion", "fp32", true, kOddStep),
+              train("exfusion", "fp32", false, kOddStep), kFloat32Tolerance);
 }
 
 // The first batch fixes the captured shape: an odd batch where the capture would come runs
@@ -189,8 +190,8 @@ TEST(CudaGraphTraining, ABatchOfAnotherShapeRunsEagerlyBetweenReplays) {
 TEST(CudaGraphTraining, AnOddBatchAtTheCaptureStepIsNotCaptured) {
   REQUIRE_CUDA();
   constexpr int kOddStep = 3;
-  expect_same(train(FfnKind::kExFusion, "fp32", true, kOddStep),
-              train(FfnKind::kExFusion, "fp32", false, kOddStep), kFloat32Tolerance);
+  expect_same(train("exfusion", "fp32", true, kOddStep),
+              train("exfusion", "fp32", false, kOddStep), kFloat32Tolerance);
 }
 
 }  // namespace

@@ -25,13 +25,13 @@ TEST(FactoredTraining, MatchesMaterialisedGradientsOnCpu) {
 TEST(FactoredTraining, ALaterTrainerWithoutTheKernelsStepsTheBanks) {
   const auto with_kernels = testing::factored_training_config(true, "cpu");
   torch::manual_seed(7);
-  VisionTransformer model(with_kernels.model);
+  auto model = build_model(with_kernels.model, with_kernels.ffn);
   std::vector<ExpertBank> banks;
   for (const auto& module : model->modules(/*include_self=*/false)) {
     if (auto bank = std::dynamic_pointer_cast<ExpertBankImpl>(module)) banks.emplace_back(bank);
   }
   ASSERT_FALSE(banks.empty());
-  const auto& m = with_kernels.model;
+  const auto m = testing::vit_of(with_kernels);
   const auto batch = [&] {
     return Batch{torch::randn({6, m.in_chans, m.img_size, m.img_size}),
                  torch::randint(0, m.num_classes, {6})};

@@ -175,13 +175,13 @@ TEST(FastPathScope, ARunsPolicyHoldsInsideItsScopeOnly) {
 // step leaves no scope open behind it.
 TEST(FastPathCounters, CpuTrainingCountsNothing) {
   RunConfig config = default_run_config();
-  config.model = testing::tiny_vit(FfnKind::kExFusion, FusionVariant::kMemoryBank, 3);
+  testing::use_vit(config, testing::tiny_vit("exfusion", FusionVariant::kMemoryBank, 3));
   config.train.device = "cpu";
   config.train.batch_size = 2;
   config.train.layer_norm_kernels = false;
-  VisionTransformer model(config.model);
+  auto model = build_model(config.model, config.ffn);
   Trainer trainer(config, model, torch::kCPU);
-  const auto& m = config.model;
+  const auto m = testing::vit_of(config);
   trainer.step({torch::randn({2, m.in_chans, m.img_size, m.img_size}),
                 torch::randint(0, m.num_classes, {2})});
   for (const auto path : kFastPaths) {

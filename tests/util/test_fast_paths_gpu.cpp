@@ -14,7 +14,7 @@
 #include "exfusion/fusion/expert_mix.h"
 #include "exfusion/layers/layer_norm.h"
 #include "exfusion/layers/linear.h"
-#include "exfusion/train/evaluate.h"
+#include "exfusion/tasks/image_classification.h"
 #include "exfusion/train/run_config.h"
 #include "exfusion/train/step_benchmark.h"
 #include "exfusion/util/fast_paths.h"
@@ -102,7 +102,8 @@ TEST(FastPathCallsCuda, EvaluationTakesOnlyThePathsItsScopeAllows) {
   BatchLoader loader(std::move(data), loader_options);
   const auto layer_norm_calls = [&](const TrainConfig& train) {
     const FastPathScope scope(fast_path_policy(train));
-    evaluate(model, loader, torch::kCUDA, /*bf16=*/true, /*keep_logits=*/false);
+    ImageClassificationTask(0.0).evaluate(*model, loader, torch::kCUDA, /*bf16=*/true,
+                                          /*keep_outputs=*/false);
     return scope.counters()->calls(FastPath::kLayerNormKernels);
   };
   TrainConfig train;
@@ -118,12 +119,12 @@ TEST(FastPathCallsCuda, EvaluationTakesOnlyThePathsItsScopeAllows) {
 // 2 LayerNorms; 4 linear layers with a bias (qkv, proj, fc1, fc2: ExFusion's fused ones too);
 // for ExFusion 2 banks (fc1, fc2) of 5 expert primitives each: the weight's and the bias's mix
 // and coefficient gradient, and the weight's factored AdamW step. Plus the final LayerNorm and
-// the head. The memory-bank router is a plain at::linear without the node and is not counted.
-void expect_every_path_taken(const std::string& preset, FfnKind ffn) {
+// the head. ExFusion-mb's router is a Linear with a bias too: one more per block.
+void expect_every_path_taken(const std::string& preset, const std::string& ffn) {
   RunConfig config = default_run_config();
-  config.model = vit_preset(preset);
-  config.model.ffn.kind = ffn;
-  config.model.ffn.exfusion.variant(FusionVariant::kMemoryBank).num_experts(4);
+  auto vit = vit_preset(preset);
+  vit.ffn = testing::ffn_of(ffn, FusionVariant::kMemoryBank, 4);
+  testing::use_vit(config, vit);
   config.train.device = "cuda";
   config.train.batch_size = 4;
   BenchmarkOptions options;
@@ -132,21 +133,21 @@ void expect_every_path_taken(const std::string& preset, FfnKind ffn) {
   const auto result = benchmark_training_step(config, options);
   ASSERT_EQ(result["precision"], "bf16");
   const int64_t steps = options.warmup_steps + options.timed_steps;
-  const int64_t depth = config.model.depth;
+  const int64_t depth = vit.depth;
   const auto expected_taken = [&](FastPath path) -> int64_t {
     switch (path) {
       case FastPath::kLayerNormKernels:
         return (2 * depth + 1) * steps;
       case FastPath::kBiasGradEpilogue:
-        return (4 * depth + 1) * steps;
+        return (4 * depth + 1 + (ffn == "exfusion" ? depth : 0)) * steps;
       case FastPath::kExpertKernels:
-        return ffn == FfnKind::kExFusion ? 10 * depth * steps : 0;
+        return ffn == "exfusion" ? 10 * depth * steps : 0;
     }
     return -1;
   };
   for (const auto path : kFastPaths) {
     const auto& calls = result["fast_path_calls"][to_string(path)];
-    const auto where = preset + " " + to_string(ffn) + " " + to_string(path);
+    const auto where = preset + " " + ffn + " " + to_string(path);
     EXPECT_EQ(calls["taken"].get<int64_t>(), expected_taken(path)) << where;
     EXPECT_EQ(calls["fell_back"].get<int64_t>(), 0) << where;
   }
@@ -155,8 +156,8 @@ void expect_every_path_taken(const std::string& preset, FfnKind ffn) {
 TEST(FastPathCallsCuda, ViTTrainingStepsTakeEveryPathWithoutFallingBack) {
   REQUIRE_CUDA_KERNELS();
   for (const auto* preset : {"tiny", "base"}) {
-    expect_every_path_taken(preset, FfnKind::kDense);
-    expect_every_path_taken(preset, FfnKind::kExFusion);
+    expect_every_path_taken(preset, "dense");
+    expect_every_path_taken(preset, "exfusion");
   }
 }
 

@@ -12,6 +12,7 @@
 #include "exfusion/config/fields.h"
 #include "exfusion/models/ffn_config.h"
 #include "exfusion/models/model.h"
+#include "exfusion/util/fast_paths.h"
 
 namespace exfusion {
 
@@ -123,6 +124,10 @@ struct RunConfig {
   // Checks across sections (FFN layers against the model's depth, normalisation per channel).
   void validate(const config::Location& at) const;
 };
+
+// The fast paths train.expert_kernels, train.layer_norm_kernels and train.bias_grad_epilogue
+// allow: the policy of the FastPathScope (util/fast_paths.h) that training and evaluation open.
+FastPathPolicy fast_path_policy(const TrainConfig& train);
 
 // The default run: the README's main job (a small ViT with ExFusion-mb, N = 4, δ = 0.95,
 // on Fashion-MNIST).

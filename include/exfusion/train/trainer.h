@@ -23,10 +23,6 @@
 
 namespace exfusion {
 
-// The fast paths train.expert_kernels, train.layer_norm_kernels and train.bias_grad_epilogue
-// allow, for a FastPathScope (util/fast_paths.h) around training or evaluation.
-FastPathPolicy fast_path_policy(const TrainConfig& train);
-
 class Trainer {
  public:
   // Eager steps before train.cuda_graph captures the step (PyTorch's recipe uses three).

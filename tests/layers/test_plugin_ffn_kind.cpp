@@ -17,6 +17,7 @@
 #include "exfusion/models/registry.h"
 #include "exfusion/train/run_config.h"
 #include "exfusion/util/error.h"
+#include "exfusion/util/fast_paths.h"
 #include "exfusion/util/init.h"
 
 namespace exfusion {
@@ -60,10 +61,33 @@ struct ScaledMlpOptions {
   std::string run_name() const { return "scaled-mlp"; }
 };
 
+// A dense FFN that records, at every forward, whether the fast-path policy in force allows the
+// LayerNorm kernels: how the tests see, on a CPU, which policy evaluation runs under.
+std::vector<bool> layer_norm_kernels_seen;
+
+class PolicyProbeImpl : public MlpImpl {
+ public:
+  using MlpImpl::MlpImpl;
+  torch::Tensor forward(const torch::Tensor& x) override {
+    layer_norm_kernels_seen.push_back(FastPathScope::policy().layer_norm_kernels);
+    return MlpImpl::forward(x);
+  }
+};
+
+struct PolicyProbeOptions {
+  template <class Fields>
+  void fields(Fields& /*f*/) {}
+  std::shared_ptr<FeedForwardImpl> build(int64_t dim, int64_t hidden) const {
+    return std::make_shared<PolicyProbeImpl>(dim, hidden);
+  }
+  std::string run_name() const { return "policy-probe"; }
+};
+
 class PluginFfnKind : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     ffn_kinds().add<ScaledMlpOptions>("scaled-mlp", "test only: a dense FFN times a scale");
+    ffn_kinds().add<PolicyProbeOptions>("policy-probe", "test only: records the fast paths");
   }
   void SetUp() override {
     dir_ = testing::fresh_temp_dir("plugin-ffn-kind");
@@ -72,7 +96,13 @@ class PluginFfnKind : public ::testing::Test {
   }
   void TearDown() override { testing::remove_tree(dir_); }
 
-  int train(const std::vector<std::string>& extra) {
+  static int cli(const std::vector<std::string>& args) {
+    std::vector<const char*> argv;
+    for (const auto& arg : args) argv.push_back(arg.c_str());
+    return run_cli(static_cast<int>(argv.size()), argv.data());
+  }
+
+  int train(const std::vector<std::string>& extra, const std::string& kind = "scaled-mlp") {
     std::vector<std::string> args = {"exfusion",
                                      "train",
                                      "--data",
@@ -82,7 +112,7 @@ class PluginFfnKind : public ::testing::Test {
                                      "--threads",
                                      "1",
                                      "--ffn",
-                                     "scaled-mlp",
+                                     kind,
                                      "--set",
                                      "model.embed_dim=16",
                                      "model.depth=2",
@@ -91,9 +121,7 @@ class PluginFfnKind : public ::testing::Test {
                                      "train.epochs=1",
                                      "train.log_every=4"};
     args.insert(args.end(), extra.begin(), extra.end());
-    std::vector<const char*> argv;
-    for (const auto& arg : args) argv.push_back(arg.c_str());
-    return run_cli(static_cast<int>(argv.size()), argv.data());
+    return cli(args);
   }
 
   std::filesystem::path dir_;
@@ -140,6 +168,24 @@ TEST_F(PluginFfnKind, AKeyItDoesNotHaveIsNamedWithItsPath) {
   // The command line says the same, with exit code 2.
   EXPECT_EQ(train({"ffn.momentum=0.9"}), 2);
   EXPECT_FALSE(std::filesystem::exists(dir_ / "run" / "config.json"));
+}
+
+// `exfusion eval` evaluates under the fast-path policy of the run it reads, as training did.
+TEST_F(PluginFfnKind, EvaluationHonoursTheRunsFastPathSettings) {
+  for (const bool kernels : {false, true}) {
+    SCOPED_TRACE(kernels ? "layer_norm_kernels=true" : "layer_norm_kernels=false");
+    testing::remove_tree(dir_ / "run");
+    ASSERT_EQ(train({std::string("train.layer_norm_kernels=") + (kernels ? "true" : "false"),
+                     "train.max_steps=2"},
+                    "policy-probe"),
+              0);
+    layer_norm_kernels_seen.clear();
+    ASSERT_EQ(cli({"exfusion", "eval", (dir_ / "run").string(), "--unfused"}), 0);
+    ASSERT_FALSE(layer_norm_kernels_seen.empty());
+    for (const bool seen : layer_norm_kernels_seen) EXPECT_EQ(seen, kernels);
+    // Outside any run's scope the default policy is back.
+    EXPECT_TRUE(FastPathScope::policy().layer_norm_kernels);
+  }
 }
 
 }  // namespace

@@ -95,8 +95,9 @@ int parse_and_run(int argc, const char* const* argv) {
   train->add_option("--out", train_out, "run directory (default: runs/<kind>-<time>)");
   train->add_option("--data", train_data,
                     "directory with the IDX files (default: /usr/share/datasets/fashion-mnist)");
-  train->add_option("--set", train_sets,
-                    "override any config key: key.path=value (`exfusion config` lists them)")
+  train
+      ->add_option("--set", train_sets,
+                   "override any config key: key.path=value (`exfusion config` lists them)")
       ->take_all();
   train->add_flag("--force", train_force, "overwrite the outputs of an existing run directory");
   add_config_shortcuts(*train, shortcut_values);
@@ -136,8 +137,9 @@ int parse_and_run(int argc, const char* const* argv) {
       "bench",
       "Time training steps on synthetic data (default ViT-B/16, 224 px, 1000 classes) and print "
       "one JSON line: images/s, ms/step, peak memory, TFLOP/s, MFU");
-  bench->add_option("--config", bench_args.config_file,
-                    "config file (YAML or JSON) laid over the bench defaults")
+  bench
+      ->add_option("--config", bench_args.config_file,
+                   "config file (YAML or JSON) laid over the bench defaults")
       ->check(CLI::ExistingFile);
   bench->add_option("--warmup", bench_args.warmup_steps, "untimed steps first (default 5)");
   bench->add_option("--steps", bench_args.timed_steps, "timed steps (default 20)");

@@ -15,7 +15,8 @@ void collect(const torch::nn::Module& module, const std::string& prefix, NamedTe
   if (dynamic_cast<const FeedForwardImpl*>(&module) != nullptr) {
     const auto* dense = dynamic_cast<const HasDenseForm*>(&module);
     if (dense == nullptr) {
-      const auto path = prefix.empty() ? std::string("the model") : prefix.substr(0, prefix.size() - 1);
+      const auto path =
+          prefix.empty() ? std::string("the model") : prefix.substr(0, prefix.size() - 1);
       throw InputError(path + " (" + module.name() +
                        ") has no dense equivalent to fuse into: only FFN kinds with a dense form "
                        "(dense, exfusion) can be fused and exported for timm");

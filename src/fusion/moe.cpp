@@ -39,8 +39,7 @@ double MoeOptions::forward_macs_per_token(int64_t dim, int64_t hidden) const {
 MoeMlpImpl::MoeMlpImpl(int64_t dim, int64_t hidden, MoeOptions options_) : options(options_) {
   options.validate({"", "ffn"});
   const auto n = options.num_experts();
-  router =
-      register_module("router", Linear(LinearOptions(dim, n).bias(false)));
+  router = register_module("router", Linear(LinearOptions(dim, n).bias(false)));
   fc1 = register_module("fc1", ExpertBank(ExpertBankOptions(n, dim, hidden)));
   fc2 = register_module("fc2", ExpertBank(ExpertBankOptions(n, hidden, dim)));
   const torch::NoGradGuard no_grad;
@@ -111,9 +110,9 @@ torch::Tensor MoeMlpImpl::forward(const torch::Tensor& x) {
 nlohmann::json MoeMlpImpl::metrics() const {
   if (!routing_stats_.defined()) return nlohmann::json::object();
   const auto values = routing_stats_.to(torch::kCPU, torch::kFloat64);
-  return {{"routing",
-           {{"dropped_fraction", values[0].item<double>()},
-            {"aux_loss", values[1].item<double>()}}}};
+  return {
+      {"routing",
+       {{"dropped_fraction", values[0].item<double>()}, {"aux_loss", values[1].item<double>()}}}};
 }
 
 }  // namespace exfusion

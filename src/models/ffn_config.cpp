@@ -61,8 +61,8 @@ void FfnConfig::apply(const nlohmann::json& patch, const config::Location& at) {
   }
   if (patch.contains("layers")) {
     const auto& value = patch.at("layers");
-    if (!value.is_array() ||
-        !std::all_of(value.begin(), value.end(), [](const auto& v) { return v.is_number_integer(); })) {
+    if (!value.is_array() || !std::all_of(value.begin(), value.end(),
+                                          [](const auto& v) { return v.is_number_integer(); })) {
       config::fail(at, "layers", value, "a list of block indices, e.g. [0, 2]");
     }
     layers = value.get<std::vector<int64_t>>();
@@ -99,11 +99,10 @@ nlohmann::json FfnConfig::to_json() const {
 }
 
 void FfnConfig::describe(std::vector<config::FieldHelp>& out, const std::string& prefix) const {
-  std::string kinds;
-  for (const auto& name : ffn_kinds().names()) kinds += (kinds.empty() ? "" : ", ") + name;
-  out.push_back({prefix + ".kind", "string", kind, "FFN kind: " + kinds});
+  out.push_back(
+      {prefix + ".kind", "string", kind, "FFN kind: " + config::join_or(ffn_kinds().names()), ""});
   out.push_back({prefix + ".layers", "list of integers", nlohmann::json(layers).dump(),
-                 "blocks whose FFN is replaced; [] = every block"});
+                 "blocks whose FFN is replaced; [] = every block", ""});
   for (const auto& name : ffn_kinds().names()) {
     for (auto field : ffn_kinds().at(name, {}).defaults->describe(prefix)) {
       field.help = "(" + name + ") " + field.help;

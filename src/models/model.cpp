@@ -39,9 +39,8 @@ nlohmann::json ModelConfig::to_json() const {
 }
 
 void ModelConfig::describe(std::vector<config::FieldHelp>& out, const std::string& prefix) const {
-  std::string kinds;
-  for (const auto& name : model_kinds().names()) kinds += (kinds.empty() ? "" : ", ") + name;
-  out.push_back({prefix + ".kind", "string", kind, "model kind: " + kinds});
+  out.push_back({prefix + ".kind", "string", kind,
+                 "model kind: " + config::join_or(model_kinds().names()), ""});
   for (auto& field : options->describe(prefix)) out.push_back(std::move(field));
 }
 

@@ -5,7 +5,6 @@
 #include "exfusion/fusion/moe.h"
 #include "exfusion/layers/mlp.h"
 #include "exfusion/models/vit.h"
-#include "exfusion/util/error.h"
 
 namespace exfusion {
 
@@ -27,24 +26,6 @@ ModelRegistry& model_kinds() {
     return models;
   }();
   return registry;
-}
-
-void ModelRegistry::add_entry(Entry entry) {
-  if (entries_.count(entry.name) == 0) order_.push_back(entry.name);
-  entries_[entry.name] = std::move(entry);
-}
-
-const ModelRegistry::Entry& ModelRegistry::at(const std::string& name,
-                                              const config::Location& where) const {
-  const auto found = entries_.find(name);
-  if (found == entries_.end()) {
-    std::string expected;
-    for (size_t i = 0; i < order_.size(); ++i) {
-      expected += (i == 0 ? "" : i + 1 == order_.size() ? " or " : ", ") + order_[i];
-    }
-    config::fail(where, "kind", name, expected);
-  }
-  return found->second;
 }
 
 }  // namespace exfusion

@@ -28,8 +28,8 @@ void check_images_fit(const ImageDataset& dataset, const ModelOptions& model,
   if (sizes[1] != shape[0] || sizes[2] != shape[1] || sizes[3] != shape[2]) {
     std::ostringstream message;
     message << file.string() << ": images are " << sizes[1] << "×" << sizes[2] << "×" << sizes[3]
-            << " (channels×height×width), the model expects " << shape[0] << "×" << shape[1]
-            << "×" << shape[2] << " (model.in_chans, model.img_size)";
+            << " (channels×height×width), the model expects " << shape[0] << "×" << shape[1] << "×"
+            << shape[2] << " (model.in_chans, model.img_size)";
     throw InputError(message.str());
   }
   const auto max_label = dataset.labels.max().item<int64_t>();
@@ -81,8 +81,8 @@ TaskData ImageClassificationTask::load_data(RunConfig& config, bool with_train) 
 
 torch::Tensor ImageClassificationTask::loss(const torch::Tensor& outputs,
                                             const Batch& batch) const {
-  return at::cross_entropy_loss(outputs.to(torch::kFloat32), batch.targets, {},
-                                at::Reduction::Mean, -100, label_smoothing_);
+  return at::cross_entropy_loss(outputs.to(torch::kFloat32), batch.targets, {}, at::Reduction::Mean,
+                                -100, label_smoothing_);
 }
 
 torch::Tensor ImageClassificationTask::metric_count(const torch::Tensor& outputs,

@@ -67,8 +67,8 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
   fs::create_directories(out);
   if (run.force) fs::remove(out / kMetricsFile);
   write_text_atomically(out / kConfigFile, to_json(config).dump(2) + "\n");
-  progress << "exfusion train: " << config.ffn.run_name() << " on " << device
-           << ", run directory " << out.string() << "\n";
+  progress << "exfusion train: " << config.ffn.run_name() << " on " << device << ", run directory "
+           << out.string() << "\n";
 
   torch::manual_seed(static_cast<uint64_t>(config.train.seed));
   auto model = build_model(config.model, config.ffn);
@@ -90,19 +90,20 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
   const auto path_calls = trainer.fast_path_calls().to_json();
   progress << trainer.fast_path_calls().fallbacks_message();
   const auto trained = trainer.evaluate(*data.test, /*keep_outputs=*/true);
-  nlohmann::json summary = {{"test_accuracy", trained.accuracy},
-                            {"test_loss", trained.loss},
-                            {"params_train", params_train},
-                            {"flops_per_image", config.model.options->forward_flops_per_sample(config.ffn)},
-                            {"train_seconds", result.train_seconds},
-                            {"eval_seconds", result.eval_seconds},
-                            {"steps", result.steps},
-                            {"final_train_loss", result.last_loss},
-                            {"final_train_accuracy", result.last_metric},
-                            {"device", device.str()},
-                            {"precision", bf16 ? "bf16" : "fp32"},
-                            {"fast_path_calls", path_calls},
-                            {"run_dir", out.string()}};
+  nlohmann::json summary = {
+      {"test_accuracy", trained.accuracy},
+      {"test_loss", trained.loss},
+      {"params_train", params_train},
+      {"flops_per_image", config.model.options->forward_flops_per_sample(config.ffn)},
+      {"train_seconds", result.train_seconds},
+      {"eval_seconds", result.eval_seconds},
+      {"steps", result.steps},
+      {"final_train_loss", result.last_loss},
+      {"final_train_accuracy", result.last_metric},
+      {"device", device.str()},
+      {"precision", bf16 ? "bf16" : "fp32"},
+      {"fast_path_calls", path_calls},
+      {"run_dir", out.string()}};
   const auto model_metrics = collect_metrics(*model);
   for (const auto& [group, values] : model_metrics.items()) summary[group] = values;
   report << std::fixed << std::setprecision(2) << "test accuracy (trained, "
@@ -132,8 +133,8 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
          << std::scientific << std::setprecision(3) << "max |logit difference|:            "
          << summary["fused_max_abs_logit_diff"].get<double>() << "\n"
          << std::fixed << std::setprecision(1) << "parameters: " << params_train
-         << " while training, " << summary["params_fused"].get<int64_t>()
-         << " fused; trained in " << result.train_seconds << " s\n"
+         << " while training, " << summary["params_fused"].get<int64_t>() << " fused; trained in "
+         << result.train_seconds << " s\n"
          << "outputs: " << (out / kModelFile).string() << " (fused, timm names), "
          << (out / kSummaryFile).string() << std::endl;
   return summary;
@@ -206,7 +207,8 @@ nlohmann::json describe_checkpoint(const fs::path& run_path) {
       {"format", checkpoint.format},
       {"architecture", {{"model", config.model.to_json()}, {"ffn", config.ffn.to_json()}}},
       {"params", count_parameters(*model)},
-      {"forward_gflops_per_image", config.model.options->forward_flops_per_sample(config.ffn) / 1e9},
+      {"forward_gflops_per_image",
+       config.model.options->forward_flops_per_sample(config.ffn) / 1e9},
       {"tensors", checkpoint.file.tensors.size()}};
   const auto model_metrics = collect_metrics(*model);
   for (const auto& [group, values] : model_metrics.items()) info[group] = values;

@@ -16,8 +16,8 @@ void DataConfig::validate(const config::Location& at) const {
   for (const auto s : std) {
     if (!(s > 0)) config::fail(at, "std", std, "positive values");
   }
-  const int explicit_files = !train_images.empty() + !train_labels.empty() +
-                             !test_images.empty() + !test_labels.empty();
+  const int explicit_files =
+      !train_images.empty() + !train_labels.empty() + !test_images.empty() + !test_labels.empty();
   if (explicit_files != 0 && explicit_files != 4) {
     config::fail(at, "train_images", train_images,
                  "all four of train_images, train_labels, test_images, test_labels");
@@ -61,7 +61,8 @@ RunConfig default_run_config() {
   model.num_classes = 10;
   config.model = ModelConfig::of("vit", model);
   config.ffn = FfnConfig::of(
-      "exfusion", ExFusionOptions().variant(FusionVariant::kMemoryBank).num_experts(4).momentum(0.95));
+      "exfusion",
+      ExFusionOptions().variant(FusionVariant::kMemoryBank).num_experts(4).momentum(0.95));
   return config;
 }
 

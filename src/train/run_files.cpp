@@ -39,9 +39,8 @@ std::filesystem::path checkpoint_path(const std::filesystem::path& path, bool pr
 }
 
 nlohmann::json upgrade_stored_config(nlohmann::json config, int64_t format) {
-  if (format >= 2 || !config.is_object() || !config.contains("ffn") ||
-      !config["ffn"].is_object() || !config["ffn"].contains("kind") ||
-      !config["ffn"]["kind"].is_string()) {
+  if (format >= 2 || !config.is_object() || !config.contains("ffn") || !config["ffn"].is_object() ||
+      !config["ffn"].contains("kind") || !config["ffn"]["kind"].is_string()) {
     return config;
   }
   auto& ffn = config["ffn"];
@@ -50,7 +49,8 @@ nlohmann::json upgrade_stored_config(nlohmann::json config, int64_t format) {
   const auto keys = ffn_kinds().at(kind, {}).defaults->keys();
   auto kept = nlohmann::json::object();
   for (const auto& [key, value] : ffn.items()) {
-    if (key == "kind" || key == "layers" || std::find(keys.begin(), keys.end(), key) != keys.end()) {
+    if (key == "kind" || key == "layers" ||
+        std::find(keys.begin(), keys.end(), key) != keys.end()) {
       kept[key] = value;
     }
   }

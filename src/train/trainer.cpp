@@ -24,8 +24,7 @@ std::vector<ParamGroup> make_groups(const ModelImpl& model, double weight_decay)
 }
 
 // Moves the model to `device` first: the optimizer state is created beside the parameters.
-FusedAdamW make_optimizer(ModelImpl& model, const TrainConfig& train,
-                          const torch::Device& device) {
+FusedAdamW make_optimizer(ModelImpl& model, const TrainConfig& train, const torch::Device& device) {
   model.to(device);
   AdamWOptions options;
   options.lr = train.lr;
@@ -90,8 +89,7 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::step(const Batch& batch) {
   const FastPathScope fast_paths(fast_paths_);
   const auto inputs = batch.inputs.to(device_, /*non_blocking=*/true);
   const auto targets = batch.targets.to(device_, /*non_blocking=*/true);
-  auto outputs =
-      graph_step_ ? graph_step_->run(inputs, targets) : compute_step(inputs, targets);
+  auto outputs = graph_step_ ? graph_step_->run(inputs, targets) : compute_step(inputs, targets);
   ++step_;
   return outputs;
 }
@@ -161,8 +159,8 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
         // The only host synchronisation of the loop: once per logging window.
         const auto now = Clock::now();
         window.loss = window_loss.item<double>() / static_cast<double>(window.steps);
-        window.metric = static_cast<double>(window_count.item<int64_t>()) /
-                        static_cast<double>(window.samples);
+        window.metric =
+            static_cast<double>(window_count.item<int64_t>()) / static_cast<double>(window.samples);
         window.samples_per_s = static_cast<double>(window.samples) /
                                std::chrono::duration<double>(now - window_start).count();
         window.elapsed_s = std::chrono::duration<double>(now - start).count() - eval_seconds;

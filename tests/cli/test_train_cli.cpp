@@ -155,8 +155,9 @@ TEST(Cli, TheSavedConfigReproducesTheRun) {
       " --threads 1 --variant dw --experts 3 --set model.embed_dim=16 model.depth=2 "
       "model.num_heads=2 train.batch_size=16 train.epochs=2 train.seed=5");
   ASSERT_EQ(first.exit_code, 0) << first.output;
-  const auto second = testing::run_cli("train --config " + (dir / "first" / "config.json").string() +
-                                       " --out " + (dir / "second").string() + " --threads 1");
+  const auto second =
+      testing::run_cli("train --config " + (dir / "first" / "config.json").string() + " --out " +
+                       (dir / "second").string() + " --threads 1");
   ASSERT_EQ(second.exit_code, 0) << second.output;
   EXPECT_EQ(testing::read_text(dir / "first" / "config.json"),
             testing::read_text(dir / "second" / "config.json"));
@@ -175,8 +176,8 @@ TEST(Cli, TheSavedConfigReproducesTheRun) {
 TEST(Cli, ConfigListsEveryKeyFromItsDeclaration) {
   const auto result = testing::run_cli("config");
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  for (const auto* key : {"train.epochs", "train.layer_norm_kernels", "model.embed_dim",
-                          "ffn.kind", "ffn.variant", "ffn.top_k", "data.prefetch", "task"}) {
+  for (const auto* key : {"train.epochs", "train.layer_norm_kernels", "model.embed_dim", "ffn.kind",
+                          "ffn.variant", "ffn.top_k", "data.prefetch", "task"}) {
     EXPECT_NE(result.output.find(key), std::string::npos) << key << " in " << result.output;
   }
   EXPECT_NE(result.output.find("memory-bank momentum"), std::string::npos) << result.output;

@@ -129,17 +129,15 @@ class PluginFfnKind : public ::testing::Test {
 
 TEST_F(PluginFfnKind, IsConfiguredTrainedAndFusedFromTheCommandLine) {
   ASSERT_EQ(train({"ffn.scale=0.25"}), 0);
-  const auto config =
-      nlohmann::json::parse(testing::read_text(dir_ / "run" / "config.json"));
+  const auto config = nlohmann::json::parse(testing::read_text(dir_ / "run" / "config.json"));
   EXPECT_EQ(config["ffn"]["kind"], "scaled-mlp");
   EXPECT_EQ(config["ffn"]["scale"], 0.25);
-  const auto summary =
-      nlohmann::json::parse(testing::read_text(dir_ / "run" / "summary.json"));
+  const auto summary = nlohmann::json::parse(testing::read_text(dir_ / "run" / "summary.json"));
   EXPECT_EQ(summary["steps"], 16);  // 256 samples / batch 16, one epoch
   // Its dense form is exact: fusing changes no logit beyond float32 rounding.
   EXPECT_LE(summary["fused_max_abs_logit_diff"].get<double>(), 1e-5);
-  EXPECT_NEAR(summary["fused_test_accuracy"].get<double>(),
-              summary["test_accuracy"].get<double>(), 1e-9);
+  EXPECT_NEAR(summary["fused_test_accuracy"].get<double>(), summary["test_accuracy"].get<double>(),
+              1e-9);
   EXPECT_TRUE(std::filesystem::exists(dir_ / "run" / "model.safetensors"));
 }
 
@@ -162,8 +160,7 @@ TEST_F(PluginFfnKind, AKeyItDoesNotHaveIsNamedWithItsPath) {
     build_run_config(default_run_config(), {"", {"ffn.kind=scaled-mlp", "ffn.scale=-1"}});
     FAIL() << "accepted a negative scale";
   } catch (const InputError& error) {
-    EXPECT_NE(std::string(error.what()).find("ffn.scale = -1"), std::string::npos)
-        << error.what();
+    EXPECT_NE(std::string(error.what()).find("ffn.scale = -1"), std::string::npos) << error.what();
   }
   // The command line says the same, with exit code 2.
   EXPECT_EQ(train({"ffn.momentum=0.9"}), 2);

@@ -11,8 +11,8 @@
 namespace exfusion::testing {
 
 // The ffn section of kind `kind` ("dense", "exfusion" or "moe") with N = `experts`.
-inline FfnConfig ffn_of(const std::string& kind,
-                        FusionVariant variant = FusionVariant::kMemoryBank, int64_t experts = 4) {
+inline FfnConfig ffn_of(const std::string& kind, FusionVariant variant = FusionVariant::kMemoryBank,
+                        int64_t experts = 4) {
   if (kind == "exfusion") {
     return FfnConfig::of(kind, ExFusionOptions().variant(variant).num_experts(experts));
   }

@@ -53,7 +53,8 @@ struct Trajectory {
 };
 
 // `odd_step`: the step (if any) that gets a batch of 4 images instead of kBatch.
-Trajectory train(const std::string& kind, const std::string& precision, bool cuda_graph, int odd_step = -1) {
+Trajectory train(const std::string& kind, const std::string& precision, bool cuda_graph,
+                 int odd_step = -1) {
   const auto config = make_config(kind, precision, cuda_graph);
   torch::manual_seed(7);
   auto model = build_model(config.model, config.ffn);
@@ -146,20 +147,17 @@ TEST(CudaGraphStep, AFailedCaptureIsReportedOnceAndGivesItsMemoryBack) {
 
 TEST(CudaGraphTraining, DenseFollowsTheEagerTrajectory) {
   REQUIRE_CUDA();
-  expect_same(train("dense", "fp32", true), train("dense", "fp32", false),
-              kFloat32Tolerance);
+  expect_same(train("dense", "fp32", true), train("dense", "fp32", false), kFloat32Tolerance);
 }
 
 TEST(CudaGraphTraining, MemoryBankFollowsTheEagerTrajectory) {
   REQUIRE_CUDA();
-  expect_same(train("exfusion", "fp32", true), train("exfusion", "fp32", false),
-              kFloat32Tolerance);
+  expect_same(train("exfusion", "fp32", true), train("exfusion", "fp32", false), kFloat32Tolerance);
 }
 
 TEST(CudaGraphTraining, MemoryBankFollowsTheEagerTrajectoryUnderBf16) {
   REQUIRE_CUDA();
-  expect_same(train("exfusion", "bf16", true), train("exfusion", "bf16", false),
-              kBf16Tolerance);
+  expect_same(train("exfusion", "bf16", true), train("exfusion", "bf16", false), kBf16Tolerance);
 }
 
 TEST(CudaGraphTraining, MoeFollowsTheEagerTrajectoryAndReportsTheReplayedRouting) {
@@ -181,8 +179,8 @@ TEST(CudaGraphTraining, MoeFollowsTheEagerTrajectoryAndReportsTheReplayedRouting
 TEST(CudaGraphTraining, ABatchOfAnotherShapeRunsEagerlyBetweenReplays) {
   REQUIRE_CUDA();
   constexpr int kOddStep = 5;  // after the capture at step 3
-  expect_same(train("exfusion", "fp32", true, kOddStep),
-              train("exfusion", "fp32", false, kOddStep), kFloat32Tolerance);
+  expect_same(train("exfusion", "fp32", true, kOddStep), train("exfusion", "fp32", false, kOddStep),
+              kFloat32Tolerance);
 }
 
 // The first batch fixes the captured shape: an odd batch where the capture would come runs
@@ -190,8 +188,8 @@ TEST(CudaGraphTraining, ABatchOfAnotherShapeRunsEagerlyBetweenReplays) {
 TEST(CudaGraphTraining, AnOddBatchAtTheCaptureStepIsNotCaptured) {
   REQUIRE_CUDA();
   constexpr int kOddStep = 3;
-  expect_same(train("exfusion", "fp32", true, kOddStep),
-              train("exfusion", "fp32", false, kOddStep), kFloat32Tolerance);
+  expect_same(train("exfusion", "fp32", true, kOddStep), train("exfusion", "fp32", false, kOddStep),
+              kFloat32Tolerance);
 }
 
 }  // namespace

@@ -71,13 +71,15 @@ TEST(RunConfig, KernelSwitchesAreReadFromTheirKeys) {
 
 TEST(RunConfig, UnknownKeysAreNamedWithTheirPathAndSource) {
   auto config = default_run_config();
-  const auto message =
-      error_of([&] { apply_config(config, {{"train", {{"epoch", 3}}}}, "my.json"); });
+  const auto message = error_of([&] {
+    apply_config(config, {{"train", {{"epoch", 3}}}}, "my.json");
+  });
   EXPECT_NE(message.find("my.json"), std::string::npos) << message;
   EXPECT_NE(message.find("unknown key 'train.epoch'"), std::string::npos) << message;
   // Nested one level deeper, in the model's section.
-  const auto nested =
-      error_of([&] { apply_config(config, {{"model", {{"depthh", 3}}}}, "my.yaml"); });
+  const auto nested = error_of([&] {
+    apply_config(config, {{"model", {{"depthh", 3}}}}, "my.yaml");
+  });
   EXPECT_NE(nested.find("my.yaml"), std::string::npos) << nested;
   EXPECT_NE(nested.find("model.depthh"), std::string::npos) << nested;
   // A failed layer leaves the config as it was.
@@ -108,8 +110,7 @@ TEST(RunConfig, TypeAndRangeErrorsNameTheKey) {
   EXPECT_NE(error_with("train.lr=0").find("train.lr"), std::string::npos);
   EXPECT_NE(error_with("data.train_images=/a").find("all four"), std::string::npos);
   EXPECT_NE(error_with("train.precision=fp16").find("train.precision"), std::string::npos);
-  EXPECT_NE(error_with("ffn.kind=sparse").find("expected dense, exfusion"),
-            std::string::npos);
+  EXPECT_NE(error_with("ffn.kind=sparse").find("expected dense, exfusion"), std::string::npos);
   EXPECT_NE(error_with("ffn.layers=[0,9]").find("ffn.layers"), std::string::npos);
   EXPECT_NE(error_with("data.mean=[0.1,0.2]").find("data.mean"), std::string::npos);
 }
@@ -167,8 +168,7 @@ TEST(RunConfig, ShippedConfigsParseAndTheMainJobIsTheDefault) {
     ++parsed;
   }
   EXPECT_GE(parsed, 5);
-  const auto main_job =
-      build_run_config(RunConfig{}, {(dir / "fmnist-vit-mb.yaml").string(), {}});
+  const auto main_job = build_run_config(RunConfig{}, {(dir / "fmnist-vit-mb.yaml").string(), {}});
   EXPECT_EQ(to_json(main_job), to_json(default_run_config()));
 }
 
@@ -177,11 +177,18 @@ TEST(RunConfig, AFormatOneConfigStillReads) {
   nlohmann::json stored = to_json(default_run_config());
   stored.erase("task");
   stored["model"].erase("kind");
-  stored["ffn"] = {{"kind", "moe"},         {"variant", "mb"},    {"num_experts", 4},
-                   {"momentum", 0.95},      {"bank_init", 0.0},   {"router", "shared"},
-                   {"expert_init", "independent"}, {"expert_noise_std", 0.001},
-                   {"top_k", 1},            {"capacity_factor", 1.25},
-                   {"aux_loss_coef", 0.01}, {"layers", nlohmann::json::array()}};
+  stored["ffn"] = {{"kind", "moe"},
+                   {"variant", "mb"},
+                   {"num_experts", 4},
+                   {"momentum", 0.95},
+                   {"bank_init", 0.0},
+                   {"router", "shared"},
+                   {"expert_init", "independent"},
+                   {"expert_noise_std", 0.001},
+                   {"top_k", 1},
+                   {"capacity_factor", 1.25},
+                   {"aux_loss_coef", 0.01},
+                   {"layers", nlohmann::json::array()}};
   EXPECT_NE(error_of([&] { run_config_from_json(stored, "old"); }), "no error");
   const auto config = run_config_from_json(upgrade_stored_config(stored, 1), "old");
   ASSERT_NE(config.ffn.as<MoeOptions>(), nullptr);

@@ -3,9 +3,9 @@
 // module whose forward returns m; in eval mode every variant returns a batch-free m.
 #pragma once
 #include <torch/nn/module.h>
-#include "exfusion/layers/linear.h"
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
+#include "exfusion/layers/linear.h"
 
 #include <string>
 

@@ -2,9 +2,9 @@
 // at::scaled_dot_product_attention so CUDA gets the fused flash/memory-efficient kernels.
 #pragma once
 #include <torch/nn/module.h>
-#include "exfusion/layers/linear.h"
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
+#include "exfusion/layers/linear.h"
 
 namespace exfusion {
 

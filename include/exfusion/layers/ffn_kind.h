@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "exfusion/config/fields.h"
+#include "exfusion/config/kind_registry.h"
 
 namespace exfusion {
 
@@ -117,28 +118,13 @@ class DeclaredFfnOptions final : public FfnOptions {
 };
 
 // The FFN kinds a config may name.
-class FfnRegistry {
+class FfnRegistry : public config::KindRegistry<FfnOptions> {
  public:
-  struct Entry {
-    std::string name;
-    std::string help;
-    std::shared_ptr<const FfnOptions> defaults;
-  };
-
   // Registers `Options` under `name`; a second kind of the same name replaces the first.
   template <class Options>
   void add(const std::string& name, const std::string& help, Options defaults = {}) {
     add_entry({name, help, std::make_shared<DeclaredFfnOptions<Options>>(std::move(defaults))});
   }
-  void add_entry(Entry entry);
-  // Throws InputError "<source>: <path> = "x": expected dense, exfusion or moe".
-  const Entry& at(const std::string& name, const config::Location& where) const;
-  bool contains(const std::string& name) const { return entries_.count(name) > 0; }
-  std::vector<std::string> names() const;
-
- private:
-  std::map<std::string, Entry> entries_;
-  std::vector<std::string> order_;
 };
 
 }  // namespace exfusion

@@ -7,8 +7,8 @@
 #include <string>
 
 #include "exfusion/layers/capabilities.h"
-#include "exfusion/layers/linear.h"
 #include "exfusion/layers/ffn_kind.h"
+#include "exfusion/layers/linear.h"
 
 namespace exfusion {
 

@@ -7,29 +7,18 @@
 #include <string>
 #include <vector>
 
+#include "exfusion/config/kind_registry.h"
 #include "exfusion/layers/ffn_kind.h"
 #include "exfusion/models/model.h"
 
 namespace exfusion {
 
-class ModelRegistry {
+class ModelRegistry : public config::KindRegistry<ModelOptions> {
  public:
-  struct Entry {
-    std::string name;
-    std::string help;
-    std::shared_ptr<const ModelOptions> defaults;
-  };
   template <class Options>
   void add(const std::string& name, const std::string& help, Options defaults = {}) {
     add_entry({name, help, std::make_shared<DeclaredModelOptions<Options>>(std::move(defaults))});
   }
-  void add_entry(Entry entry);
-  const Entry& at(const std::string& name, const config::Location& where) const;
-  std::vector<std::string> names() const { return order_; }
-
- private:
-  std::map<std::string, Entry> entries_;
-  std::vector<std::string> order_;
 };
 
 FfnRegistry& ffn_kinds();

@@ -40,8 +40,7 @@ struct VisionTransformerOptions {
       config::at_least<int64_t>(1));
     f("embed_dim", embed_dim, "token width D", config::at_least<int64_t>(1));
     f("depth", depth, "number of blocks", config::at_least<int64_t>(1));
-    f("num_heads", num_heads, "attention heads (divides embed_dim)",
-      config::at_least<int64_t>(1));
+    f("num_heads", num_heads, "attention heads (divides embed_dim)", config::at_least<int64_t>(1));
     f("mlp_ratio", mlp_ratio, "FFN hidden width / embed_dim", config::positive<double>());
     f("num_classes", num_classes, "classes of the head", config::at_least<int64_t>(1));
   }

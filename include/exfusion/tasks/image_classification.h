@@ -12,8 +12,8 @@ class ImageClassificationTask : public Task {
   torch::Tensor loss(const torch::Tensor& outputs, const Batch& batch) const override;
   torch::Tensor metric_count(const torch::Tensor& outputs, const Batch& batch) const override;
   std::string metric_name() const override { return "accuracy"; }
-  EvalResult evaluate(ModelImpl& model, BatchSource& source, const torch::Device& device,
-                      bool bf16, bool keep_outputs) const override;
+  EvalResult evaluate(ModelImpl& model, BatchSource& source, const torch::Device& device, bool bf16,
+                      bool keep_outputs) const override;
 
  private:
   double label_smoothing_;

@@ -28,7 +28,7 @@ struct EvalResult {
 struct TaskData {
   std::unique_ptr<BatchSource> train;  // null when only evaluation was asked for
   std::unique_ptr<BatchSource> test;
-  torch::Tensor test_targets;          // the test set's targets, in source order
+  torch::Tensor test_targets;  // the test set's targets, in source order
 };
 
 class Task {

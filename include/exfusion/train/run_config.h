@@ -71,12 +71,14 @@ struct TrainConfig {
   template <class Fields>
   void fields(Fields& f) {
     f("epochs", epochs, "training epochs", config::at_least<int64_t>(1));
-    f("max_steps", max_steps, "stop after this many steps; 0 = no limit (the schedule still "
-      "spans epochs)", config::Check<int64_t>{"0 (no limit) or a positive step count",
-                                              [](int64_t v) { return v >= 0; }});
+    f("max_steps", max_steps,
+      "stop after this many steps; 0 = no limit (the schedule still "
+      "spans epochs)",
+      config::Check<int64_t>{"0 (no limit) or a positive step count",
+                             [](int64_t v) { return v >= 0; }});
     f("batch_size", batch_size, "batch size", config::at_least<int64_t>(1));
-    f("lr", lr, "peak learning rate", config::Check<double>{"a positive learning rate",
-                                                            [](double v) { return v > 0; }});
+    f("lr", lr, "peak learning rate",
+      config::Check<double>{"a positive learning rate", [](double v) { return v > 0; }});
     f("min_lr", min_lr, "learning rate at the end of the cosine decay",
       config::non_negative<double>());
     f("warmup_epochs", warmup_epochs, "linear warmup length in epochs",
@@ -114,8 +116,8 @@ struct RunConfig {
 
   template <class Fields>
   void fields(Fields& f) {
-    f("task", task, "what is learned: image_classification", config::Check<std::string>{
-      "a registered task (image_classification)", &is_registered_task});
+    f("task", task, "what is learned: image_classification",
+      config::Check<std::string>{"a registered task (image_classification)", &is_registered_task});
     f("model", model, "the model: kind and its architecture");
     f("ffn", ffn, "the FFN kind of the model's blocks and its options");
     f("data", data, "the data set and its preparation");

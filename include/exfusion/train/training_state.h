@@ -24,9 +24,9 @@ struct TrainingState {
   std::map<std::string, torch::Tensor> model;      // the module's parameters and buffers
   std::map<std::string, torch::Tensor> optimizer;  // FusedAdamW::state() by name
   int64_t step = 0;                                // optimisation steps done
-  int64_t epoch = 0;           // the epoch of the next training batch
-  int64_t batch_in_epoch = 0;  // that batch's index within its epoch
-  torch::Tensor cpu_rng;       // torch's default CPU generator (uint8), undefined in format 1
+  int64_t epoch = 0;                               // the epoch of the next training batch
+  int64_t batch_in_epoch = 0;                      // that batch's index within its epoch
+  torch::Tensor cpu_rng;  // torch's default CPU generator (uint8), undefined in format 1
   int64_t format = kFormatVersion;
 
   // Writes the state atomically (a temporary file, flushed, then renamed).

@@ -14,6 +14,7 @@
 
 #include "exfusion/util/autocast.h"
 #include "exfusion/util/fast_paths.h"
+#include "exfusion/util/init.h"
 
 #ifdef EXFUSION_WITH_CUDA_KERNELS
 #include "../util/kernel_dtype.h"
@@ -176,6 +177,12 @@ void LinearImpl::pretty_print(std::ostream& stream) const {
 
 // Without a bias, linear() is at::linear(x, weight).
 torch::Tensor LinearImpl::forward(const torch::Tensor& x) { return linear(x, weight, bias); }
+
+void init_vit_linear(const Linear& layer) {
+  torch::NoGradGuard no_grad;
+  trunc_normal_(layer->weight, 0.02);
+  if (layer->bias.defined()) layer->bias.zero_();
+}
 
 namespace reference {
 

@@ -3,7 +3,7 @@
 
 #include "exfusion/fusion/fuse.h"
 #include "exfusion/models/registry.h"
-#include "exfusion/train/checkpoint.h"
+#include "exfusion/io/module_tensors.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {

@@ -6,8 +6,7 @@
 
 #include "exfusion/data/idx.h"
 #include "exfusion/data/loader.h"
-#include "exfusion/train/device.h"
-#include "exfusion/train/run_config.h"
+#include "exfusion/util/device.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {
@@ -39,50 +38,52 @@ void check_images_fit(const ImageDataset& dataset, const ModelOptions& model,
   }
 }
 
-LoaderOptions loader_options(const RunConfig& config, bool training) {
+LoaderOptions loader_options(const DataConfig& data, const TaskOptions& task, bool training) {
   LoaderOptions options;
-  options.batch_size = config.train.batch_size;
+  options.batch_size = task.batch_size;
   options.shuffle = training;
   options.drop_last = training;
-  options.seed = static_cast<uint64_t>(config.train.seed);
-  options.augment = training && config.data.augment;
-  options.crop_padding = config.data.crop_padding;
-  options.horizontal_flip = config.data.horizontal_flip;
-  options.mean.assign(config.data.mean.begin(), config.data.mean.end());
-  options.std.assign(config.data.std.begin(), config.data.std.end());
-  options.prefetch = config.data.prefetch;
+  options.seed = static_cast<uint64_t>(task.seed);
+  options.augment = training && data.augment;
+  options.crop_padding = data.crop_padding;
+  options.horizontal_flip = data.horizontal_flip;
+  options.mean.assign(data.mean.begin(), data.mean.end());
+  options.std.assign(data.std.begin(), data.std.end());
+  options.prefetch = data.prefetch;
   return options;
 }
 
 }  // namespace
 
-TaskData ImageClassificationTask::load_data(RunConfig& config, bool with_train) const {
-  const auto paths = data_paths(config.data);
-  const auto& model = *config.model.options;
+TaskData ImageClassificationTask::load_data(DataConfig& config, const ModelOptions& model,
+                                            bool with_train) const {
+  const auto paths = data_paths(config);
   TaskData data;
   if (with_train) {
     auto train_set = load_idx_pair(paths.train_images, paths.train_labels);
     check_images_fit(train_set, model, paths.train_images);
-    if (config.data.mean.empty() || config.data.std.empty()) {
+    if (config.mean.empty() || config.std.empty()) {
       const auto [mean, std] = channel_mean_std(train_set.images);
-      config.data.mean.assign(mean.begin(), mean.end());
-      config.data.std.assign(std.begin(), std.end());
+      config.mean.assign(mean.begin(), mean.end());
+      config.std.assign(std.begin(), std.end());
     }
-    data.train = std::make_unique<BatchLoader>(std::move(train_set), loader_options(config, true));
-  } else if (config.data.mean.empty() || config.data.std.empty()) {
+    data.train =
+        std::make_unique<BatchLoader>(std::move(train_set), loader_options(config, options_, true));
+  } else if (config.mean.empty() || config.std.empty()) {
     throw InputError("its config has no data.mean/data.std normalisation");
   }
   auto test_set = load_idx_pair(paths.test_images, paths.test_labels);
   check_images_fit(test_set, model, paths.test_images);
   data.test_targets = test_set.labels;
-  data.test = std::make_unique<BatchLoader>(std::move(test_set), loader_options(config, false));
+  data.test =
+      std::make_unique<BatchLoader>(std::move(test_set), loader_options(config, options_, false));
   return data;
 }
 
 torch::Tensor ImageClassificationTask::loss(const torch::Tensor& outputs,
                                             const Batch& batch) const {
   return at::cross_entropy_loss(outputs.to(torch::kFloat32), batch.targets, {}, at::Reduction::Mean,
-                                -100, label_smoothing_);
+                                -100, options_.label_smoothing);
 }
 
 torch::Tensor ImageClassificationTask::metric_count(const torch::Tensor& outputs,

@@ -2,7 +2,6 @@
 #include "exfusion/tasks/task.h"
 
 #include "exfusion/tasks/image_classification.h"
-#include "exfusion/train/run_config.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {
@@ -11,10 +10,11 @@ void TaskRegistry::add(const std::string& name, TaskFactory factory) {
   factories_[name] = std::move(factory);
 }
 
-std::unique_ptr<Task> TaskRegistry::make(const std::string& name, const RunConfig& config) const {
+std::unique_ptr<Task> TaskRegistry::make(const std::string& name,
+                                         const TaskOptions& options) const {
   const auto found = factories_.find(name);
   if (found == factories_.end()) throw InputError("task \"" + name + "\" is not registered");
-  return found->second(config);
+  return found->second(options);
 }
 
 std::vector<std::string> TaskRegistry::names() const {
@@ -26,16 +26,12 @@ std::vector<std::string> TaskRegistry::names() const {
 TaskRegistry& task_kinds() {
   static TaskRegistry registry = [] {
     TaskRegistry tasks;
-    tasks.add("image_classification", [](const RunConfig& config) {
-      return std::make_unique<ImageClassificationTask>(config.train.label_smoothing);
+    tasks.add("image_classification", [](const TaskOptions& options) {
+      return std::make_unique<ImageClassificationTask>(options);
     });
     return tasks;
   }();
   return registry;
-}
-
-std::unique_ptr<Task> make_task(const RunConfig& config) {
-  return task_kinds().make(config.task, config);
 }
 
 }  // namespace exfusion

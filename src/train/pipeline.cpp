@@ -6,15 +6,15 @@
 #include <sstream>
 
 #include "exfusion/fusion/fuse.h"
+#include "exfusion/io/module_tensors.h"
 #include "exfusion/layers/capabilities.h"
 #include "exfusion/models/model.h"
-#include "exfusion/train/checkpoint.h"
-#include "exfusion/train/device.h"
 #include "exfusion/train/metrics.h"
 #include "exfusion/train/run_files.h"
 #include "exfusion/train/standard_callbacks.h"
 #include "exfusion/train/trainer.h"
 #include "exfusion/util/atomic_file.h"
+#include "exfusion/util/device.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {
@@ -63,7 +63,7 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
   use_bf16(config.train.precision, device);  // rejects bf16 without CUDA before any work
   if (config.train.threads > 0) torch::set_num_threads(static_cast<int>(config.train.threads));
 
-  auto data = make_task(config)->load_data(config, /*with_train=*/true);
+  auto data = make_task(config)->load_data(config.data, *config.model.options, /*with_train=*/true);
   fs::create_directories(out);
   if (run.force) fs::remove(out / kMetricsFile);
   write_text_atomically(out / kConfigFile, to_json(config).dump(2) + "\n");
@@ -159,7 +159,7 @@ nlohmann::json evaluate_checkpoint(const EvalRun& run) {
   auto model = model_from_checkpoint(checkpoint, path);
   model->to(device);
   const auto task = make_task(config);
-  auto data = task->load_data(config, /*with_train=*/false);
+  auto data = task->load_data(config.data, *config.model.options, /*with_train=*/false);
   EvalResult result;
   {
     // The run's own fast-path settings, as in training.

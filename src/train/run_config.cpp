@@ -12,18 +12,6 @@ namespace exfusion {
 
 bool is_registered_task(const std::string& name) { return task_kinds().contains(name); }
 
-void DataConfig::validate(const config::Location& at) const {
-  for (const auto s : std) {
-    if (!(s > 0)) config::fail(at, "std", std, "positive values");
-  }
-  const int explicit_files =
-      !train_images.empty() + !train_labels.empty() + !test_images.empty() + !test_labels.empty();
-  if (explicit_files != 0 && explicit_files != 4) {
-    config::fail(at, "train_images", train_images,
-                 "all four of train_images, train_labels, test_images, test_labels");
-  }
-}
-
 void TrainConfig::validate(const config::Location& at) const {
   if (min_lr > lr) config::fail(at, "min_lr", min_lr, "a value in [0, train.lr]");
 }
@@ -46,6 +34,11 @@ FastPathPolicy fast_path_policy(const TrainConfig& train) {
   policy.layer_norm_kernels = train.layer_norm_kernels;
   policy.bias_grad_epilogue = train.bias_grad_epilogue;
   return policy;
+}
+
+std::unique_ptr<Task> make_task(const RunConfig& config) {
+  return task_kinds().make(
+      config.task, {config.train.label_smoothing, config.train.batch_size, config.train.seed});
 }
 
 RunConfig default_run_config() {

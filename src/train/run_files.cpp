@@ -3,8 +3,8 @@
 
 #include <algorithm>
 
+#include "exfusion/io/module_tensors.h"
 #include "exfusion/models/registry.h"
-#include "exfusion/train/checkpoint.h"
 #include "exfusion/train/training_state.h"
 #include "exfusion/util/atomic_file.h"
 #include "exfusion/util/error.h"

@@ -13,9 +13,9 @@
 
 #include "exfusion/fusion/expert_kernels.h"
 #include "exfusion/models/vit.h"
-#include "exfusion/train/device.h"
 #include "exfusion/train/trainer.h"
 #include "exfusion/util/atomic_file.h"
+#include "exfusion/util/device.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {

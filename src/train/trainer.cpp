@@ -6,9 +6,9 @@
 #include <chrono>
 
 #include "exfusion/fusion/expert_mix.h"
+#include "exfusion/io/module_tensors.h"
 #include "exfusion/layers/capabilities.h"
-#include "exfusion/train/checkpoint.h"
-#include "exfusion/train/device.h"
+#include "exfusion/util/device.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {

@@ -15,16 +15,4 @@ void trunc_normal_(const torch::Tensor& tensor, double std) {
   tensor.clamp_(-2.0 * std, 2.0 * std);
 }
 
-namespace {
-
-void init_weight_and_bias(const torch::Tensor& weight, const torch::Tensor& bias) {
-  torch::NoGradGuard no_grad;
-  trunc_normal_(weight, 0.02);
-  if (bias.defined()) bias.zero_();
-}
-
-}  // namespace
-
-void init_vit_linear(const Linear& linear) { init_weight_and_bias(linear->weight, linear->bias); }
-
 }  // namespace exfusion

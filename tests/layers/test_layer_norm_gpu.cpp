@@ -12,7 +12,7 @@
 #include "../support/layer_norms.h"
 #include "../support/trajectory.h"
 #include "exfusion/layers/layer_norm.h"
-#include "exfusion/train/device.h"
+#include "exfusion/util/device.h"
 #include "exfusion/util/fast_paths.h"
 
 namespace exfusion {

@@ -7,7 +7,7 @@
 
 #include "../support/cli.h"
 #include "../support/tiny_models.h"
-#include "exfusion/train/checkpoint.h"
+#include "exfusion/io/module_tensors.h"
 #include "exfusion/train/trainer.h"
 #include "exfusion/train/training_state.h"
 #include "exfusion/util/error.h"

@@ -102,7 +102,7 @@ TEST(FastPathCallsCuda, EvaluationTakesOnlyThePathsItsScopeAllows) {
   BatchLoader loader(std::move(data), loader_options);
   const auto layer_norm_calls = [&](const TrainConfig& train) {
     const FastPathScope scope(fast_path_policy(train));
-    ImageClassificationTask(0.0).evaluate(*model, loader, torch::kCUDA, /*bf16=*/true,
+    ImageClassificationTask(TaskOptions{}).evaluate(*model, loader, torch::kCUDA, /*bf16=*/true,
                                           /*keep_outputs=*/false);
     return scope.counters()->calls(FastPath::kLayerNormKernels);
   };

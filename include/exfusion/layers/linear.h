@@ -54,6 +54,9 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
 };
 TORCH_MODULE(Linear);
 
+// ViT's init for a linear layer: truncated normal weight (std 0.02), zero bias (if any).
+void init_vit_linear(const Linear& linear);
+
 // The same as linear(), always through the autograd node that linear() uses on CUDA, on any
 // device: on CUDA its weight and bias gradients come from one cuBLASLt GEMM, elsewhere from
 // reference::linear_weight_bias_grad. linear() is the call to use; this one is for the tests.

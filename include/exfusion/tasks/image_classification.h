@@ -7,8 +7,8 @@ namespace exfusion {
 
 class ImageClassificationTask : public Task {
  public:
-  explicit ImageClassificationTask(double label_smoothing) : label_smoothing_(label_smoothing) {}
-  TaskData load_data(RunConfig& config, bool with_train) const override;
+  explicit ImageClassificationTask(TaskOptions options) : options_(options) {}
+  TaskData load_data(DataConfig& data, const ModelOptions& model, bool with_train) const override;
   torch::Tensor loss(const torch::Tensor& outputs, const Batch& batch) const override;
   torch::Tensor metric_count(const torch::Tensor& outputs, const Batch& batch) const override;
   std::string metric_name() const override { return "accuracy"; }
@@ -16,7 +16,7 @@ class ImageClassificationTask : public Task {
                       bool keep_outputs) const override;
 
  private:
-  double label_smoothing_;
+  TaskOptions options_;
 };
 
 }  // namespace exfusion

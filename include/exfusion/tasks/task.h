@@ -12,11 +12,17 @@
 #include <vector>
 
 #include "exfusion/data/batch.h"
+#include "exfusion/data/data_config.h"
 #include "exfusion/models/model.h"
 
 namespace exfusion {
 
-struct RunConfig;
+// What a task takes from the run's training settings.
+struct TaskOptions {
+  double label_smoothing = 0.0;
+  int64_t batch_size = 128;
+  int64_t seed = 0;  // data order and augmentation
+};
 
 struct EvalResult {
   double accuracy = 0.0;  // fraction in [0, 1]
@@ -34,9 +40,10 @@ struct TaskData {
 class Task {
  public:
   virtual ~Task() = default;
-  // Opens the data the config names (checking it against the model); measures what the config
-  // leaves to the data (image normalisation) and writes it back into `config`.
-  virtual TaskData load_data(RunConfig& config, bool with_train) const = 0;
+  // Opens the data `data` names (checking it against `model`); measures what the section
+  // leaves to the data (image normalisation) and writes it back into `data`.
+  virtual TaskData load_data(DataConfig& data, const ModelOptions& model,
+                             bool with_train) const = 0;
   // The training loss of `outputs` for `batch` (the model's own auxiliary losses come on top).
   virtual torch::Tensor loss(const torch::Tensor& outputs, const Batch& batch) const = 0;
   // A device scalar summed over a logging window and divided by its samples: the training
@@ -48,13 +55,13 @@ class Task {
                               bool bf16, bool keep_outputs) const = 0;
 };
 
-using TaskFactory = std::function<std::unique_ptr<Task>(const RunConfig&)>;
+using TaskFactory = std::function<std::unique_ptr<Task>(const TaskOptions&)>;
 
-// The tasks `train.task` may name; image_classification is registered in src/tasks/task.cpp.
+// The tasks a config's `task` may name; image_classification is registered in src/tasks/task.cpp.
 class TaskRegistry {
  public:
   void add(const std::string& name, TaskFactory factory);
-  std::unique_ptr<Task> make(const std::string& name, const RunConfig& config) const;
+  std::unique_ptr<Task> make(const std::string& name, const TaskOptions& options) const;
   bool contains(const std::string& name) const { return factories_.count(name) > 0; }
   std::vector<std::string> names() const;
 
@@ -62,8 +69,5 @@ class TaskRegistry {
   std::map<std::string, TaskFactory> factories_;
 };
 TaskRegistry& task_kinds();
-
-// The task of `config` (train.task).
-std::unique_ptr<Task> make_task(const RunConfig& config);
 
 }  // namespace exfusion

@@ -10,43 +10,16 @@
 #include <vector>
 
 #include "exfusion/config/fields.h"
+#include "exfusion/data/data_config.h"
 #include "exfusion/models/ffn_config.h"
 #include "exfusion/models/model.h"
+#include "exfusion/tasks/task.h"
 #include "exfusion/util/fast_paths.h"
 
 namespace exfusion {
 
 // Whether `train.task` names a registered task (tasks/task.h).
 bool is_registered_task(const std::string& name);
-
-struct DataConfig {
-  std::string dir = "/usr/share/datasets/fashion-mnist";
-  // Explicit IDX files override `dir`; all four or none.
-  std::string train_images, train_labels, test_images, test_labels;
-  bool augment = false;  // short schedules learn faster without it
-  int64_t crop_padding = 2;
-  bool horizontal_flip = true;
-  std::vector<double> mean, std;  // per channel; empty: measured on the training set
-  int64_t prefetch = 2;
-
-  template <class Fields>
-  void fields(Fields& f) {
-    f("dir", dir, "directory with the four IDX files (MNIST names)");
-    f("train_images", train_images, "IDX file of training images (all four files or none)");
-    f("train_labels", train_labels, "IDX file of training labels");
-    f("test_images", test_images, "IDX file of test images");
-    f("test_labels", test_labels, "IDX file of test labels");
-    f("augment", augment, "random crops and horizontal flips for training batches");
-    f("crop_padding", crop_padding, "zero padding of the random crop",
-      config::non_negative<int64_t>());
-    f("horizontal_flip", horizontal_flip, "flip half the training images (with augment)");
-    f("mean", mean, "per-channel mean; [] = measured on the training set");
-    f("std", std, "per-channel std; [] = measured on the training set");
-    f("prefetch", prefetch, "batches prepared ahead on the loader thread",
-      config::at_least<int64_t>(1));
-  }
-  void validate(const config::Location& at) const;
-};
 
 struct TrainConfig {
   int64_t epochs = 5;
@@ -126,6 +99,9 @@ struct RunConfig {
   // Checks across sections (FFN layers against the model's depth, normalisation per channel).
   void validate(const config::Location& at) const;
 };
+
+// The task `config.task` names, with the run's training settings.
+std::unique_ptr<Task> make_task(const RunConfig& config);
 
 // The fast paths train.expert_kernels, train.layer_norm_kernels and train.bias_grad_epilogue
 // allow: the policy of the FastPathScope (util/fast_paths.h) that training and evaluation open.

@@ -1,17 +1,11 @@
 // Truncated normal init as timm draws it (inverse CDF of a uniform draw), which LibTorch's
 // C++ API lacks; ViT initialises every linear layer and the position embedding with it.
 #pragma once
-#include <torch/nn/modules/linear.h>
 #include <torch/types.h>
-
-#include "exfusion/layers/linear.h"
 
 namespace exfusion {
 
 // Fills `tensor` in place from N(0, std²) truncated to [-2·std, 2·std].
 void trunc_normal_(const torch::Tensor& tensor, double std);
-
-// ViT's init for a linear layer: truncated normal weight (std 0.02), zero bias (if any).
-void init_vit_linear(const Linear& linear);
 
 }  // namespace exfusion

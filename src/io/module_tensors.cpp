@@ -1,5 +1,5 @@
-// Module tensors <-> safetensors entries (see checkpoint.h).
-#include "exfusion/train/checkpoint.h"
+// Module tensors <-> safetensors entries (see module_tensors.h).
+#include "exfusion/io/module_tensors.h"
 
 namespace exfusion {
 

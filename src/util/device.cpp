@@ -1,5 +1,5 @@
 // Device and precision selection (see device.h).
-#include "exfusion/train/device.h"
+#include "exfusion/util/device.h"
 
 #include <ATen/autocast_mode.h>
 #include <torch/cuda.h>

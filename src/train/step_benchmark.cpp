@@ -99,6 +99,8 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
                      " (eager warm-up steps, then the capture), so that only replays are timed");
   }
   const auto device = resolve_device(config.train.device);
+  // As run_training does: a bench at train.threads = N must be compared with a loop at N.
+  if (config.train.threads > 0) torch::set_num_threads(static_cast<int>(config.train.threads));
   torch::manual_seed(static_cast<uint64_t>(config.train.seed));
   const auto& m = *config.model.options;
   auto model = build_model(config.model, config.ffn);

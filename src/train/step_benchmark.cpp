@@ -148,6 +148,7 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
       {"batch", config.train.batch_size},
       {"device", device_name},
       {"precision", trainer.bf16() ? "bf16" : "fp32"},
+      {"threads", torch::get_num_threads()},
       {"expert_kernels", custom_kernels && config.train.expert_kernels},
       {"layer_norm_kernels", custom_kernels && config.train.layer_norm_kernels},
       {"bias_grad_epilogue", custom_kernels && config.train.bias_grad_epilogue},

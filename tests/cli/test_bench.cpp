@@ -25,6 +25,7 @@ TEST(Bench, PrintsOneJsonLineOfMeasurements) {
   EXPECT_EQ(dense["experts"], 0);
   EXPECT_EQ(dense["device"], "cpu");
   EXPECT_EQ(dense["precision"], "fp32");
+  EXPECT_EQ(dense["threads"], 1);  // --threads 1 applies to the bench's steps too
   EXPECT_EQ(dense["cuda_graph"], false);
   // The custom kernels are CUDA-only: a CPU step does not run them.
   EXPECT_EQ(dense["layer_norm_kernels"], false);

@@ -2,8 +2,8 @@
 #include "exfusion/models/model.h"
 
 #include "exfusion/fusion/fuse.h"
-#include "exfusion/models/registry.h"
 #include "exfusion/io/module_tensors.h"
+#include "exfusion/models/registry.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {

@@ -102,8 +102,9 @@ TEST(FastPathCallsCuda, EvaluationTakesOnlyThePathsItsScopeAllows) {
   BatchLoader loader(std::move(data), loader_options);
   const auto layer_norm_calls = [&](const TrainConfig& train) {
     const FastPathScope scope(fast_path_policy(train));
-    ImageClassificationTask(TaskOptions{}).evaluate(*model, loader, torch::kCUDA, /*bf16=*/true,
-                                          /*keep_outputs=*/false);
+    ImageClassificationTask(TaskOptions{})
+        .evaluate(*model, loader, torch::kCUDA, /*bf16=*/true,
+                  /*keep_outputs=*/false);
     return scope.counters()->calls(FastPath::kLayerNormKernels);
   };
   TrainConfig train;

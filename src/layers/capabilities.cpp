@@ -14,13 +14,4 @@ nlohmann::json collect_metrics(const torch::nn::Module& root) {
   return out;
 }
 
-torch::Tensor auxiliary_losses(const torch::nn::Module& root) {
-  torch::Tensor total;
-  for_each_capable<AddsAuxiliaryLoss>(root, [&](const std::string&, const AddsAuxiliaryLoss& l) {
-    const auto loss = l.auxiliary_loss();
-    if (loss.defined()) total = total.defined() ? total + loss : loss;
-  });
-  return total;
-}
-
 }  // namespace exfusion

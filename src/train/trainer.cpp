@@ -66,6 +66,9 @@ Trainer::Trainer(const RunConfig& config, ModelPtr model, torch::Device device)
         optimizer_.set_factored_gradient(path + "." + bank.factored_parameter(), sink);
         sinks_.emplace_back(&bank, std::move(sink));
       });
+  for_each_capable<AddsAuxiliaryLoss>(*model_, [&](const std::string&, const AddsAuxiliaryLoss& m) {
+    auxiliary_losses_.push_back(&m);
+  });
   if (config.train.cuda_graph) {
     graph_step_ = std::make_unique<CudaGraphStep>(
         [this](const torch::Tensor& inputs, const torch::Tensor& targets) {
@@ -105,8 +108,10 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::compute_step(const torch::Tenso
   const auto loss = task_->loss(outputs, batch);
   // Modules with a loss of their own (MoE load balancing) add it; the metrics report `loss`.
   auto total = loss;
-  const auto aux = auxiliary_losses(*model_);
-  if (aux.defined()) total = total + aux;
+  for (const auto* module : auxiliary_losses_) {
+    const auto aux = module->auxiliary_loss();
+    if (aux.defined()) total = total + aux;
+  }
   total.backward();
   if (config_.train.clip_grad > 0) optimizer_.clip_grad_norm_async(config_.train.clip_grad);
   optimizer_.step();

@@ -61,7 +61,4 @@ void for_each_capable(const torch::nn::Module& root, Visit&& visit) {
 // the module holding the reporter ("blocks.0" for the FFN at blocks.0.mlp); {} when none reports.
 nlohmann::json collect_metrics(const torch::nn::Module& root);
 
-// The sum of every AddsAuxiliaryLoss term; undefined when no module adds one.
-torch::Tensor auxiliary_losses(const torch::nn::Module& root);
-
 }  // namespace exfusion

@@ -86,6 +86,9 @@ class Trainer {
   // The expert banks whose weight gradients this trainer's optimizer takes in factored form,
   // each with the sink it installed (train.expert_kernels).
   std::vector<std::pair<TakesFactoredGradient*, std::shared_ptr<FactoredGradient>>> sinks_;
+  // The modules that add a loss term, found once: walking the module tree every step would
+  // put string-keyed dictionary building on the training step.
+  std::vector<const AddsAuxiliaryLoss*> auxiliary_losses_;
   int64_t step_ = 0;
   int64_t epoch_ = 0;           // the epoch of the next batch
   int64_t batch_in_epoch_ = 0;  // the next batch's index in it

@@ -13,6 +13,7 @@
 #include "exfusion/train/pipeline.h"
 #include "exfusion/train/step_benchmark.h"
 #include "exfusion/util/error.h"
+#include "exfusion/util/interrupt_guard.h"
 
 namespace exfusion {
 namespace {
@@ -99,7 +100,11 @@ int parse_and_run(int argc, const char* const* argv) {
       ->add_option("--set", train_sets,
                    "override any config key: key.path=value (`exfusion config` lists them)")
       ->take_all();
-  train->add_flag("--force", train_force, "overwrite the outputs of an existing run directory");
+  train->add_flag("--force", train_force, "replace the outputs of an existing run directory");
+  std::string train_resume;
+  train->add_option("--resume", train_resume,
+                    "continue a run directory from its newest whole checkpoint, with its saved "
+                    "config (no other option)");
   add_config_shortcuts(*train, shortcut_values);
 
   EvalRun eval_run;
@@ -164,8 +169,19 @@ int parse_and_run(int argc, const char* const* argv) {
     ConfigLayers layers{train_config, {}};
     if (!train_data.empty()) layers.assignments.push_back("data.dir=" + train_data);
     layers.assignments.insert(layers.assignments.end(), train_sets.begin(), train_sets.end());
-    const TrainRun run{build_run_config(default_run_config(), layers), train_out, train_force};
-    run_training(run, std::cout, std::cerr);
+    if (!train_resume.empty()) {
+      if (!train_config.empty() || !layers.assignments.empty() || !train_out.empty() ||
+          train_force) {
+        throw InputError("--resume " + train_resume +
+                         " continues the run with the config saved in it; --config, --set, "
+                         "--out, --force and the config shortcuts cannot be given with it");
+      }
+      run_training(TrainRun{default_run_config(), {}, false, train_resume}, std::cout, std::cerr);
+    } else {
+      const TrainRun run{
+          build_run_config(default_run_config(), layers), train_out, train_force, {}};
+      run_training(run, std::cout, std::cerr);
+    }
   } else if (bench->parsed()) {
     prepend_shortcuts(bench_shortcuts, bench_args.assignments);
     run_bench(bench_args, std::cout, std::cerr);
@@ -196,6 +212,8 @@ int run_cli(int argc, const char* const* argv) {
   } catch (const std::filesystem::filesystem_error& e) {
     std::cerr << "exfusion: error: " << e.what() << std::endl;
     return 2;
+  } catch (const Interrupted& e) {
+    return exit_code_for_signal(e.signal());
   } catch (const c10::Error& e) {
     std::cerr << "exfusion: internal error: " << e.what_without_backtrace() << std::endl;
     return 1;

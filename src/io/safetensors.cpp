@@ -13,6 +13,7 @@
 
 #include "exfusion/util/atomic_file.h"
 #include "exfusion/util/error.h"
+#include "exfusion/util/fault_injection.h"
 
 // Tensor bytes go to and from the file in host order, and the format is little-endian.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors I/O assumes little-endian");
@@ -221,8 +222,13 @@ void save_safetensors(const fs::path& path, const NamedTensors& tensors,
     const uint64_t length = text.size();
     out.write(reinterpret_cast<const char*>(&length), sizeof(length));
     out.write(text.data(), static_cast<std::streamsize>(text.size()));
-    for (const auto& t : payload) {
+    for (size_t i = 0; i < payload.size(); ++i) {
+      const auto& t = payload[i];
       out.write(static_cast<const char*>(t.data_ptr()), static_cast<std::streamsize>(t.nbytes()));
+      if (i == payload.size() / 2) {
+        out.flush();  // half the file on disk where the resume tests kill a write
+        fault_point("safetensors-write");
+      }
     }
   });
 }

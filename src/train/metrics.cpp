@@ -54,6 +54,25 @@ void MetricsLog::write(const nlohmann::json& record) {
             path_);
 }
 
+int64_t MetricsLog::size() const {
+  struct stat info {};
+  if (::fstat(fd_, &info) != 0) {
+    throw InputError(path_.string() + ": cannot read its size: " + std::strerror(errno));
+  }
+  return static_cast<int64_t>(info.st_size);
+}
+
+void MetricsLog::truncate(int64_t bytes) {
+  if (bytes > size()) {
+    throw InputError(path_.string() + ": shorter (" + std::to_string(size()) +
+                     " bytes) than when the checkpoint was written (" + std::to_string(bytes) +
+                     " bytes): it was changed since");
+  }
+  if (::ftruncate(fd_, bytes) != 0 || ::fsync(fd_) != 0) {
+    throw InputError(path_.string() + ": cannot cut it back: " + std::strerror(errno));
+  }
+}
+
 bool stderr_is_terminal() { return ::isatty(STDERR_FILENO) == 1; }
 
 std::string format_duration(double seconds) {

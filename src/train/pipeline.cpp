@@ -1,8 +1,13 @@
 // The command workflows (see pipeline.h).
 #include "exfusion/train/pipeline.h"
 
+#include <cmath>
+#include <csignal>
 #include <ctime>
+#include <fstream>
 #include <iomanip>
+#include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "exfusion/fusion/fuse.h"
@@ -16,6 +21,8 @@
 #include "exfusion/util/atomic_file.h"
 #include "exfusion/util/device.h"
 #include "exfusion/util/error.h"
+#include "exfusion/util/fault_injection.h"
+#include "exfusion/util/interrupt_guard.h"
 
 namespace exfusion {
 namespace fs = std::filesystem;
@@ -28,6 +35,11 @@ std::string timestamp() {
   std::ostringstream out;
   out << std::put_time(&local, "%Y%m%d-%H%M%S");
   return out.str();
+}
+
+std::string read_text_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
 double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
@@ -49,41 +61,131 @@ RunConfig dense_twin(const RunConfig& config) {
   return dense;
 }
 
+// The newest checkpoint in `dir` that reads back whole; a damaged one is reported on
+// `progress`, renamed to *.damaged (out of the rotation, kept for a look) and the one before
+// it tried.
+std::pair<TrainingState, fs::path> newest_whole_checkpoint(const fs::path& run_dir,
+                                                           std::ostream& progress) {
+  const auto dir = run_dir / kCheckpointDir;
+  const auto found = list_checkpoints(dir);
+  if (found.empty()) {
+    throw InputError(run_dir.string() + ": no checkpoints in " + dir.string() +
+                     " to resume from (is it a run directory of exfusion train?)");
+  }
+  for (const auto& entry : found) {
+    try {
+      auto state = TrainingState::load(entry.path);
+      if (!state.resumable()) {
+        throw InputError(entry.path.string() + ": a format " + std::to_string(state.format) +
+                         " state, which holds no data position");
+      }
+      return {std::move(state), entry.path};
+    } catch (const InputError& e) {
+      progress << "exfusion train: warning: " << e.what()
+               << "; resuming from the checkpoint before it" << std::endl;
+      std::error_code ignored;
+      fs::rename(entry.path, entry.path.string() + ".damaged", ignored);
+    }
+  }
+  throw InputError(run_dir.string() + ": none of its " + std::to_string(found.size()) +
+                   " checkpoints reads back whole (see the warnings above)");
+}
+
+// A run directory's outputs, which --force replaces: removed once the new run has passed every
+// check, so that no file of the old run is left beside the new run's.
+void remove_previous_outputs(const fs::path& out) {
+  for (const auto* name :
+       {kConfigFile, kStateFile, kModelFile, kModelConfigFile, kMetricsFile, kSummaryFile}) {
+    fs::remove(out / name);
+  }
+  for (const auto& entry : list_checkpoints(out / kCheckpointDir)) fs::remove(entry.path);
+}
+
+void stop_if_interrupted(const fs::path& out, std::ostream& progress) {
+  const int signal = InterruptGuard::pending();
+  if (signal == 0) return;
+  progress << "exfusion train: stopped by " << (signal == SIGINT ? "SIGINT" : "SIGTERM")
+           << "; resume with: exfusion train --resume " << out.string() << std::endl;
+  throw Interrupted(signal);
+}
+
 }  // namespace
 
 nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostream& progress) {
+  const bool resuming = !run.resume.empty();
   auto config = run.config;
-  const fs::path out =
-      run.out.empty() ? fs::path("runs") / (config.ffn.run_name() + "-" + timestamp()) : run.out;
-  for (const auto* name :
-       {kConfigFile, kStateFile, kModelFile, kModelConfigFile, kMetricsFile, kSummaryFile}) {
-    refuse_overwrite(out / name, run.force);
+  std::optional<TrainingState> resumed;
+  fs::path out = resuming ? run.resume : run.out;
+  if (resuming) {
+    if (!fs::is_directory(out)) throw InputError(out.string() + ": no such run directory");
+    if (fs::exists(out / kSummaryFile)) {
+      report << out.string() << ": the run finished (" << kSummaryFile
+             << " exists); nothing to resume" << std::endl;
+      return nlohmann::json::parse(read_text_file(out / kSummaryFile), nullptr, false);
+    }
+    auto [state, from] = newest_whole_checkpoint(out, progress);
+    config = state.config;
+    progress << "exfusion train: resuming from " << from.string() << " (step " << state.step << ")"
+             << std::endl;
+    resumed = std::move(state);
+  } else {
+    if (out.empty()) out = fs::path("runs") / (config.ffn.run_name() + "-" + timestamp());
+    for (const auto* name :
+         {kConfigFile, kStateFile, kModelFile, kModelConfigFile, kMetricsFile, kSummaryFile}) {
+      refuse_overwrite(out / name, run.force);
+    }
+    if (!run.force && !list_checkpoints(out / kCheckpointDir).empty()) {
+      throw InputError((out / kCheckpointDir).string() +
+                       ": holds checkpoints of an earlier run; exfusion train --resume " +
+                       out.string() + " continues it, --force replaces it");
+    }
   }
+  // Everything that can refuse this run is checked before the run directory is touched.
   const auto device = resolve_device(config.train.device);
   use_bf16(config.train.precision, device);  // rejects bf16 without CUDA before any work
   if (config.train.threads > 0) torch::set_num_threads(static_cast<int>(config.train.threads));
-
   auto data = make_task(config)->load_data(config.data, *config.model.options, /*with_train=*/true);
-  fs::create_directories(out);
-  if (run.force) fs::remove(out / kMetricsFile);
-  write_text_atomically(out / kConfigFile, to_json(config).dump(2) + "\n");
-  progress << "exfusion train: " << config.ffn.run_name() << " on " << device << ", run directory "
-           << out.string() << "\n";
-
   torch::manual_seed(static_cast<uint64_t>(config.train.seed));
   auto model = build_model(config.model, config.ffn);
   const int64_t params_train = count_parameters(*model);
-  MetricsLog log(out / kMetricsFile);
-  log.write({{"event", "start"},
-             {"config", to_json(config)},
-             {"params", params_train},
-             {"device", device.str()}});
-
   Trainer trainer(config, model, device);
+  if (resumed) trainer.restore(*resumed);
+
+  fs::create_directories(out / kCheckpointDir);
+  remove_atomic_write_leftovers(out);
+  remove_atomic_write_leftovers(out / kCheckpointDir);
+  if (run.force && !resuming) remove_previous_outputs(out);
+  if (!fs::exists(out / kConfigFile)) {
+    write_text_atomically(out / kConfigFile, to_json(config).dump(2) + "\n");
+  }
+  progress << "exfusion train: " << config.ffn.run_name() << " on " << device << ", run directory "
+           << out.string() << "\n";
+
+  MetricsLog log(out / kMetricsFile);
   JsonlMetricsCallback jsonl(log);
+  if (resumed) {
+    const auto position = resumed->outputs.find(jsonl.output_name());
+    if (position != resumed->outputs.end()) jsonl.rewind_output(*position);
+    log.write({{"event", "resume"}, {"step", resumed->step}});
+  } else {
+    log.write({{"event", "start"},
+               {"config", to_json(config)},
+               {"params", params_train},
+               {"device", device.str()}});
+  }
   ProgressBarCallback bar(progress);
-  CheckpointCallback checkpointer(out / kStateFile);
-  const auto result = trainer.fit(*data.train, *data.test, {&jsonl, &bar, &checkpointer});
+  CheckpointCallback checkpointer(out / kCheckpointDir, config.train.checkpoint_every,
+                                  config.train.keep_checkpoints, {&jsonl});
+  InterruptGuard interrupts;
+  InterruptCallback stop_on_signal;
+  const auto result =
+      trainer.fit(*data.train, *data.test, {&jsonl, &bar, &checkpointer, &stop_on_signal});
+  if (result.interrupted) {
+    progress << "exfusion train: checkpoint " << checkpointer.last_written().string() << "\n";
+    stop_if_interrupted(out, progress);
+  }
+  trainer.state().save(out / kStateFile);
+  stop_if_interrupted(out, progress);
 
   const bool bf16 = trainer.bf16();
   // The training run's fast-path calls, before the final evaluations add theirs.
@@ -119,9 +221,12 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
     return summary;
   }
   const auto dense_config = dense_twin(config);
+  stop_if_interrupted(out, progress);
   auto fused = fuse_model(config.model, *model);
+  fault_point("fuse");
   const auto fused_eval = trainer.evaluate(*data.test, /*keep_outputs=*/true, fused.get());
   save_dense_model(out / kModelFile, module_tensors(*fused), dense_config);
+  stop_if_interrupted(out, progress);
   summary["fused_test_accuracy"] = fused_eval.accuracy;
   summary["fused_max_abs_logit_diff"] = max_abs_diff(trained.outputs, fused_eval.outputs);
   summary["fused_test_loss"] = fused_eval.loss;
@@ -170,6 +275,10 @@ nlohmann::json evaluate_checkpoint(const EvalRun& run) {
   if (!run.save_logits.empty()) {
     save_safetensors(run.save_logits, {{"logits", result.outputs}, {"labels", data.test_targets}});
   }
+  if (!std::isfinite(result.loss)) {
+    std::cerr << "exfusion eval: warning: the test loss is " << result.loss
+              << ": the model's outputs are not finite (a diverged run?)" << std::endl;
+  }
   return {{"checkpoint", path.string()},
           {"test_accuracy", result.accuracy},
           {"test_loss", result.loss},
@@ -180,6 +289,7 @@ nlohmann::json fuse_checkpoint(const FuseRun& run) {
   const auto path = checkpoint_path(run.path, /*prefer_state=*/true);
   const fs::path out = run.out.empty() ? path.parent_path() / kModelFile : run.out;
   refuse_overwrite(out, run.force);
+  refuse_overwrite(model_description_path(out), run.force);
   auto checkpoint = load_checkpoint(path);
   if (!checkpoint.is_training_state) {
     throw InputError(path.string() + ": not a training state (already a dense model?)");
@@ -197,7 +307,10 @@ nlohmann::json fuse_checkpoint(const FuseRun& run) {
 }
 
 nlohmann::json describe_checkpoint(const fs::path& run_path) {
-  const auto path = checkpoint_path(run_path, /*prefer_state=*/false);
+  // A run directory without a dense model (an MoE run's) is described by its training state.
+  const bool only_state = fs::is_directory(run_path) && !fs::exists(run_path / kModelFile) &&
+                          fs::exists(run_path / kStateFile);
+  const auto path = checkpoint_path(run_path, /*prefer_state=*/only_state);
   auto checkpoint = load_checkpoint(path);
   auto model = model_from_checkpoint(checkpoint, path);
   const auto& config = checkpoint.config;

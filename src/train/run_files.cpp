@@ -2,6 +2,7 @@
 #include "exfusion/train/run_files.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "exfusion/io/module_tensors.h"
 #include "exfusion/models/registry.h"
@@ -23,7 +24,35 @@ void save_dense_model(const std::filesystem::path& path, const NamedTensors& ten
   model_json["mean"] = config.data.mean;
   model_json["std"] = config.data.std;
   model_json["exfusion"] = to_json(config);
-  write_text_atomically(path.parent_path() / kModelConfigFile, model_json.dump(2) + "\n");
+  write_text_atomically(model_description_path(path), model_json.dump(2) + "\n");
+}
+
+std::filesystem::path model_description_path(const std::filesystem::path& model_path) {
+  auto description = model_path;
+  return description.replace_extension(".json");
+}
+
+std::filesystem::path checkpoint_file(const std::filesystem::path& dir, int64_t step) {
+  char name[48];
+  std::snprintf(name, sizeof name, "step-%09lld.safetensors", static_cast<long long>(step));
+  return dir / name;
+}
+
+std::vector<CheckpointEntry> list_checkpoints(const std::filesystem::path& dir) {
+  std::vector<CheckpointEntry> found;
+  std::error_code error;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+    const auto name = entry.path().filename().string();
+    long long step = -1;
+    int consumed = 0;
+    if (std::sscanf(name.c_str(), "step-%9lld.safetensors%n", &step, &consumed) == 1 &&
+        static_cast<size_t>(consumed) == name.size() && entry.is_regular_file()) {
+      found.push_back({entry.path(), step});
+    }
+  }
+  std::sort(found.begin(), found.end(),
+            [](const CheckpointEntry& a, const CheckpointEntry& b) { return a.step > b.step; });
+  return found;
 }
 
 std::filesystem::path checkpoint_path(const std::filesystem::path& path, bool prefer_state) {
@@ -33,7 +62,16 @@ std::filesystem::path checkpoint_path(const std::filesystem::path& path, bool pr
   }
   auto file = path / (prefer_state ? kStateFile : kModelFile);
   if (!std::filesystem::exists(file)) {
-    throw InputError(path.string() + ": no " + file.filename().string() + " in this run directory");
+    std::string hint;
+    if (!prefer_state && std::filesystem::exists(path / kStateFile)) {
+      hint = " (a run whose FFN has no dense form keeps only its training state: pass --unfused)";
+    } else if (!list_checkpoints(path / kCheckpointDir).empty()) {
+      hint = " (the run did not finish: exfusion train --resume " + path.string() + ")";
+    } else if (std::filesystem::exists(path / kConfigFile)) {
+      hint = " (the run did not finish, and stopped before its first checkpoint)";
+    }
+    throw InputError(path.string() + ": no " + file.filename().string() + " in this run directory" +
+                     hint);
   }
   return file;
 }
@@ -66,9 +104,9 @@ Checkpoint load_checkpoint(const std::filesystem::path& path, const std::string&
   checkpoint.is_training_state = kind != metadata.end() && kind->second == "training-state";
   const auto format = metadata.find(kFormatMetadataKey);
   if (format != metadata.end()) {
-    if (format->second != "1" && format->second != "2") {
+    if (format->second != "1" && format->second != "2" && format->second != "3") {
       throw InputError(path.string() + ": checkpoint format " + format->second +
-                       ", this build reads formats 1 and 2");
+                       ", this build reads formats 1 to 3");
     }
     checkpoint.format = std::stoll(format->second);
   }

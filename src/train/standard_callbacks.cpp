@@ -4,7 +4,11 @@
 #include <cstdio>
 
 #include "exfusion/layers/capabilities.h"
+#include "exfusion/train/run_files.h"
 #include "exfusion/train/trainer.h"
+#include "exfusion/util/atomic_file.h"
+#include "exfusion/util/error.h"
+#include "exfusion/util/interrupt_guard.h"
 
 namespace exfusion {
 
@@ -60,8 +64,55 @@ void ProgressBarCallback::on_train_end(const Trainer& /*trainer*/, const TrainRe
   if (bar_) bar_->finish();
 }
 
-void CheckpointCallback::on_epoch_end(const Trainer& trainer, int64_t /*epoch*/) {
-  trainer.state().save(path_);
+std::string JsonlMetricsCallback::output_name() const { return log_.path().filename().string(); }
+
+nlohmann::json JsonlMetricsCallback::output_position() const { return {{"bytes", log_.size()}}; }
+
+void JsonlMetricsCallback::rewind_output(const nlohmann::json& position) {
+  if (!position.is_object() || !position.contains("bytes") ||
+      !position["bytes"].is_number_unsigned()) {
+    throw InputError(log_.path().string() +
+                     ": the checkpoint's position for it is not {\"bytes\": n}");
+  }
+  log_.truncate(position["bytes"].get<int64_t>());
 }
+
+CheckpointCallback::CheckpointCallback(std::filesystem::path dir, int64_t every, int64_t keep,
+                                       std::vector<const ResumableOutput*> outputs)
+    : dir_(std::move(dir)), every_(every), keep_(keep), outputs_(std::move(outputs)) {}
+
+void CheckpointCallback::save(const Trainer& trainer) {
+  auto state = trainer.state();
+  for (const auto* output : outputs_) {
+    state.outputs[output->output_name()] = output->output_position();
+  }
+  std::filesystem::create_directories(dir_);
+  last_written_ = checkpoint_file(dir_, state.step);
+  state.save(last_written_);
+  current_ = true;
+  const auto kept = list_checkpoints(dir_);
+  for (size_t i = static_cast<size_t>(keep_); i < kept.size(); ++i) {
+    std::filesystem::remove(kept[i].path);
+  }
+  sync_directory(dir_);
+}
+
+void CheckpointCallback::on_train_begin(const Trainer& /*trainer*/, const TrainBegin& begin) {
+  // A resumed run starts from its newest checkpoint, which holds this very state.
+  current_ = begin.first_step > 0;
+}
+
+void CheckpointCallback::on_step(const Trainer& trainer, const StepEvent& event) {
+  current_ = false;
+  if (every_ > 0 && event.step % every_ == 0) save(trainer);
+}
+
+void CheckpointCallback::on_epoch_end(const Trainer& trainer, int64_t /*epoch*/) { save(trainer); }
+
+void CheckpointCallback::on_train_end(const Trainer& trainer, const TrainResult& /*result*/) {
+  if (!current_) save(trainer);
+}
+
+bool InterruptCallback::wants_stop() const { return InterruptGuard::pending() != 0; }
 
 }  // namespace exfusion

@@ -3,13 +3,17 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <tuple>
 
 #include "exfusion/fusion/expert_mix.h"
 #include "exfusion/io/module_tensors.h"
 #include "exfusion/layers/capabilities.h"
 #include "exfusion/util/device.h"
 #include "exfusion/util/error.h"
+#include "exfusion/util/fault_injection.h"
 
 namespace exfusion {
 namespace {
@@ -113,6 +117,7 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::compute_step(const torch::Tenso
     if (aux.defined()) total = total + aux;
   }
   total.backward();
+  fault_point("step");
   if (config_.train.clip_grad > 0) optimizer_.clip_grad_norm_async(config_.train.clip_grad);
   optimizer_.step();
   optimizer_.zero_grad();
@@ -121,6 +126,7 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::compute_step(const torch::Tenso
 
 EvalResult Trainer::evaluate(BatchSource& source, bool keep_outputs, ModelImpl* other) {
   const FastPathScope fast_paths(fast_paths_);
+  fault_point("eval");
   return task_->evaluate(other ? *other : *model_, source, device_, bf16_, keep_outputs);
 }
 
@@ -128,6 +134,11 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
                          const std::vector<TrainerCallback*>& callbacks) {
   const auto& cfg = config_.train;
   const int64_t per_epoch = train.batches_per_epoch();
+  if (per_epoch == 0) {
+    throw InputError("train.batch_size = " + std::to_string(cfg.batch_size) +
+                     ": the training set has " + std::to_string(train.size()) +
+                     " samples, fewer than one batch, so no step would run");
+  }
   const int64_t schedule_steps = per_epoch * cfg.epochs;
   const int64_t total_steps =
       cfg.max_steps > 0 ? std::min(cfg.max_steps, schedule_steps) : schedule_steps;
@@ -136,17 +147,37 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
     callback->on_train_begin(*this, {step_, total_steps, cfg.epochs});
   }
   model_->train();
+  const auto wants_stop = [&] {
+    return std::any_of(callbacks.begin(), callbacks.end(),
+                       [](const TrainerCallback* callback) { return callback->wants_stop(); });
+  };
 
   using Clock = std::chrono::steady_clock;
-  const auto start = Clock::now();
-  auto window_start = start;
-  double eval_seconds = 0.0;
-  auto window_loss = torch::zeros({}, torch::TensorOptions(device_).dtype(torch::kFloat64));
-  auto window_count = torch::zeros({}, torch::TensorOptions(device_).dtype(torch::kInt64));
-  TrainWindow window;
+  auto window_start = Clock::now();
+  // Training time is wall time outside the evaluations, callbacks included, as before a resume.
+  auto timed_since = window_start;
+  const auto add_train_time = [&] {
+    const auto now = Clock::now();
+    progress_.train_seconds += std::chrono::duration<double>(now - timed_since).count();
+    timed_since = now;
+  };
+  int64_t window_samples_timed = 0;  // the window's samples since this process timed it
+  // The open window's sums stay on the device between windows; restored from progress_.
+  auto window_loss = torch::full({}, progress_.window_loss_sum,
+                                 torch::TensorOptions(device_).dtype(torch::kFloat64));
+  auto window_count =
+      torch::full({}, progress_.window_correct, torch::TensorOptions(device_).dtype(torch::kInt64));
+  window_sums_ = [&] {
+    return std::make_pair(window_loss.item<double>(), window_count.item<int64_t>());
+  };
+  // The sums above are this call's locals: state() must not reach them after it returns.
+  struct ForgetWindowOnExit {
+    std::function<std::pair<double, int64_t>()>& sums;
+    ~ForgetWindowOnExit() { sums = nullptr; }
+  } forget_window{window_sums_};
   TrainResult result;
 
-  while (epoch_ < cfg.epochs && step_ < total_steps) {
+  while (epoch_ < cfg.epochs && step_ < total_steps && !result.interrupted) {
     train.start_epoch(epoch_, batch_in_epoch_);
     while (step_ < total_steps) {
       auto batch = train.next();
@@ -157,34 +188,52 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
       ++batch_in_epoch_;
       window_loss += loss.to(torch::kFloat64);
       window_count += count;
-      window.samples += batch->size();
-      ++window.steps;
+      progress_.window_samples += batch->size();
+      window_samples_timed += batch->size();
+      ++progress_.window_steps;
       const bool closes = step_ % cfg.log_every == 0 || step_ == total_steps;
+      TrainWindow closed;
       if (closes) {
         // The only host synchronisation of the loop: once per logging window.
         const auto now = Clock::now();
-        window.loss = window_loss.item<double>() / static_cast<double>(window.steps);
-        window.metric =
-            static_cast<double>(window_count.item<int64_t>()) / static_cast<double>(window.samples);
-        window.samples_per_s = static_cast<double>(window.samples) /
+        closed.steps = progress_.window_steps;
+        closed.samples = progress_.window_samples;
+        closed.loss = window_loss.item<double>() / static_cast<double>(closed.steps);
+        closed.metric =
+            static_cast<double>(window_count.item<int64_t>()) / static_cast<double>(closed.samples);
+        closed.samples_per_s = static_cast<double>(window_samples_timed) /
                                std::chrono::duration<double>(now - window_start).count();
-        window.elapsed_s = std::chrono::duration<double>(now - start).count() - eval_seconds;
-        result.last_loss = window.loss;
-        result.last_metric = window.metric;
-      }
-      const StepEvent event{step_, epoch_, lr, closes ? &window : nullptr};
-      for (auto* callback : callbacks) callback->on_step(*this, event);
-      if (closes) {
+        if (!std::isfinite(closed.loss)) {
+          throw InputError("training diverged: the mean loss of steps " +
+                           std::to_string(step_ - closed.steps + 1) + "-" + std::to_string(step_) +
+                           " is " + std::to_string(closed.loss) +
+                           "; nothing was exported (a smaller train.lr than " +
+                           config::detail::number_text(cfg.lr) + " or train.clip_grad may help)");
+        }
+        progress_.last_loss = closed.loss;
+        progress_.last_metric = closed.metric;
+        // Closed before the callbacks run, so a checkpoint taken now holds an empty window.
         window_loss.zero_();
         window_count.zero_();
-        window = TrainWindow{};
-        window_start = Clock::now();
+        progress_.window_steps = progress_.window_samples = 0;
+        window_samples_timed = 0;
+      }
+      add_train_time();
+      closed.elapsed_s = progress_.train_seconds;
+      const StepEvent event{step_, epoch_, lr, closes ? &closed : nullptr};
+      for (auto* callback : callbacks) callback->on_step(*this, event);
+      if (closes) window_start = Clock::now();
+      if (wants_stop()) {
+        result.interrupted = true;
+        break;
       }
     }
+    add_train_time();
+    if (result.interrupted) break;
     // An epoch ends at its last batch, or where max_steps stopped it.
-    const auto eval_start = Clock::now();
     const auto eval = evaluate(test, /*keep_outputs=*/false);
-    eval_seconds += std::chrono::duration<double>(Clock::now() - eval_start).count();
+    progress_.eval_seconds += std::chrono::duration<double>(Clock::now() - timed_since).count();
+    timed_since = Clock::now();
     const EvalEvent eval_event{step_, epoch_, eval};
     for (auto* callback : callbacks) callback->on_eval(*this, eval_event);
     if (batch_in_epoch_ >= per_epoch) {
@@ -193,10 +242,16 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
     }
     for (auto* callback : callbacks) callback->on_epoch_end(*this, eval_event.epoch);
     window_start = Clock::now();
+    window_samples_timed = 0;
+    result.interrupted = wants_stop();
   }
+  add_train_time();
+  std::tie(progress_.window_loss_sum, progress_.window_correct) = window_sums_();
   result.steps = step_;
-  result.eval_seconds = eval_seconds;
-  result.train_seconds = std::chrono::duration<double>(Clock::now() - start).count() - eval_seconds;
+  result.eval_seconds = progress_.eval_seconds;
+  result.train_seconds = progress_.train_seconds;
+  result.last_loss = progress_.last_loss;
+  result.last_metric = progress_.last_metric;
   for (auto* callback : callbacks) callback->on_train_end(*this, result);
   return result;
 }
@@ -209,8 +264,12 @@ TrainingState Trainer::state() const {
   state.step = step_;
   state.epoch = epoch_;
   state.batch_in_epoch = batch_in_epoch_;
-  auto generator = at::detail::getDefaultCPUGenerator();
-  state.cpu_rng = generator.get_state();
+  state.progress = progress_;
+  if (window_sums_) {  // inside fit: the open window's sums are on the device
+    std::tie(state.progress.window_loss_sum, state.progress.window_correct) = window_sums_();
+  }
+  state.cpu_rng = at::detail::getDefaultCPUGenerator().get_state();
+  if (device_.is_cuda()) state.cuda_rng = at::globalContext().defaultGenerator(device_).get_state();
   return state;
 }
 
@@ -226,8 +285,13 @@ void Trainer::restore(const TrainingState& state) {
   step_ = state.step;
   epoch_ = state.epoch;
   batch_in_epoch_ = state.batch_in_epoch;
-  auto generator = at::detail::getDefaultCPUGenerator();
-  generator.set_state(state.cpu_rng);
+  progress_ = state.progress;
+  auto cpu_generator = at::detail::getDefaultCPUGenerator();
+  cpu_generator.set_state(state.cpu_rng);
+  if (device_.is_cuda() && state.cuda_rng.defined()) {
+    auto cuda_generator = at::globalContext().defaultGenerator(device_);
+    cuda_generator.set_state(state.cuda_rng);
+  }
 }
 
 }  // namespace exfusion

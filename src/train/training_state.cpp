@@ -1,5 +1,11 @@
-// Saving and loading the whole training state (see training_state.h).
+// Saving and loading the whole training state (see training_state.h). The checksum covers the
+// tensors' bytes in name order, so damage anywhere in the data (not only a truncation, which
+// the safetensors reader catches) is found before a run resumes from it.
 #include "exfusion/train/training_state.h"
+
+#include <zlib.h>
+
+#include <cstdio>
 
 #include "exfusion/train/run_files.h"
 #include "exfusion/util/error.h"
@@ -12,34 +18,88 @@ constexpr const char* kOptimizerPrefix = "optimizer.";
 constexpr const char* kStep = "trainer.step";
 constexpr const char* kEpoch = "trainer.epoch";
 constexpr const char* kBatch = "trainer.batch_in_epoch";
+constexpr const char* kWindowCounts = "trainer.window_counts";  // i64 [steps, samples, correct]
+constexpr const char* kTimes = "trainer.progress";  // f64 [loss sum, last loss, last metric,
+                                                    //      train s, eval s]
 constexpr const char* kCpuRng = "rng.cpu";
+constexpr const char* kCudaRng = "rng.cuda";
+constexpr const char* kChecksumKey = "exfusion.checksum";
+constexpr const char* kOutputsKey = "exfusion.outputs";
+
+const torch::Tensor& tensor_named(const SafetensorsFile& file, const std::string& name,
+                                  const std::filesystem::path& path) {
+  const auto found = file.tensors.find(name);
+  if (found == file.tensors.end()) {
+    throw InputError(path.string() + ": training state without '" + name + "'");
+  }
+  return found->second;
+}
+
+const torch::Tensor& vector_of(const SafetensorsFile& file, const std::string& name,
+                               torch::ScalarType type, int64_t size,
+                               const std::filesystem::path& path) {
+  const auto& tensor = tensor_named(file, name, path);
+  if (tensor.scalar_type() != type || tensor.dim() != 1 || tensor.numel() != size) {
+    throw InputError(path.string() + ": training state's '" + name + "' is not a " +
+                     std::string(c10::toString(type)) + " vector of " + std::to_string(size));
+  }
+  return tensor;
+}
 
 int64_t scalar(const SafetensorsFile& file, const std::string& name,
                const std::filesystem::path& path) {
-  const auto found = file.tensors.find(name);
-  if (found == file.tensors.end() || found->second.numel() != 1 ||
-      found->second.scalar_type() != torch::kInt64) {
-    throw InputError(path.string() + ": training state without an int64 scalar '" + name + "'");
+  const auto& tensor = tensor_named(file, name, path);
+  if (tensor.numel() != 1 || tensor.dim() != 0 || tensor.scalar_type() != torch::kInt64) {
+    throw InputError(path.string() + ": training state's '" + name + "' is not an int64 scalar");
   }
-  return found->second.item<int64_t>();
+  return tensor.item<int64_t>();
+}
+
+// CRC-32 of the tensors' bytes, in the order given (name order: the map's, or sorted).
+template <class Named>
+std::string checksum_of(const Named& tensors) {
+  uLong crc = crc32(0L, Z_NULL, 0);
+  for (const auto& [name, tensor] : tensors) {
+    const auto bytes = tensor.to(torch::kCPU).contiguous();
+    const auto* data = static_cast<const Bytef*>(bytes.data_ptr());
+    for (size_t done = 0, size = bytes.nbytes(); done < size;) {
+      const auto chunk = static_cast<uInt>(std::min<size_t>(size - done, 1u << 30));
+      crc = crc32(crc, data + done, chunk);
+      done += chunk;
+    }
+  }
+  char text[16];
+  std::snprintf(text, sizeof text, "%08lx", static_cast<unsigned long>(crc));
+  return text;
 }
 
 }  // namespace
 
 void TrainingState::save(const std::filesystem::path& path) const {
+  std::map<std::string, torch::Tensor> named;
+  for (const auto& [name, tensor] : model) named.emplace(kModelPrefix + name, tensor);
+  for (const auto& [name, tensor] : optimizer) named.emplace(kOptimizerPrefix + name, tensor);
+  named.emplace(kStep, torch::tensor(step, torch::kInt64));
+  named.emplace(kEpoch, torch::tensor(epoch, torch::kInt64));
+  named.emplace(kBatch, torch::tensor(batch_in_epoch, torch::kInt64));
+  named.emplace(kWindowCounts,
+                torch::tensor(std::vector<int64_t>{progress.window_steps, progress.window_samples,
+                                                   progress.window_correct}));
+  named.emplace(kTimes,
+                torch::tensor(std::vector<double>{progress.window_loss_sum, progress.last_loss,
+                                                  progress.last_metric, progress.train_seconds,
+                                                  progress.eval_seconds},
+                              torch::kFloat64));
+  if (cpu_rng.defined()) named.emplace(kCpuRng, cpu_rng);
+  if (cuda_rng.defined()) named.emplace(kCudaRng, cuda_rng);
   NamedTensors tensors;
-  for (const auto& [name, tensor] : model) tensors.emplace_back(kModelPrefix + name, tensor);
-  for (const auto& [name, tensor] : optimizer) {
-    tensors.emplace_back(kOptimizerPrefix + name, tensor);
-  }
-  tensors.emplace_back(kStep, torch::tensor(step, torch::kInt64));
-  tensors.emplace_back(kEpoch, torch::tensor(epoch, torch::kInt64));
-  tensors.emplace_back(kBatch, torch::tensor(batch_in_epoch, torch::kInt64));
-  if (cpu_rng.defined()) tensors.emplace_back(kCpuRng, cpu_rng);
+  for (const auto& [name, tensor] : named) tensors.emplace_back(name, tensor.to(torch::kCPU));
   save_safetensors(path, tensors,
                    {{kConfigMetadataKey, to_json(config).dump()},
                     {kKindMetadataKey, "training-state"},
-                    {kFormatMetadataKey, std::to_string(kFormatVersion)}});
+                    {kFormatMetadataKey, std::to_string(kFormatVersion)},
+                    {kOutputsKey, outputs.dump()},
+                    {kChecksumKey, checksum_of(tensors)}});
 }
 
 TrainingState TrainingState::load(const std::filesystem::path& path) {
@@ -47,27 +107,56 @@ TrainingState TrainingState::load(const std::filesystem::path& path) {
   if (!checkpoint.is_training_state) {
     throw InputError(path.string() + ": not a training state (a dense model?)");
   }
+  const auto& file = checkpoint.file;
   TrainingState state;
   state.format = checkpoint.format;
   state.config = checkpoint.config;
+  if (state.format >= 3) {
+    const auto checksum = file.metadata.find(kChecksumKey);
+    if (checksum == file.metadata.end()) {
+      throw InputError(path.string() + ": format 3 training state without '" +
+                       std::string(kChecksumKey) + "' metadata");
+    }
+    if (checksum_of(file.tensors) != checksum->second) {
+      throw InputError(path.string() +
+                       ": damaged: its tensors do not match the checksum written with them");
+    }
+  }
   const std::string model_prefix = kModelPrefix, optimizer_prefix = kOptimizerPrefix;
-  for (const auto& [name, tensor] : checkpoint.file.tensors) {
+  for (const auto& [name, tensor] : file.tensors) {
     if (name.rfind(model_prefix, 0) == 0) {
       state.model.emplace(name.substr(model_prefix.size()), tensor);
     } else if (name.rfind(optimizer_prefix, 0) == 0) {
       state.optimizer.emplace(name.substr(optimizer_prefix.size()), tensor);
     }
   }
-  state.step = scalar(checkpoint.file, kStep, path);
+  state.step = scalar(file, kStep, path);
   if (state.format >= 2) {
-    state.epoch = scalar(checkpoint.file, kEpoch, path);
-    state.batch_in_epoch = scalar(checkpoint.file, kBatch, path);
-    const auto rng = checkpoint.file.tensors.find(kCpuRng);
-    if (rng == checkpoint.file.tensors.end()) {
-      throw InputError(path.string() + ": format 2 training state without '" +
-                       std::string(kCpuRng) + "'");
+    state.epoch = scalar(file, kEpoch, path);
+    state.batch_in_epoch = scalar(file, kBatch, path);
+    state.cpu_rng = tensor_named(file, kCpuRng, path);
+    const auto cuda = file.tensors.find(kCudaRng);
+    if (cuda != file.tensors.end()) state.cuda_rng = cuda->second;
+  }
+  if (state.format >= 3) {
+    const auto counts = vector_of(file, kWindowCounts, torch::kInt64, 3, path);
+    state.progress.window_steps = counts[0].item<int64_t>();
+    state.progress.window_samples = counts[1].item<int64_t>();
+    state.progress.window_correct = counts[2].item<int64_t>();
+    const auto times = vector_of(file, kTimes, torch::kFloat64, 5, path);
+    state.progress.window_loss_sum = times[0].item<double>();
+    state.progress.last_loss = times[1].item<double>();
+    state.progress.last_metric = times[2].item<double>();
+    state.progress.train_seconds = times[3].item<double>();
+    state.progress.eval_seconds = times[4].item<double>();
+    const auto outputs = file.metadata.find(kOutputsKey);
+    if (outputs != file.metadata.end()) {
+      state.outputs = nlohmann::json::parse(outputs->second, nullptr, /*allow_exceptions=*/false);
+      if (!state.outputs.is_object()) {
+        throw InputError(path.string() + ": metadata '" + std::string(kOutputsKey) +
+                         "' is not a JSON object");
+      }
     }
-    state.cpu_rng = rng->second;
   }
   return state;
 }

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../support/cli.h"
+#include "../support/training_states.h"
 #include "exfusion/io/safetensors.h"
 
 namespace exfusion {
@@ -161,13 +162,8 @@ TEST(Cli, TheSavedConfigReproducesTheRun) {
   ASSERT_EQ(second.exit_code, 0) << second.output;
   EXPECT_EQ(testing::read_text(dir / "first" / "config.json"),
             testing::read_text(dir / "second" / "config.json"));
-  const auto a = load_safetensors(dir / "first" / "state.safetensors");
-  const auto b = load_safetensors(dir / "second" / "state.safetensors");
-  ASSERT_EQ(a.tensors.size(), b.tensors.size());
-  for (const auto& [name, tensor] : a.tensors) {
-    ASSERT_TRUE(b.tensors.count(name)) << name;
-    EXPECT_TRUE(torch::equal(tensor, b.tensors.at(name))) << name;
-  }
+  testing::expect_same_training_state(dir / "first" / "state.safetensors",
+                                      dir / "second" / "state.safetensors");
   EXPECT_EQ(testing::read_text(dir / "first" / "model.safetensors"),
             testing::read_text(dir / "second" / "model.safetensors"));
   testing::remove_tree(dir);

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "exfusion/tasks/task.h"
 
@@ -26,7 +27,7 @@ struct TrainWindow {
   double loss = 0.0;    // mean task loss over the window's steps
   double metric = 0.0;  // the task's metric (accuracy) over the window's samples
   double samples_per_s = 0.0;
-  double elapsed_s = 0.0;  // since fit began
+  double elapsed_s = 0.0;  // training time so far (evaluation excluded), over every resume
 };
 
 struct StepEvent {
@@ -48,6 +49,7 @@ struct TrainResult {
   double eval_seconds = 0.0;   // the per-epoch evaluations' wall time
   double last_loss = 0.0;      // mean over the last logging window
   double last_metric = 0.0;    // likewise (accuracy on the training batches)
+  bool interrupted = false;    // a callback asked to stop before the last step
 };
 
 class TrainerCallback {
@@ -58,6 +60,23 @@ class TrainerCallback {
   virtual void on_eval(const Trainer& /*trainer*/, const EvalEvent& /*event*/) {}
   virtual void on_epoch_end(const Trainer& /*trainer*/, int64_t /*epoch*/) {}
   virtual void on_train_end(const Trainer& /*trainer*/, const TrainResult& /*result*/) {}
+  // Asked after every step and epoch end: true stops training there (a signal arrived, say);
+  // the callbacks still see on_train_end, with TrainResult::interrupted set.
+  virtual bool wants_stop() const { return false; }
+};
+
+// A callback whose output file grows as training runs (the JSONL log, TensorBoard events):
+// a checkpoint records where the file stood, and a resumed run cuts it back there, so that
+// every step is logged exactly once however often the run was killed.
+class ResumableOutput {
+ public:
+  virtual ~ResumableOutput() = default;
+  // The key under which the checkpoint keeps this output's position.
+  virtual std::string output_name() const = 0;
+  virtual nlohmann::json output_position() const = 0;
+  // Cuts the output back to `position` (one output_position() returned, maybe in another
+  // process) before the resumed run appends to it.
+  virtual void rewind_output(const nlohmann::json& position) = 0;
 };
 
 }  // namespace exfusion

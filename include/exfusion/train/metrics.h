@@ -24,6 +24,11 @@ class MetricsLog {
   // Appends `record` as one line with a single unbuffered write, so a crash never leaves
   // half a line behind. Throws InputError when the write fails (a full disk).
   void write(const nlohmann::json& record);
+  // The file's size in bytes, and cutting it back to `bytes` (what a resumed run does, to the
+  // size a checkpoint recorded). Throws InputError when the file is shorter than `bytes`.
+  int64_t size() const;
+  void truncate(int64_t bytes);
+  const std::filesystem::path& path() const { return path_; }
 
  private:
   std::filesystem::path path_;

@@ -33,6 +33,8 @@ struct TrainConfig {
   double clip_grad = 1.0;  // global grad-norm limit; 0 disables
   int64_t seed = 0;
   int64_t log_every = 50;          // steps between metric lines
+  int64_t checkpoint_every = 0;    // steps between checkpoints, besides each epoch's end; 0: none
+  int64_t keep_checkpoints = 2;    // the newest checkpoints kept in <run>/checkpoints
   std::string device = "auto";     // auto, cpu, cuda, cuda:N
   std::string precision = "auto";  // auto (bf16 on CUDA, fp32 on CPU), fp32, bf16
   int64_t threads = 0;             // CPU intra-op threads; 0 keeps LibTorch's default
@@ -64,6 +66,15 @@ struct TrainConfig {
       config::Check<double>{"0 (off) or a positive norm", [](double v) { return v >= 0; }});
     f("seed", seed, "random seed (init, data order, augmentation)");
     f("log_every", log_every, "steps between metric lines", config::at_least<int64_t>(1));
+    f("checkpoint_every", checkpoint_every,
+      "steps between checkpoints in <run>/checkpoints (besides each epoch's end and the "
+      "last step); 0 = epoch ends only",
+      config::Check<int64_t>{"0 (epoch ends only) or a positive step count",
+                             [](int64_t v) { return v >= 0; }});
+    f("keep_checkpoints", keep_checkpoints,
+      "how many of the newest checkpoints are kept (train --resume falls back to an older one "
+      "when the newest is damaged)",
+      config::in_range<int64_t>(1, 1000));
     f("device", device, "auto, cpu, cuda or cuda:N");
     f("precision", precision, "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16",
       config::one_of({"auto", "fp32", "bf16"}));

@@ -5,6 +5,7 @@
 #pragma once
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "exfusion/io/safetensors.h"
 #include "exfusion/models/model.h"
@@ -18,13 +19,24 @@ inline constexpr const char* kModelFile = "model.safetensors";
 inline constexpr const char* kModelConfigFile = "model.json";
 inline constexpr const char* kMetricsFile = "metrics.jsonl";
 inline constexpr const char* kSummaryFile = "summary.json";
+inline constexpr const char* kCheckpointDir = "checkpoints";
 inline constexpr const char* kConfigMetadataKey = "exfusion.config";
 inline constexpr const char* kKindMetadataKey = "exfusion.kind";
 inline constexpr const char* kFormatMetadataKey = "exfusion.format";
 
-// The fused dense model under timm's names, with model.json written beside it.
+// The fused dense model under timm's names, with its description (timm kwargs, normalisation,
+// the run's config) beside it: model_description_path(path), model.json for model.safetensors.
 void save_dense_model(const std::filesystem::path& path, const NamedTensors& tensors,
                       const RunConfig& config);
+std::filesystem::path model_description_path(const std::filesystem::path& model_path);
+
+// A run's checkpoints: `<dir>/step-<9-digit step>.safetensors`, listed newest first.
+std::filesystem::path checkpoint_file(const std::filesystem::path& dir, int64_t step);
+struct CheckpointEntry {
+  std::filesystem::path path;
+  int64_t step;
+};
+std::vector<CheckpointEntry> list_checkpoints(const std::filesystem::path& dir);
 
 struct Checkpoint {
   SafetensorsFile file;

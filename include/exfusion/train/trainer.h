@@ -5,6 +5,7 @@
 #pragma once
 #include <torch/types.h>
 
+#include <functional>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -38,7 +39,9 @@ class Trainer {
 
   // Trains from the current position (step, epoch, batch: zero, or a restored state's) to the
   // configured epochs (or train.max_steps) over `train`, evaluating on `test` after every epoch
-  // and telling `callbacks` in order.
+  // and telling `callbacks` in order. Stops after the step (or epoch end) at which a callback
+  // wants_stop(), with result.interrupted set. Throws InputError when the training set holds
+  // less than one batch, or when a logging window's mean loss is not finite (diverged).
   TrainResult fit(BatchSource& train, BatchSource& test,
                   const std::vector<TrainerCallback*>& callbacks);
 
@@ -92,6 +95,9 @@ class Trainer {
   int64_t step_ = 0;
   int64_t epoch_ = 0;           // the epoch of the next batch
   int64_t batch_in_epoch_ = 0;  // the next batch's index in it
+  TrainProgress progress_;      // the open logging window and the times so far
+  // Inside fit: the open window's loss sum and metric count, read from the device.
+  std::function<std::pair<double, int64_t>()> window_sums_;
 };
 
 }  // namespace exfusion

@@ -1,13 +1,15 @@
 // Everything a checkpoint holds, in one type with one save and one load: the model (experts,
 // fusion weights, banks and routers included), the optimizer's moments and steps, the step
-// (the schedule's position), the data order's position, the CPU random generator and the config.
-// A loaded state continues training exactly where the saved one stopped.
+// (the schedule's position), the data order's position, the random generators, the loop's
+// running window and times, where each output file stood, and the config. A loaded state
+// continues training exactly where the saved one stopped, bit for bit on the CPU.
 #pragma once
 #include <torch/types.h>
 
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "exfusion/io/safetensors.h"
@@ -15,10 +17,24 @@
 
 namespace exfusion {
 
+// The training loop's running totals: the logging window still open (its metrics are
+// logged when it closes, possibly after a resume) and what the summary reports at the end.
+struct TrainProgress {
+  double window_loss_sum = 0.0;  // the task loss summed over the window's steps
+  int64_t window_correct = 0;    // the task's metric count over the window's samples
+  int64_t window_steps = 0;
+  int64_t window_samples = 0;
+  double last_loss = 0.0;  // the last closed window's mean loss and metric
+  double last_metric = 0.0;
+  double train_seconds = 0.0;  // the training steps' wall time so far, over every resume
+  double eval_seconds = 0.0;
+};
+
 struct TrainingState {
   // 1: model., optimizer. and trainer.step only (before the data position and RNG were kept);
-  // 2: this layout. Format 1 files still load, for evaluation, fusing and info.
-  static constexpr int64_t kFormatVersion = 2;
+  // 2: + data position and CPU RNG; 3: + the loop's progress, output positions and a checksum.
+  // Formats 1 and 2 still load, for evaluation, fusing and info.
+  static constexpr int64_t kFormatVersion = 3;
 
   RunConfig config;
   std::map<std::string, torch::Tensor> model;      // the module's parameters and buffers
@@ -26,13 +42,20 @@ struct TrainingState {
   int64_t step = 0;                                // optimisation steps done
   int64_t epoch = 0;                               // the epoch of the next training batch
   int64_t batch_in_epoch = 0;                      // that batch's index within its epoch
-  torch::Tensor cpu_rng;  // torch's default CPU generator (uint8), undefined in format 1
+  TrainProgress progress;
+  torch::Tensor cpu_rng;   // torch's default CPU generator (uint8), undefined in format 1
+  torch::Tensor cuda_rng;  // the current CUDA device's generator, when training on CUDA
+  // Where each output file stood when the state was taken ({"metrics.jsonl": bytes, ...}),
+  // so that a resumed run cuts them back and logs every step exactly once.
+  nlohmann::json outputs = nlohmann::json::object();
   int64_t format = kFormatVersion;
 
-  // Writes the state atomically (a temporary file, flushed, then renamed).
+  // Writes the state atomically (an exclusive temporary file, flushed, renamed, the directory
+  // flushed), with a CRC-32 of every tensor's bytes in its metadata.
   void save(const std::filesystem::path& path) const;
-  // Throws InputError naming `path` when the file is not a training state, is damaged, or is of
-  // a format this build does not know.
+  // Throws InputError naming `path` when the file is not a training state, is damaged
+  // (truncated, or its tensors do not match their checksum), or is of a format this build
+  // does not know.
   static TrainingState load(const std::filesystem::path& path);
   // Whether training can continue from it (format 2 holds the data position and RNG).
   bool resumable() const { return format >= 2; }

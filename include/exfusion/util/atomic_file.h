@@ -1,5 +1,8 @@
 // Outputs are written to a temporary file beside the target and renamed into place, so a
-// crash or a bad input never leaves a half-written checkpoint or log behind.
+// crash or a bad input never leaves a half-written checkpoint or log behind. The temporary is
+// created exclusively (mkstemp: a planted file or symlink is never followed), and the file and
+// its directory are flushed to disk before and after the rename, so a power cut keeps either
+// the old file or the new one whole.
 #pragma once
 #include <filesystem>
 #include <functional>
@@ -8,17 +11,27 @@
 
 namespace exfusion {
 
-// Writes through `write` into `<path>.tmp.<pid>` and renames it onto `path`. On any
-// exception the temporary file is removed and the exception rethrown.
+// Writes through `write` into a fresh `<path>.tmp.XXXXXX`, flushes it to disk and renames it
+// onto `path`, then flushes the directory. On any exception the temporary file is removed and
+// the exception rethrown.
 void write_file_atomically(const std::filesystem::path& path,
                            const std::function<void(std::ostream&)>& write);
 
 void write_text_atomically(const std::filesystem::path& path, const std::string& text);
 
 // The same for writers that take a file name (LibTorch's profiler, say): `write_to` writes
-// the temporary file it is given, which then replaces `path`.
+// the temporary file it is given (created empty and exclusively), which then replaces `path`.
 void replace_file_atomically(const std::filesystem::path& path,
                              const std::function<void(const std::filesystem::path&)>& write_to);
+
+// Whether `name` is a temporary file that write_file_atomically makes (`*.tmp.XXXXXX`).
+bool is_atomic_write_temporary(const std::string& name);
+// Removes the temporaries that writes killed midway left in `dir` (not recursive); returns how
+// many. Only for a directory this process alone writes (a run directory).
+int remove_atomic_write_leftovers(const std::filesystem::path& dir);
+
+// Flushes a directory's entries (a rename or removal in it) to disk.
+void sync_directory(const std::filesystem::path& dir);
 
 // Throws InputError naming `path` when it exists and `force` is false.
 void refuse_overwrite(const std::filesystem::path& path, bool force);

@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
 
 #include "exfusion/util/error.h"
+#include "exfusion/util/json_input.h"
 
 namespace exfusion::config {
 
@@ -24,7 +26,7 @@ std::string Location::key_path(const std::string& key) const {
 void fail(const Location& at, const std::string& key, const json& value,
           const std::string& expected) {
   const auto path = at.key_path(key);
-  fail(at, (path.empty() ? "" : path + " = ") + value.dump() + ": expected " + expected);
+  fail(at, (path.empty() ? "" : path + " = ") + brief_json(value) + ": expected " + expected);
 }
 
 void fail(const Location& at, const std::string& message) {
@@ -80,6 +82,7 @@ void read_plain(const json& value, const Location& at, const std::string& key, i
 
 void read_plain(const json& value, const Location& at, const std::string& key, double& out) {
   if (!value.is_number()) fail(at, key, value, "a number");
+  if (!std::isfinite(value.get<double>())) fail(at, key, value, "a finite number");
   out = value.get<double>();
 }
 
@@ -101,6 +104,10 @@ void read_plain(const json& value, const Location& at, const std::string& key,
   if (!value.is_array() ||
       !std::all_of(value.begin(), value.end(), [](const json& v) { return v.is_number(); })) {
     fail(at, key, value, "a list of numbers");
+  }
+  if (!std::all_of(value.begin(), value.end(),
+                   [](const json& v) { return std::isfinite(v.get<double>()); })) {
+    fail(at, key, value, "a list of finite numbers");
   }
   out = value.get<std::vector<double>>();
 }
@@ -164,8 +171,7 @@ json parse_assignment(const std::string& assignment) {
     keys.push_back(part);
   }
   const auto text = assignment.substr(eq + 1);
-  json value = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (value.is_discarded()) value = text;
+  json value = parse_json_if_json(text, "--set " + assignment.substr(0, eq)).value_or(json(text));
   for (auto key = keys.rbegin(); key != keys.rend(); ++key) {
     json patch = json::object();
     patch[*key] = std::move(value);

@@ -9,6 +9,7 @@
 #include "exfusion/train/training_state.h"
 #include "exfusion/util/atomic_file.h"
 #include "exfusion/util/error.h"
+#include "exfusion/util/json_input.h"
 
 namespace exfusion {
 
@@ -96,6 +97,36 @@ nlohmann::json upgrade_stored_config(nlohmann::json config, int64_t format) {
   return config;
 }
 
+namespace {
+
+// A checkpoint's metadata config says which model to build, and building allocates and
+// initialises every parameter: from a small file with a huge config, that is minutes and
+// gigabytes before the first shape mismatch. Every block has an FFN of at least 2·D·H
+// weights of at least 2 bytes, so a file holding fewer bytes cannot be that model.
+void check_checkpoint_holds_model(const Checkpoint& checkpoint, const std::filesystem::path& path) {
+  const auto& options = *checkpoint.config.model.options;
+  const double needed = 2.0 * 2.0 * static_cast<double>(options.num_blocks()) *
+                        static_cast<double>(options.ffn_dim()) *
+                        static_cast<double>(options.ffn_hidden());
+  const std::string prefix = checkpoint.is_training_state ? "model." : "";
+  double held = 0;
+  for (const auto& [name, tensor] : checkpoint.file.tensors) {
+    if (name.rfind(prefix, 0) == 0) held += static_cast<double>(tensor.nbytes());
+  }
+  if (needed > held) {
+    throw InputError(path.string() + ": its config describes a model of " +
+                     std::to_string(options.num_blocks()) + " blocks with FFNs of width " +
+                     std::to_string(options.ffn_dim()) + " and hidden size " +
+                     std::to_string(options.ffn_hidden()) + " (at least " +
+                     std::to_string(static_cast<int64_t>(needed)) +
+                     " bytes of weights), but the file holds " +
+                     std::to_string(static_cast<int64_t>(held)) +
+                     " bytes of model tensors: the config does not belong to these tensors");
+  }
+}
+
+}  // namespace
+
 Checkpoint load_checkpoint(const std::filesystem::path& path, const std::string& config_override) {
   Checkpoint checkpoint;
   checkpoint.file = load_safetensors(path);
@@ -116,8 +147,7 @@ Checkpoint load_checkpoint(const std::filesystem::path& path, const std::string&
   const std::string source = path.string() + " (metadata " + kConfigMetadataKey + ")";
   const auto entry = metadata.find(kConfigMetadataKey);
   if (entry != metadata.end()) {
-    const auto stored = nlohmann::json::parse(entry->second, nullptr, /*allow_exceptions=*/false);
-    if (stored.is_discarded()) throw InputError(source + ": not valid JSON");
+    const auto stored = parse_json_input(entry->second, source);
     apply_config(config, upgrade_stored_config(stored, checkpoint.format), source);
   } else if (config_override.empty()) {
     throw InputError(path.string() + ": no '" + std::string(kConfigMetadataKey) +
@@ -129,6 +159,7 @@ Checkpoint load_checkpoint(const std::filesystem::path& path, const std::string&
 }
 
 ModelPtr model_from_checkpoint(const Checkpoint& checkpoint, const std::filesystem::path& path) {
+  check_checkpoint_holds_model(checkpoint, path);
   auto model = build_model(checkpoint.config.model, checkpoint.config.ffn);
   load_module_tensors(*model, checkpoint.file, path, checkpoint.is_training_state ? "model." : "");
   return model;

@@ -9,6 +9,7 @@
 
 #include "exfusion/train/run_files.h"
 #include "exfusion/util/error.h"
+#include "exfusion/util/json_input.h"
 
 namespace exfusion {
 namespace {
@@ -151,7 +152,8 @@ TrainingState TrainingState::load(const std::filesystem::path& path) {
     state.progress.eval_seconds = times[4].item<double>();
     const auto outputs = file.metadata.find(kOutputsKey);
     if (outputs != file.metadata.end()) {
-      state.outputs = nlohmann::json::parse(outputs->second, nullptr, /*allow_exceptions=*/false);
+      state.outputs = parse_json_input(
+          outputs->second, path.string() + ": metadata '" + std::string(kOutputsKey) + "'");
       if (!state.outputs.is_object()) {
         throw InputError(path.string() + ": metadata '" + std::string(kOutputsKey) +
                          "' is not a JSON object");

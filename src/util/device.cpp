@@ -5,22 +5,24 @@
 #include <torch/cuda.h>
 
 #include "exfusion/util/error.h"
+#include "exfusion/util/json_input.h"
 
 namespace exfusion {
 
 torch::Device resolve_device(const std::string& name) {
+  const auto quoted = brief_json(name);
   if (name == "auto") return torch::cuda::is_available() ? torch::kCUDA : torch::kCPU;
   torch::Device device(torch::kCPU);
   try {
     device = torch::Device(name);
   } catch (const c10::Error&) {
-    throw InputError("train.device = \"" + name + "\": expected auto, cpu, cuda or cuda:N");
+    throw InputError("train.device = " + quoted + ": expected auto, cpu, cuda or cuda:N");
   }
   if (device.is_cuda() && !torch::cuda::is_available()) {
-    throw InputError("train.device = \"" + name + "\": no CUDA device is available here");
+    throw InputError("train.device = " + quoted + ": no CUDA device is available here");
   }
   if (!device.is_cuda() && !device.is_cpu()) {
-    throw InputError("train.device = \"" + name + "\": expected auto, cpu, cuda or cuda:N");
+    throw InputError("train.device = " + quoted + ": expected auto, cpu, cuda or cuda:N");
   }
   return device;
 }

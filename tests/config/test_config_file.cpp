@@ -150,7 +150,7 @@ TEST_F(ConfigFile, YamlErrorsNameTheFileAndLine) {
   EXPECT_EQ(yaml_error("model:\n  depth: 4\n  depth: 5\n"),
             file + ":3: duplicate key 'model.depth'");
   EXPECT_EQ(yaml_error("a: 1\n? [x, y]\n: 2\n"), file + ":2: a mapping key must be a scalar");
-  EXPECT_EQ(yaml_error("a: 1\n---\nb: 2\n"), file + ":3: expected one YAML document");
+  EXPECT_EQ(yaml_error("a: 1\n---\nb: 2\n"), file + ":2: expected one YAML document");
   EXPECT_EQ(yaml_error("a: !!binary aGk=\n"),
             file + ":1: a: unsupported tag 'tag:yaml.org,2002:binary'");
   EXPECT_TRUE(read_yaml("").is_null());
@@ -163,6 +163,52 @@ TEST_F(ConfigFile, JsonErrorsNameTheFileAndLine) {
   EXPECT_EQ(error.rfind(path.string() + ": not valid JSON: parse error at line 4, column 1: ", 0),
             0u)
       << error;
+}
+
+// The bad-input probe's config cases (issue 13): nesting and aliases are bounded, duplicate
+// JSON keys are errors as duplicate YAML keys already were, long values are quoted briefly.
+TEST_F(ConfigFile, NestingIsBoundedInJsonAndYaml) {
+  const auto json_path = write("deep.json", "{\"a\": " + std::string(100000, '[') + "}");
+  EXPECT_EQ(error_of([&] {
+              read_config_file(json_path);
+            }).rfind(json_path.string() + ": nested deeper than 64 levels at a", 0),
+            0u);
+  // yaml-cpp stops its own recursion at 2000 levels; ours stops at 64 either way.
+  const auto flow = yaml_error("a: " + std::string(100, '[') + std::string(100, ']') + "\n");
+  EXPECT_NE(flow.find("c.yaml:1: nested deeper than 64 levels at a"), std::string::npos) << flow;
+  const auto beyond_yaml_cpp = yaml_error("a: " + std::string(100000, '[') + "\n");
+  EXPECT_EQ(beyond_yaml_cpp.rfind(dir_.string() + "/c.yaml:", 0), 0u) << beyond_yaml_cpp;
+  std::string block;
+  for (int i = 0; i < 70; ++i) block += std::string(2 * i, ' ') + "k" + std::to_string(i) + ":\n";
+  EXPECT_NE(yaml_error(block).find("nested deeper than 64 levels at k0.k1.k2"), std::string::npos);
+}
+
+TEST_F(ConfigFile, YamlAliasesCannotExpandWithoutBound) {
+  // Nine levels of ten aliases each: a billion values from a dozen lines.
+  std::string text = "a0: &a0 [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n";
+  for (int i = 1; i <= 9; ++i) {
+    const auto previous = "*a" + std::to_string(i - 1);
+    text += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [";
+    for (int k = 0; k < 10; ++k) text += (k ? ", " : "") + previous;
+    text += "]\n";
+  }
+  EXPECT_NE(yaml_error(text).find("more than 100000 values (aliases expanding without bound?)"),
+            std::string::npos);
+  // A few aliases, as configs use them, still read.
+  EXPECT_EQ(read_yaml("base: &lr 0.001\ntrain: {lr: *lr}\n")["train"]["lr"], json(0.001));
+}
+
+TEST_F(ConfigFile, JsonDuplicateKeysAreErrors) {
+  const auto path = write("dup.json", R"({"train": {"lr": 0.1, "lr": 0.2}})");
+  EXPECT_EQ(error_of([&] { read_config_file(path); }),
+            path.string() + ": duplicate key 'train.lr'");
+}
+
+TEST_F(ConfigFile, LongNumbersAreQuotedBriefly) {
+  const auto error = yaml_error("x: 1" + std::string(100000, '0') + "\n");
+  EXPECT_NE(error.find("x = 1000"), std::string::npos) << error.substr(0, 200);
+  EXPECT_NE(error.find("...: integer out of range"), std::string::npos) << error.substr(0, 200);
+  EXPECT_LT(error.size(), 300u);
 }
 
 TEST_F(ConfigFile, UnreadableFilesAndUnknownExtensions) {

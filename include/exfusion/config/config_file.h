@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <string>
+#include <string_view>
 
 namespace exfusion::config {
 
@@ -16,6 +17,12 @@ namespace exfusion::config {
 // quoted and block scalars stay strings; errors read "<file>:<line>: ...". An unreadable file:
 // "<file>: cannot open the file"; any other extension: an error naming the accepted ones.
 nlohmann::json read_config_file(const std::filesystem::path& path);
+
+enum class ConfigFormat { json, yaml };
+// The same for text already in memory; `file` names it in errors. Torch-free, like the rest
+// of this reader, so the fuzz targets (fuzz/) run it alone.
+nlohmann::json parse_config_text(std::string_view text, ConfigFormat format,
+                                 const std::string& file);
 
 // YAML text for a JSON config: block style, keys in the JSON's order, strings quoted
 // wherever a plain scalar would read back as something else. read_config_file() on the text

@@ -1,91 +1,76 @@
-// IDX reading (see idx.h). The whole file is read first so that its exact length is known
-// before a header's dims are trusted; zlib's gz* functions read gzip and raw files alike.
+// IDX files as tensors (see idx.h): the bytes are decoded and checked by the torch-free
+// decoder (idx_format.h), then copied into a tensor of the file's own dtype and shape.
 #include "exfusion/data/idx.h"
 
-#include <zlib.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <iomanip>
 #include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
 
+#include "exfusion/data/idx_format.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {
 namespace {
 
-std::vector<unsigned char> read_all(const std::filesystem::path& path) {
+std::string read_file_bytes(const std::filesystem::path& path) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) throw InputError(path.string() + ": no such file");
   if (!std::filesystem::is_regular_file(path, ec)) {
     throw InputError(path.string() + ": not a regular file, expected an IDX file");
   }
-  std::unique_ptr<gzFile_s, int (*)(gzFile)> file(gzopen(path.c_str(), "rb"), gzclose);
-  if (!file)
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
     throw InputError(path.string() + ": cannot open the file (" + std::strerror(errno) + ")");
-  gzbuffer(file.get(), 1 << 17);
-  std::vector<unsigned char> bytes;
-  const auto stored = std::filesystem::file_size(path, ec);
-  if (!ec) bytes.reserve(stored);
-  std::array<unsigned char, 1 << 17> chunk;
-  int got = 0;
-  while ((got = gzread(file.get(), chunk.data(), chunk.size())) > 0) {
-    bytes.insert(bytes.end(), chunk.data(), chunk.data() + got);
   }
-  int code = Z_OK;
-  const char* message = gzerror(file.get(), &code);
-  if (got < 0 || (code != Z_OK && code != Z_STREAM_END)) {
-    throw InputError(path.string() + ": cannot decompress (" + message +
-                     "), expected a complete gzip stream");
-  }
-  return bytes;
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  if (in.bad()) throw InputError(path.string() + ": cannot read the file");
+  return std::move(bytes).str();
 }
 
-std::string hex(uint32_t value, int digits) {
-  std::ostringstream out;
-  out << "0x" << std::hex << std::setfill('0') << std::setw(digits) << value;
-  return out.str();
+// The data of one file may take at most this machine's memory: a header that promises more
+// is an error before anything is allocated.
+uint64_t physical_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page_size > 0
+             ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page_size)
+             : uint64_t{1} << 34;
 }
 
-struct IdxType {
-  at::ScalarType dtype;
-  const char* name;
-};
-
-std::optional<IdxType> idx_type(unsigned char code) {
-  switch (code) {
-    case 0x08:
-      return IdxType{at::kByte, "uint8"};
-    case 0x09:
-      return IdxType{at::kChar, "int8"};
-    case 0x0B:
-      return IdxType{at::kShort, "int16"};
-    case 0x0C:
-      return IdxType{at::kInt, "int32"};
-    case 0x0D:
-      return IdxType{at::kFloat, "float32"};
-    case 0x0E:
-      return IdxType{at::kDouble, "float64"};
-    default:
-      return std::nullopt;
+at::ScalarType scalar_type(IdxType type) {
+  switch (type) {
+    case IdxType::U8:
+      return at::kByte;
+    case IdxType::I8:
+      return at::kChar;
+    case IdxType::I16:
+      return at::kShort;
+    case IdxType::I32:
+      return at::kInt;
+    case IdxType::F32:
+      return at::kFloat;
+    case IdxType::F64:
+      return at::kDouble;
   }
+  throw std::logic_error("unhandled IDX type");
 }
 
 const char* type_name(at::ScalarType dtype) {
-  for (unsigned char code : {0x08, 0x09, 0x0B, 0x0C, 0x0D, 0x0E}) {
-    if (idx_type(code)->dtype == dtype) return idx_type(code)->name;
+  for (auto type :
+       {IdxType::U8, IdxType::I8, IdxType::I16, IdxType::I32, IdxType::F32, IdxType::F64}) {
+    if (scalar_type(type) == dtype) return idx_type_name(type);
   }
   return c10::toString(dtype);
-}
-
-uint32_t big_endian32(const unsigned char* p) {
-  return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
 }
 
 std::string shape_text(at::IntArrayRef sizes) {
@@ -97,65 +82,9 @@ std::string shape_text(at::IntArrayRef sizes) {
 }  // namespace
 
 torch::Tensor read_idx(const std::filesystem::path& path) {
-  const auto bytes = read_all(path);
-  const std::string where = path.string();
-  if (bytes.size() < 4) {
-    throw InputError(where + ": " + std::to_string(bytes.size()) +
-                     " bytes, too short for the 4-byte IDX magic");
-  }
-  const uint32_t magic = big_endian32(bytes.data());
-  if (bytes[0] != 0 || bytes[1] != 0) {
-    throw InputError(where + ": IDX magic " + hex(magic, 8) +
-                     ", expected 0x0000TTNN (two zero bytes, type TT, NN dims): not an IDX file");
-  }
-  const auto type = idx_type(bytes[2]);
-  if (!type) {
-    throw InputError(where + ": IDX magic " + hex(magic, 8) + " has type byte " + hex(bytes[2], 2) +
-                     ", expected 0x08 (uint8), 0x09 (int8), 0x0B (int16), 0x0C (int32), 0x0D "
-                     "(float32) or 0x0E (float64)");
-  }
-  const size_t ndims = bytes[3];
-  if (ndims == 0) {
-    throw InputError(where + ": IDX magic " + hex(magic, 8) +
-                     " declares 0 dimensions, expected at least 1");
-  }
-  const size_t header = 4 + 4 * ndims;
-  if (bytes.size() < header) {
-    throw InputError(where + ": truncated IDX header: " + std::to_string(ndims) + " dims need " +
-                     std::to_string(header) + " bytes, the file has " +
-                     std::to_string(bytes.size()));
-  }
-  const size_t element = c10::elementSize(type->dtype);
-  const size_t data_bytes = bytes.size() - header;
-  std::vector<int64_t> dims;
-  size_t numel = 1;
-  long double wanted = element;  // only for the message: a bad header can overflow size_t
-  for (size_t i = 0; i < ndims; ++i) {
-    const uint32_t d = big_endian32(&bytes[4 + 4 * i]);
-    if (d == 0) throw InputError(where + ": dimension " + std::to_string(i) + " is 0");
-    dims.push_back(d);
-    wanted *= d;
-    numel = numel > data_bytes / d ? data_bytes + 1 : numel * d;
-  }
-  if (numel > data_bytes / element) {
-    std::ostringstream message;
-    message << where << ": truncated: shape " << shape_text(dims) << " of " << type->name
-            << " needs " << std::fixed << std::setprecision(0) << wanted
-            << " data bytes, the file has " << data_bytes << " after the header";
-    throw InputError(message.str());
-  }
-  if (data_bytes > numel * element) {
-    throw InputError(where + ": " + std::to_string(data_bytes - numel * element) +
-                     " unexpected bytes after the data of shape " + shape_text(dims) +
-                     ", expected the file to end there");
-  }
-  auto tensor = torch::empty(dims, torch::TensorOptions().dtype(type->dtype));
-  std::memcpy(tensor.data_ptr(), bytes.data() + header, numel * element);
-  if (element > 1) {
-    // IDX values are big-endian and LibTorch's CPU tensors are little-endian.
-    auto raw = tensor.view(torch::kByte).view({static_cast<int64_t>(numel), -1});
-    tensor = raw.flip({1}).contiguous().view(type->dtype).view(dims);
-  }
+  const auto array = decode_idx(read_file_bytes(path), path.string(), physical_memory_bytes());
+  auto tensor = torch::empty(array.dims, torch::TensorOptions().dtype(scalar_type(array.type)));
+  std::memcpy(tensor.data_ptr(), array.data.data(), array.data.size());
   return tensor;
 }
 

@@ -1,6 +1,9 @@
 // safetensors reader and writer (see safetensors.h). The loader checks the whole header
-// against the file size before allocating anything, then reads the buffer in one pass.
+// against the file size (safetensors_header.h, torch-free) before allocating anything, then
+// reads the buffer in one pass.
 #include "exfusion/io/safetensors.h"
+
+#include <optional>
 
 #include <algorithm>
 #include <cstdint>
@@ -11,6 +14,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "exfusion/io/safetensors_header.h"
 #include "exfusion/util/atomic_file.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/fault_injection.h"
@@ -26,147 +30,46 @@ using nlohmann::json;
 
 constexpr const char* kMetadataKey = "__metadata__";
 
-const std::vector<std::pair<std::string, at::ScalarType>>& dtype_names() {
-  static const std::vector<std::pair<std::string, at::ScalarType>> names = {
-      {"F64", at::kDouble}, {"F32", at::kFloat}, {"F16", at::kHalf},  {"BF16", at::kBFloat16},
-      {"I64", at::kLong},   {"I32", at::kInt},   {"I16", at::kShort}, {"I8", at::kChar},
-      {"U8", at::kByte},    {"BOOL", at::kBool}};
-  return names;
+at::ScalarType scalar_type(SafetensorsDtype dtype) {
+  switch (dtype) {
+    case SafetensorsDtype::F64:
+      return at::kDouble;
+    case SafetensorsDtype::F32:
+      return at::kFloat;
+    case SafetensorsDtype::F16:
+      return at::kHalf;
+    case SafetensorsDtype::BF16:
+      return at::kBFloat16;
+    case SafetensorsDtype::I64:
+      return at::kLong;
+    case SafetensorsDtype::I32:
+      return at::kInt;
+    case SafetensorsDtype::I16:
+      return at::kShort;
+    case SafetensorsDtype::I8:
+      return at::kChar;
+    case SafetensorsDtype::U8:
+      return at::kByte;
+    case SafetensorsDtype::BOOL:
+      return at::kBool;
+  }
+  throw std::logic_error("unhandled safetensors dtype");
 }
 
-std::string supported_dtypes() {
-  std::string list;
-  for (const auto& [name, type] : dtype_names()) list += (list.empty() ? "" : ", ") + name;
-  return list;
+std::optional<SafetensorsDtype> file_dtype(at::ScalarType type) {
+  for (auto dtype :
+       {SafetensorsDtype::F64, SafetensorsDtype::F32, SafetensorsDtype::F16, SafetensorsDtype::BF16,
+        SafetensorsDtype::I64, SafetensorsDtype::I32, SafetensorsDtype::I16, SafetensorsDtype::I8,
+        SafetensorsDtype::U8, SafetensorsDtype::BOOL}) {
+    if (scalar_type(dtype) == type) return dtype;
+  }
+  return std::nullopt;
 }
 
 std::string shape_text(at::IntArrayRef sizes) {
   std::ostringstream out;
   out << sizes;
   return out.str();
-}
-
-// A bad header value quoted in a message, cut short so a huge array cannot flood it.
-std::string quoted(const json& value) {
-  std::string text = value.dump();
-  return text.size() > 60 ? text.substr(0, 57) + "..." : text;
-}
-
-struct Entry {
-  std::string name;
-  at::ScalarType type;
-  std::vector<int64_t> shape;
-  uint64_t begin;
-  uint64_t end;
-};
-
-Entry parse_entry(const std::string& where, const std::string& name, const json& value,
-                  uint64_t buffer_size) {
-  const std::string field = where + ": tensor '" + name + "'";
-  if (!value.is_object()) {
-    throw InputError(field + ": expected an object with dtype, shape and data_offsets, got " +
-                     quoted(value));
-  }
-  for (const char* key : {"dtype", "shape", "data_offsets"}) {
-    if (!value.contains(key)) throw InputError(field + ": missing \"" + key + "\"");
-  }
-  Entry entry{name, at::kFloat, {}, 0, 0};
-
-  const auto& dtype = value["dtype"];
-  if (!dtype.is_string()) {
-    throw InputError(field + ": \"dtype\" must be a string, got " + quoted(dtype));
-  }
-  const auto known = std::find_if(dtype_names().begin(), dtype_names().end(),
-                                  [&](const auto& pair) { return pair.first == dtype; });
-  if (known == dtype_names().end()) {
-    throw InputError(field + ": unsupported dtype " + quoted(dtype) + " (expected one of " +
-                     supported_dtypes() + ")");
-  }
-  entry.type = known->second;
-
-  const auto& shape = value["shape"];
-  const bool shape_ok =
-      shape.is_array() &&
-      std::all_of(shape.begin(), shape.end(), [](const json& d) { return d.is_number_unsigned(); });
-  if (!shape_ok) {
-    throw InputError(field + ": \"shape\" must be an array of non-negative integers, got " +
-                     quoted(shape));
-  }
-  // Overflow-checked, so an absurd shape cannot wrap around to the right byte count.
-  uint64_t bytes = c10::elementSize(entry.type);
-  for (const auto& d : shape) {
-    const auto size = d.get<uint64_t>();
-    if (size > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
-        __builtin_mul_overflow(bytes, size, &bytes)) {
-      throw InputError(field + ": shape " + quoted(shape) + " is too large");
-    }
-    entry.shape.push_back(static_cast<int64_t>(size));
-  }
-
-  const auto& offsets = value["data_offsets"];
-  if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
-      !offsets[1].is_number_unsigned()) {
-    throw InputError(field + ": \"data_offsets\" must be [begin, end] with non-negative " +
-                     "integers, got " + quoted(offsets));
-  }
-  entry.begin = offsets[0].get<uint64_t>();
-  entry.end = offsets[1].get<uint64_t>();
-  const std::string range =
-      "data_offsets [" + std::to_string(entry.begin) + ", " + std::to_string(entry.end) + "]";
-  if (entry.end < entry.begin) throw InputError(field + ": " + range + " end before begin");
-  if (entry.end > buffer_size) {
-    throw InputError(field + ": " + range + " outside the " + std::to_string(buffer_size) +
-                     "-byte data buffer");
-  }
-  if (entry.end - entry.begin != bytes) {
-    throw InputError(field + ": " + range + " span " + std::to_string(entry.end - entry.begin) +
-                     " bytes, expected " + std::to_string(bytes) + " for " + known->first +
-                     " shape " + shape_text(entry.shape));
-  }
-  return entry;
-}
-
-std::map<std::string, std::string> parse_metadata(const std::string& where, const json& value) {
-  std::map<std::string, std::string> metadata;
-  // The reference implementation reads a null __metadata__ as no metadata.
-  if (value.is_null()) return metadata;
-  if (!value.is_object()) {
-    throw InputError(where + ": __metadata__ must be an object of strings, got " + quoted(value));
-  }
-  for (const auto& [key, item] : value.items()) {
-    if (!item.is_string()) {
-      throw InputError(where + ": __metadata__." + key + " must be a string, got " + quoted(item));
-    }
-    metadata.emplace(key, item.get<std::string>());
-  }
-  return metadata;
-}
-
-// The format requires the tensors to tile the buffer exactly: no overlap, no unused byte.
-void check_coverage(const std::string& where, std::vector<Entry>& entries, uint64_t buffer_size) {
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
-    return std::tie(a.begin, a.end) < std::tie(b.begin, b.end);
-  });
-  uint64_t covered = 0;
-  const Entry* previous = nullptr;
-  for (const auto& entry : entries) {
-    if (entry.begin < covered) {
-      throw InputError(where + ": tensors '" + previous->name + "' and '" + entry.name +
-                       "' overlap in the data buffer (at byte " + std::to_string(entry.begin) +
-                       ")");
-    }
-    if (entry.begin > covered) {
-      throw InputError(where + ": data buffer bytes [" + std::to_string(covered) + ", " +
-                       std::to_string(entry.begin) + ") belong to no tensor (gap before '" +
-                       entry.name + "')");
-    }
-    covered = entry.end;
-    previous = &entry;
-  }
-  if (covered != buffer_size) {
-    throw InputError(where + ": " + std::to_string(buffer_size - covered) +
-                     " trailing bytes after the last tensor belong to no tensor");
-  }
 }
 
 }  // namespace
@@ -194,17 +97,15 @@ void save_safetensors(const fs::path& path, const NamedTensors& tensors,
     if (!tensor.defined()) {
       throw std::invalid_argument(where + ": tensor '" + name + "' is undefined");
     }
-    const auto type = tensor.scalar_type();  // a structured binding cannot be captured in C++17
-    const auto known = std::find_if(dtype_names().begin(), dtype_names().end(),
-                                    [type](const auto& pair) { return pair.second == type; });
-    if (known == dtype_names().end()) {
+    const auto dtype = file_dtype(tensor.scalar_type());
+    if (!dtype) {
       throw InputError(where + ": tensor '" + name + "' has dtype " +
                        c10::toString(tensor.scalar_type()) + "; safetensors files hold " +
-                       supported_dtypes());
+                       supported_dtype_names());
     }
     auto cpu = tensor.detach().to(torch::kCPU).contiguous();
     const uint64_t bytes = cpu.nbytes();
-    header[name] = {{"dtype", known->first},
+    header[name] = {{"dtype", dtype_name(*dtype)},
                     {"shape", cpu.sizes().vec()},
                     {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
@@ -247,46 +148,25 @@ SafetensorsFile load_safetensors(const fs::path& path) {
     throw InputError(where + ": " + std::to_string(file_size) +
                      " bytes is too short for a safetensors file (needs an 8-byte header length)");
   }
-  uint64_t header_length = 0;
-  in.read(reinterpret_cast<char*>(&header_length), sizeof(header_length));
-  if (header_length > file_size - 8) {
-    throw InputError(where + ": header length " + std::to_string(header_length) +
-                     " exceeds the file size " + std::to_string(file_size) +
-                     " (truncated or not a safetensors file?)");
-  }
+  unsigned char prefix[8];
+  in.read(reinterpret_cast<char*>(prefix), sizeof(prefix));
+  const uint64_t header_length = checked_header_length(prefix, file_size, where);
   std::string text(header_length, '\0');
   in.read(text.data(), static_cast<std::streamsize>(header_length));
   if (!in) throw InputError(where + ": could not read the header");
-  const json header = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (header.is_discarded()) throw InputError(where + ": the header is not valid JSON");
-  if (!header.is_object()) {
-    throw InputError(where + ": the header is a JSON " + std::string(header.type_name()) +
-                     ", expected a JSON object");
-  }
+  auto header = parse_safetensors_header(text, file_size - 8 - header_length, where);
 
-  const uint64_t buffer_size = file_size - 8 - header_length;
   SafetensorsFile file;
-  std::vector<Entry> entries;
-  for (const auto& [name, value] : header.items()) {
-    if (name == kMetadataKey) {
-      file.metadata = parse_metadata(where, value);
-    } else {
-      entries.push_back(parse_entry(where, name, value, buffer_size));
-    }
-  }
-  check_coverage(where, entries, buffer_size);
-
+  file.metadata = std::move(header.metadata);
   // Coverage is exact, so reading in offset order walks the buffer front to back.
-  for (const auto& entry : entries) {
-    auto tensor = torch::empty(entry.shape, torch::TensorOptions().dtype(entry.type));
+  for (const auto& entry : header.entries) {
+    auto tensor = torch::empty(entry.shape, torch::TensorOptions().dtype(scalar_type(entry.dtype)));
     const auto bytes = static_cast<std::streamsize>(entry.end - entry.begin);
     if (bytes > 0) in.read(static_cast<char*>(tensor.data_ptr()), bytes);
     if (!in) throw InputError(where + ": could not read the data of tensor '" + entry.name + "'");
-    if (entry.type == at::kBool) {
-      const auto* raw = static_cast<const unsigned char*>(tensor.data_ptr());
-      if (std::any_of(raw, raw + bytes, [](unsigned char b) { return b > 1; })) {
-        throw InputError(where + ": tensor '" + entry.name + "': BOOL values must be 0 or 1");
-      }
+    if (entry.dtype == SafetensorsDtype::BOOL) {
+      check_bool_bytes(static_cast<const unsigned char*>(tensor.data_ptr()),
+                       static_cast<uint64_t>(bytes), where, entry.name);
     }
     file.tensors.emplace(entry.name, std::move(tensor));
   }
@@ -305,6 +185,12 @@ void validate_against(const SafetensorsFile& file, const NamedTensors& expected,
     } else if (found->second.sizes() != tensor.sizes()) {
       problems.push_back(name + ": shape " + shape_text(found->second.sizes()) +
                          " in file, expected " + shape_text(tensor.sizes()));
+    } else if (found->second.scalar_type() != tensor.scalar_type()) {
+      // Converting silently would hide a file from another tool or a damaged header.
+      const auto file_type = file_dtype(found->second.scalar_type());
+      const auto model_type = file_dtype(tensor.scalar_type());
+      problems.push_back(name + ": dtype " + (file_type ? dtype_name(*file_type) : "?") +
+                         " in file, expected " + (model_type ? dtype_name(*model_type) : "?"));
     }
   }
   for (const auto& [name, tensor] : file.tensors) {

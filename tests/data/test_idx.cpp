@@ -11,6 +11,7 @@
 
 #include "../support/cli.h"
 #include "exfusion/data/idx.h"
+#include "exfusion/data/idx_format.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {
@@ -140,6 +141,55 @@ TEST_F(Idx, ReportsTruncatedAndPaddedGzip) {
   testing::write_idx_u8(dir_ / "long", {2, 2}, std::vector<unsigned char>(5));
   gzip(dir_ / "long", dir_ / "long.gz");
   expect_input_error([&] { read_idx(dir_ / "long.gz"); }, dir_ / "long.gz", "1 unexpected byte");
+}
+
+// The bad-input probe's gzip cases (issue 13): a bomb is not inflated past what the header
+// declares, a header promising more than memory allows fails before any data is read, and
+// bytes after the gzip stream are an error rather than ignored.
+TEST_F(Idx, GzipIsReadOnlyAsFarAsTheHeaderDeclares) {
+  // 4 bytes declared, 64 MiB of zeros in the stream (about 64 KiB compressed).
+  testing::write_idx_u8(dir_ / "bomb", {4}, std::vector<unsigned char>(64 << 20));
+  gzip(dir_ / "bomb", dir_ / "bomb.gz");
+  expect_input_error([&] { read_idx(dir_ / "bomb.gz"); }, dir_ / "bomb.gz",
+                     "at least 16777216 unexpected bytes after the data of shape [4]");
+
+  testing::write_idx_u8(dir_ / "vast", {0xffffffff, 0xffffffff}, {});
+  gzip(dir_ / "vast", dir_ / "vast.gz");
+  expect_input_error([&] { read_idx(dir_ / "vast.gz"); }, dir_ / "vast.gz",
+                     "shape [4294967295, 4294967295] of uint8 needs 18446744065119617025 data "
+                     "bytes, more than the");
+
+  // decode_idx's own limit: the header is refused before the data is touched.
+  testing::write_idx_u8(dir_ / "limit", {2000}, std::vector<unsigned char>(2000, 1));
+  const auto bytes = testing::read_text(dir_ / "limit");
+  expect_input_error([&] { decode_idx(bytes, (dir_ / "limit").string(), 1000); }, dir_ / "limit",
+                     "needs 2000 data bytes, more than the 1000 bytes of memory");
+  EXPECT_EQ(decode_idx(bytes, "limit", 2000).data.size(), 2000u);
+}
+
+TEST_F(Idx, GarbageAfterTheGzipStreamIsAnErrorAndMembersConcatenate) {
+  testing::write_idx_u8(dir_ / "small", {2, 2}, {1, 2, 3, 4});
+  gzip(dir_ / "small", dir_ / "small.gz");
+  const auto gz = testing::read_text(dir_ / "small.gz");
+  std::ofstream(dir_ / "junk.gz", std::ios::binary) << gz << "junk";
+  expect_input_error([&] { read_idx(dir_ / "junk.gz"); }, dir_ / "junk.gz",
+                     "4 bytes after the end of the gzip stream");
+  // A file split across two gzip members (what `cat a.gz b.gz` gives) reads as one.
+  const auto raw = testing::read_text(dir_ / "small");
+  std::ofstream(dir_ / "first", std::ios::binary) << raw.substr(0, 9);
+  std::ofstream(dir_ / "second", std::ios::binary) << raw.substr(9);
+  gzip(dir_ / "first", dir_ / "first.gz");
+  gzip(dir_ / "second", dir_ / "second.gz");
+  std::ofstream(dir_ / "two.gz", std::ios::binary)
+      << testing::read_text(dir_ / "first.gz") << testing::read_text(dir_ / "second.gz");
+  EXPECT_TRUE(torch::equal(read_idx(dir_ / "two.gz"),
+                           torch::tensor({1, 2, 3, 4}, torch::kUInt8).view({2, 2})));
+  // A damaged byte inside the stream fails its CRC or its structure.
+  auto damaged = gz;
+  damaged[damaged.size() - 6] = static_cast<char>(damaged[damaged.size() - 6] ^ 0x55);
+  std::ofstream(dir_ / "damaged.gz", std::ios::binary) << damaged;
+  expect_input_error([&] { read_idx(dir_ / "damaged.gz"); }, dir_ / "damaged.gz",
+                     "cannot decompress");
 }
 
 TEST_F(Idx, PairsCheckTypesShapesAndCounts) {

@@ -9,6 +9,7 @@
 
 #include "../support/cli.h"
 #include "exfusion/io/safetensors.h"
+#include "exfusion/io/safetensors_header.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {
@@ -338,6 +339,75 @@ TEST(Safetensors, ValidateAgainstListsMissingUnexpectedAndShapes) {
   EXPECT_NE(what.find("head.bias: missing from the file"), std::string::npos) << what;
   EXPECT_NE(what.find("extra: unexpected"), std::string::npos) << what;
   EXPECT_EQ(what.find("more"), std::string::npos) << what;
+}
+
+TEST(Safetensors, ValidateAgainstRejectsAnotherDtype) {
+  SafetensorsFile file;
+  file.tensors = {{"w", torch::zeros({4, 2}, torch::kInt32)}};
+  const auto what = validate_error(file, {{"w", torch::zeros({4, 2})}});
+  EXPECT_NE(what.find("w: dtype I32 in file, expected F32"), std::string::npos) << what;
+}
+
+// The classes of bad headers the bad-input probe found (issue 13): each is an InputError
+// naming the file, never a crash, a hang or an allocation the file does not justify.
+TEST(Safetensors, RejectsNestingDeeperThanTheLimitAnywhere) {
+  TempDir dir;
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  expect_load_error(craft(dir.path(), R"({"x": )" + deep + "}", ""), "nested deeper than 64");
+  expect_load_error(craft(dir.path(), R"({"x": {"dtype": )" + deep + "}}", ""),
+                    "nested deeper than 64");
+  expect_load_error(craft(dir.path(), R"({"__metadata__": {"a": )" + deep + "}}", ""),
+                    "nested deeper than 64 levels at __metadata__.a");
+}
+
+TEST(Safetensors, RejectsDuplicateNamesAndNulBytes) {
+  TempDir dir;
+  const std::string entry = R"({"dtype": "U8", "shape": [1], "data_offsets": [0, 1]})";
+  expect_load_error(craft(dir.path(), R"({"a": )" + entry + R"(, "a": )" + entry + "}", "x"),
+                    "duplicate key 'a'");
+  // The reference implementation rejects trailing NULs; nlohmann alone would stop at the first.
+  expect_load_error(craft(dir.path(), std::string("{}\0\0\0\0\0\0", 8), ""),
+                    "a NUL byte at offset 2");
+}
+
+TEST(Safetensors, RejectsShapesWhoseElementCountOverflows) {
+  TempDir dir;
+  // Zero bytes in all, but LibTorch's strides for [0, 2^62, 2^62] overflow int64.
+  expect_load_error(craft(dir.path(),
+                          R"({"t": {"dtype": "F32", "shape": [0, 4611686018427387904, )"
+                          R"(4611686018427387904], "data_offsets": [0, 0]}})",
+                          ""),
+                    "tensor 't': shape [0,4611686018427387904,4611686018427387904] is too large");
+  expect_load_error(craft(dir.path(),
+                          R"({"t": {"dtype": "F64", "shape": [0, 2305843009213693952], )"
+                          R"("data_offsets": [0, 0]}})",
+                          ""),
+                    "is too large");
+}
+
+TEST(Safetensors, RejectsAHeaderLongerThanTheLimit) {
+  TempDir dir;
+  const auto path = dir.path() / "huge-header.safetensors";
+  write_bytes(path, le64(kMaxSafetensorsHeaderBytes + 1));
+  fs::resize_file(path, kMaxSafetensorsHeaderBytes + 16);  // sparse: no real 100 MB written
+  expect_load_error(path, "header length 100000001 exceeds the 100000000-byte limit");
+}
+
+TEST(Safetensors, QuotesHugeBadValuesBriefly) {
+  TempDir dir;
+  const auto path = craft(dir.path(),
+                          R"({"t": {"dtype": ")" + std::string(1000000, 'Q') +
+                              R"(", "shape": [1], "data_offsets": [0, 1]}})",
+                          "x");
+  try {
+    load_safetensors(path);
+    ADD_FAILURE() << "loaded a bad file";
+  } catch (const InputError& error) {
+    const std::string what = error.what();
+    EXPECT_NE(what.find("unsupported dtype \"QQQQ"), std::string::npos) << what.substr(0, 300);
+    EXPECT_NE(what.find("(1000000 characters)"), std::string::npos) << what.substr(0, 300);
+    EXPECT_LT(what.size(), 400u);
+  }
 }
 
 TEST(Safetensors, ValidateAgainstListsAtMostTen) {

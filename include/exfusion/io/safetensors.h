@@ -30,8 +30,8 @@ void save_safetensors(const std::filesystem::path& path, const NamedTensors& ten
 // tensor or field for anything the format does not allow.
 SafetensorsFile load_safetensors(const std::filesystem::path& path);
 
-// Throws InputError naming `path` with the missing and unexpected names and the shape
-// mismatches between `file` and `expected` (used to reject another architecture).
+// Throws InputError naming `path` with the missing and unexpected names and the shape and
+// dtype mismatches between `file` and `expected` (used to reject another architecture).
 void validate_against(const SafetensorsFile& file, const NamedTensors& expected,
                       const std::filesystem::path& path);
 

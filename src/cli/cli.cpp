@@ -8,6 +8,8 @@
 
 #include <deque>
 #include <iostream>
+#include <new>
+#include <string>
 
 #include "exfusion/config/fields.h"
 #include "exfusion/train/pipeline.h"
@@ -201,6 +203,11 @@ int parse_and_run(int argc, const char* const* argv) {
   return 0;
 }
 
+// Too large a model, batch or data set for this machine is the config's to fix, not a bug.
+constexpr const char* kOutOfMemory =
+    "out of memory: the config asks for more than this machine has (model size, batch size, "
+    "experts or data); make them smaller";
+
 }  // namespace
 
 int run_cli(int argc, const char* const* argv) {
@@ -214,7 +221,21 @@ int run_cli(int argc, const char* const* argv) {
     return 2;
   } catch (const Interrupted& e) {
     return exit_code_for_signal(e.signal());
+  } catch (const std::bad_alloc&) {
+    std::cerr << "exfusion: error: " << kOutOfMemory << std::endl;
+    return 2;
+  } catch (const c10::OutOfMemoryError& e) {
+    std::cerr << "exfusion: error: " << kOutOfMemory << " (" << e.what_without_backtrace() << ")"
+              << std::endl;
+    return 2;
   } catch (const c10::Error& e) {
+    // LibTorch's CPU allocator reports a failed allocation as a plain c10::Error.
+    if (std::string(e.what_without_backtrace()).find("can't allocate memory") !=
+        std::string::npos) {
+      std::cerr << "exfusion: error: " << kOutOfMemory << " (" << e.what_without_backtrace() << ")"
+                << std::endl;
+      return 2;
+    }
     std::cerr << "exfusion: internal error: " << e.what_without_backtrace() << std::endl;
     return 1;
   } catch (const std::exception& e) {

@@ -2,7 +2,13 @@
 // and what was expected, and leaves no partial output behind.
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+
 #include "../support/cli.h"
+#include "exfusion/io/safetensors.h"
 
 namespace exfusion {
 namespace {
@@ -81,7 +87,7 @@ TEST_F(BadInput, WrongTypeInConfig) {
 }
 
 TEST_F(BadInput, TooFewExperts) {
-  expect_error(run_cli(train("--experts 0")), {"ffn.num_experts = 0", "at least 1"});
+  expect_error(run_cli(train("--experts 0")), {"ffn.num_experts = 0", "a value in [1, 1024]"});
 }
 
 TEST_F(BadInput, MomentumOutsideUnitInterval) {
@@ -102,6 +108,76 @@ TEST_F(BadInput, CheckpointOfAnotherArchitecture) {
   const auto model = dir_ / "run" / "model.safetensors";
   expect_error(run_cli("eval " + model.string() + " --config " + other.string()),
                {model.string(), "pos_embed", "shape"});
+}
+
+// The bad-input probe's command-line cases (issue 13), each one clear line and exit 2.
+TEST_F(BadInput, DeepNestingInConfigAndSetIsAnError) {
+  const auto config = dir_ / "deep.json";
+  std::ofstream(config) << "{\"train\": " + std::string(60000, '[') + std::string(60000, ']') + "}";
+  expect_error(run_cli(train("--config " + config.string())),
+               {config.string(), "nested deeper than 64 levels at train"});
+  expect_error(
+      run_cli(train("--set train.lr=" + std::string(60000, '[') + std::string(60000, ']'))),
+      {"--set train.lr", "nested deeper than 64 levels"});
+}
+
+TEST_F(BadInput, ValuesBeyondTheirBoundsAreRefusedBeforeAnythingRuns) {
+  expect_error(run_cli(train("--set train.threads=100000")),
+               {"train.threads = 100000", "a thread count up to 1024"});
+  expect_error(run_cli(train("--experts 1000000000")),
+               {"ffn.num_experts = 1000000000", "[1, 1024]"});
+  expect_error(run_cli(train("--set model.embed_dim=1000000")),
+               {"model.embed_dim = 1000000", "[1, 16384]"});
+  expect_error(run_cli(train("--set data.crop_padding=1000000")),
+               {"data.crop_padding = 1000000", "[0, 256]"});
+  expect_error(run_cli(train("--set train.warmup_epochs=1e300")), {"train.warmup_epochs"});
+  expect_error(run_cli(train("--set train.epochs=1e17")), {"train.epochs", "an integer"});
+  expect_error(run_cli(train("--set train.lr=1e999")), {"train.lr", "expected a number"});
+  expect_error(run_cli(train("--layers [0.7]")), {"ffn.layers", "block indices"});
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "run"));
+}
+
+TEST_F(BadInput, ErrorsQuoteLongValuesBriefly) {
+  const auto result = run_cli(train("--set train.device=" + std::string(100000, 'x')));
+  expect_error(result, {"train.device", "(100000 characters)"});
+  EXPECT_LT(result.output.size(), 1000u);
+}
+
+// A small file whose metadata config describes a huge model: refused from the sizes, before
+// gigabytes are allocated and initialised to find the first mismatching tensor.
+TEST_F(BadInput, CheckpointConfigFarLargerThanItsTensors) {
+  ASSERT_EQ(run_cli(train("")).exit_code, 0);
+  const auto model = dir_ / "run" / "model.safetensors";
+  auto file = load_safetensors(model);
+  auto config = nlohmann::json::parse(file.metadata.at("exfusion.config"));
+  config["model"]["embed_dim"] = 4096;
+  config["model"]["depth"] = 1000;
+  config["model"]["num_heads"] = 16;
+  file.metadata["exfusion.config"] = config.dump();
+  NamedTensors tensors(file.tensors.begin(), file.tensors.end());
+  const auto forged = dir_ / "forged.safetensors";
+  save_safetensors(forged, tensors, file.metadata);
+  const auto started = std::chrono::steady_clock::now();
+  expect_error(run_cli("eval " + forged.string() + " --data " + data_.string()),
+               {forged.string(), "1000 blocks", "the config does not belong to these tensors"});
+  // Generous: building that model would take minutes and about 800 GB.
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(60));
+}
+
+// A model with NaN weights evaluates (its file is valid), but says so rather than printing a
+// bare "test_loss": null.
+TEST_F(BadInput, EvaluatingANonFiniteModelWarns) {
+  ASSERT_EQ(run_cli(train("")).exit_code, 0);
+  auto file = load_safetensors(dir_ / "run" / "model.safetensors");
+  file.tensors.at("head.weight").fill_(std::numeric_limits<float>::quiet_NaN());
+  const auto diverged = dir_ / "diverged.safetensors";
+  save_safetensors(diverged, NamedTensors(file.tensors.begin(), file.tensors.end()), file.metadata);
+  const auto result = run_cli("eval " + diverged.string() + " --data " + data_.string());
+  EXPECT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_NE(result.output.find("exfusion eval: warning: the test loss is "), std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("nan: the model's outputs are not finite"), std::string::npos)
+      << result.output;
 }
 
 TEST_F(BadInput, ExistingOutputNeedsForce) {

@@ -28,12 +28,12 @@ struct DataConfig {
     f("test_labels", test_labels, "IDX file of test labels");
     f("augment", augment, "random crops and horizontal flips for training batches");
     f("crop_padding", crop_padding, "zero padding of the random crop",
-      config::non_negative<int64_t>());
+      config::in_range<int64_t>(0, 256));
     f("horizontal_flip", horizontal_flip, "flip half the training images (with augment)");
     f("mean", mean, "per-channel mean; [] = measured on the training set");
     f("std", std, "per-channel std; [] = measured on the training set");
     f("prefetch", prefetch, "batches prepared ahead on the loader thread",
-      config::at_least<int64_t>(1));
+      config::in_range<int64_t>(1, 64));
   }
   void validate(const config::Location& at) const;
 };

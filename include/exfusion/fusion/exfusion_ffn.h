@@ -47,7 +47,7 @@ template <class Fields>
 void ExFusionOptions::fields(Fields& f) {
   f("variant", variant(), "fusion weights: sw (static 1/N), dw (learned), mb (memory bank)",
     fusion_variant_names());
-  f("num_experts", num_experts(), "experts per expert set N", config::at_least<int64_t>(1));
+  f("num_experts", num_experts(), "experts per expert set N", config::in_range<int64_t>(1, 1024));
   f("momentum", momentum(), "memory-bank momentum δ", config::in_range<double>(0.0, 1.0, true));
   f("bank_init", bank_init(), "initial value of the memory bank M (paper IV-D: 0)");
   f("router", router_per_set(), "mb router: shared (one per layer) or per-set (one per set)",

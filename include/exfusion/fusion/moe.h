@@ -22,7 +22,7 @@ struct MoeOptions {
   // Declared first: TORCH_ARG leaves what follows it private.
   template <class Fields>
   void fields(Fields& f) {
-    f("num_experts", num_experts(), "experts N", config::at_least<int64_t>(1));
+    f("num_experts", num_experts(), "experts N", config::in_range<int64_t>(1, 1024));
     f("top_k", top_k(), "experts per token k (1..N)", config::at_least<int64_t>(1));
     f("capacity_factor", capacity_factor(), "capacity factor; 0 keeps every assignment",
       config::non_negative<double>());

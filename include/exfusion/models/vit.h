@@ -34,15 +34,18 @@ struct VisionTransformerOptions {
 
   template <class Fields>
   void fields(Fields& f) {
-    f("img_size", img_size, "input height and width in pixels", config::at_least<int64_t>(1));
-    f("in_chans", in_chans, "input channels", config::at_least<int64_t>(1));
+    f("img_size", img_size, "input height and width in pixels", config::in_range<int64_t>(1, 4096));
+    f("in_chans", in_chans, "input channels", config::in_range<int64_t>(1, 64));
     f("patch_size", patch_size, "patch height and width (divides img_size)",
-      config::at_least<int64_t>(1));
-    f("embed_dim", embed_dim, "token width D", config::at_least<int64_t>(1));
-    f("depth", depth, "number of blocks", config::at_least<int64_t>(1));
-    f("num_heads", num_heads, "attention heads (divides embed_dim)", config::at_least<int64_t>(1));
-    f("mlp_ratio", mlp_ratio, "FFN hidden width / embed_dim", config::positive<double>());
-    f("num_classes", num_classes, "classes of the head", config::at_least<int64_t>(1));
+      config::in_range<int64_t>(1, 4096));
+    f("embed_dim", embed_dim, "token width D", config::in_range<int64_t>(1, 16384));
+    f("depth", depth, "number of blocks", config::in_range<int64_t>(1, 1024));
+    f("num_heads", num_heads, "attention heads (divides embed_dim)",
+      config::in_range<int64_t>(1, 1024));
+    f("mlp_ratio", mlp_ratio, "FFN hidden width / embed_dim",
+      config::Check<double>{"a positive ratio up to 64",
+                            [](double v) { return v > 0 && v <= 64; }});
+    f("num_classes", num_classes, "classes of the head", config::in_range<int64_t>(1, 1000000));
   }
   // `preset: tiny|small|base` sets embed_dim, depth, num_heads and mlp_ratio (timm's sizes).
   void apply_preset(const std::string& name, const config::Location& at);

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(g++ cmake ninja-build ccache libcli11-dev nlohmann-json3-dev libgtest-dev zlib1g-dev
-          libyaml-cpp-dev python3 python3-venv dataset-fashion-mnist)
+          libyaml-cpp-dev libboost-dev python3 python3-venv dataset-fashion-mnist)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||

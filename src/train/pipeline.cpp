@@ -17,6 +17,7 @@
 #include "exfusion/train/metrics.h"
 #include "exfusion/train/run_files.h"
 #include "exfusion/train/standard_callbacks.h"
+#include "exfusion/train/tensorboard_callback.h"
 #include "exfusion/train/trainer.h"
 #include "exfusion/util/atomic_file.h"
 #include "exfusion/util/device.h"
@@ -99,6 +100,14 @@ void remove_previous_outputs(const fs::path& out) {
     fs::remove(out / name);
   }
   for (const auto& entry : list_checkpoints(out / kCheckpointDir)) fs::remove(entry.path);
+  if (fs::is_directory(out / kTensorBoardDir)) {
+    std::vector<fs::path> event_files;
+    for (const auto& entry : fs::directory_iterator(out / kTensorBoardDir)) {
+      event_files.push_back(entry.path());
+    }
+    for (const auto& file : event_files) fs::remove(file);
+    fs::remove(out / kTensorBoardDir);
+  }
 }
 
 void stop_if_interrupted(const fs::path& out, std::ostream& progress) {
@@ -173,13 +182,25 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
                {"params", params_train},
                {"device", device.str()}});
   }
+  std::vector<TrainerCallback*> callbacks{&jsonl};
+  std::vector<const ResumableOutput*> outputs{&jsonl};
+  std::optional<TensorBoardCallback> tensorboard;
+  if (config.train.tensorboard) {
+    tensorboard.emplace(out / kTensorBoardDir);
+    if (resumed) {
+      const auto position = resumed->outputs.find(tensorboard->output_name());
+      if (position != resumed->outputs.end()) tensorboard->rewind_output(*position);
+    }
+    callbacks.push_back(&*tensorboard);
+    outputs.push_back(&*tensorboard);
+  }
   ProgressBarCallback bar(progress);
   CheckpointCallback checkpointer(out / kCheckpointDir, config.train.checkpoint_every,
-                                  config.train.keep_checkpoints, {&jsonl});
+                                  config.train.keep_checkpoints, outputs);
   InterruptGuard interrupts;
   InterruptCallback stop_on_signal;
-  const auto result =
-      trainer.fit(*data.train, *data.test, {&jsonl, &bar, &checkpointer, &stop_on_signal});
+  callbacks.insert(callbacks.end(), {&bar, &checkpointer, &stop_on_signal});
+  const auto result = trainer.fit(*data.train, *data.test, callbacks);
   if (result.interrupted) {
     progress << "exfusion train: checkpoint " << checkpointer.last_written().string() << "\n";
     stop_if_interrupted(out, progress);
@@ -212,6 +233,7 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
          << config.ffn.run_name() << "): " << 100.0 * trained.accuracy << "%\n";
   if (!fuses(*model)) {
     // A mixture of experts has no dense form: the run keeps its training state only.
+    if (tensorboard) tensorboard->write_summary(result.steps, summary);
     write_text_atomically(out / kSummaryFile, summary.dump(2) + "\n");
     log.write({{"event", "summary"}, {"summary", summary}});
     report << std::setprecision(1) << "parameters: " << params_train << "; trained in "
@@ -231,6 +253,7 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
   summary["fused_max_abs_logit_diff"] = max_abs_diff(trained.outputs, fused_eval.outputs);
   summary["fused_test_loss"] = fused_eval.loss;
   summary["params_fused"] = count_parameters(*fused);
+  if (tensorboard) tensorboard->write_summary(result.steps, summary);
   write_text_atomically(out / kSummaryFile, summary.dump(2) + "\n");
   log.write({{"event", "summary"}, {"summary", summary}});
 

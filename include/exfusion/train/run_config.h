@@ -35,6 +35,7 @@ struct TrainConfig {
   int64_t log_every = 50;          // steps between metric lines
   int64_t checkpoint_every = 0;    // steps between checkpoints, besides each epoch's end; 0: none
   int64_t keep_checkpoints = 2;    // the newest checkpoints kept in <run>/checkpoints
+  bool tensorboard = true;         // TensorBoard event files in <run>/tb
   std::string device = "auto";     // auto, cpu, cuda, cuda:N
   std::string precision = "auto";  // auto (bf16 on CUDA, fp32 on CPU), fp32, bf16
   int64_t threads = 0;             // CPU intra-op threads; 0 keeps LibTorch's default
@@ -45,19 +46,19 @@ struct TrainConfig {
 
   template <class Fields>
   void fields(Fields& f) {
-    f("epochs", epochs, "training epochs", config::at_least<int64_t>(1));
+    f("epochs", epochs, "training epochs", config::in_range<int64_t>(1, 1000000));
     f("max_steps", max_steps,
       "stop after this many steps; 0 = no limit (the schedule still "
       "spans epochs)",
       config::Check<int64_t>{"0 (no limit) or a positive step count",
                              [](int64_t v) { return v >= 0; }});
-    f("batch_size", batch_size, "batch size", config::at_least<int64_t>(1));
+    f("batch_size", batch_size, "batch size", config::in_range<int64_t>(1, 1 << 20));
     f("lr", lr, "peak learning rate",
       config::Check<double>{"a positive learning rate", [](double v) { return v > 0; }});
     f("min_lr", min_lr, "learning rate at the end of the cosine decay",
       config::non_negative<double>());
     f("warmup_epochs", warmup_epochs, "linear warmup length in epochs",
-      config::non_negative<double>());
+      config::in_range<double>(0.0, 1000000.0));
     f("weight_decay", weight_decay, "AdamW weight decay (not on norms, biases, embeddings, m)",
       config::non_negative<double>());
     f("label_smoothing", label_smoothing, "label smoothing of the cross-entropy",
@@ -75,11 +76,14 @@ struct TrainConfig {
       "how many of the newest checkpoints are kept (train --resume falls back to an older one "
       "when the newest is damaged)",
       config::in_range<int64_t>(1, 1000));
+    f("tensorboard", tensorboard,
+      "write TensorBoard event files to <run>/tb while training (tensorboard --logdir)");
     f("device", device, "auto, cpu, cuda or cuda:N");
     f("precision", precision, "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16",
       config::one_of({"auto", "fp32", "bf16"}));
     f("threads", threads, "CPU intra-op threads; 0 = LibTorch's default",
-      config::Check<int64_t>{"0 (default) or a thread count", [](int64_t v) { return v >= 0; }});
+      config::Check<int64_t>{"0 (default) or a thread count up to 1024",
+                             [](int64_t v) { return v >= 0 && v <= 1024; }});
     f("expert_kernels", expert_kernels,
       "expert banks through the CUDA kernels and the factored AdamW step; false = plain "
       "autograd and ATen");

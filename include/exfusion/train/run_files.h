@@ -20,6 +20,7 @@ inline constexpr const char* kModelConfigFile = "model.json";
 inline constexpr const char* kMetricsFile = "metrics.jsonl";
 inline constexpr const char* kSummaryFile = "summary.json";
 inline constexpr const char* kCheckpointDir = "checkpoints";
+inline constexpr const char* kTensorBoardDir = "tb";  // TensorBoard event files
 inline constexpr const char* kConfigMetadataKey = "exfusion.config";
 inline constexpr const char* kKindMetadataKey = "exfusion.kind";
 inline constexpr const char* kFormatMetadataKey = "exfusion.format";

@@ -1,0 +1,43 @@
+// TensorBoard scalars of a run, written live to `<run>/tb/events.out.tfevents.<time>.<host>`
+// (`tensorboard --logdir RUN/tb`). Each tag is the JSON path of the value in metrics.jsonl,
+// so the two can be matched: train/loss, eval/test_accuracy, fusion_weights/blocks.0/m/3, ...
+#pragma once
+#include <filesystem>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "exfusion/io/tensorboard_events.h"
+#include "exfusion/train/callbacks.h"
+
+namespace exfusion {
+
+// At each logging window: train/loss, train/<metric> (accuracy), train/lr, train/images_per_s
+// and the model's metrics (fusion_weights/<layer>/<name>/<expert>, routing/<layer>/<value>);
+// at each evaluation: eval/test_accuracy, eval/test_loss; after training, write_summary's
+// summary/<key>. Each write is flushed, so TensorBoard reads the file while the run goes on.
+// As a ResumableOutput its position is {"file": name, "bytes": n}: a resumed run cuts that
+// same file back and appends to it, so every step's scalars are in it exactly once.
+class TensorBoardCallback : public TrainerCallback, public ResumableOutput {
+ public:
+  // Events go to `dir` (created when missing): to the file rewind_output names, or else to a
+  // new one that on_train_begin opens.
+  explicit TensorBoardCallback(std::filesystem::path dir);
+  void on_train_begin(const Trainer& trainer, const TrainBegin& begin) override;
+  void on_step(const Trainer& trainer, const StepEvent& event) override;
+  void on_eval(const Trainer& trainer, const EvalEvent& event) override;
+  // The final evaluations of summary.json (test_accuracy, test_loss and, for a model that
+  // fuses, fused_test_accuracy, fused_test_loss) as summary/<key> at `step`.
+  void write_summary(int64_t step, const nlohmann::json& summary);
+  std::string output_name() const override;
+  nlohmann::json output_position() const override;
+  void rewind_output(const nlohmann::json& position) override;
+
+ private:
+  TensorBoardWriter& writer();
+
+  std::filesystem::path dir_;
+  std::unique_ptr<TensorBoardWriter> writer_;
+};
+
+}  // namespace exfusion

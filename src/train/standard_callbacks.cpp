@@ -104,7 +104,8 @@ void CheckpointCallback::on_train_begin(const Trainer& /*trainer*/, const TrainB
 
 void CheckpointCallback::on_step(const Trainer& trainer, const StepEvent& event) {
   current_ = false;
-  if (every_ > 0 && event.step % every_ == 0) save(trainer);
+  // At an epoch's last step the epoch-end checkpoint follows right after its evaluation.
+  if (every_ > 0 && event.step % every_ == 0 && !event.ends_epoch) save(trainer);
 }
 
 void CheckpointCallback::on_epoch_end(const Trainer& trainer, int64_t /*epoch*/) { save(trainer); }

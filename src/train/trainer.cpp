@@ -220,10 +220,13 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
       }
       add_train_time();
       closed.elapsed_s = progress_.train_seconds;
-      const StepEvent event{step_, epoch_, lr, closes ? &closed : nullptr};
+      const bool ends_epoch = batch_in_epoch_ >= per_epoch || step_ == total_steps;
+      const StepEvent event{step_, epoch_, lr, closes ? &closed : nullptr, ends_epoch};
       for (auto* callback : callbacks) callback->on_step(*this, event);
       if (closes) window_start = Clock::now();
-      if (wants_stop()) {
+      // A stop asked at an epoch's last step waits for the epoch's end: a state saved between
+      // the two could not be resumed at the run's last step (no step is left to reach it).
+      if (!ends_epoch && wants_stop()) {
         result.interrupted = true;
         break;
       }

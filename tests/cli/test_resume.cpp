@@ -85,7 +85,7 @@ TEST_P(KillAndResume, AtEveryKindOfPointEqualsTheUninterruptedRun) {
                                   "EXFUSION_KILL_AT=step:5");
   ASSERT_EQ(testing::wait_for(first), 128 + SIGKILL) << testing::read_text(dir / "out.txt");
   const bool fuses = std::string(GetParam().ffn).find("moe") == std::string::npos;
-  std::vector<std::string> kills = {"safetensors-write:3", "eval:2", "step:7"};
+  std::vector<std::string> kills = {"safetensors-write:3", "eval:1", "step:7"};
   if (fuses) kills.push_back("fuse:1");
   // The final state is written first; the export's write is the second after the resume.
   kills.push_back(fuses ? "safetensors-write:2" : "safetensors-write:1");
@@ -111,6 +111,40 @@ INSTANTIATE_TEST_SUITE_P(EveryFfnKind, KillAndResume,
                          [](const auto& info) { return std::string(info.param.name); });
 
 // SIGKILL at random moments, as often as it takes for the run to finish.
+// Killed in the last evaluation, after the last step (a checkpoint step too): the resumed run
+// still evaluates and ends its last epoch. A checkpoint from between that step and the
+// epoch's end would have no step left to run and would skip both.
+TEST(Resume, KilledInTheLastEvaluationEndsTheLastEpoch) {
+  const auto dir = testing::fresh_temp_dir("resume-last-eval");
+  testing::write_toy_idx_dataset(dir, 128, 32);
+  const auto args = run_args(dir, "--variant mb --experts 3");
+  ASSERT_EQ(testing::run_cli("train " + args + " --out " + (dir / "ref").string()).exit_code, 0);
+  const auto run = dir / "killed";
+  auto child = testing::spawn_cli("train " + args + " --out " + run.string(), dir / "out.txt",
+                                  "EXFUSION_KILL_AT=eval:3");
+  ASSERT_EQ(testing::wait_for(child), 128 + SIGKILL) << testing::read_text(dir / "out.txt");
+  const auto resumed = testing::run_cli("train --resume " + run.string());
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  expect_same_run(dir / "ref", run);
+  testing::remove_tree(dir);
+}
+
+// SIGTERM at the last step: the run stops after its last epoch's end, not before it.
+TEST(Resume, AStopAskedAtTheLastStepWaitsForTheEpochsEnd) {
+  const auto dir = testing::fresh_temp_dir("resume-last-step");
+  testing::write_toy_idx_dataset(dir, 128, 32);
+  const auto args = run_args(dir, "--variant dw --experts 3");
+  ASSERT_EQ(testing::run_cli("train " + args + " --out " + (dir / "ref").string()).exit_code, 0);
+  const auto run = dir / "stopped";
+  auto child = testing::spawn_cli("train " + args + " --out " + run.string(), dir / "out.txt",
+                                  "EXFUSION_KILL_AT=step:24:TERM");
+  ASSERT_EQ(testing::wait_for(child), 128 + SIGTERM) << testing::read_text(dir / "out.txt");
+  const auto resumed = testing::run_cli("train --resume " + run.string());
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  expect_same_run(dir / "ref", run);
+  testing::remove_tree(dir);
+}
+
 TEST(Resume, KilledAtRandomMomentsUntilItFinishesEqualsTheUninterruptedRun) {
   const auto dir = testing::fresh_temp_dir("resume-random");
   testing::write_toy_idx_dataset(dir, 128, 32);
@@ -144,6 +178,7 @@ TEST(Resume, KilledAtRandomMomentsUntilItFinishesEqualsTheUninterruptedRun) {
   ASSERT_EQ(code, 0) << "the run never finished between kills";
   EXPECT_GT(kills, 0);
   std::cout << "killed " << kills << " times before it finished\n";
+
   expect_same_run(dir / "ref", run);
   testing::remove_tree(dir);
 }

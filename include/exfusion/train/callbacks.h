@@ -35,6 +35,9 @@ struct StepEvent {
   int64_t epoch;
   double lr;                  // the learning rate this step used
   const TrainWindow* window;  // non-null when a window closed at this step
+  // The epoch's last step (or the run's): its evaluation and on_epoch_end follow at once, and
+  // training never stops between the two, so a checkpoint is best taken there.
+  bool ends_epoch;
 };
 
 struct EvalEvent {

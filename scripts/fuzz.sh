@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets in fuzz/ (clang, ASan + UBSan, torch-free readers only) and
+# runs each for SECONDS (default 60) from a copy of its seed corpus in fuzz/corpus/<target>.
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]; targets: safetensors_header idx config_json
+# config_yaml. A crash, leak or sanitizer report fails the script and leaves the input that
+# caused it in build-fuzz/findings/<target>/ (copy it into the corpus once it is fixed).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=${1:-60}
+shift || true
+targets=("$@")
+((${#targets[@]})) || targets=(safetensors_header idx config_json config_yaml)
+
+# clang 14 and its libFuzzer runtime, from Debian's packages, beside what setup.sh installs.
+missing=()
+for package in clang-14 libclang-rt-14-dev ninja-build cmake nlohmann-json3-dev libyaml-cpp-dev \
+  zlib1g-dev; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
+    missing+=("$package")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "fuzz: installing Debian packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+compiler=$(command -v clang++-14)
+cmake -S fuzz -B build-fuzz -G Ninja -DCMAKE_CXX_COMPILER="$compiler" \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+ninja -C build-fuzz >/dev/null
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+status=0
+for target in "${targets[@]}"; do
+  work=build-fuzz/work/$target findings=build-fuzz/findings/$target
+  rm -rf "$work" && mkdir -p "$work" "$findings"
+  cp fuzz/corpus/"$target"/* "$work"/
+  echo "fuzz: $target for ${seconds}s"
+  # -rss_limit_mb: the readers' own bounds keep every input far below it.
+  if ! build-fuzz/fuzz_"$target" "$work" -max_total_time="$seconds" -rss_limit_mb=2048 \
+    -timeout=30 -max_len=65536 -artifact_prefix="$findings/" -print_final_stats=1 \
+    >"build-fuzz/$target.log" 2>&1; then
+    echo "fuzz: $target FAILED; inputs in $findings, log build-fuzz/$target.log" >&2
+    tail -40 "build-fuzz/$target.log" >&2
+    status=1
+  else
+    grep -E "^stat::number_of_executed_units|^stat::peak_rss_mb" "build-fuzz/$target.log" |
+      sed "s/^/fuzz: $target: /"
+  fi
+done
+exit $status

@@ -11,10 +11,9 @@
 namespace exfusion {
 namespace {
 
-constexpr double kLayerNormEps = 1e-6;  // timm's ViT, not PyTorch's 1e-5
-
-LayerNorm make_layer_norm(int64_t dim) {
-  return LayerNorm(LayerNormOptions(dim).eps(kLayerNormEps));
+// The options' norm_eps: timm's 1e-6 by default, not PyTorch's 1e-5.
+LayerNorm make_layer_norm(int64_t dim, double eps) {
+  return LayerNorm(LayerNormOptions(dim).eps(eps));
 }
 
 }  // namespace
@@ -43,6 +42,7 @@ void VisionTransformerOptions::validate(const config::Location& at) const {
   require(hidden_dim() > 0, "mlp_ratio", mlp_ratio,
           "a ratio that gives a positive hidden width with embed_dim");
   require(num_classes > 0, "num_classes", num_classes, "at least 1");
+  require(norm_eps > 0 && norm_eps < 1, "norm_eps", norm_eps, "a positive epsilon below 1");
 }
 
 void VisionTransformerOptions::validate_ffn(const FfnConfig& config,
@@ -86,7 +86,8 @@ nlohmann::json VisionTransformerOptions::export_description() const {
             {"mlp_ratio", mlp_ratio},
             {"qkv_bias", true},
             {"class_token", true},
-            {"global_pool", "token"}}}};
+            {"global_pool", "token"}}},
+          {"norm_eps", norm_eps}};
 }
 
 VisionTransformerOptions vit_preset(const std::string& name) {
@@ -116,10 +117,11 @@ torch::Tensor PatchEmbedImpl::forward(const torch::Tensor& images) {
   return proj->forward(images).flatten(2).transpose(1, 2);
 }
 
-BlockImpl::BlockImpl(int64_t dim, int64_t num_heads, std::shared_ptr<FeedForwardImpl> ffn) {
-  norm1 = register_module("norm1", make_layer_norm(dim));
+BlockImpl::BlockImpl(int64_t dim, int64_t num_heads, double norm_eps,
+                     std::shared_ptr<FeedForwardImpl> ffn) {
+  norm1 = register_module("norm1", make_layer_norm(dim, norm_eps));
   attn = register_module("attn", Attention(dim, num_heads));
-  norm2 = register_module("norm2", make_layer_norm(dim));
+  norm2 = register_module("norm2", make_layer_norm(dim, norm_eps));
   mlp = register_module("mlp", std::move(ffn));
 }
 
@@ -140,9 +142,9 @@ VisionTransformerImpl::VisionTransformerImpl(VisionTransformerOptions options_)
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < options.depth; ++i) {
     auto ffn = options.ffn.build(i, dim, options.hidden_dim());
-    blocks->push_back(Block(dim, options.num_heads, ffn));
+    blocks->push_back(Block(dim, options.num_heads, options.norm_eps, ffn));
   }
-  norm = register_module("norm", make_layer_norm(dim));
+  norm = register_module("norm", make_layer_norm(dim, options.norm_eps));
   head = register_module("head", Linear(dim, options.num_classes));
   torch::NoGradGuard no_grad;
   trunc_normal_(pos_embed, 0.02);

@@ -30,6 +30,8 @@ struct VisionTransformerOptions {
   int64_t num_heads = 12;
   double mlp_ratio = 4.0;
   int64_t num_classes = 1000;
+  // LayerNorm epsilon: timm's ViT's (Hugging Face's ViT uses 1e-12).
+  double norm_eps = 1e-6;
   FfnConfig ffn;  // not a field of the model section: the run's `ffn` section
 
   template <class Fields>
@@ -46,6 +48,8 @@ struct VisionTransformerOptions {
       config::Check<double>{"a positive ratio up to 64",
                             [](double v) { return v > 0 && v <= 64; }});
     f("num_classes", num_classes, "classes of the head", config::in_range<int64_t>(1, 1000000));
+    f("norm_eps", norm_eps, "epsilon of every LayerNorm (timm's ViT: 1e-6, Hugging Face's: 1e-12)",
+      config::Check<double>{"a positive epsilon below 1", [](double v) { return v > 0 && v < 1; }});
   }
   // `preset: tiny|small|base` sets embed_dim, depth, num_heads and mlp_ratio (timm's sizes).
   void apply_preset(const std::string& name, const config::Location& at);
@@ -61,7 +65,9 @@ struct VisionTransformerOptions {
   void validate_ffn(const FfnConfig& ffn, const config::Location& at) const;
   std::vector<int64_t> input_shape() const { return {in_chans, img_size, img_size}; }
   int64_t num_outputs() const { return num_classes; }
-  // {"architecture": "vit", "timm_kwargs": {...}}: timm's VisionTransformer(**kwargs).
+  // {"architecture": "vit", "timm_kwargs": {...}, "norm_eps": ...}: timm's
+  // VisionTransformer(**kwargs), whose LayerNorms take eps 1e-6; another norm_eps needs
+  // norm_layer=partial(LayerNorm, eps=norm_eps) besides the kwargs.
   nlohmann::json export_description() const;
   int64_t tokens_per_sample() const { return num_patches() + 1; }
   int64_t ffn_dim() const { return embed_dim; }
@@ -82,7 +88,7 @@ TORCH_MODULE(PatchEmbed);
 
 class BlockImpl : public torch::nn::Module {
  public:
-  BlockImpl(int64_t dim, int64_t num_heads, std::shared_ptr<FeedForwardImpl> ffn);
+  BlockImpl(int64_t dim, int64_t num_heads, double norm_eps, std::shared_ptr<FeedForwardImpl> ffn);
   torch::Tensor forward(const torch::Tensor& x);
 
   LayerNorm norm1{nullptr}, norm2{nullptr};

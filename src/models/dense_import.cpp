@@ -1,0 +1,437 @@
+// Dense ViTs of three origins read into our tensors (see dense_import.h): each format says where
+// the architecture comes from and which of its tensors makes each of ours; one check then
+// compares every tensor with the shape that architecture gives it, before anything is built.
+#include "exfusion/models/dense_import.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include "exfusion/util/error.h"
+#include "exfusion/util/json_input.h"
+
+namespace exfusion {
+namespace fs = std::filesystem;
+namespace {
+
+// train/run_files.h names these too; models/ sits below train/ and cannot include it.
+constexpr const char* kOurModelFile = "model.safetensors";
+constexpr const char* kOurStateFile = "state.safetensors";
+constexpr const char* kOurConfigKey = "exfusion.config";
+constexpr const char* kOurKindKey = "exfusion.kind";
+
+// A Hugging Face config.json is a few kilobytes (an id2label of 21k classes: under 1 MB).
+constexpr std::uintmax_t kMaxHfConfigBytes = 64u << 20;
+constexpr int64_t kMaxPatchSize = 4096;  // model.patch_size's and model.img_size's bound
+
+using Shape = std::vector<int64_t>;
+using ShapeList = std::vector<std::pair<std::string, Shape>>;
+
+std::string shape_text(at::IntArrayRef sizes) {
+  std::ostringstream out;
+  out << sizes;
+  return out.str();
+}
+
+// Our dense ViT's tensors with their shapes, in the order of the model's module_tensors.
+ShapeList vit_tensor_shapes(const VisionTransformerOptions& o) {
+  const int64_t d = o.embed_dim, h = o.hidden_dim(), k = o.num_classes;
+  ShapeList shapes = {{"cls_token", {1, 1, d}},
+                      {"pos_embed", {1, o.num_patches() + 1, d}},
+                      {"patch_embed.proj.weight", {d, o.in_chans, o.patch_size, o.patch_size}},
+                      {"patch_embed.proj.bias", {d}}};
+  const ShapeList block_shapes = {
+      {"norm1.weight", {d}},      {"norm1.bias", {d}},          {"attn.qkv.weight", {3 * d, d}},
+      {"attn.qkv.bias", {3 * d}}, {"attn.proj.weight", {d, d}}, {"attn.proj.bias", {d}},
+      {"norm2.weight", {d}},      {"norm2.bias", {d}},          {"mlp.fc1.weight", {h, d}},
+      {"mlp.fc1.bias", {h}},      {"mlp.fc2.weight", {d, h}},   {"mlp.fc2.bias", {d}}};
+  for (int64_t i = 0; i < o.depth; ++i) {
+    for (const auto& [name, shape] : block_shapes) {
+      shapes.emplace_back("blocks." + std::to_string(i) + "." + name, shape);
+    }
+  }
+  shapes.push_back({"norm.weight", {d}});
+  shapes.push_back({"norm.bias", {d}});
+  shapes.push_back({"head.weight", {k, d}});
+  shapes.push_back({"head.bias", {k}});
+  return shapes;
+}
+
+// Hugging Face's names for one of our tensors: query, key and value (in that order, each a
+// third of the rows) for attn.qkv, one name for every other.
+std::vector<std::string> hf_names(const std::string& ours) {
+  if (ours == "cls_token") return {"vit.embeddings.cls_token"};
+  if (ours == "pos_embed") return {"vit.embeddings.position_embeddings"};
+  const auto dot = ours.rfind('.');
+  const auto module = ours.substr(0, dot), param = ours.substr(dot);  // param: ".weight"
+  const std::string blocks = "blocks.";
+  if (module.rfind(blocks, 0) == 0) {
+    const auto index_end = module.find('.', blocks.size());
+    const auto layer =
+        "vit.encoder.layer." + module.substr(blocks.size(), index_end - blocks.size());
+    const auto inner = module.substr(index_end + 1);
+    if (inner == "attn.qkv") {
+      return {layer + ".attention.attention.query" + param,
+              layer + ".attention.attention.key" + param,
+              layer + ".attention.attention.value" + param};
+    }
+    static const std::map<std::string, std::string> in_block = {
+        {"norm1", "layernorm_before"},
+        {"attn.proj", "attention.output.dense"},
+        {"norm2", "layernorm_after"},
+        {"mlp.fc1", "intermediate.dense"},
+        {"mlp.fc2", "output.dense"}};
+    return {layer + "." + in_block.at(inner) + param};
+  }
+  static const std::map<std::string, std::string> top = {
+      {"patch_embed.proj", "vit.embeddings.patch_embeddings.projection"},
+      {"norm", "vit.layernorm"},
+      {"head", "classifier"}};
+  return {top.at(module) + param};
+}
+
+// Our tensors made from the file's: each of `sources`' parts present, floating-point and of its
+// share of the rows, concatenated along dim 0; no tensor under `prefix` left unused. Otherwise
+// one InputError listing every difference.
+struct TensorSource {
+  std::string name;
+  Shape shape;
+  std::vector<std::string> parts;
+};
+NamedTensors gather(const SafetensorsFile& file, const fs::path& path,
+                    const std::vector<TensorSource>& sources, const std::string& prefix,
+                    const std::string& described_by) {
+  std::vector<std::string> problems;
+  std::set<std::string> used;
+  NamedTensors tensors;
+  for (const auto& source : sources) {
+    auto share = source.shape;
+    share[0] /= static_cast<int64_t>(source.parts.size());
+    std::vector<torch::Tensor> parts;
+    for (const auto& part : source.parts) {
+      used.insert(part);
+      const auto ours = part == source.name ? "" : " (" + source.name + ")";
+      const auto found = file.tensors.find(part);
+      if (found == file.tensors.end()) {
+        problems.push_back(part + ours + ": missing from the file, expected shape " +
+                           shape_text(share));
+      } else if (found->second.sizes() != at::IntArrayRef(share)) {
+        problems.push_back(part + ours + ": shape " + shape_text(found->second.sizes()) +
+                           " in file, expected " + shape_text(share));
+      } else if (!at::isFloatingType(found->second.scalar_type())) {
+        problems.push_back(part + ours + ": dtype " +
+                           std::string(c10::toString(found->second.scalar_type())) +
+                           " in file, expected a floating-point tensor");
+      } else {
+        parts.push_back(found->second.to(torch::kFloat32));
+      }
+    }
+    if (parts.size() == source.parts.size()) {
+      tensors.emplace_back(source.name, parts.size() == 1 ? parts[0] : torch::cat(parts, 0));
+    }
+  }
+  for (const auto& [name, tensor] : file.tensors) {
+    if (name.rfind(prefix, 0) == 0 && used.count(name) == 0) {
+      problems.push_back(name + ": shape " + shape_text(tensor.sizes()) +
+                         " in file, unexpected: not a tensor of this ViT");
+    }
+  }
+  if (problems.empty()) return tensors;
+  constexpr size_t kShown = 10;
+  std::string message = path.string() + ": does not match the ViT " + described_by + " (" +
+                        std::to_string(problems.size()) + " differences):";
+  for (size_t i = 0; i < std::min(problems.size(), kShown); ++i) message += "\n  " + problems[i];
+  if (problems.size() > kShown) {
+    message += "\n  and " + std::to_string(problems.size() - kShown) + " more";
+  }
+  throw InputError(message);
+}
+
+fs::path model_file(const fs::path& source) {
+  if (!fs::is_directory(source)) {
+    if (!fs::exists(source)) throw InputError(source.string() + ": no such file or directory");
+    return source;
+  }
+  for (const auto* name : {kOurModelFile, kOurStateFile}) {
+    if (fs::exists(source / name)) return source / name;
+  }
+  throw InputError(source.string() + ": no " + kOurModelFile + " or " + kOurStateFile +
+                   " in this directory");
+}
+
+DenseFormat detect_format(const SafetensorsFile& file, const fs::path& path) {
+  if (file.metadata.count(kOurConfigKey) != 0) return DenseFormat::kExfusion;
+  if (file.tensors.count("vit.embeddings.patch_embeddings.projection.weight") != 0) {
+    return DenseFormat::kHuggingFace;
+  }
+  if (file.tensors.count("patch_embed.proj.weight") != 0) return DenseFormat::kTimm;
+  throw InputError(path.string() + ": not a dense ViT this build reads: no '" + kOurConfigKey +
+                   "' metadata (ours), no patch_embed.proj.weight (timm's names) and no "
+                   "vit.embeddings.patch_embeddings.projection.weight (Hugging Face's "
+                   "ViTForImageClassification)");
+}
+
+// H / D as the mlp_ratio whose hidden width (D · ratio, truncated) is H again.
+double mlp_ratio_of(int64_t hidden, int64_t dim) {
+  if (dim <= 0 || hidden <= 0) return 0.0;  // refused by model.mlp_ratio's check
+  auto ratio = static_cast<double>(hidden) / static_cast<double>(dim);
+  if (static_cast<int64_t>(static_cast<double>(dim) * ratio) < hidden) {
+    ratio = std::nextafter(ratio, HUGE_VAL);
+  }
+  return ratio;
+}
+
+const torch::Tensor& required_tensor(const SafetensorsFile& file, const fs::path& path,
+                                     const std::string& name, int64_t dims) {
+  const auto found = file.tensors.find(name);
+  if (found == file.tensors.end()) {
+    throw InputError(path.string() + ": no tensor " + name + ", which a timm ViT has");
+  }
+  if (found->second.dim() != dims) {
+    throw InputError(path.string() + ": " + name + ": shape " + shape_text(found->second.sizes()) +
+                     " in file, expected " + std::to_string(dims) + " dimensions");
+  }
+  return found->second;
+}
+
+// The model section of our checkpoint's stored config, and that config.
+std::pair<nlohmann::json, nlohmann::json> our_architecture(const SafetensorsFile& file,
+                                                           const fs::path& path) {
+  const auto entry = file.metadata.find(kOurConfigKey);
+  if (entry == file.metadata.end()) {
+    throw InputError(path.string() + ": no '" + kOurConfigKey +
+                     "' metadata: not one of our checkpoints (--from timm or --from huggingface "
+                     "reads theirs)");
+  }
+  const auto source = path.string() + " (metadata " + kOurConfigKey + ")";
+  auto stored = parse_json_input(entry->second, source);
+  if (!stored.is_object() || !stored.contains("model")) {
+    throw InputError(source + ": no model section");
+  }
+  const auto kind = file.metadata.find(kOurKindKey);
+  if (kind != file.metadata.end() && kind->second == "training-state") {
+    nlohmann::json ffn_kind = "?";
+    if (stored.contains("ffn") && stored["ffn"].is_object() && stored["ffn"].contains("kind")) {
+      ffn_kind = stored["ffn"]["kind"];
+    }
+    if (ffn_kind != "dense") {
+      throw InputError(path.string() + ": a training state of FFN kind " + ffn_kind.dump() +
+                       ", not one dense ViT: `exfusion fuse` writes the dense model it fuses "
+                       "into, which import reads");
+    }
+  }
+  auto model = stored["model"];
+  return {std::move(model), std::move(stored)};
+}
+
+// timm's heads for its standard widths (ViT-Ti/S/B/L).
+std::optional<int64_t> timm_heads(int64_t width) {
+  static const std::map<int64_t, int64_t> heads = {{192, 3}, {384, 6}, {768, 12}, {1024, 16}};
+  const auto found = heads.find(width);
+  if (found == heads.end()) return std::nullopt;
+  return found->second;
+}
+
+// The model section a timm state_dict's shapes describe; num_heads from `patch`, else timm's.
+nlohmann::json timm_architecture(const SafetensorsFile& file, const fs::path& path,
+                                 const nlohmann::json& patch) {
+  const auto& proj = required_tensor(file, path, "patch_embed.proj.weight", 4);
+  const auto dim = proj.size(0), patch_size = proj.size(2);
+  if (proj.size(3) != patch_size || patch_size < 1 || patch_size > kMaxPatchSize) {
+    throw InputError(path.string() + ": patch_embed.proj.weight: shape " +
+                     shape_text(proj.sizes()) + " in file, expected square patches of 1 to " +
+                     std::to_string(kMaxPatchSize) + " pixels");
+  }
+  const auto& pos = required_tensor(file, path, "pos_embed", 3);
+  const auto patches = pos.size(1) - 1;  // the class token's position first
+  const auto grid = static_cast<int64_t>(std::llround(std::sqrt(static_cast<double>(patches))));
+  if (patches < 1 || patches > kMaxPatchSize * kMaxPatchSize || grid * grid != patches) {
+    throw InputError(path.string() + ": pos_embed: shape " + shape_text(pos.sizes()) +
+                     " in file, expected 1 class token + a square grid of patch positions");
+  }
+  int64_t depth = 0;
+  const std::string blocks = "blocks.";
+  for (const auto& [name, tensor] : file.tensors) {
+    if (name.rfind(blocks, 0) != 0) continue;
+    const auto index = name.substr(blocks.size(), name.find('.', blocks.size()) - blocks.size());
+    if (index.empty() || index.size() > 6 || index.find_first_not_of("0123456789") != index.npos) {
+      throw InputError(path.string() + ": " + name + ": expected blocks.<index>.<name>");
+    }
+    depth = std::max<int64_t>(depth, std::stoll(index) + 1);
+  }
+  const auto hidden = required_tensor(file, path, "blocks.0.mlp.fc1.weight", 2).size(0);
+  const auto classes = required_tensor(file, path, "head.weight", 2).size(0);
+  // When `patch` gives num_heads it sets it (and reports a wrong value): 1 divides any width.
+  const bool heads_given = patch.is_object() && patch.contains("num_heads");
+  const auto standard = timm_heads(dim);
+  if (!heads_given && !standard) {
+    throw InputError(path.string() + ": a timm ViT of width " + std::to_string(dim) +
+                     ": its number of attention heads is in no tensor's shape and timm has no "
+                     "standard for this width; pass --set model.num_heads=N");
+  }
+  const int64_t heads = heads_given ? 1 : *standard;
+  return {{"img_size", grid * patch_size},
+          {"in_chans", proj.size(1)},
+          {"patch_size", patch_size},
+          {"embed_dim", dim},
+          {"depth", depth},
+          {"num_heads", heads},
+          {"mlp_ratio", mlp_ratio_of(hidden, dim)},
+          {"num_classes", classes}};
+}
+
+std::string read_hf_config_text(const fs::path& path, const fs::path& model) {
+  std::error_code error;
+  const auto size = fs::file_size(path, error);
+  if (error) {
+    throw InputError(model.string() + ": a Hugging Face checkpoint is read with its config.json: " +
+                     path.string() + " cannot be read (" + error.message() + ")");
+  }
+  if (size > kMaxHfConfigBytes) {
+    throw InputError(path.string() + ": " + std::to_string(size) +
+                     " bytes, more than a config.json holds (at most " +
+                     std::to_string(kMaxHfConfigBytes) + ")");
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string text(size, '\0');
+  if (!in.read(text.data(), static_cast<std::streamsize>(size))) {
+    throw InputError(path.string() + ": cannot be read");
+  }
+  return text;
+}
+
+// The model section a Hugging Face ViTConfig (config.json beside the file) describes; a key it
+// leaves out has ViTConfig's default.
+nlohmann::json hf_architecture(const fs::path& config_path, const fs::path& model) {
+  const auto config =
+      parse_json_input(read_hf_config_text(config_path, model), config_path.string());
+  const config::Location at{config_path.string(), ""};
+  if (!config.is_object()) config::fail(at, "a JSON object (a ViTConfig) expected");
+  const auto integer = [&](const char* key, int64_t fallback) {
+    if (!config.contains(key)) return fallback;
+    const auto& value = config.at(key);
+    if (!value.is_number_integer()) config::fail(at, key, value, "an integer");
+    return value.get<int64_t>();
+  };
+  const auto expect = [&](const char* key, const nlohmann::json& wanted, const std::string& why) {
+    if (config.contains(key) && config.at(key) != wanted) {
+      config::fail(at, key, config.at(key), wanted.dump() + " (" + why + ")");
+    }
+  };
+  expect("model_type", "vit", "a ViTForImageClassification");
+  expect("hidden_act", "gelu", "our ViT's exact GELU");
+  expect("qkv_bias", true, "our ViT's qkv has a bias");
+  double eps = 1e-12;
+  if (config.contains("layer_norm_eps")) {
+    const auto& value = config.at("layer_norm_eps");
+    if (!value.is_number()) config::fail(at, "layer_norm_eps", value, "a number");
+    eps = value.get<double>();
+  }
+  int64_t labels = integer("num_labels", 2);
+  if (config.contains("id2label")) {
+    const auto& id2label = config.at("id2label");
+    if (!id2label.is_object()) config::fail(at, "id2label", id2label, "an object");
+    labels = static_cast<int64_t>(id2label.size());
+  }
+  const auto dim = integer("hidden_size", 768);
+  return {{"img_size", integer("image_size", 224)},
+          {"in_chans", integer("num_channels", 3)},
+          {"patch_size", integer("patch_size", 16)},
+          {"embed_dim", dim},
+          {"depth", integer("num_hidden_layers", 12)},
+          {"num_heads", integer("num_attention_heads", 12)},
+          {"mlp_ratio", mlp_ratio_of(integer("intermediate_size", 3072), dim)},
+          {"num_classes", labels},
+          {"norm_eps", eps}};
+}
+
+}  // namespace
+
+DenseFormat parse_dense_format(const std::string& name) {
+  if (name == "auto") return DenseFormat::kAuto;
+  if (name == "exfusion") return DenseFormat::kExfusion;
+  if (name == "timm") return DenseFormat::kTimm;
+  if (name == "huggingface") return DenseFormat::kHuggingFace;
+  throw InputError("--from " + name + ": expected auto, exfusion, timm or huggingface");
+}
+
+std::string dense_format_name(DenseFormat format) {
+  switch (format) {
+    case DenseFormat::kAuto:
+      return "auto";
+    case DenseFormat::kExfusion:
+      return "exfusion";
+    case DenseFormat::kTimm:
+      return "timm";
+    case DenseFormat::kHuggingFace:
+      return "huggingface";
+  }
+  return "?";
+}
+
+DenseImport load_dense_vit(const fs::path& source, const nlohmann::json& model_patch,
+                           DenseFormat from) {
+  DenseImport result;
+  result.file = model_file(source);
+  const auto file = load_safetensors(result.file);
+  result.format = from == DenseFormat::kAuto ? detect_format(file, result.file) : from;
+
+  // The architecture as the format states it (a model section), and where that came from.
+  nlohmann::json read;
+  std::string read_from, described_by, prefix;
+  switch (result.format) {
+    case DenseFormat::kExfusion: {
+      std::tie(read, result.stored_config) = our_architecture(file, result.file);
+      read_from = result.file.string() + " (metadata " + kOurConfigKey + ")";
+      described_by = "its metadata's config describes";
+      const auto kind = file.metadata.find(kOurKindKey);
+      if (kind != file.metadata.end() && kind->second == "training-state") prefix = "model.";
+      break;
+    }
+    case DenseFormat::kTimm:
+      read = timm_architecture(file, result.file, model_patch);
+      read_from = result.file.string() + " (the shapes of its tensors)";
+      described_by = "its tensors' shapes describe";
+      break;
+    case DenseFormat::kHuggingFace: {
+      const auto config_path = result.file.parent_path() / "config.json";
+      read = hf_architecture(config_path, result.file);
+      read_from = config_path.string();
+      described_by = "its config " + config_path.string() + " describes";
+      break;
+    }
+    case DenseFormat::kAuto:
+      break;
+  }
+  ModelConfig model;
+  model.apply(read, {read_from, "model"});
+  if (!model_patch.empty()) {
+    model.apply(model_patch, {"--set", "model"});
+    described_by += ", with --set model.* laid over it";
+  }
+  const auto* vit = model.as<VisionTransformerOptions>();
+  if (vit == nullptr) {
+    throw InputError(read_from + ": a model of kind '" + model.kind +
+                     "'; a dense import reads ViTs (model.kind vit)");
+  }
+  result.options = *vit;
+  result.options.ffn = FfnConfig{};
+
+  std::vector<TensorSource> sources;
+  for (const auto& [name, shape] : vit_tensor_shapes(result.options)) {
+    sources.push_back({name, shape,
+                       result.format == DenseFormat::kHuggingFace
+                           ? hf_names(name)
+                           : std::vector<std::string>{prefix + name}});
+  }
+  result.tensors = gather(file, result.file, sources, prefix, described_by);
+  return result;
+}
+
+}  // namespace exfusion

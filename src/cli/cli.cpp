@@ -12,6 +12,8 @@
 #include <string>
 
 #include "exfusion/config/fields.h"
+#include "exfusion/train/compression.h"
+#include "exfusion/train/initialization.h"
 #include "exfusion/train/pipeline.h"
 #include "exfusion/train/step_benchmark.h"
 #include "exfusion/util/error.h"
@@ -107,7 +109,53 @@ int parse_and_run(int argc, const char* const* argv) {
   train->add_option("--resume", train_resume,
                     "continue a run directory from its newest whole checkpoint, with its saved "
                     "config (no other option)");
+  std::string train_init;
+  train->add_option("--init", train_init,
+                    "start from a directory `exfusion upcycle` wrote: its config.yaml is the "
+                    "config (under --set) and its init.safetensors the weights");
   add_config_shortcuts(*train, shortcut_values);
+
+  UpcycleRun upcycle_run;
+  std::string upcycle_dense, upcycle_out, upcycle_method, upcycle_ratio, upcycle_seed;
+  auto* upcycle = app.add_subcommand(
+      "upcycle",
+      "Turn a dense checkpoint's FFNs into experts (sparse upcycling, Drop-Upcycling or noise "
+      "upcycling) of a top-k MoE or an ExFusion model, for exfusion train --init");
+  upcycle->add_option("dense", upcycle_dense, "dense checkpoint (.safetensors) or run directory")
+      ->required();
+  upcycle->add_option("--to", upcycle_run.to, "moe or exfusion")
+      ->required()
+      ->check(CLI::IsMember({"moe", "exfusion"}));
+  upcycle->add_option("--method", upcycle_method, "copy, drop or noise (sets init.method)");
+  upcycle->add_option("--ratio", upcycle_ratio, "share of hidden units dropped (sets init.ratio)");
+  upcycle->add_option("--seed", upcycle_seed, "seed of the drawn units (sets init.seed)");
+  upcycle->add_option("--out", upcycle_out, "directory for init.safetensors and config.yaml")
+      ->required();
+  upcycle
+      ->add_option("--set", upcycle_run.assignments,
+                   "any config key over the dense run's config: ffn.num_experts=8, "
+                   "init.independent_indices=true, train.epochs=3, ...")
+      ->take_all();
+  upcycle->add_flag("--force", upcycle_run.force, "replace an existing init.safetensors");
+
+  CompressRun compress_run;
+  std::string compress_path, compress_method, compress_out;
+  auto* compress = app.add_subcommand(
+      "compress",
+      "DeRS compression of a MoE or unfused ExFusion run's experts: a shared base plus sparse or "
+      "quantised deltas, in one file that eval, info and train --set init.from read");
+  compress->add_option("run", compress_path, "run directory, state.safetensors or training state")
+      ->required();
+  compress->add_option("--method", compress_method, "drop, topk or quant")->required();
+  compress->add_option("--ratio", compress_run.options.ratio,
+                       "drop, topk: share p of each expert's delta entries dropped, in [0, 1) "
+                       "(default 0.5)");
+  compress->add_option("--bits", compress_run.options.bits, "quant: 8, 4, 2 or 1 (default 8)");
+  compress->add_option("--seed", compress_run.options.seed, "drop: seed of the dropped entries");
+  compress->add_option("--out", compress_out, "the compressed .safetensors file")->required();
+  compress->add_option("--data", compress_run.data_dir,
+                       "directory with the IDX files (default: the run's test data)");
+  compress->add_flag("--force", compress_run.force, "overwrite an existing output");
 
   EvalRun eval_run;
   std::string eval_path, eval_logits;
@@ -129,6 +177,28 @@ int parse_and_run(int argc, const char* const* argv) {
   fuse->add_option("path", fuse_path, "run directory or state.safetensors")->required();
   fuse->add_option("--out", fuse_out, "output file (default: model.safetensors beside it)");
   fuse->add_flag("--force", fuse_run.force, "overwrite an existing output");
+
+  ImportRun import_run;
+  std::string import_source, import_out;
+  auto* import_command = app.add_subcommand(
+      "import",
+      "Make one of our dense checkpoints from a dense ViT: ours, timm's or Hugging Face's");
+  import_command
+      ->add_option("source", import_source,
+                   "run directory, .safetensors file, or Hugging Face save_pretrained directory "
+                   "(its config.json beside the weights)")
+      ->required();
+  import_command
+      ->add_option("--out", import_out, "the dense checkpoint to write (its .json beside it)")
+      ->required();
+  import_command->add_option("--from", import_run.from,
+                             "auto (default), exfusion, timm or huggingface");
+  import_command
+      ->add_option("--set", import_run.assignments,
+                   "model.key=value over the architecture read (model.num_heads=N for a timm "
+                   "file of a non-standard width); data.mean=[...] data.std=[...]")
+      ->take_all();
+  import_command->add_flag("--force", import_run.force, "overwrite an existing output");
 
   std::string info_path;
   auto* info =
@@ -171,9 +241,22 @@ int parse_and_run(int argc, const char* const* argv) {
     ConfigLayers layers{train_config, {}};
     if (!train_data.empty()) layers.assignments.push_back("data.dir=" + train_data);
     layers.assignments.insert(layers.assignments.end(), train_sets.begin(), train_sets.end());
+    if (!train_init.empty()) {
+      if (!train_config.empty()) {
+        throw InputError("--init " + train_init +
+                         " takes its config from the directory's config.yaml; lay keys over it "
+                         "with --set rather than --config");
+      }
+      const auto init_config = std::filesystem::path(train_init) / "config.yaml";
+      if (!std::filesystem::exists(init_config)) {
+        throw InputError(init_config.string() +
+                         ": no such file (expected a directory written by exfusion upcycle)");
+      }
+      layers.file = init_config.string();
+    }
     if (!train_resume.empty()) {
       if (!train_config.empty() || !layers.assignments.empty() || !train_out.empty() ||
-          train_force) {
+          train_force || !train_init.empty()) {
         throw InputError("--resume " + train_resume +
                          " continues the run with the config saved in it; --config, --set, "
                          "--out, --force and the config shortcuts cannot be given with it");
@@ -184,6 +267,25 @@ int parse_and_run(int argc, const char* const* argv) {
           build_run_config(default_run_config(), layers), train_out, train_force, {}};
       run_training(run, std::cout, std::cerr);
     }
+  } else if (upcycle->parsed()) {
+    upcycle_run.dense = upcycle_dense;
+    upcycle_run.out = upcycle_out;
+    const std::vector<std::pair<std::string, std::string>> shortcuts = {
+        {"init.method", upcycle_method},
+        {"init.ratio", upcycle_ratio},
+        {"init.seed", upcycle_seed}};
+    for (auto it = shortcuts.rbegin(); it != shortcuts.rend(); ++it) {
+      if (!it->second.empty()) {
+        upcycle_run.assignments.insert(upcycle_run.assignments.begin(),
+                                       it->first + "=" + it->second);
+      }
+    }
+    print_json(upcycle_checkpoint(upcycle_run, std::cerr));
+  } else if (compress->parsed()) {
+    compress_run.path = compress_path;
+    compress_run.out = compress_out;
+    compress_run.options.method = parse_ders_method(compress_method);
+    print_json(compress_checkpoint(compress_run, std::cerr));
   } else if (bench->parsed()) {
     prepend_shortcuts(bench_shortcuts, bench_args.assignments);
     run_bench(bench_args, std::cout, std::cerr);
@@ -195,6 +297,10 @@ int parse_and_run(int argc, const char* const* argv) {
     fuse_run.path = fuse_path;
     fuse_run.out = fuse_out;
     print_json(fuse_checkpoint(fuse_run));
+  } else if (import_command->parsed()) {
+    import_run.source = import_source;
+    import_run.out = import_out;
+    print_json(import_checkpoint(import_run));
   } else if (info->parsed()) {
     print_json(describe_checkpoint(info_path));
   } else if (config_command->parsed()) {

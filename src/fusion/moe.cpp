@@ -57,7 +57,7 @@ torch::Tensor MoeMlpImpl::forward(const torch::Tensor& x) {
   const auto probs =
       at::softmax(logits.to(at::promote_types(logits.scalar_type(), torch::kFloat32)), -1);
   auto [gates, chosen] = probs.topk(k, -1);
-  if (k > 1) gates = gates / gates.sum(-1, /*keepdim=*/true);
+  if (k > 1 || options.renormalize_top1()) gates = gates / gates.sum(-1, /*keepdim=*/true);
 
   // Assignments in priority order: every token's first choice, then every second choice.
   const auto expert_of = chosen.t().reshape({-1});

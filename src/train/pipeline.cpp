@@ -13,12 +13,15 @@
 #include "exfusion/fusion/fuse.h"
 #include "exfusion/io/module_tensors.h"
 #include "exfusion/layers/capabilities.h"
+#include "exfusion/models/dense_import.h"
 #include "exfusion/models/model.h"
+#include "exfusion/train/initialization.h"
 #include "exfusion/train/metrics.h"
 #include "exfusion/train/run_files.h"
 #include "exfusion/train/standard_callbacks.h"
 #include "exfusion/train/tensorboard_callback.h"
 #include "exfusion/train/trainer.h"
+#include "exfusion/upcycling/ders_compression.h"
 #include "exfusion/util/atomic_file.h"
 #include "exfusion/util/device.h"
 #include "exfusion/util/error.h"
@@ -156,6 +159,8 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
   auto data = make_task(config)->load_data(config.data, *config.model.options, /*with_train=*/true);
   torch::manual_seed(static_cast<uint64_t>(config.train.seed));
   auto model = build_model(config.model, config.ffn);
+  nlohmann::json initialized;
+  if (!resumed && !config.init.from.empty()) initialized = initialize_model(*model, config);
   const int64_t params_train = count_parameters(*model);
   Trainer trainer(config, model, device);
   if (resumed) trainer.restore(*resumed);
@@ -169,6 +174,10 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
   }
   progress << "exfusion train: " << config.ffn.run_name() << " on " << device << ", run directory "
            << out.string() << "\n";
+  if (!initialized.is_null()) {
+    progress << "exfusion train: weights from " << initialized["from"].get<std::string>() << " ("
+             << initialized["method"].get<std::string>() << ")\n";
+  }
 
   MetricsLog log(out / kMetricsFile);
   JsonlMetricsCallback jsonl(log);
@@ -177,10 +186,12 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
     if (position != resumed->outputs.end()) jsonl.rewind_output(*position);
     log.write({{"event", "resume"}, {"step", resumed->step}});
   } else {
-    log.write({{"event", "start"},
-               {"config", to_json(config)},
-               {"params", params_train},
-               {"device", device.str()}});
+    nlohmann::json start = {{"event", "start"},
+                            {"config", to_json(config)},
+                            {"params", params_train},
+                            {"device", device.str()}};
+    if (!initialized.is_null()) start["init"] = initialized;
+    log.write(start);
   }
   std::vector<TrainerCallback*> callbacks{&jsonl};
   std::vector<const ResumableOutput*> outputs{&jsonl};
@@ -329,6 +340,55 @@ nlohmann::json fuse_checkpoint(const FuseRun& run) {
   return result;
 }
 
+nlohmann::json import_checkpoint(const ImportRun& run) {
+  refuse_overwrite(run.out, run.force);
+  refuse_overwrite(model_description_path(run.out), run.force);
+  // model.* is read with the tensors (it can contradict them); the rest goes into the config.
+  auto model_patch = nlohmann::json::object();
+  std::vector<std::pair<nlohmann::json, std::string>> config_patches;
+  for (const auto& assignment : run.assignments) {
+    auto patch = config::parse_assignment(assignment);
+    if (patch.contains("ffn")) {
+      throw InputError("--set " + assignment + ": an import writes a dense model (ffn.kind dense)");
+    }
+    if (patch.contains("model")) {
+      model_patch.merge_patch(patch["model"]);
+      patch.erase("model");
+    }
+    if (!patch.empty()) config_patches.emplace_back(std::move(patch), "--set " + assignment);
+  }
+  const auto imported = load_dense_vit(run.source, model_patch, parse_dense_format(run.from));
+
+  auto config = default_run_config();
+  config.model = ModelConfig::of("vit", imported.options);
+  config.ffn = FfnConfig{};
+  if (imported.stored_config.is_object()) {  // ours: its normalisation and train section
+    auto kept = imported.stored_config;
+    kept.erase("model");
+    kept.erase("ffn");
+    apply_config(config, kept, imported.file.string() + " (metadata " + kConfigMetadataKey + ")");
+  }
+  for (const auto& [patch, source] : config_patches) apply_config(config, patch, source);
+  config.validate({"", ""});
+  if (config.data.mean.empty() || config.data.std.empty()) {
+    throw InputError(imported.file.string() + ": a " + dense_format_name(imported.format) +
+                     " checkpoint states no input normalisation; pass the one the model was "
+                     "trained with: --set data.mean=[...] data.std=[...] (one value per channel)");
+  }
+  // Loading into the model the config builds is the check that eval will read the file.
+  auto model = build_model(config.model, config.ffn);
+  SafetensorsFile loaded;
+  for (const auto& [name, tensor] : imported.tensors) loaded.tensors.emplace(name, tensor);
+  load_module_tensors(*model, loaded, imported.file);
+  if (run.out.has_parent_path()) fs::create_directories(run.out.parent_path());
+  save_dense_model(run.out, module_tensors(*model), config);
+  return {{"imported", run.out.string()},
+          {"source", imported.file.string()},
+          {"from", dense_format_name(imported.format)},
+          {"architecture", config.model.to_json()},
+          {"params", count_parameters(*model)}};
+}
+
 nlohmann::json describe_checkpoint(const fs::path& run_path) {
   // A run directory without a dense model (an MoE run's) is described by its training state.
   const bool only_state = fs::is_directory(run_path) && !fs::exists(run_path / kModelFile) &&
@@ -346,11 +406,18 @@ nlohmann::json describe_checkpoint(const fs::path& run_path) {
       {"forward_gflops_per_image",
        config.model.options->forward_flops_per_sample(config.ffn) / 1e9},
       {"tensors", checkpoint.file.tensors.size()}};
+  const auto ders = checkpoint.file.metadata.find(kDersMetadataKey);
+  if (ders != checkpoint.file.metadata.end()) {  // read (and checked) by load_checkpoint
+    info["kind"] = kDersCompressedKind;
+    info["ders"] = nlohmann::json::parse(ders->second);
+  }
   const auto model_metrics = collect_metrics(*model);
   for (const auto& [group, values] : model_metrics.items()) info[group] = values;
   if (checkpoint.is_training_state) {
-    const auto step = checkpoint.file.tensors.find("trainer.step");
-    if (step != checkpoint.file.tensors.end()) info["step"] = step->second.item<int64_t>();
+    // Read through the state's own loader: its checksum and the shapes of its scalars checked.
+    if (checkpoint.file.tensors.count("trainer.step") != 0) {
+      info["step"] = TrainingState::load(path).step;
+    }
   }
   return info;
 }

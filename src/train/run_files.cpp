@@ -7,6 +7,7 @@
 #include "exfusion/io/module_tensors.h"
 #include "exfusion/models/registry.h"
 #include "exfusion/train/training_state.h"
+#include "exfusion/upcycling/ders_compression.h"
 #include "exfusion/util/atomic_file.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/json_input.h"
@@ -133,6 +134,11 @@ Checkpoint load_checkpoint(const std::filesystem::path& path, const std::string&
   const auto& metadata = checkpoint.file.metadata;
   const auto kind = metadata.find(kKindMetadataKey);
   checkpoint.is_training_state = kind != metadata.end() && kind->second == "training-state";
+  // A DeRS-compressed file reads as the training state's model it came from: W_b + Δ̂_i.
+  if (kind != metadata.end() && kind->second == kDersCompressedKind) {
+    checkpoint.file.tensors = synthesise_ders_tensors(checkpoint.file, path);
+    checkpoint.is_training_state = true;
+  }
   const auto format = metadata.find(kFormatMetadataKey);
   if (format != metadata.end()) {
     if (format->second != "1" && format->second != "2" && format->second != "3") {

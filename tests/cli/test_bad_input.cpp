@@ -2,10 +2,13 @@
 // and what was expected, and leaves no partial output behind.
 #include <gtest/gtest.h>
 
+#include <zlib.h>
 #include <chrono>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+
+#include <cstdio>
 
 #include "../support/cli.h"
 #include "exfusion/io/safetensors.h"
@@ -134,6 +137,8 @@ TEST_F(BadInput, ValuesBeyondTheirBoundsAreRefusedBeforeAnythingRuns) {
   expect_error(run_cli(train("--set train.epochs=1e17")), {"train.epochs", "an integer"});
   expect_error(run_cli(train("--set train.lr=1e999")), {"train.lr", "expected a number"});
   expect_error(run_cli(train("--layers [0.7]")), {"ffn.layers", "block indices"});
+  expect_error(run_cli(train("--set ffn.expert_noise_std=-1")),
+               {"ffn.expert_noise_std = -1", "a non-negative number"});
   EXPECT_FALSE(std::filesystem::exists(dir_ / "run"));
 }
 
@@ -178,6 +183,32 @@ TEST_F(BadInput, EvaluatingANonFiniteModelWarns) {
       << result.output;
   EXPECT_NE(result.output.find("nan: the model's outputs are not finite"), std::string::npos)
       << result.output;
+}
+
+// A training state whose bookkeeping tensors have the wrong size (with a checksum that
+// matches, so only the size is wrong) is a clear error, not an internal one.
+TEST_F(BadInput, TrainingStateScalarsOfTheWrongSize) {
+  ASSERT_EQ(run_cli(train("")).exit_code, 0);
+  for (const auto& step : {torch::zeros({0}, torch::kInt64), torch::zeros({2}, torch::kInt64)}) {
+    auto file = load_safetensors(dir_ / "run" / "state.safetensors");
+    file.tensors["trainer.step"] = step;
+    // The checksum the state format keeps: CRC-32 of every tensor's bytes in name order.
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (const auto& [name, tensor] : file.tensors) {
+      if (tensor.nbytes() == 0) continue;  // crc32() with a null buffer would restart the sum
+      crc = crc32(crc, static_cast<const Bytef*>(tensor.data_ptr()),
+                  static_cast<uInt>(tensor.nbytes()));
+    }
+    char checksum[16];
+    std::snprintf(checksum, sizeof checksum, "%08lx", static_cast<unsigned long>(crc));
+    file.metadata["exfusion.checksum"] = checksum;
+    const auto forged = dir_ / "forged.safetensors";
+    save_safetensors(forged, NamedTensors(file.tensors.begin(), file.tensors.end()), file.metadata);
+    const auto result = run_cli("info " + forged.string());
+    EXPECT_EQ(result.exit_code, 2) << result.output;
+    EXPECT_NE(result.output.find("'trainer.step' is not an int64 scalar"), std::string::npos)
+        << result.output;
+  }
 }
 
 TEST_F(BadInput, ExistingOutputNeedsForce) {

@@ -28,6 +28,9 @@ struct MoeOptions {
       config::non_negative<double>());
     f("aux_loss_coef", aux_loss_coef(), "load-balancing loss coefficient",
       config::non_negative<double>());
+    f("renormalize_top1", renormalize_top1(),
+      "with top_k 1, divide the gate by itself (1) as k > 1 renormalises its k gates, so that "
+      "experts upcycled as copies give the dense FFN's output; false keeps Switch's gate p");
   }
   // top_k at most num_experts; errors name `at`'s path.
   void validate(const config::Location& at) const;
@@ -42,6 +45,7 @@ struct MoeOptions {
   // earlier ones (all first choices before second choices); 0 keeps every assignment.
   TORCH_ARG(double, capacity_factor) = 1.25;
   TORCH_ARG(double, aux_loss_coef) = 0.01;
+  TORCH_ARG(bool, renormalize_top1) = false;
 };
 
 // No dense form: a mixture of experts cannot be fused (fuse says so).

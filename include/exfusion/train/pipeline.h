@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "exfusion/train/run_config.h"
 
@@ -48,6 +49,19 @@ struct FuseRun {
   bool force = false;
 };
 nlohmann::json fuse_checkpoint(const FuseRun& run);
+
+struct ImportRun {
+  std::filesystem::path source;  // a run directory, a .safetensors file, a save_pretrained dir
+  std::filesystem::path out;     // the dense checkpoint written, its description beside it
+  std::string from = "auto";     // auto, exfusion, timm or huggingface
+  // key.path=value: model.* read with the tensors (num_heads for a timm file), any other key
+  // (data.mean, data.std) laid over the written checkpoint's config.
+  std::vector<std::string> assignments;
+  bool force = false;
+};
+// Writes a dense ViT from outside (models/dense_import.h: ours, timm's, Hugging Face's) as our
+// dense checkpoint (save_dense_model), which eval, info and training from it read.
+nlohmann::json import_checkpoint(const ImportRun& run);
 
 // Architecture, parameters, FLOPs and the model's metrics (fusion weights) of a checkpoint.
 nlohmann::json describe_checkpoint(const std::filesystem::path& path);

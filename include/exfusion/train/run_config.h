@@ -14,6 +14,7 @@
 #include "exfusion/models/ffn_config.h"
 #include "exfusion/models/model.h"
 #include "exfusion/tasks/task.h"
+#include "exfusion/upcycling/upcycle.h"
 #include "exfusion/util/fast_paths.h"
 
 namespace exfusion {
@@ -101,6 +102,7 @@ struct RunConfig {
   FfnConfig ffn;
   DataConfig data;
   TrainConfig train;
+  InitConfig init;
 
   template <class Fields>
   void fields(Fields& f) {
@@ -110,6 +112,7 @@ struct RunConfig {
     f("ffn", ffn, "the FFN kind of the model's blocks and its options");
     f("data", data, "the data set and its preparation");
     f("train", train, "optimisation and the training loop");
+    f("init", init, "where a fresh run's weights start: a dense checkpoint upcycled, or fresh");
   }
   // Checks across sections (FFN layers against the model's depth, normalisation per channel).
   void validate(const config::Location& at) const;

@@ -1,0 +1,119 @@
+// `exfusion compress` (see compression.h): the run's model and recorded dense base in, the
+// compressed file out, and both evaluated the way `exfusion eval` evaluates a checkpoint.
+#include "exfusion/train/compression.h"
+
+#include <iomanip>
+
+#include "exfusion/train/initialization.h"
+#include "exfusion/train/pipeline.h"
+#include "exfusion/train/run_files.h"
+#include "exfusion/train/training_state.h"
+#include "exfusion/util/atomic_file.h"
+#include "exfusion/util/error.h"
+
+namespace exfusion {
+namespace fs = std::filesystem;
+namespace {
+
+// The dense FFN weights an upcycled init file records, by their dense names; empty when the
+// run did not start from one (or the file is gone).
+DenseTensors recorded_dense_base(const std::string& init_from) {
+  DenseTensors base;
+  std::error_code error;
+  if (init_from.empty() || !fs::is_regular_file(init_from, error)) return base;
+  const std::string prefix = kDenseBasePrefix;
+  for (const auto& [name, tensor] : load_safetensors(init_from).tensors) {
+    if (name.rfind(prefix, 0) == 0) base.emplace(name.substr(prefix.size()), tensor);
+  }
+  return base;
+}
+
+}  // namespace
+
+nlohmann::json compress_checkpoint(const CompressRun& run, std::ostream& report) {
+  run.options.validate();
+  if (run.out.empty()) throw InputError("compress: --out names the compressed file to write");
+  refuse_overwrite(run.out, run.force);
+  const auto path = checkpoint_path(run.path, /*prefer_state=*/true);
+  const auto checkpoint = load_checkpoint(path);
+  if (!checkpoint.is_training_state) {
+    throw InputError(path.string() + ": not a training state; DeRS compresses the experts of a " +
+                     "MoE or unfused ExFusion run (its state.safetensors)");
+  }
+  const auto model = model_from_checkpoint(checkpoint, path);
+  const auto base = recorded_dense_base(checkpoint.config.init.from);
+  const auto compressed = [&] {
+    try {
+      return compress_model(*model, base, run.options);
+    } catch (const InputError& e) {
+      throw InputError(path.string() + ": " + e.what());
+    }
+  }();
+
+  if (run.out.has_parent_path()) fs::create_directories(run.out.parent_path());
+  save_safetensors(run.out, compressed.tensors,
+                   {{kConfigMetadataKey, to_json(checkpoint.config).dump()},
+                    {kKindMetadataKey, kDersCompressedKind},
+                    {kFormatMetadataKey, std::to_string(TrainingState::kFormatVersion)},
+                    {kDersMetadataKey, run.options.to_json().dump()},
+                    {"exfusion.compressed_from", fs::absolute(path).string()}});
+
+  int64_t params_before = 0, bytes_before = 0, params_after = 0, bytes_after = 0;
+  for (const auto& [name, tensor] : checkpoint.file.tensors) {
+    if (name.rfind("model.", 0) != 0) continue;
+    params_before += tensor.numel();
+    bytes_before += static_cast<int64_t>(tensor.nbytes());
+  }
+  for (const auto& [name, tensor] : compressed.tensors) {
+    bytes_after += static_cast<int64_t>(tensor.nbytes());
+    if (name.rfind("model.", 0) == 0) params_after += tensor.numel();
+  }
+  int64_t expert_params_before = 0, expert_params_after = 0, expert_bytes_before = 0,
+          expert_bytes_after = 0, from_dense = 0;
+  for (const auto& bank : compressed.report["banks"]) {
+    expert_params_before += bank["params_before"].get<int64_t>();
+    expert_params_after += bank["params_after"].get<int64_t>();
+    expert_bytes_before += bank["bytes_before"].get<int64_t>();
+    expert_bytes_after += bank["bytes_after"].get<int64_t>();
+    if (bank["base"] == "dense_base") ++from_dense;
+  }
+  params_after += expert_params_after;
+
+  EvalRun original;
+  original.path = path;
+  original.data_dir = run.data_dir;
+  EvalRun synthesised = original;
+  synthesised.path = run.out;
+  const auto before = evaluate_checkpoint(original);
+  const auto after = evaluate_checkpoint(synthesised);
+  const auto banks = static_cast<int64_t>(compressed.report["banks"].size());
+  const nlohmann::json summary = {
+      {"checkpoint", path.string()},
+      {"compressed", run.out.string()},
+      {"method", run.options.to_json()},
+      {"banks", banks},
+      {"base", {{"dense_base", from_dense}, {"expert_mean", banks - from_dense}}},
+      {"params_before", params_before},
+      {"params_after", params_after},
+      {"bytes_before", bytes_before},
+      {"bytes_after", bytes_after},
+      {"expert_params_before", expert_params_before},
+      {"expert_params_after", expert_params_after},
+      {"expert_bytes_before", expert_bytes_before},
+      {"expert_bytes_after", expert_bytes_after},
+      {"test_accuracy_before", before["test_accuracy"]},
+      {"test_accuracy_after", after["test_accuracy"]},
+      {"test_loss_before", before["test_loss"]},
+      {"test_loss_after", after["test_loss"]},
+      {"samples", after["samples"]},
+      {"per_bank", compressed.report["banks"]}};
+  report << std::fixed << std::setprecision(2) << "DeRS " << to_string(run.options.method) << ": "
+         << banks << " expert banks (" << from_dense << " against the recorded dense base), "
+         << bytes_before << " -> " << bytes_after << " bytes ("
+         << 100.0 * static_cast<double>(bytes_after) / static_cast<double>(bytes_before)
+         << "%), test accuracy " << 100.0 * before["test_accuracy"].get<double>() << "% -> "
+         << 100.0 * after["test_accuracy"].get<double>() << "%\n";
+  return summary;
+}
+
+}  // namespace exfusion

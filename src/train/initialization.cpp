@@ -69,6 +69,16 @@ nlohmann::json initialize_model(ModelImpl& model, const RunConfig& config) {
     described["method"] = "ders-decompressed";
     return described;
   }
+  if (config.ffn.is_dense()) {
+    // A dense run continued from a dense checkpoint: the baseline at the same budget.
+    SafetensorsFile dense;
+    for (const auto& [name, tensor] : dense_tensors_of(checkpoint, path)) {
+      dense.tensors.emplace(name, tensor);
+    }
+    load_module_tensors(model, dense, path);
+    described["method"] = "loaded";
+    return described;
+  }
   const auto report = upcycle_into(model, dense_tensors_of(checkpoint, path), init, path.string());
   described["method"] = config::to_json(init)["method"];
   described["layers"] = report.layers;

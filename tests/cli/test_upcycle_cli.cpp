@@ -97,6 +97,17 @@ TEST_F(UpcycleCli, OneCommandFromADenseRunThroughInitFrom) {
   EXPECT_NE(result.output.find("weights from"), std::string::npos) << result.output;
 }
 
+// The comparison's baseline: a dense run continued from the dense checkpoint loads its
+// weights as they are (nothing to upcycle).
+TEST_F(UpcycleCli, ADenseRunContinuesFromADenseCheckpoint) {
+  const auto run = dir_ / "continued";
+  const auto result = testing::run_cli("train --data " + dir_.string() + " --out " + run.string() +
+                                       kTiny + " ffn.kind=dense train.max_steps=1 init.from=" +
+                                       (dir_ / "dense").string());
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_EQ(start_line(run)["init"]["method"], "loaded");
+}
+
 TEST_F(UpcycleCli, OnlyDenseModelsOfTheSameArchitectureUpcycle) {
   ASSERT_EQ(testing::run_cli("train --data " + dir_.string() + " --out " + (dir_ / "mb").string() +
                              " --set ffn.kind=exfusion" + kTiny)

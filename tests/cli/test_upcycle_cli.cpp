@@ -101,9 +101,9 @@ TEST_F(UpcycleCli, OneCommandFromADenseRunThroughInitFrom) {
 // weights as they are (nothing to upcycle).
 TEST_F(UpcycleCli, ADenseRunContinuesFromADenseCheckpoint) {
   const auto run = dir_ / "continued";
-  const auto result = testing::run_cli("train --data " + dir_.string() + " --out " + run.string() +
-                                       kTiny + " ffn.kind=dense train.max_steps=1 init.from=" +
-                                       (dir_ / "dense").string());
+  const auto result =
+      testing::run_cli("train --data " + dir_.string() + " --out " + run.string() + kTiny +
+                       " ffn.kind=dense train.max_steps=1 init.from=" + (dir_ / "dense").string());
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_EQ(start_line(run)["init"]["method"], "loaded");
 }

@@ -87,7 +87,7 @@ nlohmann::json compress_checkpoint(const CompressRun& run, std::ostream& report)
   const auto before = evaluate_checkpoint(original);
   const auto after = evaluate_checkpoint(synthesised);
   const auto banks = static_cast<int64_t>(compressed.report["banks"].size());
-  const nlohmann::json summary = {
+  nlohmann::json summary = {
       {"checkpoint", path.string()},
       {"compressed", run.out.string()},
       {"method", run.options.to_json()},

@@ -124,15 +124,15 @@ nlohmann::json upcycle_checkpoint(const UpcycleRun& run, std::ostream& report) {
 
   int64_t dense_params = 0;
   for (const auto& [name, tensor] : dense) dense_params += tensor.numel();
-  const nlohmann::json summary = {{"from", path.string()},
-                                  {"to", config.ffn.run_name()},
-                                  {"method", config::to_json(config.init)},
-                                  {"layers", upcycled.layers},
-                                  {"experts", upcycled.experts},
-                                  {"params_dense", dense_params},
-                                  {"params_upcycled", count_parameters(*model)},
-                                  {"init", init_file.string()},
-                                  {"config", config_file.string()}};
+  nlohmann::json summary = {{"from", path.string()},
+                            {"to", config.ffn.run_name()},
+                            {"method", config::to_json(config.init)},
+                            {"layers", upcycled.layers},
+                            {"experts", upcycled.experts},
+                            {"params_dense", dense_params},
+                            {"params_upcycled", count_parameters(*model)},
+                            {"init", init_file.string()},
+                            {"config", config_file.string()}};
   report << "upcycled " << upcycled.layers << " FFNs of " << path.string() << " into "
          << config.ffn.run_name() << " (" << upcycled.experts << " experts each): " << dense_params
          << " -> " << count_parameters(*model) << " parameters\n"

@@ -143,8 +143,9 @@ UpcycleReport upcycle_into(torch::nn::Module& model, const DenseTensors& dense,
                      "ffn.kind to moe or exfusion)");
   }
   for (const auto& [tensor_name, tensor] : module_tensors(model)) {
+    const std::string& name = tensor_name;  // C++17 lambdas cannot capture a structured binding
     const bool in_upcycled_ffn = std::any_of(ffns.begin(), ffns.end(), [&](const ExpertFfn& ffn) {
-      return tensor_name.rfind(ffn.path + ".", 0) == 0;
+      return name.rfind(ffn.path + ".", 0) == 0;
     });
     if (in_upcycled_ffn) continue;
     auto target = tensor;  // shares storage with the module's tensor

@@ -15,15 +15,21 @@ namespace exfusion {
 namespace fs = std::filesystem;
 namespace {
 
-// The dense FFN weights an upcycled init file records, by their dense names; empty when the
-// run did not start from one (or the file is gone).
+// The dense FFN weights the run's experts came from, by their dense names: those an upcycled
+// init file records, or the dense checkpoint itself that a run upcycled in one command names;
+// empty when the run did not start from one (or the file is gone).
 DenseTensors recorded_dense_base(const std::string& init_from) {
   DenseTensors base;
   std::error_code error;
-  if (init_from.empty() || !fs::is_regular_file(init_from, error)) return base;
-  const std::string prefix = kDenseBasePrefix;
-  for (const auto& [name, tensor] : load_safetensors(init_from).tensors) {
-    if (name.rfind(prefix, 0) == 0) base.emplace(name.substr(prefix.size()), tensor);
+  if (init_from.empty() || !fs::exists(init_from, error)) return base;
+  if (fs::is_regular_file(init_from, error)) {
+    const std::string prefix = kDenseBasePrefix;
+    for (const auto& [name, tensor] : load_safetensors(init_from).tensors) {
+      if (name.rfind(prefix, 0) == 0) base.emplace(name.substr(prefix.size()), tensor);
+    }
+  }
+  if (base.empty()) {
+    if (auto dense = dense_tensors_if_dense(init_from)) base = std::move(*dense);
   }
   return base;
 }

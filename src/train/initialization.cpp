@@ -53,6 +53,15 @@ DenseTensors dense_tensors_of(const Checkpoint& checkpoint, const fs::path& path
 
 }  // namespace
 
+std::optional<DenseTensors> dense_tensors_if_dense(const fs::path& path) {
+  const auto file = dense_file(path);
+  const auto checkpoint = load_checkpoint(file);
+  const bool dense = !is_upcycled(checkpoint) &&
+                     (!checkpoint.is_training_state || checkpoint.config.ffn.is_dense());
+  if (!dense) return std::nullopt;
+  return dense_tensors_of(checkpoint, file);
+}
+
 nlohmann::json initialize_model(ModelImpl& model, const RunConfig& config) {
   const auto& init = config.init;
   const auto path = dense_file(init.from);

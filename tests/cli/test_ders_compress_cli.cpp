@@ -106,6 +106,22 @@ TEST_F(DersCompressCli, CompressedMoeIsEvaluatedDescribedAndTrainedFrom) {
   EXPECT_EQ(lossless["bytes_after"].get<int64_t>(), data_bytes(dir_ / "moe-top0.safetensors"));
 }
 
+// A MoE upcycled in one command (init.from = the dense run) compresses against that dense run's
+// FFN weights, as one upcycled through `exfusion upcycle` does.
+TEST_F(DersCompressCli, AOneCommandUpcycledRunCompressesAgainstItsDenseCheckpoint) {
+  const auto run = dir_ / "moe-direct";
+  ASSERT_EQ(
+      testing::run_cli("train --data " + dir_.string() + " --out " + run.string() + kTiny +
+                       " ffn.kind=moe ffn.num_experts=2 init.from=" + (dir_ / "dense").string())
+          .exit_code,
+      0);
+  const auto result =
+      testing::run_cli("compress " + run.string() + " --method topk --ratio 0.5 " + "--out " +
+                       (dir_ / "direct.safetensors").string() + " 2>/dev/null");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  EXPECT_EQ(json_of(result.output)["base"]["dense_base"], 4);  // 2 blocks × fc1, fc2
+}
+
 TEST_F(DersCompressCli, ExFusionExpertsCompressAgainstTheirMeanAndBadOptionsAreRefused) {
   ASSERT_EQ(testing::run_cli("train --data " + dir_.string() + " --out " + (dir_ / "exf").string() +
                              kTiny + " ffn.kind=exfusion ffn.num_experts=2")

@@ -4,6 +4,7 @@
 #pragma once
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -24,6 +25,10 @@ inline constexpr const char* kDenseBasePrefix = "dense_base.";
 // model.safetensors) is upcycled by `config.init`. Throws InputError naming the file for
 // anything else. Returns {"from", "method", "layers", "experts"} for the logs.
 nlohmann::json initialize_model(ModelImpl& model, const RunConfig& config);
+
+// The dense model's tensors by name when `path` (a file or run directory) is a dense checkpoint;
+// nullopt for an upcycled, compressed or multi-expert one.
+std::optional<DenseTensors> dense_tensors_if_dense(const std::filesystem::path& path);
 
 struct UpcycleRun {
   std::filesystem::path dense;           // a dense checkpoint or run directory

@@ -13,19 +13,8 @@ targets=("$@")
 ((${#targets[@]})) || targets=(safetensors_header idx config_json config_yaml)
 
 # clang 14 and its libFuzzer runtime, from Debian's packages, beside what setup.sh installs.
-missing=()
-for package in clang-14 libclang-rt-14-dev ninja-build cmake nlohmann-json3-dev libyaml-cpp-dev \
-  zlib1g-dev; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
-    missing+=("$package")
-done
-if ((${#missing[@]})); then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  echo "fuzz: installing Debian packages: ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+scripts/install_debian_packages.sh fuzz clang-14 libclang-rt-14-dev ninja-build cmake \
+  nlohmann-json3-dev libyaml-cpp-dev zlib1g-dev
 compiler=$(command -v clang++-14)
 cmake -S fuzz -B build-fuzz -G Ninja -DCMAKE_CXX_COMPILER="$compiler" \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null

@@ -6,18 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(g++ cmake ninja-build ccache libcli11-dev nlohmann-json3-dev libgtest-dev zlib1g-dev
           libyaml-cpp-dev libboost-dev python3 python3-venv dataset-fashion-mnist)
-missing=()
-for package in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
-    missing+=("$package")
-done
-if ((${#missing[@]})); then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo=sudo
-  echo "setup: installing Debian packages: ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+scripts/install_debian_packages.sh setup "${packages[@]}"
 
 # PyPI's torch wheel is built with CUDA, and its CMake config needs the CUDA toolkit's
 # headers even for a CPU-only build (this machine kind ships them in /usr/local/cuda).

@@ -3,16 +3,9 @@
 // (file_version, summary, simple_value) always written, so our records equal its bytes.
 #include "exfusion/io/tensorboard_events.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <boost/crc.hpp>
-#include <cerrno>
 #include <chrono>
 #include <cstring>
-
-#include "exfusion/util/error.h"
 
 namespace exfusion {
 namespace tensorboard {
@@ -115,19 +108,13 @@ double wall_time_now() {
 
 }  // namespace tensorboard
 
-TensorBoardWriter::TensorBoardWriter(const std::filesystem::path& path) : path_(path) {
-  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd_ < 0) {
-    throw InputError(path.string() +
-                     ": cannot open the TensorBoard event file: " + std::strerror(errno));
-  }
-  if (size() == 0) {
+TensorBoardWriter::TensorBoardWriter(const std::filesystem::path& path)
+    : file_(path, "the TensorBoard event file") {
+  if (file_.size() == 0) {
     pending_ = tensorboard::tfrecord(tensorboard::file_version_event(tensorboard::wall_time_now()));
     flush();
   }
 }
-
-TensorBoardWriter::~TensorBoardWriter() { ::close(fd_); }
 
 void TensorBoardWriter::add_scalar(std::string_view tag, double value, int64_t step,
                                    double wall_time) {
@@ -136,37 +123,13 @@ void TensorBoardWriter::add_scalar(std::string_view tag, double value, int64_t s
 }
 
 void TensorBoardWriter::flush() {
-  size_t done = 0;
-  while (done < pending_.size()) {
-    const ssize_t n = ::write(fd_, pending_.data() + done, pending_.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      throw InputError(path_.string() +
-                       ": cannot write the TensorBoard event file: " + std::strerror(errno));
-    }
-    done += static_cast<size_t>(n);
-  }
+  file_.append(pending_);
   pending_.clear();
-}
-
-int64_t TensorBoardWriter::size() const {
-  struct stat info {};
-  if (::fstat(fd_, &info) != 0) {
-    throw InputError(path_.string() + ": cannot read its size: " + std::strerror(errno));
-  }
-  return static_cast<int64_t>(info.st_size);
 }
 
 void TensorBoardWriter::truncate(int64_t bytes) {
   pending_.clear();
-  if (bytes > size()) {
-    throw InputError(path_.string() + ": shorter (" + std::to_string(size()) +
-                     " bytes) than when the checkpoint was written (" + std::to_string(bytes) +
-                     " bytes): it was changed since");
-  }
-  if (::ftruncate(fd_, bytes) != 0 || ::fsync(fd_) != 0) {
-    throw InputError(path_.string() + ": cannot cut it back: " + std::strerror(errno));
-  }
+  file_.truncate(bytes);
 }
 
 }  // namespace exfusion

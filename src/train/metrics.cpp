@@ -1,76 +1,23 @@
-// JSON-lines metrics and the progress bar (see metrics.h). The log goes through a raw file
-// descriptor in append mode: one write() per record leaves no buffered half line to lose.
+// JSON-lines metrics and the progress bar (see metrics.h). The log is an AppendOnlyFile: one
+// write() per record leaves no buffered half line to lose.
 #include "exfusion/train/metrics.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
-
-#include "exfusion/util/error.h"
 
 namespace exfusion {
-namespace {
-
-void write_all(int fd, const std::string& text, const std::filesystem::path& path) {
-  size_t done = 0;
-  while (done < text.size()) {
-    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      throw InputError(path.string() + ": cannot write the metrics log: " + std::strerror(errno));
-    }
-    done += static_cast<size_t>(n);
-  }
-}
-
-}  // namespace
-
-MetricsLog::MetricsLog(const std::filesystem::path& path) : path_(path) {
-  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd_ < 0) {
-    throw InputError(path.string() + ": cannot open the metrics log: " + std::strerror(errno));
-  }
+MetricsLog::MetricsLog(const std::filesystem::path& path) : file_(path, "the metrics log") {
   // A machine that went down mid-write may have left a partial last line: start a fresh one
   // so at most that record is lost.
-  struct stat info {};
-  char last = '\n';
-  if (::fstat(fd_, &info) == 0 && info.st_size > 0 &&
-      ::pread(fd_, &last, 1, info.st_size - 1) == 1 && last != '\n') {
-    write_all(fd_, "\n", path_);
-  }
+  if (file_.last_byte() != '\n') file_.append("\n");
 }
-
-MetricsLog::~MetricsLog() { ::close(fd_); }
 
 void MetricsLog::write(const nlohmann::json& record) {
   // Replacing invalid UTF-8 rather than throwing: a bad label must not end a training run.
-  write_all(fd_, record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
-            path_);
-}
-
-int64_t MetricsLog::size() const {
-  struct stat info {};
-  if (::fstat(fd_, &info) != 0) {
-    throw InputError(path_.string() + ": cannot read its size: " + std::strerror(errno));
-  }
-  return static_cast<int64_t>(info.st_size);
-}
-
-void MetricsLog::truncate(int64_t bytes) {
-  if (bytes > size()) {
-    throw InputError(path_.string() + ": shorter (" + std::to_string(size()) +
-                     " bytes) than when the checkpoint was written (" + std::to_string(bytes) +
-                     " bytes): it was changed since");
-  }
-  if (::ftruncate(fd_, bytes) != 0 || ::fsync(fd_) != 0) {
-    throw InputError(path_.string() + ": cannot cut it back: " + std::strerror(errno));
-  }
+  file_.append(record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n");
 }
 
 bool stderr_is_terminal() { return ::isatty(STDERR_FILENO) == 1; }

@@ -14,14 +14,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const std::string kTiny =
-    " --threads 1 --set model.embed_dim=16 model.depth=2 model.num_heads=2 train.batch_size=16 "
-    "train.epochs=1 train.max_steps=3";
-
-json json_of(const std::string& output) {
-  // The command's JSON is the last thing on stdout; progress lines go to stderr before it.
-  return json::parse(output.substr(output.find('{')));
-}
+const std::string& kTiny = testing::kTinyRunArgs;
 
 int64_t data_bytes(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
@@ -58,7 +51,7 @@ TEST_F(DersCompressCli, CompressedMoeIsEvaluatedDescribedAndTrainedFrom) {
       testing::run_cli("compress " + (dir_ / "moe").string() + " --method quant --bits 8 --out " +
                        file.string() + " 2>/dev/null");
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  const auto summary = json_of(result.output);
+  const auto summary = testing::printed_json(result.output);
   EXPECT_EQ(summary["banks"], 4);
   EXPECT_EQ(summary["base"]["dense_base"], 4);  // the upcycle's recorded dense FFNs
   EXPECT_EQ(summary["bytes_after"].get<int64_t>(), data_bytes(file));
@@ -73,14 +66,14 @@ TEST_F(DersCompressCli, CompressedMoeIsEvaluatedDescribedAndTrainedFrom) {
 
   const auto eval = testing::run_cli("eval " + file.string());
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
-  EXPECT_EQ(json_of(eval.output)["test_accuracy"].get<double>(), after);
+  EXPECT_EQ(testing::printed_json(eval.output)["test_accuracy"].get<double>(), after);
   const auto original = testing::run_cli("eval " + (dir_ / "moe").string() + " --unfused");
   ASSERT_EQ(original.exit_code, 0) << original.output;
-  EXPECT_EQ(json_of(original.output)["test_accuracy"].get<double>(), before);
+  EXPECT_EQ(testing::printed_json(original.output)["test_accuracy"].get<double>(), before);
 
   const auto info = testing::run_cli("info " + file.string());
   ASSERT_EQ(info.exit_code, 0) << info.output;
-  const auto described = json_of(info.output);
+  const auto described = testing::printed_json(info.output);
   EXPECT_EQ(described["kind"], "ders-compressed");
   EXPECT_EQ(described["ders"]["bits"], 8);
 
@@ -99,7 +92,7 @@ TEST_F(DersCompressCli, CompressedMoeIsEvaluatedDescribedAndTrainedFrom) {
                                       " --method topk --ratio 0 --out " +
                                       (dir_ / "moe-top0.safetensors").string() + " 2>/dev/null");
   ASSERT_EQ(exact.exit_code, 0) << exact.output;
-  const auto lossless = json_of(exact.output);
+  const auto lossless = testing::printed_json(exact.output);
   EXPECT_NEAR(lossless["test_loss_after"].get<double>(), lossless["test_loss_before"].get<double>(),
               1e-5);
   EXPECT_EQ(lossless["test_accuracy_after"], lossless["test_accuracy_before"]);
@@ -119,7 +112,7 @@ TEST_F(DersCompressCli, AOneCommandUpcycledRunCompressesAgainstItsDenseCheckpoin
       testing::run_cli("compress " + run.string() + " --method topk --ratio 0.5 " + "--out " +
                        (dir_ / "direct.safetensors").string() + " 2>/dev/null");
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  EXPECT_EQ(json_of(result.output)["base"]["dense_base"], 4);  // 2 blocks × fc1, fc2
+  EXPECT_EQ(testing::printed_json(result.output)["base"]["dense_base"], 4);  // 2 blocks × fc1, fc2
 }
 
 TEST_F(DersCompressCli, ExFusionExpertsCompressAgainstTheirMeanAndBadOptionsAreRefused) {
@@ -132,7 +125,7 @@ TEST_F(DersCompressCli, ExFusionExpertsCompressAgainstTheirMeanAndBadOptionsAreR
       testing::run_cli("compress " + (dir_ / "exf").string() + " --method drop --ratio 0.5 --out " +
                        file.string() + " 2>/dev/null");
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  const auto summary = json_of(result.output);
+  const auto summary = testing::printed_json(result.output);
   EXPECT_EQ(summary["base"]["expert_mean"], 4);
   EXPECT_EQ(summary["bytes_after"].get<int64_t>(), data_bytes(file));
   EXPECT_EQ(testing::run_cli("eval " + file.string()).exit_code, 0);

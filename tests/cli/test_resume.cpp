@@ -111,38 +111,36 @@ INSTANTIATE_TEST_SUITE_P(EveryFfnKind, KillAndResume,
                          [](const auto& info) { return std::string(info.param.name); });
 
 // SIGKILL at random moments, as often as it takes for the run to finish.
-// Killed in the last evaluation, after the last step (a checkpoint step too): the resumed run
-// still evaluates and ends its last epoch. A checkpoint from between that step and the
-// epoch's end would have no step left to run and would skip both.
-TEST(Resume, KilledInTheLastEvaluationEndsTheLastEpoch) {
-  const auto dir = testing::fresh_temp_dir("resume-last-eval");
+// A run of `ffn` stopped once by `kill` (EXFUSION_KILL_AT) with `exit_code`, then resumed to
+// the end, equals the uninterrupted run.
+void expect_one_stop_and_resume_exact(const std::string& name, const std::string& ffn,
+                                      const std::string& kill, int exit_code) {
+  const auto dir = testing::fresh_temp_dir(name);
   testing::write_toy_idx_dataset(dir, 128, 32);
-  const auto args = run_args(dir, "--variant mb --experts 3");
+  const auto args = run_args(dir, ffn);
   ASSERT_EQ(testing::run_cli("train " + args + " --out " + (dir / "ref").string()).exit_code, 0);
-  const auto run = dir / "killed";
+  const auto run = dir / "stopped";
   auto child = testing::spawn_cli("train " + args + " --out " + run.string(), dir / "out.txt",
-                                  "EXFUSION_KILL_AT=eval:3");
-  ASSERT_EQ(testing::wait_for(child), 128 + SIGKILL) << testing::read_text(dir / "out.txt");
+                                  "EXFUSION_KILL_AT=" + kill);
+  ASSERT_EQ(testing::wait_for(child), exit_code) << testing::read_text(dir / "out.txt");
   const auto resumed = testing::run_cli("train --resume " + run.string());
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
   expect_same_run(dir / "ref", run);
   testing::remove_tree(dir);
 }
 
+// Killed in the last evaluation, after the last step (a checkpoint step too): the resumed run
+// still evaluates and ends its last epoch. A checkpoint from between that step and the
+// epoch's end would have no step left to run and would skip both.
+TEST(Resume, KilledInTheLastEvaluationEndsTheLastEpoch) {
+  expect_one_stop_and_resume_exact("resume-last-eval", "--variant mb --experts 3", "eval:3",
+                                   128 + SIGKILL);
+}
+
 // SIGTERM at the last step: the run stops after its last epoch's end, not before it.
 TEST(Resume, AStopAskedAtTheLastStepWaitsForTheEpochsEnd) {
-  const auto dir = testing::fresh_temp_dir("resume-last-step");
-  testing::write_toy_idx_dataset(dir, 128, 32);
-  const auto args = run_args(dir, "--variant dw --experts 3");
-  ASSERT_EQ(testing::run_cli("train " + args + " --out " + (dir / "ref").string()).exit_code, 0);
-  const auto run = dir / "stopped";
-  auto child = testing::spawn_cli("train " + args + " --out " + run.string(), dir / "out.txt",
-                                  "EXFUSION_KILL_AT=step:24:TERM");
-  ASSERT_EQ(testing::wait_for(child), 128 + SIGTERM) << testing::read_text(dir / "out.txt");
-  const auto resumed = testing::run_cli("train --resume " + run.string());
-  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
-  expect_same_run(dir / "ref", run);
-  testing::remove_tree(dir);
+  expect_one_stop_and_resume_exact("resume-last-step", "--variant dw --experts 3", "step:24:TERM",
+                                   128 + SIGTERM);
 }
 
 TEST(Resume, KilledAtRandomMomentsUntilItFinishesEqualsTheUninterruptedRun) {

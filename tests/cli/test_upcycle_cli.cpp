@@ -14,20 +14,13 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const std::string kTiny =
-    " --threads 1 --set model.embed_dim=16 model.depth=2 model.num_heads=2 train.batch_size=16 "
-    "train.epochs=1 train.max_steps=3";
+const std::string& kTiny = testing::kTinyRunArgs;
 
 json start_line(const fs::path& run) {
   std::ifstream in(run / "metrics.jsonl");
   std::string line;
   std::getline(in, line);
   return json::parse(line);
-}
-
-json json_of(const std::string& output) {
-  // The command's JSON is the last thing on stdout; progress lines go to stderr before it.
-  return json::parse(output.substr(output.find('{')));
 }
 
 class UpcycleCli : public ::testing::Test {
@@ -50,7 +43,7 @@ TEST_F(UpcycleCli, DropUpcycledMoeIsWrittenAndContinuedByTrainInit) {
       testing::run_cli("upcycle " + (dir_ / "dense").string() + " --to moe --method drop --ratio " +
                        "0.25 --out " + up.string() + " --set ffn.num_experts=3 2>/dev/null");
   ASSERT_EQ(result.exit_code, 0) << result.output;
-  const auto summary = json_of(result.output);
+  const auto summary = testing::printed_json(result.output);
   EXPECT_EQ(summary["layers"], 2);
   EXPECT_EQ(summary["experts"], 3);
   EXPECT_EQ(summary["method"]["method"], "drop");

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -102,6 +103,17 @@ inline std::vector<std::string> temp_files_in(const std::filesystem::path& dir) 
     }
   }
   return found;
+}
+
+// The settings of a CLI run that only needs to train a few steps of a tiny ViT (`--set` last,
+// so that a test appends its own keys).
+inline const std::string kTinyRunArgs =
+    " --threads 1 --set model.embed_dim=16 model.depth=2 model.num_heads=2 train.batch_size=16 "
+    "train.epochs=1 train.max_steps=3";
+
+// The JSON a command prints last on stdout (progress lines go to stderr before it).
+inline nlohmann::json printed_json(const std::string& output) {
+  return nlohmann::json::parse(output.substr(output.find('{')));
 }
 
 }  // namespace exfusion::testing

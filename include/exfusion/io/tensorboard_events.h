@@ -8,6 +8,8 @@
 #include <string>
 #include <string_view>
 
+#include "exfusion/util/append_only_file.h"
+
 namespace exfusion {
 namespace tensorboard {
 
@@ -42,9 +44,6 @@ class TensorBoardWriter {
  public:
   // Creates the file or appends to it; throws InputError when it cannot be opened.
   explicit TensorBoardWriter(const std::filesystem::path& path);
-  ~TensorBoardWriter();
-  TensorBoardWriter(const TensorBoardWriter&) = delete;
-  TensorBoardWriter& operator=(const TensorBoardWriter&) = delete;
 
   // Queues one scalar (stored as a float, as TensorBoard's simple_value is).
   void add_scalar(std::string_view tag, double value, int64_t step, double wall_time);
@@ -52,13 +51,12 @@ class TensorBoardWriter {
   void flush();
   // The file's size in bytes (records not flushed yet not counted), and cutting it back to
   // `bytes`, which drops the queued records too. Throws InputError when the file is shorter.
-  int64_t size() const;
+  int64_t size() const { return file_.size(); }
   void truncate(int64_t bytes);
-  const std::filesystem::path& path() const { return path_; }
+  const std::filesystem::path& path() const { return file_.path(); }
 
  private:
-  std::filesystem::path path_;
-  int fd_ = -1;
+  AppendOnlyFile file_;
   std::string pending_;
 };
 

@@ -11,28 +11,26 @@
 #include <utility>
 #include <vector>
 
+#include "exfusion/util/append_only_file.h"
+
 namespace exfusion {
 
 class MetricsLog {
  public:
   // Creates the file or appends to it; throws InputError when it cannot be opened.
   explicit MetricsLog(const std::filesystem::path& path);
-  ~MetricsLog();
-  MetricsLog(const MetricsLog&) = delete;
-  MetricsLog& operator=(const MetricsLog&) = delete;
 
   // Appends `record` as one line with a single unbuffered write, so a crash never leaves
   // half a line behind. Throws InputError when the write fails (a full disk).
   void write(const nlohmann::json& record);
   // The file's size in bytes, and cutting it back to `bytes` (what a resumed run does, to the
   // size a checkpoint recorded). Throws InputError when the file is shorter than `bytes`.
-  int64_t size() const;
-  void truncate(int64_t bytes);
-  const std::filesystem::path& path() const { return path_; }
+  int64_t size() const { return file_.size(); }
+  void truncate(int64_t bytes) { file_.truncate(bytes); }
+  const std::filesystem::path& path() const { return file_.path(); }
 
  private:
-  std::filesystem::path path_;
-  int fd_ = -1;
+  AppendOnlyFile file_;
 };
 
 bool stderr_is_terminal();

@@ -1,5 +1,6 @@
-// Fuzz target: a JSON config file's text through the config reader. Rejections are
-// InputErrors naming the file; accepted text gives a JSON value within the nesting limit.
+// Fuzz target: a config file's text through the config reader, built twice: as config_json and
+// as config_yaml (EXFUSION_FUZZ_YAML). Rejections are InputErrors naming the file; accepted
+// text gives a JSON value within the nesting limit.
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -12,6 +13,14 @@
 #include "exfusion/util/json_input.h"
 
 namespace {
+
+#ifdef EXFUSION_FUZZ_YAML
+constexpr auto kFormat = exfusion::config::ConfigFormat::yaml;
+constexpr const char* kFileName = "fuzz.yaml";
+#else
+constexpr auto kFormat = exfusion::config::ConfigFormat::json;
+constexpr const char* kFileName = "fuzz.json";
+#endif
 
 // Depth of a value, counted without recursion.
 size_t depth_of(const nlohmann::json& root) {
@@ -32,8 +41,7 @@ size_t depth_of(const nlohmann::json& root) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     const auto value = exfusion::config::parse_config_text(
-        std::string_view(reinterpret_cast<const char*>(data), size),
-        exfusion::config::ConfigFormat::json, "fuzz.json");
+        std::string_view(reinterpret_cast<const char*>(data), size), kFormat, kFileName);
     if (depth_of(value) > exfusion::kMaxJsonDepth) std::abort();
   } catch (const exfusion::InputError&) {
   }

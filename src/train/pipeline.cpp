@@ -10,6 +10,7 @@
 #include <optional>
 #include <sstream>
 
+#include "exfusion/config/config_file.h"
 #include "exfusion/fusion/fuse.h"
 #include "exfusion/io/module_tensors.h"
 #include "exfusion/layers/capabilities.h"
@@ -124,7 +125,9 @@ void stop_if_interrupted(const fs::path& out, std::ostream& progress) {
 }  // namespace
 
 nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostream& progress) {
-  const bool resuming = !run.resume.empty();
+  bool resuming = !run.resume.empty();
+  // Set when the run starts from step 0 in a directory that holds an earlier attempt's files.
+  bool replace_outputs = run.force && !resuming;
   auto config = run.config;
   std::optional<TrainingState> resumed;
   fs::path out = resuming ? run.resume : run.out;
@@ -135,6 +138,20 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
              << " exists); nothing to resume" << std::endl;
       return nlohmann::json::parse(read_text_file(out / kSummaryFile), nullptr, false);
     }
+  }
+  if (resuming && list_checkpoints(out / kCheckpointDir).empty() &&
+      fs::exists(out / kConfigFile) && !fs::exists(out / kStateFile)) {
+    // Killed before its first checkpoint was whole: nothing is lost by starting it over from
+    // the config it saved at its start, which ends as the uninterrupted run would.
+    config = run_config_from_json(config::read_config_file(out / kConfigFile),
+                                  (out / kConfigFile).string());
+    progress << "exfusion train: " << out.string()
+             << " was stopped before its first checkpoint; starting it over from its "
+             << kConfigFile << std::endl;
+    resuming = false;
+    replace_outputs = true;
+  }
+  if (resuming) {
     auto [state, from] = newest_whole_checkpoint(out, progress);
     config = state.config;
     progress << "exfusion train: resuming from " << from.string() << " (step " << state.step << ")"
@@ -144,9 +161,9 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
     if (out.empty()) out = fs::path("runs") / (config.ffn.run_name() + "-" + timestamp());
     for (const auto* name :
          {kConfigFile, kStateFile, kModelFile, kModelConfigFile, kMetricsFile, kSummaryFile}) {
-      refuse_overwrite(out / name, run.force);
+      refuse_overwrite(out / name, replace_outputs);
     }
-    if (!run.force && !list_checkpoints(out / kCheckpointDir).empty()) {
+    if (!replace_outputs && !list_checkpoints(out / kCheckpointDir).empty()) {
       throw InputError((out / kCheckpointDir).string() +
                        ": holds checkpoints of an earlier run; exfusion train --resume " +
                        out.string() + " continues it, --force replaces it");
@@ -168,7 +185,7 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
   fs::create_directories(out / kCheckpointDir);
   remove_atomic_write_leftovers(out);
   remove_atomic_write_leftovers(out / kCheckpointDir);
-  if (run.force && !resuming) remove_previous_outputs(out);
+  if (replace_outputs) remove_previous_outputs(out);
   if (!fs::exists(out / kConfigFile)) {
     write_text_atomically(out / kConfigFile, to_json(config).dump(2) + "\n");
   }

@@ -143,6 +143,13 @@ TEST(Resume, AStopAskedAtTheLastStepWaitsForTheEpochsEnd) {
                                    128 + SIGTERM);
 }
 
+// Killed inside its first checkpoint's write: no checkpoint is whole, so --resume starts the
+// run over from the config it saved, replacing the killed attempt's log and events.
+TEST(Resume, KilledBeforeItsFirstCheckpointStartsOverFromItsConfig) {
+  expect_one_stop_and_resume_exact("resume-first-checkpoint", "--variant sw --experts 3",
+                                   "safetensors-write:1", 128 + SIGKILL);
+}
+
 TEST(Resume, KilledAtRandomMomentsUntilItFinishesEqualsTheUninterruptedRun) {
   const auto dir = testing::fresh_temp_dir("resume-random");
   testing::write_toy_idx_dataset(dir, 128, 32);
@@ -156,7 +163,9 @@ TEST(Resume, KilledAtRandomMomentsUntilItFinishesEqualsTheUninterruptedRun) {
   std::uniform_int_distribution<int> delay_ms(30, 200);
   int kills = 0, code = -1;
   for (int attempt = 0; attempt < 60 && code != 0; ++attempt) {
-    const auto command = fs::exists(run / "checkpoints") && !fs::is_empty(run / "checkpoints")
+    // Once the run has saved its config, --resume continues it from any point, before its
+    // first checkpoint too; until then there is no run to resume.
+    const auto command = fs::exists(run / "config.json")
                              ? "train --resume " + run.string()
                              : "train " + args + " --out " + run.string() + " --force";
     auto child = testing::spawn_cli(command, dir / "out.txt");

@@ -8,6 +8,7 @@
 
 #include <deque>
 #include <iostream>
+#include <map>
 #include <new>
 #include <string>
 
@@ -123,9 +124,13 @@ int parse_and_run(int argc, const char* const* argv) {
       "upcycling) of a top-k MoE or an ExFusion model, for exfusion train --init");
   upcycle->add_option("dense", upcycle_dense, "dense checkpoint (.safetensors) or run directory")
       ->required();
-  upcycle->add_option("--to", upcycle_run.to, "moe or exfusion")
+  upcycle
+      ->add_option("--to", upcycle_run.to,
+                   "moe, exfusion, ders-moe or ders-exfusion (DeRS upcycling: a shared base and "
+                   "per-expert deltas); ders is ders-moe")
       ->required()
-      ->check(CLI::IsMember({"moe", "exfusion"}));
+      ->transform(CLI::Transformer(std::map<std::string, std::string>{{"ders", "ders-moe"}}))
+      ->check(CLI::IsMember({"moe", "exfusion", "ders-moe", "ders-exfusion"}));
   upcycle->add_option("--method", upcycle_method, "copy, drop or noise (sets init.method)");
   upcycle->add_option("--ratio", upcycle_ratio, "share of hidden units dropped (sets init.ratio)");
   upcycle->add_option("--seed", upcycle_seed, "seed of the drawn units (sets init.seed)");

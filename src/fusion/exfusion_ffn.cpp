@@ -1,12 +1,17 @@
 // The ExFusion FFN kind (see exfusion_ffn.h).
 #include "exfusion/fusion/exfusion_ffn.h"
 
-#include "exfusion/layers/linear.h"
-#include "exfusion/layers/mlp.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {
 namespace {
+
+std::vector<double> to_vector(const torch::Tensor& t) {
+  const auto cpu = t.to(torch::kCPU, torch::kFloat64).contiguous();
+  return {cpu.data_ptr<double>(), cpu.data_ptr<double>() + cpu.numel()};
+}
+
+}  // namespace
 
 std::shared_ptr<FusionWeightsImpl> make_fusion_weights(const ExFusionOptions& options,
                                                        int64_t in_features) {
@@ -24,12 +29,20 @@ std::shared_ptr<FusionWeightsImpl> make_fusion_weights(const ExFusionOptions& op
   throw InputError("unknown fusion variant");
 }
 
-std::vector<double> to_vector(const torch::Tensor& t) {
-  const auto cpu = t.to(torch::kCPU, torch::kFloat64).contiguous();
-  return {cpu.data_ptr<double>(), cpu.data_ptr<double>() + cpu.numel()};
+std::vector<std::pair<std::string, torch::Tensor>> fusion_weights_of(
+    const FusionWeightsImpl& fusion, const FusionWeightsImpl* fusion_down) {
+  if (fusion_down == nullptr) return {{"m", fusion.final_weights()}};
+  return {{"m_up", fusion.final_weights()}, {"m_down", fusion_down->final_weights()}};
 }
 
-}  // namespace
+nlohmann::json fusion_weights_metrics(const FusionWeightsImpl& fusion,
+                                      const FusionWeightsImpl* fusion_down) {
+  auto weights = nlohmann::json::object();
+  for (const auto& [name, value] : fusion_weights_of(fusion, fusion_down)) {
+    weights[name] = to_vector(value);
+  }
+  return {{"fusion_weights", weights}};
+}
 
 const config::Choices<FusionVariant>& fusion_variant_names() {
   static const config::Choices<FusionVariant> names{{{"sw", FusionVariant::kStatic},
@@ -95,35 +108,19 @@ ExFusionMlpImpl::ExFusionMlpImpl(int64_t dim, int64_t hidden, ExFusionOptions op
 }
 
 torch::Tensor ExFusionMlpImpl::forward(const torch::Tensor& x) {
-  const auto m_up = fusion->forward(x);
-  const auto [w1, b1] = fc1->fuse(m_up);
-  const auto h = exact_gelu(linear(x, w1, b1));
-  const auto m_down = fusion_down ? fusion_down->forward(h) : m_up;
-  const auto [w2, b2] = fc2->fuse(m_down);
-  return linear(h, w2, b2);
+  return fused_experts_forward(x, *fusion, fusion_down.get(), *fc1, *fc2);
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> ExFusionMlpImpl::dense_tensors() const {
-  torch::NoGradGuard no_grad;
-  const auto device = fc1->weight.device();
-  const auto m_up = fusion->final_weights().to(device);
-  const auto m_down =
-      (fusion_down ? fusion_down->final_weights() : fusion->final_weights()).to(device);
-  // Fused outside autocast, in the experts' own dtype: the dense model's parameters.
-  const auto [w1, b1] = fc1->fuse(m_up);
-  const auto [w2, b2] = fc2->fuse(m_down);
-  return {{"fc1.weight", w1}, {"fc1.bias", b1}, {"fc2.weight", w2}, {"fc2.bias", b2}};
+  return fused_experts_dense_tensors(*fusion, fusion_down.get(), *fc1, *fc2, fc1->weight.device());
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> ExFusionMlpImpl::fusion_weights() const {
-  if (!fusion_down) return {{"m", fusion->final_weights()}};
-  return {{"m_up", fusion->final_weights()}, {"m_down", fusion_down->final_weights()}};
+  return fusion_weights_of(*fusion, fusion_down.get());
 }
 
 nlohmann::json ExFusionMlpImpl::metrics() const {
-  auto weights = nlohmann::json::object();
-  for (const auto& [name, value] : fusion_weights()) weights[name] = to_vector(value);
-  return {{"fusion_weights", weights}};
+  return fusion_weights_metrics(*fusion, fusion_down.get());
 }
 
 }  // namespace exfusion

@@ -36,17 +36,29 @@ double MoeOptions::forward_macs_per_token(int64_t dim, int64_t hidden) const {
   return 2.0 * d * h * static_cast<double>(top_k()) + d * static_cast<double>(num_experts());
 }
 
-MoeMlpImpl::MoeMlpImpl(int64_t dim, int64_t hidden, MoeOptions options_) : options(options_) {
+TopKMixtureImpl::TopKMixtureImpl(int64_t dim, MoeOptions options_) : options(options_) {
   options.validate({"", "ffn"});
-  const auto n = options.num_experts();
-  router = register_module("router", Linear(LinearOptions(dim, n).bias(false)));
-  fc1 = register_module("fc1", ExpertBank(ExpertBankOptions(n, dim, hidden)));
-  fc2 = register_module("fc2", ExpertBank(ExpertBankOptions(n, hidden, dim)));
+  router = register_module("router", Linear(LinearOptions(dim, options.num_experts()).bias(false)));
+}
+
+void TopKMixtureImpl::reset_router() {
   const torch::NoGradGuard no_grad;
   router->weight.normal_(0.0, 0.02);
 }
 
-torch::Tensor MoeMlpImpl::forward(const torch::Tensor& x) {
+MoeMlpImpl::MoeMlpImpl(int64_t dim, int64_t hidden, MoeOptions options_)
+    : TopKMixtureImpl(dim, options_) {
+  const auto n = options.num_experts();
+  fc1 = register_module("fc1", ExpertBank(ExpertBankOptions(n, dim, hidden)));
+  fc2 = register_module("fc2", ExpertBank(ExpertBankOptions(n, hidden, dim)));
+  reset_router();
+}
+
+TopKMixtureImpl::StackedExperts MoeMlpImpl::stacked_experts() const {
+  return {fc1->weight, fc1->bias, fc2->weight, fc2->bias};
+}
+
+torch::Tensor TopKMixtureImpl::forward(const torch::Tensor& x) {
   const auto dim = x.size(-1);
   const auto tokens = x.reshape({-1, dim});
   const int64_t s = tokens.size(0), n = options.num_experts(), k = options.top_k();
@@ -79,9 +91,11 @@ torch::Tensor MoeMlpImpl::forward(const torch::Tensor& x) {
                               .index_add(0, slot, tokens.index_select(0, token_of))
                               .narrow(0, 0, n * capacity)
                               .view({n, capacity, dim});
-  const auto hidden =
-      at::gelu(at::baddbmm(fc1->bias.unsqueeze(1), dispatched, fc1->weight.transpose(1, 2)));
-  const auto expert_out = at::baddbmm(fc2->bias.unsqueeze(1), hidden, fc2->weight.transpose(1, 2));
+  const auto experts = stacked_experts();
+  const auto hidden = at::gelu(
+      at::baddbmm(experts.up_bias.unsqueeze(1), dispatched, experts.up_weight.transpose(1, 2)));
+  const auto expert_out =
+      at::baddbmm(experts.down_bias.unsqueeze(1), hidden, experts.down_weight.transpose(1, 2));
   const auto rows =
       at::cat({expert_out.reshape({n * capacity, dim}), at::zeros({1, dim}, expert_out.options())});
   const auto weight = (gate_of * keep.to(gate_of.scalar_type())).unsqueeze(1);
@@ -107,7 +121,7 @@ torch::Tensor MoeMlpImpl::forward(const torch::Tensor& x) {
   return combined.to(expert_out.scalar_type()).view(x.sizes());
 }
 
-nlohmann::json MoeMlpImpl::metrics() const {
+nlohmann::json TopKMixtureImpl::metrics() const {
   if (!routing_stats_.defined()) return nlohmann::json::object();
   const auto values = routing_stats_.to(torch::kCPU, torch::kFloat64);
   return {

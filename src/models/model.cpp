@@ -14,6 +14,12 @@ int64_t count_parameters(const torch::nn::Module& module) {
   return total;
 }
 
+int64_t count_stored_values(const torch::nn::Module& module) {
+  int64_t total = count_parameters(module);
+  for (const auto& b : module.buffers()) total += b.numel();
+  return total;
+}
+
 ModelConfig::ModelConfig() : kind("vit"), options(model_kinds().at("vit", {}).defaults) {}
 
 void ModelConfig::apply(const nlohmann::json& patch, const config::Location& at) {

@@ -1,6 +1,7 @@
 // The built-in FFN kinds and models, one line each (see registry.h).
 #include "exfusion/models/registry.h"
 
+#include "exfusion/fusion/ders_ffn.h"
 #include "exfusion/fusion/exfusion_ffn.h"
 #include "exfusion/fusion/moe.h"
 #include "exfusion/layers/mlp.h"
@@ -14,6 +15,9 @@ FfnRegistry& ffn_kinds() {
     kinds.add<DenseFfnOptions>("dense", "the plain FFN, fc2(GELU(fc1 x))");
     kinds.add<ExFusionOptions>("exfusion", "N experts per set, fused by fusion weights");
     kinds.add<MoeOptions>("moe", "top-k mixture of experts with capacity (MoE-N-k)");
+    kinds.add<DersMoeOptions>("ders-moe", "top-k MoE over DeRS experts: shared base + deltas");
+    kinds.add<DersExFusionOptions>("ders-exfusion",
+                                   "ExFusion over DeRS experts: shared base + deltas, fused");
     return kinds;
   }();
   return registry;

@@ -140,6 +140,7 @@ nlohmann::json upcycle_checkpoint(const UpcycleRun& run, std::ostream& report) {
                             {"experts", upcycled.experts},
                             {"params_dense", dense_params},
                             {"params_upcycled", count_parameters(*model)},
+                            {"params_upcycled_stored", count_stored_values(*model)},
                             {"init", init_file.string()},
                             {"config", config_file.string()}};
   report << "upcycled " << upcycled.layers << " FFNs of " << path.string() << " into "

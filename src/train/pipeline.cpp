@@ -139,8 +139,8 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
       return nlohmann::json::parse(read_text_file(out / kSummaryFile), nullptr, false);
     }
   }
-  if (resuming && list_checkpoints(out / kCheckpointDir).empty() &&
-      fs::exists(out / kConfigFile) && !fs::exists(out / kStateFile)) {
+  if (resuming && list_checkpoints(out / kCheckpointDir).empty() && fs::exists(out / kConfigFile) &&
+      !fs::exists(out / kStateFile)) {
     // Killed before its first checkpoint was whole: nothing is lost by starting it over from
     // the config it saved at its start, which ends as the uninterrupted run would.
     config = run_config_from_json(config::read_config_file(out / kConfigFile),
@@ -245,6 +245,7 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
       {"test_accuracy", trained.accuracy},
       {"test_loss", trained.loss},
       {"params_train", params_train},
+      {"params_stored", count_stored_values(*model)},
       {"flops_per_image", config.model.options->forward_flops_per_sample(config.ffn)},
       {"train_seconds", result.train_seconds},
       {"eval_seconds", result.eval_seconds},
@@ -420,6 +421,7 @@ nlohmann::json describe_checkpoint(const fs::path& run_path) {
       {"format", checkpoint.format},
       {"architecture", {{"model", config.model.to_json()}, {"ffn", config.ffn.to_json()}}},
       {"params", count_parameters(*model)},
+      {"params_stored", count_stored_values(*model)},
       {"forward_gflops_per_image",
        config.model.options->forward_flops_per_sample(config.ffn) / 1e9},
       {"tensors", checkpoint.file.tensors.size()}};

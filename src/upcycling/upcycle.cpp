@@ -9,8 +9,10 @@
 #include <cmath>
 #include <set>
 #include <sstream>
+#include <tuple>
 #include <vector>
 
+#include "exfusion/fusion/delta_expert_bank.h"
 #include "exfusion/fusion/expert_bank.h"
 #include "exfusion/io/module_tensors.h"
 #include "exfusion/util/error.h"
@@ -24,26 +26,41 @@ std::string shape_text(at::IntArrayRef sizes) {
   return out.str();
 }
 
+// An FFN whose fc1 and fc2 are N full experts (ExpertBank) or DeRS experts (DeltaExpertBank).
 struct ExpertFfn {
   std::string path;  // "blocks.0.mlp"
-  ExpertBankImpl* up;
-  ExpertBankImpl* down;
-  torch::nn::Module* router;  // a direct child "router" (MoE), else null
+  ExpertBankImpl* up = nullptr;
+  ExpertBankImpl* down = nullptr;
+  DeltaExpertBankImpl* delta_up = nullptr;
+  DeltaExpertBankImpl* delta_down = nullptr;
+  torch::nn::Module* router = nullptr;  // a direct child "router" (MoE), else null
 };
 
 std::vector<ExpertFfn> expert_ffns(torch::nn::Module& model) {
   std::vector<ExpertFfn> found;
   for (const auto& item : model.named_modules("", /*include_self=*/true)) {
-    ExpertFfn ffn{item.key(), nullptr, nullptr, nullptr};
+    ExpertFfn ffn{item.key()};
     for (const auto& child : item.value()->named_children()) {
       auto* bank = dynamic_cast<ExpertBankImpl*>(child.value().get());
-      if (child.key() == "fc1") ffn.up = bank;
-      if (child.key() == "fc2") ffn.down = bank;
+      auto* delta_bank = dynamic_cast<DeltaExpertBankImpl*>(child.value().get());
+      if (child.key() == "fc1") std::tie(ffn.up, ffn.delta_up) = std::tie(bank, delta_bank);
+      if (child.key() == "fc2") std::tie(ffn.down, ffn.delta_down) = std::tie(bank, delta_bank);
       if (child.key() == "router") ffn.router = child.value().get();
     }
-    if (ffn.up != nullptr && ffn.down != nullptr) found.push_back(ffn);
+    if ((ffn.up != nullptr && ffn.down != nullptr) ||
+        (ffn.delta_up != nullptr && ffn.delta_down != nullptr)) {
+      found.push_back(ffn);
+    }
   }
   return found;
+}
+
+// DeRS upcycling: the shared base is the dense weight and every expert's bias the dense bias;
+// the deltas keep their start (zero values, or B = 0), so every expert starts as the dense FFN.
+void upcycle_into_deltas(DeltaExpertBankImpl& bank, const torch::Tensor& weight,
+                         const torch::Tensor& bias) {
+  bank.base.copy_(weight);
+  bank.bias.copy_(bias.unsqueeze(0).expand_as(bank.bias));
 }
 
 const torch::Tensor& dense_tensor(const DenseTensors& dense, const std::string& name,
@@ -95,7 +112,37 @@ UpcycleReport upcycle_into(torch::nn::Module& model, const DenseTensors& dense,
   UpcycleReport report;
   std::set<std::string> used;
   const auto ffns = expert_ffns(model);
+  if (init.method != UpcycleMethod::kCopy &&
+      std::any_of(ffns.begin(), ffns.end(), [](const ExpertFfn& ffn) { return ffn.delta_up; })) {
+    throw InputError(source + ": init.method " + config::to_json(init)["method"].dump() +
+                     ": DeRS experts start as the dense FFN (a shared base, zero deltas); "
+                     "upcycle them with init.method copy");
+  }
   for (const auto& ffn : ffns) {
+    if (ffn.delta_up != nullptr) {
+      const auto name = [&](const char* part) { return ffn.path + "." + part; };
+      const auto& w1 = dense_tensor(dense, name("fc1.weight"), ffn.delta_up->base.sizes(), source);
+      const auto& b1 = dense_tensor(dense, name("fc1.bias"), ffn.delta_up->bias[0].sizes(), source);
+      const auto& w2 =
+          dense_tensor(dense, name("fc2.weight"), ffn.delta_down->base.sizes(), source);
+      const auto& b2 =
+          dense_tensor(dense, name("fc2.bias"), ffn.delta_down->bias[0].sizes(), source);
+      upcycle_into_deltas(*ffn.delta_up, w1, b1);
+      upcycle_into_deltas(*ffn.delta_down, w2, b2);
+      for (const char* part : {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}) {
+        used.insert(name(part));
+        report.dense_base.emplace(name(part), dense.at(name(part)).detach().clone());
+      }
+      if (ffn.router != nullptr) {
+        for (auto& parameter : ffn.router->parameters()) {
+          parameter.copy_(at::normal(0.0, 0.02, parameter.sizes(), generator,
+                                     parameter.options().device(torch::kCPU)));
+        }
+      }
+      ++report.layers;
+      report.experts = ffn.delta_up->options.num_experts();
+      continue;
+    }
     const auto& up = *ffn.up;
     const auto& down = *ffn.down;
     const int64_t experts = up.weight.size(0), hidden = up.weight.size(1);
@@ -140,7 +187,7 @@ UpcycleReport upcycle_into(torch::nn::Module& model, const DenseTensors& dense,
   }
   if (ffns.empty()) {
     throw InputError(source + ": the model to upcycle into has no FFN with experts (set " +
-                     "ffn.kind to moe or exfusion)");
+                     "ffn.kind to moe, exfusion, ders-moe or ders-exfusion)");
   }
   for (const auto& [tensor_name, tensor] : module_tensors(model)) {
     const std::string& name = tensor_name;  // C++17 lambdas cannot capture a structured binding

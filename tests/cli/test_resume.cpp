@@ -107,7 +107,10 @@ INSTANTIATE_TEST_SUITE_P(EveryFfnKind, KillAndResume,
                                            ResumeCase{"dw", "--variant dw --experts 3"},
                                            ResumeCase{"mb", "--variant mb --experts 3"},
                                            ResumeCase{"moe",
-                                                      "--set ffn.kind=moe ffn.num_experts=4"}),
+                                                      "--set ffn.kind=moe ffn.num_experts=4"},
+                                           ResumeCase{"ders_exfusion",
+                                                      "--set ffn.kind=ders-exfusion "
+                                                      "ffn.num_experts=3 ffn.delta_keep=0.2"}),
                          [](const auto& info) { return std::string(info.param.name); });
 
 // SIGKILL at random moments, as often as it takes for the run to finish.

@@ -1,5 +1,6 @@
 // exfusion upcycle and train --init from the command line: a dense run upcycled into a MoE by
-// Drop-Upcycling and continued, the one-command route through init.from, and the refusals.
+// Drop-Upcycling and continued, the one-command route through init.from, DeRS upcycling into
+// both DeRS kinds with their parameter counts, and the refusals.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -88,6 +89,53 @@ TEST_F(UpcycleCli, OneCommandFromADenseRunThroughInitFrom) {
   EXPECT_EQ(start["init"]["method"], "copy") << start.dump();
   EXPECT_EQ(start["init"]["layers"], 2);
   EXPECT_NE(result.output.find("weights from"), std::string::npos) << result.output;
+}
+
+// DeRS upcycling (--to ders is ders-moe) writes an init that train --init continues; info and
+// summary.json count the trainable parameters (base + deltas, fewer than N full experts) and
+// the stored values (the sparse positions besides). ders-exfusion through init.from fuses.
+TEST_F(UpcycleCli, DersUpcyclingIntoBothKindsCountsTrainableAndStoredParameters) {
+  const auto up = dir_ / "ders";
+  const auto result =
+      testing::run_cli("upcycle " + (dir_ / "dense").string() + " --to ders --out " + up.string() +
+                       " --set ffn.num_experts=4 ffn.delta_keep=0.2");
+  ASSERT_EQ(result.exit_code, 0) << result.output;
+  const auto summary = testing::printed_json(result.output);
+  EXPECT_EQ(summary["to"], "ders-moe-n4-k2-sparse0.2");
+  EXPECT_EQ(summary["layers"], 2);
+  const auto init = load_safetensors(up / "init.safetensors");
+  EXPECT_TRUE(torch::equal(init.tensors.at("model.blocks.0.mlp.fc1.base"),
+                           load_safetensors(dir_ / "dense" / "model.safetensors")
+                               .tensors.at("blocks.0.mlp.fc1.weight")));
+  EXPECT_EQ(init.tensors.at("model.blocks.0.mlp.fc1.delta_positions").scalar_type(), torch::kLong);
+
+  const auto moe = testing::run_cli("upcycle " + (dir_ / "dense").string() + " --to moe --out " +
+                                    (dir_ / "moe").string() + " --set ffn.num_experts=4");
+  ASSERT_EQ(moe.exit_code, 0) << moe.output;
+  const auto full_experts = testing::printed_json(moe.output)["params_upcycled"].get<int64_t>();
+  const auto run = dir_ / "ders-run";
+  const auto trained = testing::run_cli("train --init " + up.string() + " --out " + run.string() +
+                                        " --set train.max_steps=2");
+  ASSERT_EQ(trained.exit_code, 0) << trained.output;
+  const auto run_summary = json::parse(testing::read_text(run / "summary.json"));
+  const auto trainable = run_summary["params_train"].get<int64_t>();
+  EXPECT_EQ(trainable, summary["params_upcycled"].get<int64_t>());
+  EXPECT_LT(trainable, full_experts);
+  EXPECT_GT(run_summary["params_stored"].get<int64_t>(), trainable);  // + the positions
+  const auto info = testing::run_cli("info " + run.string());
+  ASSERT_EQ(info.exit_code, 0) << info.output;
+  EXPECT_EQ(testing::printed_json(info.output)["params_stored"], run_summary["params_stored"]);
+
+  const auto fused = dir_ / "ders-exfusion";
+  const auto one_command = testing::run_cli(
+      "train --data " + dir_.string() + " --out " + fused.string() + kTiny +
+      " ffn.kind=ders-exfusion ffn.variant=dw ffn.num_experts=3 ffn.delta=low-rank "
+      "ffn.delta_rank=2 init.from=" +
+      (dir_ / "dense").string());
+  ASSERT_EQ(one_command.exit_code, 0) << one_command.output;
+  const auto fused_summary = json::parse(testing::read_text(fused / "summary.json"));
+  EXPECT_LE(fused_summary["fused_max_abs_logit_diff"].get<double>(), 1e-4);
+  EXPECT_TRUE(fs::exists(fused / "model.safetensors"));
 }
 
 // The comparison's baseline: a dense run continued from the dense checkpoint loads its

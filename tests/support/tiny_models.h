@@ -3,6 +3,7 @@
 #pragma once
 #include <string>
 
+#include "exfusion/fusion/ders_ffn.h"
 #include "exfusion/fusion/exfusion_ffn.h"
 #include "exfusion/fusion/moe.h"
 #include "exfusion/models/vit.h"
@@ -10,13 +11,25 @@
 
 namespace exfusion::testing {
 
-// The ffn section of kind `kind` ("dense", "exfusion" or "moe") with N = `experts`.
+// The ffn section of kind `kind` ("dense", "exfusion", "moe", "ders-moe" (sparse deltas) or
+// "ders-exfusion" (low-rank deltas)) with N = `experts`.
 inline FfnConfig ffn_of(const std::string& kind, FusionVariant variant = FusionVariant::kMemoryBank,
                         int64_t experts = 4) {
   if (kind == "exfusion") {
     return FfnConfig::of(kind, ExFusionOptions().variant(variant).num_experts(experts));
   }
   if (kind == "moe") return FfnConfig::of(kind, MoeOptions().num_experts(experts));
+  if (kind == "ders-moe") {
+    DersMoeOptions options;
+    options.moe.num_experts(experts);
+    return FfnConfig::of(kind, options);
+  }
+  if (kind == "ders-exfusion") {
+    DersExFusionOptions options;
+    options.exfusion.variant(variant).num_experts(experts);
+    options.delta.form = DeltaForm::kLowRank;
+    return FfnConfig::of(kind, options);
+  }
   return FfnConfig{};
 }
 

@@ -85,7 +85,9 @@ TEST_P(TrainingStateTest, SaveLoadAndOneMoreStepEqualsTwoStepsStraight) {
   testing::remove_tree(dir);
 }
 
-INSTANTIATE_TEST_SUITE_P(Kinds, TrainingStateTest, ::testing::Values("dense", "exfusion", "moe"));
+INSTANTIATE_TEST_SUITE_P(Kinds, TrainingStateTest,
+                         ::testing::Values("dense", "exfusion", "moe", "ders-moe",
+                                           "ders-exfusion"));
 
 TEST(TrainingState, KeepsThePositionAndTheRandomGenerator) {
   const auto dir = testing::fresh_temp_dir("training-state-position");

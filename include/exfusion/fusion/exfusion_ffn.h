@@ -14,6 +14,8 @@
 #include "exfusion/fusion/fusion_weights.h"
 #include "exfusion/layers/capabilities.h"
 #include "exfusion/layers/ffn_kind.h"
+#include "exfusion/layers/linear.h"
+#include "exfusion/layers/mlp.h"
 
 namespace exfusion {
 
@@ -21,6 +23,10 @@ struct ExFusionOptions {
   // Declared first: TORCH_ARG leaves what follows it private.
   template <class Fields>
   void fields(Fields& f);
+  // The keys of the fusion weights alone (variant to router), which ExFusion over other
+  // experts (ders-exfusion) shares.
+  template <class Fields>
+  void fusion_fields(Fields& f);
   // Cross-field checks (none today beyond the fields' own); errors name `at`'s path.
   void validate(const config::Location& at) const;
   std::shared_ptr<FeedForwardImpl> build(int64_t dim, int64_t hidden) const;
@@ -45,6 +51,15 @@ const config::Choices<ExpertInit>& expert_init_names();
 
 template <class Fields>
 void ExFusionOptions::fields(Fields& f) {
+  fusion_fields(f);
+  f("expert_init", expert_init(), "how the N experts start: independent, copy or copy+noise",
+    expert_init_names());
+  f("expert_noise_std", expert_noise_std(), "noise std of copy+noise",
+    config::non_negative<double>());
+}
+
+template <class Fields>
+void ExFusionOptions::fusion_fields(Fields& f) {
   f("variant", variant(), "fusion weights: sw (static 1/N), dw (learned), mb (memory bank)",
     fusion_variant_names());
   f("num_experts", num_experts(), "experts per expert set N", config::in_range<int64_t>(1, 1024));
@@ -52,11 +67,47 @@ void ExFusionOptions::fields(Fields& f) {
   f("bank_init", bank_init(), "initial value of the memory bank M (paper IV-D: 0)");
   f("router", router_per_set(), "mb router: shared (one per layer) or per-set (one per set)",
     config::Choices<bool>{{{"shared", false}, {"per-set", true}}});
-  f("expert_init", expert_init(), "how the N experts start: independent, copy or copy+noise",
-    expert_init_names());
-  f("expert_noise_std", expert_noise_std(), "noise std of copy+noise",
-    config::non_negative<double>());
 }
+
+// A layer's fusion weights m for the variant of `options`, over experts of `in_features` inputs.
+std::shared_ptr<FusionWeightsImpl> make_fusion_weights(const ExFusionOptions& options,
+                                                       int64_t in_features);
+
+// ExFusion's function over any two expert banks whose fuse(m) gives (W̄, b̄): the forward, the
+// dense form with the final fusion weights, and the fusion-weight metrics. `fusion_down` is
+// null unless the memory bank has a router per set.
+template <class Bank>
+torch::Tensor fused_experts_forward(const torch::Tensor& x, FusionWeightsImpl& fusion,
+                                    FusionWeightsImpl* fusion_down, const Bank& fc1,
+                                    const Bank& fc2) {
+  const auto m_up = fusion.forward(x);
+  const auto [w1, b1] = fc1.fuse(m_up);
+  const auto h = exact_gelu(linear(x, w1, b1));
+  const auto m_down = fusion_down != nullptr ? fusion_down->forward(h) : m_up;
+  const auto [w2, b2] = fc2.fuse(m_down);
+  return linear(h, w2, b2);
+}
+
+template <class Bank>
+std::vector<std::pair<std::string, torch::Tensor>> fused_experts_dense_tensors(
+    const FusionWeightsImpl& fusion, const FusionWeightsImpl* fusion_down, const Bank& fc1,
+    const Bank& fc2, const torch::Device& device) {
+  torch::NoGradGuard no_grad;
+  const auto m_up = fusion.final_weights().to(device);
+  const auto m_down =
+      (fusion_down ? fusion_down->final_weights() : fusion.final_weights()).to(device);
+  // Fused outside autocast, in the experts' own dtype: the dense model's parameters.
+  const auto [w1, b1] = fc1.fuse(m_up);
+  const auto [w2, b2] = fc2.fuse(m_down);
+  return {{"fc1.weight", w1}, {"fc1.bias", b1}, {"fc2.weight", w2}, {"fc2.bias", b2}};
+}
+
+// The fusion weights in use now, by name: "m", or "m_up" and "m_down" with a router per set.
+std::vector<std::pair<std::string, torch::Tensor>> fusion_weights_of(
+    const FusionWeightsImpl& fusion, const FusionWeightsImpl* fusion_down);
+// {"fusion_weights": {name: [...]}} of fusion_weights_of.
+nlohmann::json fusion_weights_metrics(const FusionWeightsImpl& fusion,
+                                      const FusionWeightsImpl* fusion_down);
 
 class ExFusionMlpImpl : public FeedForwardImpl, public HasDenseForm, public ReportsMetrics {
  public:

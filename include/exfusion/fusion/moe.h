@@ -48,10 +48,12 @@ struct MoeOptions {
   TORCH_ARG(bool, renormalize_top1) = false;
 };
 
-// No dense form: a mixture of experts cannot be fused (fuse says so).
-class MoeMlpImpl : public FeedForwardImpl, public AddsAuxiliaryLoss, public ReportsMetrics {
+// The top-k routing, dispatch to capacity slots, combine and balance loss of MoE-N-k over any
+// N experts; a kind gives its experts' stacked weights (full FFNs, DeRS deltas). No dense form:
+// a mixture of experts cannot be fused (fuse says so).
+class TopKMixtureImpl : public FeedForwardImpl, public AddsAuxiliaryLoss, public ReportsMetrics {
  public:
-  MoeMlpImpl(int64_t dim, int64_t hidden, MoeOptions options);
+  TopKMixtureImpl(int64_t dim, MoeOptions options);
   torch::Tensor forward(const torch::Tensor& x) override;
   // aux_loss_coef · N·Σ_e f_e·P_e of the last forward pass (differentiable in the router).
   torch::Tensor auxiliary_loss() const override { return aux_loss_; }
@@ -65,10 +67,30 @@ class MoeMlpImpl : public FeedForwardImpl, public AddsAuxiliaryLoss, public Repo
 
   MoeOptions options;
   Linear router{nullptr};
-  ExpertBank fc1{nullptr}, fc2{nullptr};
+
+ protected:
+  // The N experts of each linear layer: weights [N, out, in] and biases [N, out].
+  struct StackedExperts {
+    torch::Tensor up_weight, up_bias, down_weight, down_bias;
+  };
+  virtual StackedExperts stacked_experts() const = 0;
+  // The router's init, normal(0, 0.02); called by a kind once its experts are built, so that
+  // the experts' init draws come first, as they always have.
+  void reset_router();
 
  private:
   torch::Tensor aux_loss_, routing_stats_;
+};
+
+// The FFN kind "moe": every expert a full FFN.
+class MoeMlpImpl : public TopKMixtureImpl {
+ public:
+  MoeMlpImpl(int64_t dim, int64_t hidden, MoeOptions options);
+
+  ExpertBank fc1{nullptr}, fc2{nullptr};
+
+ protected:
+  StackedExperts stacked_experts() const override;
 };
 TORCH_MODULE(MoeMlp);
 

@@ -25,6 +25,9 @@ class ModelImpl : public torch::nn::Module {
 using ModelPtr = std::shared_ptr<ModelImpl>;
 
 int64_t count_parameters(const torch::nn::Module& module);
+// Values a checkpoint of `module` stores: its parameters and its buffers (memory banks, the
+// positions of sparse DeRS deltas).
+int64_t count_stored_values(const torch::nn::Module& module);
 
 // A model kind's options, type-erased. DeclaredModelOptions<Options> implements it for an
 // options struct with declared fields (config/fields.h) and

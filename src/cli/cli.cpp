@@ -13,6 +13,7 @@
 #include <string>
 
 #include "exfusion/config/fields.h"
+#include "exfusion/sweep/sweep_runner.h"
 #include "exfusion/train/compression.h"
 #include "exfusion/train/initialization.h"
 #include "exfusion/train/pipeline.h"
@@ -162,6 +163,20 @@ int parse_and_run(int argc, const char* const* argv) {
                        "directory with the IDX files (default: the run's test data)");
   compress->add_flag("--force", compress_run.force, "overwrite an existing output");
 
+  SweepRun sweep_run;
+  std::string sweep_file, sweep_out, sweep_data;
+  auto* sweep = app.add_subcommand(
+      "sweep",
+      "Run a sweep file's configurations x seeds one after another (resumable) and write the "
+      "table: mean ± std over seeds, the difference to the baseline and its Welch p-value");
+  sweep->add_option("file", sweep_file, "sweep file (YAML or JSON; configs/sweeps/*.yaml)")
+      ->required();
+  sweep->add_option("--out", sweep_out, "sweep directory (default runs/sweeps/<file's stem>)");
+  sweep->add_option("--data", sweep_data, "directory with the IDX files, for every run");
+  sweep->add_option("--set", sweep_run.assignments, "config keys laid over every run")->take_all();
+  sweep->add_flag("--dry-run", sweep_run.dry_run,
+                  "list the runs, their directories, state and commands; run nothing");
+
   EvalRun eval_run;
   std::string eval_path, eval_logits;
   auto* eval = app.add_subcommand("eval", "Evaluate a checkpoint on the test set");
@@ -286,6 +301,14 @@ int parse_and_run(int argc, const char* const* argv) {
       }
     }
     print_json(upcycle_checkpoint(upcycle_run, std::cerr));
+  } else if (sweep->parsed()) {
+    sweep_run.file = sweep_file;
+    sweep_run.out = sweep_out;
+    if (!sweep_data.empty()) {
+      sweep_run.assignments.insert(sweep_run.assignments.begin(), "data.dir=" + sweep_data);
+    }
+    const auto result = run_sweep(sweep_run, std::cout, std::cerr);
+    if (sweep_run.dry_run) print_json(result);
   } else if (compress->parsed()) {
     compress_run.path = compress_path;
     compress_run.out = compress_out;

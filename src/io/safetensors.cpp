@@ -134,7 +134,10 @@ void save_safetensors(const fs::path& path, const NamedTensors& tensors,
   });
 }
 
-SafetensorsFile load_safetensors(const fs::path& path) {
+namespace {
+
+// Opens `path` and reads and checks its header, leaving `in` at the start of the data.
+SafetensorsHeader read_header(const fs::path& path, std::ifstream& in) {
   const std::string where = path.string();
   std::error_code error;
   if (!fs::is_regular_file(path, error)) {
@@ -142,7 +145,7 @@ SafetensorsFile load_safetensors(const fs::path& path) {
                      " (expected a .safetensors file)");
   }
   const uint64_t file_size = fs::file_size(path, error);
-  std::ifstream in(path, std::ios::binary);
+  in.open(path, std::ios::binary);
   if (error || !in) throw InputError(where + ": cannot open the file for reading");
   if (file_size < 8) {
     throw InputError(where + ": " + std::to_string(file_size) +
@@ -154,7 +157,20 @@ SafetensorsFile load_safetensors(const fs::path& path) {
   std::string text(header_length, '\0');
   in.read(text.data(), static_cast<std::streamsize>(header_length));
   if (!in) throw InputError(where + ": could not read the header");
-  auto header = parse_safetensors_header(text, file_size - 8 - header_length, where);
+  return parse_safetensors_header(text, file_size - 8 - header_length, where);
+}
+
+}  // namespace
+
+std::map<std::string, std::string> load_safetensors_metadata(const fs::path& path) {
+  std::ifstream in;
+  return read_header(path, in).metadata;
+}
+
+SafetensorsFile load_safetensors(const fs::path& path) {
+  const std::string where = path.string();
+  std::ifstream in;
+  auto header = read_header(path, in);
 
   SafetensorsFile file;
   file.metadata = std::move(header.metadata);

@@ -1,6 +1,6 @@
-// A fresh run's starting weights and `exfusion upcycle` (see initialization.h): the dense
-// checkpoint's own model is built and read back through the usual checkpoint loader, so every
-// dense file this build reads can be upcycled.
+// A fresh run's starting weights and `exfusion upcycle` (see initialization.h): one of our dense
+// checkpoints is built and read back through the usual checkpoint loader; a timm or Hugging
+// Face ViT through exfusion import's reader, so every dense file either reads can be upcycled.
 #include "exfusion/train/initialization.h"
 
 #include <torch/torch.h>
@@ -8,6 +8,7 @@
 #include "exfusion/config/config_file.h"
 #include "exfusion/io/module_tensors.h"
 #include "exfusion/io/safetensors.h"
+#include "exfusion/models/dense_import.h"
 #include "exfusion/models/registry.h"
 #include "exfusion/train/run_files.h"
 #include "exfusion/upcycling/ders_compression.h"
@@ -18,8 +19,6 @@ namespace exfusion {
 namespace {
 
 namespace fs = std::filesystem;
-
-constexpr const char* kUpcycledKind = "upcycled-model";
 
 // A run directory's fused model (or, for a dense run without one, its state), else the file.
 fs::path dense_file(const fs::path& path) {
@@ -51,10 +50,31 @@ DenseTensors dense_tensors_of(const Checkpoint& checkpoint, const fs::path& path
   return tensors;
 }
 
+// Whether `file` is one of ours (its metadata holds our config) rather than a timm or Hugging
+// Face file.
+bool is_ours(const fs::path& file) {
+  return load_safetensors_metadata(file).count(kConfigMetadataKey) != 0;
+}
+
+// A timm or Hugging Face ViT's tensors under our names, checked against `model` (the model
+// section of the run that starts from it) where given.
+DenseImport import_foreign(const fs::path& file, const nlohmann::json& model_patch) {
+  auto patch = model_patch;
+  patch.erase("kind");
+  return load_dense_vit(file, patch);
+}
+
+DenseTensors dense_tensors_of(const DenseImport& imported) {
+  DenseTensors tensors;
+  for (const auto& [name, tensor] : imported.tensors) tensors.emplace(name, tensor);
+  return tensors;
+}
+
 }  // namespace
 
 std::optional<DenseTensors> dense_tensors_if_dense(const fs::path& path) {
   const auto file = dense_file(path);
+  if (!is_ours(file)) return dense_tensors_of(import_foreign(file, nlohmann::json::object()));
   const auto checkpoint = load_checkpoint(file);
   const bool dense = !is_upcycled(checkpoint) &&
                      (!checkpoint.is_training_state || checkpoint.config.ffn.is_dense());
@@ -65,30 +85,33 @@ std::optional<DenseTensors> dense_tensors_if_dense(const fs::path& path) {
 nlohmann::json initialize_model(ModelImpl& model, const RunConfig& config) {
   const auto& init = config.init;
   const auto path = dense_file(init.from);
-  auto checkpoint = load_checkpoint(path);
   nlohmann::json described = {{"from", path.string()}};
-  if (is_upcycled(checkpoint)) {
-    load_module_tensors(model, checkpoint.file, path, "model.");
-    described["method"] = "loaded";
-    return described;
-  }
-  const auto kind = checkpoint.file.metadata.find(kKindMetadataKey);
-  if (kind != checkpoint.file.metadata.end() && kind->second == kDersCompressedKind) {
-    load_module_tensors(model, checkpoint.file, path, "model.");  // synthesised by the loader
-    described["method"] = "ders-decompressed";
-    return described;
+  DenseTensors dense;
+  if (is_ours(path)) {
+    auto checkpoint = load_checkpoint(path);
+    const auto kind = checkpoint.file.metadata.find(kKindMetadataKey);
+    const bool ders = kind != checkpoint.file.metadata.end() && kind->second == kDersCompressedKind;
+    if (is_upcycled(checkpoint) || ders) {
+      // Tensors of this run's model as they are (a DeRS file's synthesised by the loader).
+      load_module_tensors(model, checkpoint.file, path, "model.");
+      described["method"] = ders ? "ders-decompressed" : "loaded";
+      return described;
+    }
+    dense = dense_tensors_of(checkpoint, path);
+  } else {
+    const auto imported = import_foreign(path, config.model.to_json());
+    described["format"] = dense_format_name(imported.format);
+    dense = dense_tensors_of(imported);
   }
   if (config.ffn.is_dense()) {
     // A dense run continued from a dense checkpoint: the baseline at the same budget.
-    SafetensorsFile dense;
-    for (const auto& [name, tensor] : dense_tensors_of(checkpoint, path)) {
-      dense.tensors.emplace(name, tensor);
-    }
-    load_module_tensors(model, dense, path);
+    SafetensorsFile file;
+    for (const auto& [name, tensor] : dense) file.tensors.emplace(name, tensor);
+    load_module_tensors(model, file, path);
     described["method"] = "loaded";
     return described;
   }
-  const auto report = upcycle_into(model, dense_tensors_of(checkpoint, path), init, path.string());
+  const auto report = upcycle_into(model, dense, init, path.string());
   described["method"] = config::to_json(init)["method"];
   described["layers"] = report.layers;
   described["experts"] = report.experts;
@@ -100,14 +123,30 @@ nlohmann::json upcycle_checkpoint(const UpcycleRun& run, std::ostream& report) {
   refuse_overwrite(init_file, run.force);
   refuse_overwrite(config_file, run.force);
   const auto path = dense_file(run.dense);
-  auto checkpoint = load_checkpoint(path);
-  if (is_upcycled(checkpoint)) {
-    throw InputError(path.string() + ": already upcycled; upcycling starts from a dense model");
+  RunConfig config;
+  DenseTensors dense;
+  if (is_ours(path)) {
+    auto checkpoint = load_checkpoint(path);
+    if (is_upcycled(checkpoint)) {
+      throw InputError(path.string() + ": already upcycled; upcycling starts from a dense model");
+    }
+    dense = dense_tensors_of(checkpoint, path);
+    config = checkpoint.config;
+  } else {
+    // timm or Hugging Face: the architecture from the file (model.* keys of --set laid over
+    // it, as exfusion import does); the rest, data normalisation included, from --set.
+    auto model_patch = nlohmann::json::object();
+    for (const auto& assignment : run.assignments) {
+      const auto patch = config::parse_assignment(assignment);
+      if (patch.contains("model")) model_patch.merge_patch(patch["model"]);
+    }
+    const auto imported = import_foreign(path, model_patch);
+    dense = dense_tensors_of(imported);
+    config = default_run_config();
+    config.model = ModelConfig::of("vit", imported.options);
   }
-  const auto dense = dense_tensors_of(checkpoint, path);
 
   // The dense run's config with the target kind, then the user's keys (init.*, ffn.*, train.*).
-  auto config = checkpoint.config;
   apply_config(config, {{"ffn", {{"kind", run.to}}}}, "upcycle --to " + run.to);
   config = build_run_config(config, {"", run.assignments});
   config.init.from = fs::absolute(path).string();

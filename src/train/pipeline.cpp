@@ -415,9 +415,14 @@ nlohmann::json describe_checkpoint(const fs::path& run_path) {
   auto checkpoint = load_checkpoint(path);
   auto model = model_from_checkpoint(checkpoint, path);
   const auto& config = checkpoint.config;
+  const auto stored_kind = checkpoint.file.metadata.find(kKindMetadataKey);
+  const bool is_upcycled_init =
+      stored_kind != checkpoint.file.metadata.end() && stored_kind->second == kUpcycledKind;
   nlohmann::json info = {
       {"checkpoint", path.string()},
-      {"kind", checkpoint.is_training_state ? "training-state" : "dense-model"},
+      {"kind", !checkpoint.is_training_state ? "dense-model"
+               : is_upcycled_init            ? kUpcycledKind
+                                             : "training-state"},
       {"format", checkpoint.format},
       {"architecture", {{"model", config.model.to_json()}, {"ffn", config.ffn.to_json()}}},
       {"params", count_parameters(*model)},

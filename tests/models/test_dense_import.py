@@ -105,3 +105,61 @@ def test_hugging_face_import_gives_transformers_logits(exfusion_cli, toy_idx_dir
 
     info = json.loads(run_cli(exfusion_cli, "info", dest))
     assert info["params"] == sum(p.numel() for p in model.parameters())
+
+
+def evaluate(cli, checkpoint, toy_idx_dir, tmp_path):
+    """Our logits for `checkpoint` on the test images, and those images normalised as
+    NORMALISATION says."""
+    logits = tmp_path / "logits.safetensors"
+    run_cli(cli, "eval", checkpoint, "--data", toy_idx_dir, "--save-logits", logits, "--force")
+    images = torch.from_numpy(read_idx(toy_idx_dir / "t10k-images-idx3-ubyte").copy())
+    x = (images.unsqueeze(1).float() / 255.0 - 0.5) / 0.25
+    return load_file(str(logits))["logits"], x
+
+
+def test_timm_and_hugging_face_files_upcycle_directly(exfusion_cli, toy_idx_dir, tmp_path):
+    """`exfusion upcycle` and `init.from` read timm and Hugging Face files without an import
+    first; copies of the dense FFN (a MoE without dropping, ExFusion-sw over DeRS experts)
+    give the library's logits (LOGIT_TOLERANCE)."""
+    timm_model = randomise(VisionTransformer(**SIZES), seed=3)
+    timm_file = tmp_path / "timm.safetensors"
+    save_file(timm_model.state_dict(), str(timm_file))
+    moe = tmp_path / "moe-init"
+    summary = json.loads(run_cli(
+        exfusion_cli, "upcycle", timm_file, "--to", "moe", "--out", moe, "--set",
+        "model.num_heads=2", *NORMALISATION, "ffn.num_experts=3", "ffn.capacity_factor=0"))
+    assert summary["layers"] == SIZES["depth"]
+    ours, x = evaluate(exfusion_cli, moe / "init.safetensors", toy_idx_dir, tmp_path)
+    with torch.no_grad():
+        diff = max_diff(timm_model(x), ours)
+    print(f"timm file upcycled into MoE-3-2: max abs logit difference {diff:.3e}")
+    assert diff <= LOGIT_TOLERANCE
+
+    config = ViTConfig(image_size=28, patch_size=7, num_channels=1, hidden_size=32,
+                       num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                       num_labels=10)
+    hf_model = randomise(ViTForImageClassification(config), seed=4)
+    hf_dir = tmp_path / "hf"
+    hf_model.save_pretrained(hf_dir)
+    ders = tmp_path / "ders-init"
+    run_cli(exfusion_cli, "upcycle", hf_dir, "--to", "ders-exfusion", "--out", ders, "--set",
+            *NORMALISATION, "ffn.variant=sw", "ffn.num_experts=2")
+    info = json.loads(run_cli(exfusion_cli, "info", ders / "init.safetensors"))
+    assert info["kind"] == "upcycled-model"
+    ours, x = evaluate(exfusion_cli, ders / "init.safetensors", toy_idx_dir, tmp_path)
+    with torch.no_grad():
+        diff = max_diff(hf_model(pixel_values=x).logits, ours)
+    print(f"Hugging Face dir upcycled into DeRS-ExFusion-sw: max abs logit difference {diff:.3e}")
+    assert diff <= LOGIT_TOLERANCE
+
+    # One command: a run whose init.from is the timm file, its model section the file's.
+    run = tmp_path / "run"
+    run_cli(exfusion_cli, "train", "--data", toy_idx_dir, "--out", run, "--threads", "1",
+            "--set", "model.img_size=28", "model.patch_size=7", "model.embed_dim=32",
+            "model.depth=2", "model.num_heads=2", "model.mlp_ratio=4", *NORMALISATION,
+            "ffn.kind=exfusion", "ffn.variant=sw", "ffn.num_experts=2", "train.batch_size=16",
+            "train.max_steps=1",
+            f"init.from={timm_file}")
+    start = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["init"]["format"] == "timm"
+    assert start["init"]["method"] == "copy"

@@ -29,6 +29,8 @@ void save_safetensors(const std::filesystem::path& path, const NamedTensors& ten
 // Reads the whole file in one pass. Throws InputError naming `path` and the offending
 // tensor or field for anything the format does not allow.
 SafetensorsFile load_safetensors(const std::filesystem::path& path);
+// The file's metadata alone, its header read and checked as load_safetensors does, no data read.
+std::map<std::string, std::string> load_safetensors_metadata(const std::filesystem::path& path);
 
 // Throws InputError naming `path` with the missing and unexpected names and the shape and
 // dtype mismatches between `file` and `expected` (used to reject another architecture).

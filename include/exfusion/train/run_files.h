@@ -24,6 +24,9 @@ inline constexpr const char* kTensorBoardDir = "tb";  // TensorBoard event files
 inline constexpr const char* kConfigMetadataKey = "exfusion.config";
 inline constexpr const char* kKindMetadataKey = "exfusion.kind";
 inline constexpr const char* kFormatMetadataKey = "exfusion.format";
+// The kind of `exfusion upcycle`'s init.safetensors: a model under "model." that no step has
+// trained yet (and the dense base under "dense_base.").
+inline constexpr const char* kUpcycledKind = "upcycled-model";
 
 // The fused dense model under timm's names, with its description (timm kwargs, normalisation,
 // the run's config) beside it: model_description_path(path), model.json for model.safetensors.
@@ -42,7 +45,9 @@ std::vector<CheckpointEntry> list_checkpoints(const std::filesystem::path& dir);
 struct Checkpoint {
   SafetensorsFile file;
   RunConfig config;
-  bool is_training_state = false;  // tensors under "model." rather than bare names
+  // Tensors under "model." rather than bare names: a training state, and an upcycled init or a
+  // DeRS-compressed file, which eval, fuse and info read as one.
+  bool is_training_state = false;
   int64_t format = 1;
 };
 

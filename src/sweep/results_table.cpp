@@ -1,0 +1,143 @@
+// The sweep table (see results_table.h).
+#include "exfusion/sweep/results_table.h"
+
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+#include "exfusion/sweep/statistics.h"
+#include "exfusion/util/json_input.h"
+
+namespace exfusion {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+struct RunResult {
+  double accuracy = 0.0;  // percent
+  double ms_per_step = 0.0;
+  int64_t params_train = 0, params_deployed = 0;
+  double peak_rss_mib = -1.0;  // unknown
+};
+
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::optional<RunResult> read_result(const SweepRunSpec& run) {
+  const auto path = run.dir / "summary.json";
+  if (!fs::exists(path)) return std::nullopt;
+  const auto summary = parse_json_input(read_text(path), path.string());
+  RunResult result;
+  const auto& accuracy = summary.contains("fused_test_accuracy") ? summary["fused_test_accuracy"]
+                                                                 : summary["test_accuracy"];
+  result.accuracy = 100.0 * accuracy.get<double>();
+  const auto steps = summary.value("steps", int64_t{0});
+  result.ms_per_step =
+      steps > 0 ? 1000.0 * summary.value("train_seconds", 0.0) / static_cast<double>(steps) : 0.0;
+  result.params_train = summary.value("params_train", int64_t{0});
+  result.params_deployed = summary.value("params_fused", result.params_train);
+  const auto resources = run.dir / kSweepResourcesFile;
+  if (fs::exists(resources)) {
+    result.peak_rss_mib =
+        parse_json_input(read_text(resources), resources.string()).value("peak_rss_mib", -1.0);
+  }
+  return result;
+}
+
+std::string format(const char* pattern, double value) {
+  char text[64];
+  std::snprintf(text, sizeof text, pattern, value);
+  return text;
+}
+
+std::string mean_std(const SampleSummary& s, const char* pattern) {
+  if (s.n == 0) return "—";
+  return format(pattern, s.mean) + " ± " + format(pattern, s.std);
+}
+
+}  // namespace
+
+SweepTable sweep_table(const SweepPlan& plan) {
+  std::map<std::string, std::vector<RunResult>> results;
+  std::map<std::string, int64_t> planned;
+  for (const auto& run : plan.runs) {
+    ++planned[run.configuration];
+    if (auto result = read_result(run)) results[run.configuration].push_back(*result);
+  }
+  const auto accuracies = [&](const std::string& name) {
+    std::vector<double> values;
+    for (const auto& result : results[name]) values.push_back(result.accuracy);
+    return values;
+  };
+  const auto baseline = accuracies(plan.baseline);
+  const auto baseline_mean = summarize(baseline).mean;
+
+  SweepTable table;
+  table.rows = json::array();
+  std::ostringstream md, csv;
+  md << "| configuration | seeds | test accuracy (%) | Δ vs " << plan.baseline
+     << " (points) | p (Welch) | trainable params | deployed params | ms/step | peak RSS (MiB) |\n"
+     << "|---|---|---|---|---|---|---|---|---|\n";
+  csv << "configuration,seeds,planned_seeds,accuracy_mean,accuracy_std,delta_vs_baseline,p_welch,"
+         "params_train,params_deployed,ms_per_step_mean,ms_per_step_std,peak_rss_mib_max\n";
+  for (const auto& name : plan.configurations) {
+    const auto& runs = results[name];
+    const auto accuracy = summarize(accuracies(name));
+    std::vector<double> ms;
+    double peak = -1.0;
+    int64_t params_train = 0, params_deployed = 0;
+    for (const auto& result : runs) {
+      ms.push_back(result.ms_per_step);
+      peak = std::max(peak, result.peak_rss_mib);
+      params_train = result.params_train;
+      params_deployed = result.params_deployed;
+    }
+    const auto step = summarize(ms);
+    json row = {{"configuration", name},
+                {"seeds", accuracy.n},
+                {"planned_seeds", planned[name]},
+                {"accuracy_mean", accuracy.mean},
+                {"accuracy_std", accuracy.std},
+                {"params_train", params_train},
+                {"params_deployed", params_deployed},
+                {"ms_per_step_mean", step.mean},
+                {"ms_per_step_std", step.std},
+                {"peak_rss_mib_max", peak >= 0 ? json(peak) : json(nullptr)},
+                {"baseline", name == plan.baseline}};
+    std::string delta = "—", p = "—";
+    if (name == plan.baseline) {
+      delta = "(baseline)";
+    } else if (accuracy.n > 0 && !baseline.empty()) {
+      row["delta_vs_baseline"] = accuracy.mean - baseline_mean;
+      delta = format("%+.2f", accuracy.mean - baseline_mean);
+      if (const auto test = welch_t_test(accuracies(name), baseline)) {
+        row["p_welch"] = test->p;
+        row["t_welch"] = test->t;
+        row["df_welch"] = test->df;
+        p = format("%.3g", test->p);
+      }
+    }
+    md << "| " << name << " | " << accuracy.n << "/" << planned[name] << " | "
+       << mean_std(accuracy, "%.2f") << " | " << delta << " | " << p << " | "
+       << (accuracy.n > 0 ? std::to_string(params_train) : "—") << " | "
+       << (accuracy.n > 0 ? std::to_string(params_deployed) : "—") << " | "
+       << mean_std(step, "%.1f") << " | " << (peak >= 0 ? format("%.0f", peak) : "—") << " |\n";
+    const auto field = [&](const char* key) {
+      return row.contains(key) && !row[key].is_null() ? row[key].dump() : std::string();
+    };
+    csv << name << "," << accuracy.n << "," << planned[name] << "," << field("accuracy_mean") << ","
+        << field("accuracy_std") << "," << field("delta_vs_baseline") << "," << field("p_welch")
+        << "," << params_train << "," << params_deployed << "," << field("ms_per_step_mean") << ","
+        << field("ms_per_step_std") << "," << field("peak_rss_mib_max") << "\n";
+    table.rows.push_back(row);
+  }
+  table.markdown = md.str();
+  table.csv = csv.str();
+  return table;
+}
+
+}  // namespace exfusion

@@ -1,0 +1,40 @@
+// Mean, standard deviation and Welch's t-test (see statistics.h); Student's t distribution from
+// Boost.Math, which takes non-integer degrees of freedom.
+#include "exfusion/sweep/statistics.h"
+
+#include <boost/math/distributions/students_t.hpp>
+#include <cmath>
+#include <numeric>
+
+namespace exfusion {
+
+SampleSummary summarize(const std::vector<double>& values) {
+  SampleSummary summary;
+  summary.n = static_cast<int64_t>(values.size());
+  if (values.empty()) return summary;
+  summary.mean =
+      std::accumulate(values.begin(), values.end(), 0.0) / static_cast<double>(summary.n);
+  if (summary.n > 1) {
+    double squares = 0.0;
+    for (const double value : values) squares += (value - summary.mean) * (value - summary.mean);
+    summary.std = std::sqrt(squares / static_cast<double>(summary.n - 1));
+  }
+  return summary;
+}
+
+std::optional<WelchTest> welch_t_test(const std::vector<double>& a, const std::vector<double>& b) {
+  const auto sa = summarize(a), sb = summarize(b);
+  if (sa.n < 2 || sb.n < 2) return std::nullopt;
+  const double va = sa.std * sa.std / static_cast<double>(sa.n);
+  const double vb = sb.std * sb.std / static_cast<double>(sb.n);
+  if (va + vb <= 0.0) return std::nullopt;
+  WelchTest test;
+  test.t = (sa.mean - sb.mean) / std::sqrt(va + vb);
+  test.df = (va + vb) * (va + vb) /
+            (va * va / static_cast<double>(sa.n - 1) + vb * vb / static_cast<double>(sb.n - 1));
+  const boost::math::students_t distribution(test.df);
+  test.p = 2.0 * boost::math::cdf(boost::math::complement(distribution, std::fabs(test.t)));
+  return test;
+}
+
+}  // namespace exfusion

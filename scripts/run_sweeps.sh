@@ -4,10 +4,15 @@
 # and Figure 5 of one ExFusion-mb run. Resumable: rerun it after a kill and finished runs are
 # skipped. Prints each sweep's table and the total wall time.
 # Usage: scripts/run_sweeps.sh [SWEEP_NAME ...]   (default: all of configs/sweeps/*.yaml)
+# EXFUSION_CLI=path/to/exfusion runs that binary instead of building build/exfusion (a copy
+# keeps a long sweep on one build while the tree changes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-EXFUSION_BUILD_TARGETS=exfusion scripts/build.sh
+if [ -z "${EXFUSION_CLI:-}" ]; then
+  EXFUSION_BUILD_TARGETS=exfusion scripts/build.sh
+  EXFUSION_CLI=build/exfusion
+fi
 
 if [ "$#" -gt 0 ]; then
   names=("$@")
@@ -20,9 +25,9 @@ start=$(date +%s)
 for name in "${names[@]}"; do
   if [ "$name" = upcycling ] && [ ! -f runs/upcycling/dense/summary.json ]; then
     # The upcycling sweep continues one dense checkpoint; train it once.
-    build/exfusion train --config configs/upcycle-dense.yaml --out runs/upcycling/dense --force
+    "$EXFUSION_CLI" train --config configs/upcycle-dense.yaml --out runs/upcycling/dense --force
   fi
-  build/exfusion sweep "configs/sweeps/$name.yaml" --out "runs/sweeps/$name"
+  "$EXFUSION_CLI" sweep "configs/sweeps/$name.yaml" --out "runs/sweeps/$name"
   .venv/bin/python scripts/plot_metrics.py "runs/sweeps/$name"
   cat "runs/sweeps/$name/table.md"
 done

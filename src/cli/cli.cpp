@@ -13,6 +13,7 @@
 #include <string>
 
 #include "exfusion/config/fields.h"
+#include "exfusion/dist/process_group.h"
 #include "exfusion/sweep/sweep_runner.h"
 #include "exfusion/train/compression.h"
 #include "exfusion/train/initialization.h"
@@ -355,6 +356,10 @@ int run_cli(int argc, const char* const* argv) {
     return 2;
   } catch (const Interrupted& e) {
     return exit_code_for_signal(e.signal());
+  } catch (const PeerFailure& e) {
+    // Not this rank's fault, nor the input's: another data-parallel rank stopped.
+    std::cerr << "exfusion: error: " << e.what() << std::endl;
+    return 3;
   } catch (const std::bad_alloc&) {
     std::cerr << "exfusion: error: " << kOutOfMemory << std::endl;
     return 2;

@@ -37,6 +37,9 @@ BatchLoader::BatchLoader(ImageDataset data, LoaderOptions options)
   const auto channels = data_.images.size(1);
   if (options_.batch_size < 1) throw InputError("train.batch_size: expected at least 1");
   if (options_.prefetch < 1) throw InputError("data.prefetch: expected at least 1");
+  TORCH_CHECK(options_.shard.count >= 1 && options_.shard.index >= 0 &&
+                  options_.shard.index < options_.shard.count,
+              "BatchLoader: shard ", options_.shard.index, " of ", options_.shard.count);
   if (options_.crop_padding < 0) {
     throw InputError("data.crop_padding: expected a non-negative padding");
   }
@@ -68,7 +71,11 @@ torch::Tensor BatchLoader::epoch_order(int64_t epoch) const {
 Batch BatchLoader::assemble(const torch::Tensor& order, int64_t epoch, int64_t index) const {
   const auto begin = index * options_.batch_size;
   const auto count = std::min(options_.batch_size, size() - begin);
-  const auto indices = order.narrow(0, begin, count);
+  // This shard's rows of the global batch; the random draws below are made for the whole global
+  // batch and cut the same way, so every sample gets the augmentation one process gives it.
+  const auto shards = options_.shard.count, shard = options_.shard.index;
+  const auto first = count * shard / shards, rows = count * (shard + 1) / shards - first;
+  const auto indices = order.narrow(0, begin + first, rows);
   // Augmenting the uint8 batch before conversion moves a quarter of the bytes.
   auto images = data_.images.index_select(0, indices);
   if (options_.augment) {
@@ -77,16 +84,18 @@ Batch BatchLoader::assemble(const torch::Tensor& order, int64_t epoch, int64_t i
     if (pad > 0) {
       const auto channels = images.size(1), h = images.size(2), w = images.size(3);
       const auto padded = torch::constant_pad_nd(images, {pad, pad, pad, pad}, 0).flatten(2);
-      const auto offsets = torch::randint(0, 2 * pad + 1, {count, 2}, generator);
-      const auto rows = offsets.select(1, 0).view({count, 1, 1}) + torch::arange(h).view({1, h, 1});
-      const auto cols = offsets.select(1, 1).view({count, 1, 1}) + torch::arange(w).view({1, 1, w});
+      const auto offsets =
+          torch::randint(0, 2 * pad + 1, {count, 2}, generator).narrow(0, first, rows);
+      const auto row = offsets.select(1, 0).view({rows, 1, 1}) + torch::arange(h).view({1, h, 1});
+      const auto col = offsets.select(1, 1).view({rows, 1, 1}) + torch::arange(w).view({1, 1, w});
       // One gather crops every sample at its own offset within its padded plane.
-      const auto source = (rows * (w + 2 * pad) + cols).view({count, 1, h * w});
+      const auto source = (row * (w + 2 * pad) + col).view({rows, 1, h * w});
       images =
-          padded.gather(2, source.expand({count, channels, h * w})).view({count, channels, h, w});
+          padded.gather(2, source.expand({rows, channels, h * w})).view({rows, channels, h, w});
     }
     if (options_.horizontal_flip) {
-      const auto flip = torch::rand({count}, generator).lt(0.5).view({count, 1, 1, 1});
+      const auto flip =
+          torch::rand({count}, generator).narrow(0, first, rows).lt(0.5).view({rows, 1, 1, 1});
       images = torch::where(flip, images.flip({3}), images);
     }
   }

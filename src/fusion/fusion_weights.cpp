@@ -2,6 +2,7 @@
 #include "exfusion/fusion/fusion_weights.h"
 
 #include "exfusion/util/error.h"
+#include "exfusion/util/global_batch.h"
 #include "exfusion/util/init.h"
 
 namespace exfusion {
@@ -62,7 +63,8 @@ torch::Tensor MemoryBankWeightsImpl::router_weights(const torch::Tensor& x) {
   auto logits = router->forward(x);
   logits = logits.to(at::promote_types(logits.scalar_type(), torch::kFloat32));
   auto probs = torch::softmax(logits, -1);
-  return probs.reshape({-1, options.num_experts()}).mean(0);
+  // Under data parallelism, the mean over the global batch (SPEC §1).
+  return global_batch_mean(probs.reshape({-1, options.num_experts()}).mean(0));
 }
 
 torch::Tensor MemoryBankWeightsImpl::forward(const torch::Tensor& x) {

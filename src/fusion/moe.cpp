@@ -6,6 +6,7 @@
 #include <string>
 
 #include "exfusion/util/error.h"
+#include "exfusion/util/global_batch.h"
 
 namespace exfusion {
 
@@ -102,16 +103,18 @@ torch::Tensor TopKMixtureImpl::forward(const torch::Tensor& x) {
   const auto combined = at::zeros({s, dim}, weight.options())
                             .index_add(0, token_of, rows.index_select(0, slot) * weight);
 
-  // Switch/GShard balance: f_e from the first choices, P_e the mean router probability.
-  const auto first_choice = at::zeros({n}, probs.options())
-                                .index_add(0, chosen.select(1, 0), at::ones({s}, probs.options())) /
-                            static_cast<double>(s);
-  aux_loss_ =
-      options.aux_loss_coef() * static_cast<double>(n) * (first_choice * probs.mean(0)).sum();
+  // Switch/GShard balance: f_e from the first choices, P_e the mean router probability, both
+  // over the global batch under data parallelism.
+  const auto first_choice =
+      global_batch_mean(at::zeros({n}, probs.options())
+                            .index_add(0, chosen.select(1, 0), at::ones({s}, probs.options())) /
+                        static_cast<double>(s));
+  aux_loss_ = options.aux_loss_coef() * static_cast<double>(n) *
+              (first_choice * global_batch_mean(probs.mean(0))).sum();
   {
     torch::NoGradGuard no_grad;
-    const auto stats =
-        at::stack({1.0 - keep.to(torch::kFloat32).mean(), aux_loss_.detach().to(torch::kFloat32)});
+    const auto stats = at::stack({1.0 - global_batch_mean(keep.to(torch::kFloat32).mean()),
+                                  aux_loss_.detach().to(torch::kFloat32)});
     if (routing_stats_.defined() && routing_stats_.device() == stats.device()) {
       routing_stats_.copy_(stats);
     } else {

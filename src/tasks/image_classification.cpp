@@ -40,7 +40,8 @@ void check_images_fit(const ImageDataset& dataset, const ModelOptions& model,
 
 LoaderOptions loader_options(const DataConfig& data, const TaskOptions& task, bool training) {
   LoaderOptions options;
-  options.batch_size = task.batch_size;
+  options.batch_size = task.batch_size * task.shard.count;
+  options.shard = task.shard;
   options.shuffle = training;
   options.drop_last = training;
   options.seed = static_cast<uint64_t>(task.seed);

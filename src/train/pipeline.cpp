@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "exfusion/config/config_file.h"
+#include "exfusion/dist/process_group.h"
 #include "exfusion/fusion/fuse.h"
 #include "exfusion/io/module_tensors.h"
 #include "exfusion/layers/capabilities.h"
@@ -18,6 +19,7 @@
 #include "exfusion/models/model.h"
 #include "exfusion/train/initialization.h"
 #include "exfusion/train/metrics.h"
+#include "exfusion/train/replica_sync.h"
 #include "exfusion/train/run_files.h"
 #include "exfusion/train/standard_callbacks.h"
 #include "exfusion/train/tensorboard_callback.h"
@@ -122,125 +124,211 @@ void stop_if_interrupted(const fs::path& out, std::ostream& progress) {
   throw Interrupted(signal);
 }
 
-}  // namespace
-
-nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostream& progress) {
-  bool resuming = !run.resume.empty();
-  // Set when the run starts from step 0 in a directory that holds an earlier attempt's files.
-  bool replace_outputs = run.force && !resuming;
-  auto config = run.config;
+// Where a run starts: its config and directory, the state it resumes from, or the summary of a
+// run that already finished (nothing to do).
+struct RunStart {
+  RunConfig config;
+  fs::path out;
+  bool replace_outputs = false;  // from step 0 in a directory holding an earlier attempt's files
   std::optional<TrainingState> resumed;
-  fs::path out = resuming ? run.resume : run.out;
+  std::optional<nlohmann::json> finished;
+};
+
+RunStart resolve_run(const TrainRun& run, std::ostream& report, std::ostream& progress) {
+  RunStart start;
+  bool resuming = !run.resume.empty();
+  start.replace_outputs = run.force && !resuming;
+  start.config = run.config;
+  auto& out = start.out;
+  out = resuming ? run.resume : run.out;
   if (resuming) {
     if (!fs::is_directory(out)) throw InputError(out.string() + ": no such run directory");
     if (fs::exists(out / kSummaryFile)) {
       report << out.string() << ": the run finished (" << kSummaryFile
              << " exists); nothing to resume" << std::endl;
-      return nlohmann::json::parse(read_text_file(out / kSummaryFile), nullptr, false);
+      start.finished = nlohmann::json::parse(read_text_file(out / kSummaryFile), nullptr, false);
+      return start;
     }
   }
   if (resuming && list_checkpoints(out / kCheckpointDir).empty() && fs::exists(out / kConfigFile) &&
       !fs::exists(out / kStateFile)) {
     // Killed before its first checkpoint was whole: nothing is lost by starting it over from
     // the config it saved at its start, which ends as the uninterrupted run would.
-    config = run_config_from_json(config::read_config_file(out / kConfigFile),
-                                  (out / kConfigFile).string());
+    start.config = run_config_from_json(config::read_config_file(out / kConfigFile),
+                                        (out / kConfigFile).string());
     progress << "exfusion train: " << out.string()
              << " was stopped before its first checkpoint; starting it over from its "
              << kConfigFile << std::endl;
     resuming = false;
-    replace_outputs = true;
+    start.replace_outputs = true;
   }
   if (resuming) {
     auto [state, from] = newest_whole_checkpoint(out, progress);
-    config = state.config;
+    start.config = state.config;
     progress << "exfusion train: resuming from " << from.string() << " (step " << state.step << ")"
              << std::endl;
-    resumed = std::move(state);
+    start.resumed = std::move(state);
   } else {
-    if (out.empty()) out = fs::path("runs") / (config.ffn.run_name() + "-" + timestamp());
+    if (out.empty()) out = fs::path("runs") / (start.config.ffn.run_name() + "-" + timestamp());
     for (const auto* name :
          {kConfigFile, kStateFile, kModelFile, kModelConfigFile, kMetricsFile, kSummaryFile}) {
-      refuse_overwrite(out / name, replace_outputs);
+      refuse_overwrite(out / name, start.replace_outputs);
     }
-    if (!replace_outputs && !list_checkpoints(out / kCheckpointDir).empty()) {
+    if (!start.replace_outputs && !list_checkpoints(out / kCheckpointDir).empty()) {
       throw InputError((out / kCheckpointDir).string() +
                        ": holds checkpoints of an earlier run; exfusion train --resume " +
                        out.string() + " continues it, --force replaces it");
     }
   }
-  // Everything that can refuse this run is checked before the run directory is touched.
-  const auto device = resolve_device(config.train.device);
-  use_bf16(config.train.precision, device);  // rejects bf16 without CUDA before any work
-  if (config.train.threads > 0) torch::set_num_threads(static_cast<int>(config.train.threads));
-  auto data = make_task(config)->load_data(config.data, *config.model.options, /*with_train=*/true);
-  torch::manual_seed(static_cast<uint64_t>(config.train.seed));
-  auto model = build_model(config.model, config.ffn);
+  return start;
+}
+
+// Under data parallelism rank 0 resolves the run and every other rank follows its decision:
+// the same config (a fresh run's must equal each rank's own), the same directory.
+RunStart resolve_distributed_run(const TrainRun& run, DistributedGroup& group, std::ostream& report,
+                                 std::ostream& progress) {
+  auto asked = run.resume.empty() ? to_json(run.config) : nlohmann::json::object();
+  asked["--resume"] = run.resume.string();
+  group.gate("agree on the config", [&] { group.require_same_config(asked); });
+  RunStart start;
+  group.gate("open the run directory", [&] {
+    if (group.writer()) start = resolve_run(run, report, progress);
+  });
+  nlohmann::json decision;
+  if (group.writer()) {
+    decision = {{"config", to_json(start.config)},
+                {"out", start.out.string()},
+                {"finished", start.finished.has_value()}};
+  }
+  decision = nlohmann::json::parse(group.broadcast_text("run", decision.dump()));
+  if (!group.writer()) {
+    start.config = run_config_from_json(decision["config"], "rank 0's config");
+    start.out = decision["out"].get<std::string>();
+    if (decision["finished"].get<bool>()) start.finished = nlohmann::json::object();
+  }
+  return start;
+}
+
+// The device of this rank: cuda (or auto on a CUDA machine) becomes cuda:LOCAL_RANK.
+torch::Device rank_device(const std::string& name, const LaunchEnvironment& launch) {
+  auto device = resolve_device(name);
+  if (launch.distributed() && device.is_cuda() && !device.has_index()) {
+    device = torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(launch.local_rank));
+  }
+  return device;
+}
+
+nlohmann::json train_from(RunStart start, const LaunchEnvironment& launch,
+                          const std::shared_ptr<DistributedGroup>& group, std::ostream& report,
+                          std::ostream& progress) {
+  const bool writer = !group || group->writer();
+  auto& config = start.config;
+  const auto& out = start.out;
+  const auto& resumed = start.resumed;
+  std::optional<TaskData> data;
+  ModelPtr model;
   nlohmann::json initialized;
-  if (!resumed && !config.init.from.empty()) initialized = initialize_model(*model, config);
-  const int64_t params_train = count_parameters(*model);
-  Trainer trainer(config, model, device);
-  if (resumed) trainer.restore(*resumed);
-
-  fs::create_directories(out / kCheckpointDir);
-  remove_atomic_write_leftovers(out);
-  remove_atomic_write_leftovers(out / kCheckpointDir);
-  if (replace_outputs) remove_previous_outputs(out);
-  if (!fs::exists(out / kConfigFile)) {
-    write_text_atomically(out / kConfigFile, to_json(config).dump(2) + "\n");
-  }
-  progress << "exfusion train: " << config.ffn.run_name() << " on " << device << ", run directory "
-           << out.string() << "\n";
-  if (!initialized.is_null()) {
-    progress << "exfusion train: weights from " << initialized["from"].get<std::string>() << " ("
-             << initialized["method"].get<std::string>() << ")\n";
-  }
-
-  MetricsLog log(out / kMetricsFile);
-  JsonlMetricsCallback jsonl(log);
-  if (resumed) {
-    const auto position = resumed->outputs.find(jsonl.output_name());
-    if (position != resumed->outputs.end()) jsonl.rewind_output(*position);
-    log.write({{"event", "resume"}, {"step", resumed->step}});
-  } else {
-    nlohmann::json start = {{"event", "start"},
-                            {"config", to_json(config)},
-                            {"params", params_train},
-                            {"device", device.str()}};
-    if (!initialized.is_null()) start["init"] = initialized;
-    log.write(start);
-  }
-  std::vector<TrainerCallback*> callbacks{&jsonl};
-  std::vector<const ResumableOutput*> outputs{&jsonl};
-  std::optional<TensorBoardCallback> tensorboard;
-  if (config.train.tensorboard) {
-    tensorboard.emplace(out / kTensorBoardDir);
-    if (resumed) {
-      const auto position = resumed->outputs.find(tensorboard->output_name());
-      if (position != resumed->outputs.end()) tensorboard->rewind_output(*position);
+  int64_t params_train = 0;
+  std::unique_ptr<Trainer> trainer;
+  torch::Device device(torch::kCPU);
+  // Everything that can refuse this run is checked before the run directory is touched.
+  const auto set_up = [&] {
+    device = rank_device(config.train.device, launch);
+    use_bf16(config.train.precision, device);  // rejects bf16 without CUDA before any work
+    if (config.train.threads > 0) torch::set_num_threads(static_cast<int>(config.train.threads));
+    if (group) group->connect(device, std::chrono::seconds(config.train.dist_timeout_s));
+    // Each rank reads its shard: its part of every global batch.
+    const auto shard = group ? DataShard{group->rank(), group->size()} : DataShard{};
+    data = make_task(config, shard)
+               ->load_data(config.data, *config.model.options,
+                           /*with_train=*/true);
+    torch::manual_seed(static_cast<uint64_t>(config.train.seed));
+    model = build_model(config.model, config.ffn);
+    // Rank 0's weights reach the others through synchronize_replicas.
+    if (!resumed && !config.init.from.empty() && writer) {
+      initialized = initialize_model(*model, config);
     }
-    callbacks.push_back(&*tensorboard);
-    outputs.push_back(&*tensorboard);
+    params_train = count_parameters(*model);
+    trainer = std::make_unique<Trainer>(config, model, device, group);
+    if (resumed) trainer->restore(*resumed);
+  };
+  if (group) {
+    group->gate("set up training", set_up);
+    synchronize_replicas(*trainer, *group);
+  } else {
+    set_up();
   }
+
+  std::optional<MetricsLog> log;
+  std::optional<JsonlMetricsCallback> jsonl;
+  std::optional<TensorBoardCallback> tensorboard;
+  std::optional<CheckpointCallback> checkpointer;
   ProgressBarCallback bar(progress);
-  CheckpointCallback checkpointer(out / kCheckpointDir, config.train.checkpoint_every,
-                                  config.train.keep_checkpoints, outputs);
   InterruptGuard interrupts;
   InterruptCallback stop_on_signal;
-  callbacks.insert(callbacks.end(), {&bar, &checkpointer, &stop_on_signal});
-  const auto result = trainer.fit(*data.train, *data.test, callbacks);
+  std::vector<TrainerCallback*> callbacks;
+  if (writer) {
+    fs::create_directories(out / kCheckpointDir);
+    remove_atomic_write_leftovers(out);
+    remove_atomic_write_leftovers(out / kCheckpointDir);
+    if (start.replace_outputs) remove_previous_outputs(out);
+    if (!fs::exists(out / kConfigFile)) {
+      write_text_atomically(out / kConfigFile, to_json(config).dump(2) + "\n");
+    }
+    progress << "exfusion train: " << config.ffn.run_name() << " on " << device;
+    if (group) progress << " × " << group->size() << " ranks (" << group->backend() << ")";
+    progress << ", run directory " << out.string() << "\n";
+    if (!initialized.is_null()) {
+      progress << "exfusion train: weights from " << initialized["from"].get<std::string>() << " ("
+               << initialized["method"].get<std::string>() << ")\n";
+    }
+    log.emplace(out / kMetricsFile);
+    jsonl.emplace(*log);
+    if (resumed) {
+      const auto position = resumed->outputs.find(jsonl->output_name());
+      if (position != resumed->outputs.end()) jsonl->rewind_output(*position);
+      log->write({{"event", "resume"}, {"step", resumed->step}});
+    } else {
+      nlohmann::json start_line = {{"event", "start"},
+                                   {"config", to_json(config)},
+                                   {"params", params_train},
+                                   {"device", device.str()}};
+      if (group) start_line["world_size"] = group->size();
+      if (!initialized.is_null()) start_line["init"] = initialized;
+      log->write(start_line);
+    }
+    callbacks.push_back(&*jsonl);
+    std::vector<const ResumableOutput*> outputs{&*jsonl};
+    if (config.train.tensorboard) {
+      tensorboard.emplace(out / kTensorBoardDir);
+      if (resumed) {
+        const auto position = resumed->outputs.find(tensorboard->output_name());
+        if (position != resumed->outputs.end()) tensorboard->rewind_output(*position);
+      }
+      callbacks.push_back(&*tensorboard);
+      outputs.push_back(&*tensorboard);
+    }
+    checkpointer.emplace(out / kCheckpointDir, config.train.checkpoint_every,
+                         config.train.keep_checkpoints, outputs);
+    callbacks.insert(callbacks.end(), {&bar, &*checkpointer});
+  }
+  callbacks.push_back(&stop_on_signal);
+  const auto result = trainer->fit(*data->train, *data->test, callbacks);
   if (result.interrupted) {
-    progress << "exfusion train: checkpoint " << checkpointer.last_written().string() << "\n";
+    if (writer) {
+      progress << "exfusion train: checkpoint " << checkpointer->last_written().string() << "\n";
+    }
     stop_if_interrupted(out, progress);
   }
-  trainer.state().save(out / kStateFile);
-  stop_if_interrupted(out, progress);
+  if (writer) trainer->state().save(out / kStateFile);
+  // Ranks stop together, at agreed points only: after training they finish the run.
+  if (!group) stop_if_interrupted(out, progress);
 
-  const bool bf16 = trainer.bf16();
+  const bool bf16 = trainer->bf16();
   // The training run's fast-path calls, before the final evaluations add theirs.
-  const auto path_calls = trainer.fast_path_calls().to_json();
-  progress << trainer.fast_path_calls().fallbacks_message();
-  const auto trained = trainer.evaluate(*data.test, /*keep_outputs=*/true);
+  const auto path_calls = trainer->fast_path_calls().to_json();
+  progress << trainer->fast_path_calls().fallbacks_message();
+  const auto trained = trainer->evaluate(*data->test, /*keep_outputs=*/true);
   nlohmann::json summary = {
       {"test_accuracy", trained.accuracy},
       {"test_loss", trained.loss},
@@ -256,15 +344,26 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
       {"precision", bf16 ? "bf16" : "fp32"},
       {"fast_path_calls", path_calls},
       {"run_dir", out.string()}};
+  if (group) {
+    const auto* parallel = trainer->data_parallel();
+    summary["data_parallel"] = {{"world_size", group->size()},
+                                {"backend", group->backend()},
+                                {"global_batch", config.train.batch_size * group->size()},
+                                {"gradient_bytes", parallel->gradient_bytes()},
+                                {"gradient_allreduce_ms", parallel->time_gradient_allreduce(5)},
+                                {"replicas", compare_replicas(*trainer, *group)}};
+  }
   const auto model_metrics = collect_metrics(*model);
-  for (const auto& [group, values] : model_metrics.items()) summary[group] = values;
+  for (const auto& [group_name, values] : model_metrics.items()) summary[group_name] = values;
   report << std::fixed << std::setprecision(2) << "test accuracy (trained, "
          << config.ffn.run_name() << "): " << 100.0 * trained.accuracy << "%\n";
   if (!fuses(*model)) {
     // A mixture of experts has no dense form: the run keeps its training state only.
-    if (tensorboard) tensorboard->write_summary(result.steps, summary);
-    write_text_atomically(out / kSummaryFile, summary.dump(2) + "\n");
-    log.write({{"event", "summary"}, {"summary", summary}});
+    if (writer) {
+      if (tensorboard) tensorboard->write_summary(result.steps, summary);
+      write_text_atomically(out / kSummaryFile, summary.dump(2) + "\n");
+      log->write({{"event", "summary"}, {"summary", summary}});
+    }
     report << std::setprecision(1) << "parameters: " << params_train << "; trained in "
            << result.train_seconds << " s\noutputs: " << (out / kStateFile).string() << " ("
            << config.ffn.run_name() << ", no dense export; exfusion eval " << out.string()
@@ -272,19 +371,24 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
     return summary;
   }
   const auto dense_config = dense_twin(config);
-  stop_if_interrupted(out, progress);
+  if (!group) stop_if_interrupted(out, progress);
   auto fused = fuse_model(config.model, *model);
   fault_point("fuse");
-  const auto fused_eval = trainer.evaluate(*data.test, /*keep_outputs=*/true, fused.get());
-  save_dense_model(out / kModelFile, module_tensors(*fused), dense_config);
-  stop_if_interrupted(out, progress);
+  const auto fused_eval = trainer->evaluate(*data->test, /*keep_outputs=*/true, fused.get());
+  if (writer) save_dense_model(out / kModelFile, module_tensors(*fused), dense_config);
+  if (!group) stop_if_interrupted(out, progress);
+  auto logit_diff =
+      torch::tensor(max_abs_diff(trained.outputs, fused_eval.outputs), torch::kFloat64);
+  if (group) group->all_reduce_max_(logit_diff);
   summary["fused_test_accuracy"] = fused_eval.accuracy;
-  summary["fused_max_abs_logit_diff"] = max_abs_diff(trained.outputs, fused_eval.outputs);
+  summary["fused_max_abs_logit_diff"] = logit_diff.item<double>();
   summary["fused_test_loss"] = fused_eval.loss;
   summary["params_fused"] = count_parameters(*fused);
-  if (tensorboard) tensorboard->write_summary(result.steps, summary);
-  write_text_atomically(out / kSummaryFile, summary.dump(2) + "\n");
-  log.write({{"event", "summary"}, {"summary", summary}});
+  if (writer) {
+    if (tensorboard) tensorboard->write_summary(result.steps, summary);
+    write_text_atomically(out / kSummaryFile, summary.dump(2) + "\n");
+    log->write({{"event", "summary"}, {"summary", summary}});
+  }
 
   report << "test accuracy (fused, dense):     " << 100.0 * fused_eval.accuracy << "%\n"
          << std::scientific << std::setprecision(3) << "max |logit difference|:            "
@@ -295,6 +399,38 @@ nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostr
          << "outputs: " << (out / kModelFile).string() << " (fused, timm names), "
          << (out / kSummaryFile).string() << std::endl;
   return summary;
+}
+
+}  // namespace
+
+nlohmann::json run_training(const TrainRun& run, std::ostream& report, std::ostream& progress) {
+  const auto launch = launch_environment();
+  if (!launch.distributed()) {
+    auto start = resolve_run(run, report, progress);
+    if (start.finished) return *start.finished;
+    return train_from(std::move(start), launch, nullptr, report, progress);
+  }
+  // Rank 0 alone reports; the others stay quiet unless they fail.
+  std::ostream quiet(nullptr);
+  auto& rank_report = launch.rank == 0 ? report : quiet;
+  auto& rank_progress = launch.rank == 0 ? progress : quiet;
+  auto group = std::make_shared<DistributedGroup>(
+      launch, ProcessGroupOptions{std::chrono::seconds(run.config.train.dist_timeout_s)});
+  try {
+    auto start = resolve_distributed_run(run, *group, rank_report, rank_progress);
+    if (start.finished) return *start.finished;
+    return train_from(std::move(start), launch, group, rank_report, rank_progress);
+  } catch (const InputError&) {
+    throw;
+  } catch (const Interrupted&) {
+    throw;
+  } catch (const PeerFailure&) {
+    throw;
+  } catch (const std::exception& error) {
+    // A collective that failed because another rank stopped says so, naming the rank.
+    if (auto failure = group->peer_failure(error)) throw *failure;
+    throw;
+  }
 }
 
 nlohmann::json evaluate_checkpoint(const EvalRun& run) {

@@ -36,9 +36,9 @@ FastPathPolicy fast_path_policy(const TrainConfig& train) {
   return policy;
 }
 
-std::unique_ptr<Task> make_task(const RunConfig& config) {
-  return task_kinds().make(
-      config.task, {config.train.label_smoothing, config.train.batch_size, config.train.seed});
+std::unique_ptr<Task> make_task(const RunConfig& config, const DataShard& shard) {
+  return task_kinds().make(config.task, {config.train.label_smoothing, config.train.batch_size,
+                                         config.train.seed, shard});
 }
 
 RunConfig default_run_config() {

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <map>
+#include <optional>
 #include <tuple>
 
 #include "exfusion/fusion/expert_mix.h"
@@ -14,6 +16,7 @@
 #include "exfusion/util/device.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/fault_injection.h"
+#include "exfusion/util/global_batch.h"
 
 namespace exfusion {
 namespace {
@@ -44,10 +47,11 @@ WarmupCosine schedule_of(const TrainConfig& train, int64_t per_epoch) {
 
 }  // namespace
 
-Trainer::Trainer(const RunConfig& config, ModelPtr model, torch::Device device)
+Trainer::Trainer(const RunConfig& config, ModelPtr model, torch::Device device,
+                 std::shared_ptr<DistributedGroup> group)
     : config_(config),
       model_(std::move(model)),
-      task_(make_task(config)),
+      task_(make_task(config, group ? DataShard{group->rank(), group->size()} : DataShard{})),
       device_(device),
       bf16_(use_bf16(config.train.precision, device)),
       fast_paths_{fast_path_policy(config.train), std::make_shared<FastPathCounters>()},
@@ -57,8 +61,14 @@ Trainer::Trainer(const RunConfig& config, ModelPtr model, torch::Device device)
         "train.cuda_graph = true: CUDA graphs need a CUDA device, and this run's device is " +
         device_.str());
   }
+  if (config.train.cuda_graph && group) {
+    throw InputError(
+        "train.cuda_graph = true with " + std::to_string(group->size()) +
+        " data-parallel ranks: a captured step cannot hold the ranks' collectives; set it false");
+  }
   // Every bank's sink is set, to null without the kernels: the model may come from an
   // earlier trainer whose sink would otherwise keep the banks' first gradient from us.
+  std::map<std::string, std::shared_ptr<FactoredGradient>> factored;
   for_each_capable<TakesFactoredGradient>(
       *model_, [&](const std::string& path, TakesFactoredGradient& bank) {
         if (!config.train.expert_kernels) {
@@ -67,9 +77,15 @@ Trainer::Trainer(const RunConfig& config, ModelPtr model, torch::Device device)
         }
         auto sink = std::make_shared<FactoredGradient>();
         bank.set_factored_gradient_sink(sink);
-        optimizer_.set_factored_gradient(path + "." + bank.factored_parameter(), sink);
+        const auto name = path + "." + bank.factored_parameter();
+        optimizer_.set_factored_gradient(name, sink);
+        factored.emplace(name, sink);
         sinks_.emplace_back(&bank, std::move(sink));
       });
+  if (group) {
+    data_parallel_ = std::make_unique<DataParallel>(
+        std::move(group), *model_, factored, DataParallelOptions{config.train.dist_bucket_mb});
+  }
   for_each_capable<AddsAuxiliaryLoss>(*model_, [&](const std::string&, const AddsAuxiliaryLoss& m) {
     auxiliary_losses_.push_back(&m);
   });
@@ -104,6 +120,12 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::step(const Batch& batch) {
 std::pair<torch::Tensor, torch::Tensor> Trainer::compute_step(const torch::Tensor& inputs,
                                                               const torch::Tensor& targets) {
   const Batch batch{inputs, targets};
+  // Under data parallelism, batch statistics (ExFusion-mb's w, the MoE's balance) are global.
+  std::optional<GlobalBatchScope> global_batch;
+  if (data_parallel_) {
+    data_parallel_->before_forward();
+    global_batch.emplace(data_parallel_->batch_mean());
+  }
   torch::Tensor outputs;
   {
     AutocastGuard autocast(bf16_);
@@ -116,7 +138,9 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::compute_step(const torch::Tenso
     const auto aux = module->auxiliary_loss();
     if (aux.defined()) total = total + aux;
   }
+  if (data_parallel_) data_parallel_->before_backward();
   total.backward();
+  if (data_parallel_) data_parallel_->after_backward();
   fault_point("step");
   if (config_.train.clip_grad > 0) optimizer_.clip_grad_norm_async(config_.train.clip_grad);
   optimizer_.step();
@@ -127,7 +151,18 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::compute_step(const torch::Tenso
 EvalResult Trainer::evaluate(BatchSource& source, bool keep_outputs, ModelImpl* other) {
   const FastPathScope fast_paths(fast_paths_);
   fault_point("eval");
-  return task_->evaluate(other ? *other : *model_, source, device_, bf16_, keep_outputs);
+  auto result = task_->evaluate(other ? *other : *model_, source, device_, bf16_, keep_outputs);
+  if (data_parallel_) {
+    const auto samples = static_cast<double>(result.samples);
+    auto sums =
+        torch::tensor({result.accuracy * samples, result.loss * samples, samples}, torch::kFloat64);
+    data_parallel_->group().all_reduce_sum_(sums);
+    const auto total = sums[2].item<double>();
+    result.samples = static_cast<int64_t>(total);
+    result.accuracy = total > 0 ? sums[0].item<double>() / total : 0.0;
+    result.loss = total > 0 ? sums[1].item<double>() / total : 0.0;
+  }
+  return result;
 }
 
 TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
@@ -147,10 +182,14 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
     callback->on_train_begin(*this, {step_, total_steps, cfg.epochs});
   }
   model_->train();
+  // Every rank stops at the same point, whichever rank was asked to.
   const auto wants_stop = [&] {
-    return std::any_of(callbacks.begin(), callbacks.end(),
-                       [](const TrainerCallback* callback) { return callback->wants_stop(); });
+    const bool wants =
+        std::any_of(callbacks.begin(), callbacks.end(),
+                    [](const TrainerCallback* callback) { return callback->wants_stop(); });
+    return data_parallel_ ? data_parallel_->group().agree_to_stop(wants) : wants;
   };
+  const int64_t ranks = data_parallel_ ? data_parallel_->group().size() : 1;
 
   using Clock = std::chrono::steady_clock;
   auto window_start = Clock::now();
@@ -184,12 +223,19 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
       if (!batch) break;
       const double lr = schedule.lr_at(step_);
       optimizer_.set_lr(lr);
-      const auto [loss, count] = step(*batch);
+      auto [loss, count] = step(*batch);
       ++batch_in_epoch_;
+      if (data_parallel_) {
+        // The global batch's loss and count: the ranks' logs, and checkpoints, agree.
+        auto sums = torch::stack({loss.to(torch::kFloat64), count.to(torch::kFloat64)});
+        data_parallel_->group().all_reduce_sum_(sums);
+        loss = sums[0] / static_cast<double>(ranks);
+        count = sums[1].to(torch::kInt64);
+      }
       window_loss += loss.to(torch::kFloat64);
       window_count += count;
-      progress_.window_samples += batch->size();
-      window_samples_timed += batch->size();
+      progress_.window_samples += batch->size() * ranks;
+      window_samples_timed += batch->size() * ranks;
       ++progress_.window_steps;
       const bool closes = step_ % cfg.log_every == 0 || step_ == total_steps;
       TrainWindow closed;
@@ -271,6 +317,7 @@ TrainingState Trainer::state() const {
   if (window_sums_) {  // inside fit: the open window's sums are on the device
     std::tie(state.progress.window_loss_sum, state.progress.window_correct) = window_sums_();
   }
+  state.world_size = data_parallel_ ? data_parallel_->group().size() : 1;
   state.cpu_rng = at::detail::getDefaultCPUGenerator().get_state();
   if (device_.is_cuda()) state.cuda_rng = at::globalContext().defaultGenerator(device_).get_state();
   return state;
@@ -280,6 +327,15 @@ void Trainer::restore(const TrainingState& state) {
   if (!state.resumable()) {
     throw InputError("a format " + std::to_string(state.format) +
                      " training state holds no data position or RNG state: it cannot resume");
+  }
+  const int64_t ranks = data_parallel_ ? data_parallel_->group().size() : 1;
+  if (state.world_size != ranks) {
+    throw InputError("the training state was written by a run of " +
+                     std::to_string(state.world_size) +
+                     " data-parallel rank(s), and this run has " + std::to_string(ranks) +
+                     ": train.batch_size is per rank, so its global batch, " +
+                     "data position and schedule would differ; resume it with " +
+                     std::to_string(state.world_size) + " rank(s) (torchrun --nproc-per-node)");
   }
   SafetensorsFile file;
   file.tensors = state.model;

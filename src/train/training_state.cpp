@@ -3,13 +3,13 @@
 // the safetensors reader catches) is found before a run resumes from it.
 #include "exfusion/train/training_state.h"
 
-#include <zlib.h>
-
 #include <cstdio>
+#include <cstdlib>
 
 #include "exfusion/train/run_files.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/json_input.h"
+#include "exfusion/util/tensor_checksum.h"
 
 namespace exfusion {
 namespace {
@@ -26,6 +26,8 @@ constexpr const char* kCpuRng = "rng.cpu";
 constexpr const char* kCudaRng = "rng.cuda";
 constexpr const char* kChecksumKey = "exfusion.checksum";
 constexpr const char* kOutputsKey = "exfusion.outputs";
+constexpr const char* kWorldSizeKey = "exfusion.world_size";
+constexpr int64_t kMaxWorldSize = 1 << 16;
 
 const torch::Tensor& tensor_named(const SafetensorsFile& file, const std::string& name,
                                   const std::filesystem::path& path) {
@@ -59,16 +61,8 @@ int64_t scalar(const SafetensorsFile& file, const std::string& name,
 // CRC-32 of the tensors' bytes, in the order given (name order: the map's, or sorted).
 template <class Named>
 std::string checksum_of(const Named& tensors) {
-  uLong crc = crc32(0L, Z_NULL, 0);
-  for (const auto& [name, tensor] : tensors) {
-    const auto bytes = tensor.to(torch::kCPU).contiguous();
-    const auto* data = static_cast<const Bytef*>(bytes.data_ptr());
-    for (size_t done = 0, size = bytes.nbytes(); done < size;) {
-      const auto chunk = static_cast<uInt>(std::min<size_t>(size - done, 1u << 30));
-      crc = crc32(crc, data + done, chunk);
-      done += chunk;
-    }
-  }
+  uint32_t crc = 0;
+  for (const auto& [name, tensor] : tensors) crc = crc32_of(tensor, crc);
   char text[16];
   std::snprintf(text, sizeof text, "%08lx", static_cast<unsigned long>(crc));
   return text;
@@ -100,6 +94,7 @@ void TrainingState::save(const std::filesystem::path& path) const {
                     {kKindMetadataKey, "training-state"},
                     {kFormatMetadataKey, std::to_string(kFormatVersion)},
                     {kOutputsKey, outputs.dump()},
+                    {kWorldSizeKey, std::to_string(world_size)},
                     {kChecksumKey, checksum_of(tensors)}});
 }
 
@@ -159,6 +154,17 @@ TrainingState TrainingState::load(const std::filesystem::path& path) {
                          "' is not a JSON object");
       }
     }
+  }
+  const auto world = file.metadata.find(kWorldSizeKey);
+  if (world != file.metadata.end()) {
+    char* end = nullptr;
+    const long long value = std::strtoll(world->second.c_str(), &end, 10);
+    if (end == world->second.c_str() || *end != '\0' || value < 1 || value > kMaxWorldSize) {
+      throw InputError(path.string() + ": metadata '" + std::string(kWorldSizeKey) + "' = '" +
+                       world->second + "': expected a rank count in [1, " +
+                       std::to_string(kMaxWorldSize) + "]");
+    }
+    state.world_size = value;
   }
   return state;
 }

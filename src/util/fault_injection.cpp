@@ -20,6 +20,7 @@ struct KillSpec {
 int signal_named(const std::string& name) {
   if (name == "TERM") return SIGTERM;
   if (name == "INT") return SIGINT;
+  if (name == "STOP") return SIGSTOP;  // a hung process, for the data-parallel timeout tests
   return SIGKILL;
 }
 

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <set>
 #include <vector>
 
@@ -224,6 +225,37 @@ TEST(BatchLoader, PrefetchDepthDoesNotChangeBatches) {
   for (size_t i = 0; i < a.size(); ++i) {
     EXPECT_TRUE(torch::equal(a[i].inputs, b[i].inputs)) << i;
     EXPECT_TRUE(torch::equal(a[i].targets, b[i].targets)) << i;
+  }
+}
+
+// Data parallelism: K shards of each global batch, put side by side, are the batch one process
+// reads, augmentation included, down to the last (uneven) batch of an epoch.
+TEST(BatchLoader, ShardsOfAGlobalBatchAreTheOneProcessBatch) {
+  LoaderOptions options;
+  options.batch_size = 12;  // the global batch
+  options.augment = true;
+  options.seed = 3;
+  BatchLoader whole(numbered_dataset(40), options);
+  const auto reference = run_epoch(whole, 1);
+  for (const int64_t shards : {2, 3, 5}) {
+    std::vector<std::vector<Batch>> parts;
+    for (int64_t index = 0; index < shards; ++index) {
+      options.shard = {index, shards};
+      BatchLoader part(numbered_dataset(40), options);
+      parts.push_back(run_epoch(part, 1));
+      ASSERT_EQ(parts.back().size(), reference.size());
+    }
+    for (size_t b = 0; b < reference.size(); ++b) {
+      std::vector<torch::Tensor> inputs, targets;
+      for (const auto& part : parts) {
+        inputs.push_back(part[b].inputs);
+        targets.push_back(part[b].targets);
+        // Equal parts where the batch divides; at most one sample apart where it does not.
+        EXPECT_LE(std::abs(part[b].size() - reference[b].size() / shards), 1) << b;
+      }
+      EXPECT_TRUE(torch::equal(torch::cat(inputs), reference[b].inputs)) << shards << " " << b;
+      EXPECT_TRUE(torch::equal(torch::cat(targets), reference[b].targets)) << shards << " " << b;
+    }
   }
 }
 

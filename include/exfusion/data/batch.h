@@ -8,6 +8,14 @@
 
 namespace exfusion {
 
+// One rank's part of the data under data parallelism: each global batch (count × the per-rank
+// batch, in the order one process would read it) is cut into `count` consecutive parts and
+// rank `index` reads part `index`, so K ranks see exactly the samples of one process.
+struct DataShard {
+  int64_t index = 0;
+  int64_t count = 1;
+};
+
 struct Batch {
   torch::Tensor inputs;   // e.g. float32 [B, C, H, W] images, normalised
   torch::Tensor targets;  // e.g. int64 [B] labels

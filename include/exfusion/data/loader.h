@@ -18,7 +18,7 @@
 namespace exfusion {
 
 struct LoaderOptions {
-  int64_t batch_size = 128;
+  int64_t batch_size = 128;  // the global batch, of which `shard` picks this rank's part
   bool shuffle = true;
   bool drop_last = false;
   uint64_t seed = 0;
@@ -27,6 +27,7 @@ struct LoaderOptions {
   bool horizontal_flip = true;
   std::vector<float> mean{0.f}, std{1.f};  // per channel, applied after scaling to [0, 1]
   int64_t prefetch = 2;                    // batches prepared ahead on a background thread
+  DataShard shard;
 };
 
 // Batch::inputs are float32 [B, C, H, W] normalised images, Batch::targets int64 [B] labels.

@@ -20,8 +20,9 @@ namespace exfusion {
 // What a task takes from the run's training settings.
 struct TaskOptions {
   double label_smoothing = 0.0;
-  int64_t batch_size = 128;
-  int64_t seed = 0;  // data order and augmentation
+  int64_t batch_size = 128;  // per rank
+  int64_t seed = 0;          // data order and augmentation
+  DataShard shard;           // this rank's part of every global batch
 };
 
 struct EvalResult {

@@ -44,6 +44,8 @@ struct TrainConfig {
   bool layer_norm_kernels = true;
   bool bias_grad_epilogue = true;
   bool cuda_graph = false;
+  int64_t dist_timeout_s = 300;  // data parallel: how long a rank waits for the others
+  double dist_bucket_mb = 25.0;  // data parallel: gradient bucket size (DDP's bucket_cap_mb)
 
   template <class Fields>
   void fields(Fields& f) {
@@ -92,6 +94,13 @@ struct TrainConfig {
     f("bias_grad_epilogue", bias_grad_epilogue,
       "on CUDA, bias gradients from the weight-gradient GEMM's cuBLASLt epilogue");
     f("cuda_graph", cuda_graph, "capture the training step in a CUDA graph and replay it");
+    f("dist_timeout_s", dist_timeout_s,
+      "data parallel (torchrun): seconds a rank waits for the others before it names the rank "
+      "that stopped and exits",
+      config::in_range<int64_t>(1, 86400));
+    f("dist_bucket_mb", dist_bucket_mb,
+      "data parallel (torchrun): MB of gradients per all-reduce bucket, as DDP's bucket_cap_mb",
+      config::in_range<double>(0.001, 4096.0));
   }
   void validate(const config::Location& at) const;
 };
@@ -118,8 +127,9 @@ struct RunConfig {
   void validate(const config::Location& at) const;
 };
 
-// The task `config.task` names, with the run's training settings.
-std::unique_ptr<Task> make_task(const RunConfig& config);
+// The task `config.task` names, with the run's training settings; `shard` picks this rank's
+// part of every global batch under data parallelism.
+std::unique_ptr<Task> make_task(const RunConfig& config, const DataShard& shard = {});
 
 // The fast paths train.expert_kernels, train.layer_norm_kernels and train.bias_grad_epilogue
 // allow: the policy of the FastPathScope (util/fast_paths.h) that training and evaluation open.

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "exfusion/data/batch.h"
+#include "exfusion/dist/data_parallel.h"
 #include "exfusion/layers/capabilities.h"
 #include "exfusion/models/model.h"
 #include "exfusion/tasks/task.h"
@@ -29,9 +30,12 @@ class Trainer {
   // Eager steps before train.cuda_graph captures the step (PyTorch's recipe uses three).
   static constexpr int64_t kCudaGraphWarmupSteps = 3;
 
-  // Moves `model` to `device` and trains it for `config.task`. Throws InputError when
-  // train.cuda_graph is set for a device that is not CUDA.
-  Trainer(const RunConfig& config, ModelPtr model, torch::Device device);
+  // Moves `model` to `device` and trains it for `config.task`; with `group`, as one of its
+  // data-parallel ranks (gradients, global batch statistics, metrics and evaluations averaged
+  // over the ranks, each reading its shard of the data). Throws InputError when
+  // train.cuda_graph is set for a device that is not CUDA, or together with `group`.
+  Trainer(const RunConfig& config, ModelPtr model, torch::Device device,
+          std::shared_ptr<DistributedGroup> group = nullptr);
   // Not copyable or movable: the captured CUDA graph step calls back into this object.
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
@@ -60,7 +64,8 @@ class Trainer {
   void restore(const TrainingState& state);
 
   // The model (or `other`, its fused form say) evaluated with this run's task, device,
-  // precision and fast-path policy.
+  // precision and fast-path policy; under data parallelism over every rank's shard (accuracy,
+  // loss and samples for the whole set; outputs this rank's).
   EvalResult evaluate(BatchSource& source, bool keep_outputs, ModelImpl* other = nullptr);
 
   int64_t steps_done() const { return step_; }
@@ -72,6 +77,8 @@ class Trainer {
   const torch::Device& device() const { return device_; }
   // The fast-path calls of this trainer's steps and evaluations.
   const FastPathCounters& fast_path_calls() const { return *fast_paths_.counters; }
+  // Null in one process.
+  DataParallel* data_parallel() const { return data_parallel_.get(); }
 
  private:
   // Forward, loss, backward, clipping and AdamW on a batch already on the device.
@@ -92,6 +99,7 @@ class Trainer {
   // The modules that add a loss term, found once: walking the module tree every step would
   // put string-keyed dictionary building on the training step.
   std::vector<const AddsAuxiliaryLoss*> auxiliary_losses_;
+  std::unique_ptr<DataParallel> data_parallel_;  // null in one process
   int64_t step_ = 0;
   int64_t epoch_ = 0;           // the epoch of the next batch
   int64_t batch_in_epoch_ = 0;  // the next batch's index in it

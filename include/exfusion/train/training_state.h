@@ -48,6 +48,9 @@ struct TrainingState {
   // Where each output file stood when the state was taken ({"metrics.jsonl": bytes, ...}),
   // so that a resumed run cuts them back and logs every step exactly once.
   nlohmann::json outputs = nlohmann::json::object();
+  // The data-parallel ranks that trained it (1: one process). A resumed run needs as many: the
+  // global batch, and so the data position and schedule, depend on it.
+  int64_t world_size = 1;
   int64_t format = kFormatVersion;
 
   // Writes the state atomically (an exclusive temporary file, flushed, renamed, the directory

@@ -196,6 +196,7 @@ std::vector<std::string> DistributedGroup::gather_text(const std::string& name,
   const auto prefix = "text/" + std::to_string(texts_++) + "/" + name + "/";
   store_->set(prefix + std::to_string(env_.rank), bytes_of(value));
   std::vector<std::string> values;
+  values.reserve(env_.world_size);
   for (int r = 0; r < env_.world_size; ++r) {
     values.push_back(text_of(store_->get(prefix + std::to_string(r))));
   }
@@ -281,6 +282,7 @@ std::optional<PeerFailure> DistributedGroup::peer_failure(const std::exception& 
     auto probe = heartbeat_store_->clone();
     const auto read = [&] {
       std::vector<int64_t> counts;
+      counts.reserve(env_.world_size);
       for (int r = 0; r < env_.world_size; ++r) {
         counts.push_back(probe->add("heartbeat/" + std::to_string(r), 0));
       }

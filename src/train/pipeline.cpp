@@ -319,6 +319,10 @@ nlohmann::json train_from(RunStart start, const LaunchEnvironment& launch,
       progress << "exfusion train: checkpoint " << checkpointer->last_written().string() << "\n";
     }
     stop_if_interrupted(out, progress);
+    // Only under data parallelism: another rank was signalled, and every rank stopped with it.
+    progress << "exfusion train: stopped with another rank; resume with: torchrun ... "
+             << "exfusion train --resume " << out.string() << std::endl;
+    throw Interrupted(SIGTERM);
   }
   if (writer) trainer->state().save(out / kStateFile);
   // Ranks stop together, at agreed points only: after training they finish the run.

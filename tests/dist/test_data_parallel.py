@@ -232,3 +232,22 @@ def test_a_killed_two_rank_run_resumes_exactly(exfusion_cli, data_dir, tmp_path)
     assert summary_without_times(whole) == summary_without_times(killed)
     assert logged_without_times(whole) == logged_without_times(killed)
     assert [l["step"] for l in train_lines(killed)] == list(range(1, 9))
+
+
+def test_a_signal_to_one_rank_stops_every_rank_at_one_step(exfusion_cli, data_dir, tmp_path):
+    run = tmp_path / "run"
+    sets = ["train.batch_size=32", "train.dist_timeout_s=60"]
+    results = launch_by_hand(exfusion_cli, data_dir, [run, run], [sets, sets],
+                             [{}, {"EXFUSION_KILL_AT": "step:3:TERM"}], timeout_s=120)
+    (code0, err0, _), (code1, err1, _) = results
+    # Both end as a SIGTERM'd run does (128 + 15), at the same step, rank 0 having written its
+    # checkpoint there (after the epoch-end one of step 4, if the agreed step lies past it).
+    assert code1 == 128 + signal.SIGTERM, err1
+    assert code0 == 128 + signal.SIGTERM, err0
+    assert "--resume" in err0, err0
+    steps = sorted(load_file(str(path))["trainer.step"].item()
+                   for path in (run / "checkpoints").glob("step-*.safetensors"))
+    assert steps and 3 <= steps[-1] < 8, steps
+    assert not (run / "summary.json").exists()
+    torchrun(exfusion_cli, data_dir, None, ["train", "--resume", str(run)])
+    assert [l["step"] for l in train_lines(run)] == list(range(1, 9))

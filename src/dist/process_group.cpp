@@ -3,8 +3,10 @@
 #include "exfusion/dist/process_group.h"
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef EXFUSION_WITH_GLOO
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#endif
 #ifdef EXFUSION_WITH_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
@@ -57,6 +59,7 @@ std::string dotted(const std::string& pointer) {
   return path;
 }
 
+#ifdef EXFUSION_WITH_GLOO
 c10::intrusive_ptr<c10d::Backend> gloo_backend(const c10::intrusive_ptr<c10d::Store>& store,
                                                const LaunchEnvironment& env,
                                                std::chrono::milliseconds timeout) {
@@ -69,6 +72,7 @@ c10::intrusive_ptr<c10d::Backend> gloo_backend(const c10::intrusive_ptr<c10d::St
   return c10::make_intrusive<c10d::ProcessGroupGloo>(
       c10::make_intrusive<c10d::PrefixStore>("gloo", store), env.rank, env.world_size, options);
 }
+#endif
 
 }  // namespace
 
@@ -135,10 +139,17 @@ void DistributedGroup::connect(const torch::Device& device, std::chrono::millise
                      "without NCCL's headers); train on the CPU with Gloo or rebuild");
 #endif
   } else {
+#ifdef EXFUSION_WITH_GLOO
     group_->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO,
                        gloo_backend(store_, env_, timeout));
     group_->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
     backend_ = "gloo";
+#else
+    throw InputError("train.device = " + device.str() +
+                     " with WORLD_SIZE > 1 needs Gloo, and this build has none (gloo's headers, "
+                     "Debian's libgloo-dev, were missing when it was built); scripts/setup.sh "
+                     "installs them");
+#endif
   }
 }
 

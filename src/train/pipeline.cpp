@@ -232,16 +232,16 @@ nlohmann::json train_from(RunStart start, const LaunchEnvironment& launch,
   std::unique_ptr<Trainer> trainer;
   torch::Device device(torch::kCPU);
   // Everything that can refuse this run is checked before the run directory is touched.
+  // This rank's part, free of collectives: under data parallelism it runs inside a gate, which
+  // a collective would keep from ever hearing of another rank's refusal.
   const auto set_up = [&] {
     device = rank_device(config.train.device, launch);
     use_bf16(config.train.precision, device);  // rejects bf16 without CUDA before any work
     if (config.train.threads > 0) torch::set_num_threads(static_cast<int>(config.train.threads));
-    if (group) group->connect(device, std::chrono::seconds(config.train.dist_timeout_s));
     // Each rank reads its shard: its part of every global batch.
     const auto shard = group ? DataShard{group->rank(), group->size()} : DataShard{};
     data = make_task(config, shard)
-               ->load_data(config.data, *config.model.options,
-                           /*with_train=*/true);
+               ->load_data(config.data, *config.model.options, /*with_train=*/true);
     torch::manual_seed(static_cast<uint64_t>(config.train.seed));
     model = build_model(config.model, config.ffn);
     // Rank 0's weights reach the others through synchronize_replicas.
@@ -249,14 +249,21 @@ nlohmann::json train_from(RunStart start, const LaunchEnvironment& launch,
       initialized = initialize_model(*model, config);
     }
     params_train = count_parameters(*model);
-    trainer = std::make_unique<Trainer>(config, model, device, group);
+  };
+  const auto restore = [&] {
     if (resumed) trainer->restore(*resumed);
   };
   if (group) {
     group->gate("set up training", set_up);
+    group->connect(device, std::chrono::seconds(config.train.dist_timeout_s));
+    // Its DataParallel checks, collectively, that every rank built the same parameters.
+    trainer = std::make_unique<Trainer>(config, model, device, group);
+    group->gate("restore the checkpoint", restore);
     synchronize_replicas(*trainer, *group);
   } else {
     set_up();
+    trainer = std::make_unique<Trainer>(config, model, device, group);
+    restore();
   }
 
   std::optional<MetricsLog> log;

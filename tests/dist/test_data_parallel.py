@@ -251,3 +251,17 @@ def test_a_signal_to_one_rank_stops_every_rank_at_one_step(exfusion_cli, data_di
     assert not (run / "summary.json").exists()
     torchrun(exfusion_cli, data_dir, None, ["train", "--resume", str(run)])
     assert [l["step"] for l in train_lines(run)] == list(range(1, 9))
+
+
+def test_a_refusal_on_rank_0_ends_every_rank(exfusion_cli, data_dir, tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}\n")  # an earlier run's: refused without --force
+    results = launch_by_hand(exfusion_cli, data_dir, [run, run], [[], []], [{}, {}],
+                             timeout_s=120)
+    (code0, err0, _), (code1, err1, seconds1) = results
+    assert code0 == 2 and "--force" in err0, err0
+    assert code1 == 2, err1
+    assert "rank 0 of 2 could not open the run directory" in err1, err1
+    assert seconds1 < 60
+    assert (run / "config.json").read_text() == "{}\n"

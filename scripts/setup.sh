@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(g++ cmake ninja-build ccache libcli11-dev nlohmann-json3-dev libgtest-dev zlib1g-dev
-          libyaml-cpp-dev libboost-dev libgloo-dev python3 python3-venv dataset-fashion-mnist)
+packages=(g++ cmake ninja-build ccache pkg-config libcli11-dev nlohmann-json3-dev libgtest-dev
+          zlib1g-dev libyaml-cpp-dev libboost-dev libgloo-dev libturbojpeg0-dev libspng-dev
+          python3 python3-venv dataset-fashion-mnist)
 scripts/install_debian_packages.sh setup "${packages[@]}"
 
 # PyPI's torch wheel is built with CUDA, and its CMake config needs the CUDA toolkit's

@@ -16,6 +16,7 @@
 #include "exfusion/dist/process_group.h"
 #include "exfusion/sweep/sweep_runner.h"
 #include "exfusion/train/compression.h"
+#include "exfusion/train/data_inspection.h"
 #include "exfusion/train/initialization.h"
 #include "exfusion/train/pipeline.h"
 #include "exfusion/train/step_benchmark.h"
@@ -248,6 +249,27 @@ int parse_and_run(int argc, const char* const* argv) {
       ->take_all();
   add_config_shortcuts(*bench, bench_shortcuts);
 
+  std::string data_config, data_dir;
+  std::vector<std::string> data_sets;
+  ShortcutValues data_shortcuts;
+  DataRun data_run;
+  auto* data_command = app.add_subcommand(
+      "data",
+      "Read a run's data as training would (decoding, augmentation, workers) and print one JSON "
+      "line: images/s, per worker; --save keeps the batches to look at");
+  data_command
+      ->add_option("--config", data_config, "config file (YAML or JSON) laid over the defaults")
+      ->check(CLI::ExistingFile);
+  data_command->add_option("--data", data_dir, "the data directory (sets data.dir)");
+  data_command->add_option("--split", data_run.split, "train (augmented) or val (default train)");
+  data_command->add_option("--batches", data_run.batches, "batches to read (default 20)");
+  data_command->add_option("--epoch", data_run.epoch, "the epoch whose order and draws to read");
+  data_command->add_option("--save", data_run.save,
+                           "write the batches read as safetensors (inputs, targets)");
+  data_command->add_option("--set", data_sets, "override any config key: key.path=value")
+      ->take_all();
+  add_config_shortcuts(*data_command, data_shortcuts);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {
@@ -315,6 +337,13 @@ int parse_and_run(int argc, const char* const* argv) {
     compress_run.out = compress_out;
     compress_run.options.method = parse_ders_method(compress_method);
     print_json(compress_checkpoint(compress_run, std::cerr));
+  } else if (data_command->parsed()) {
+    prepend_shortcuts(data_shortcuts, data_sets);
+    ConfigLayers layers{data_config, {}};
+    if (!data_dir.empty()) layers.assignments.push_back("data.dir=" + data_dir);
+    layers.assignments.insert(layers.assignments.end(), data_sets.begin(), data_sets.end());
+    data_run.config = build_run_config(default_run_config(), layers);
+    std::cout << inspect_data(data_run, std::cerr).dump() << std::endl;
   } else if (bench->parsed()) {
     prepend_shortcuts(bench_shortcuts, bench_args.assignments);
     run_bench(bench_args, std::cout, std::cerr);

@@ -1,7 +1,29 @@
-// The data section's cross-field checks (see data_config.h).
+// The data section's preset and cross-field checks (see data_config.h).
 #include "exfusion/data/data_config.h"
 
+#include "exfusion/data/rand_augment.h"
+
 namespace exfusion {
+
+void DataConfig::apply_preset(const std::string& name, const config::Location& at) {
+  if (name != "deit") config::fail(at, "preset", name, "deit");
+  augment = true;
+  random_resized_crop = true;
+  crop_scale = {0.08, 1.0};
+  crop_ratio = {3.0 / 4.0, 4.0 / 3.0};
+  interpolation = "bicubic";
+  horizontal_flip = true;
+  rand_augment = "rand-m9-mstd0.5-inc1";
+  random_erasing = 0.25;
+  repeated_augmentation = 3;
+  mixup = 0.8;
+  cutmix = 1.0;
+  mixup_prob = 1.0;
+  mixup_switch_prob = 0.5;
+  eval_crop_ratio = 0.875;
+  mean = {0.485, 0.456, 0.406};  // ImageNet's, as timm's IMAGENET_DEFAULT_MEAN / _STD
+  std = {0.229, 0.224, 0.225};
+}
 
 void DataConfig::validate(const config::Location& at) const {
   for (const auto s : std) {
@@ -13,6 +35,25 @@ void DataConfig::validate(const config::Location& at) const {
     config::fail(at, "train_images", train_images,
                  "all four of train_images, train_labels, test_images, test_labels");
   }
+  if (explicit_files != 0 && format != "idx") {
+    config::fail(at, "train_images", train_images, "no IDX files with format " + format);
+  }
+  if (crop_scale.size() != 2 || !(crop_scale[0] > 0) || !(crop_scale[0] <= crop_scale[1]) ||
+      !(crop_scale[1] <= 1)) {
+    config::fail(at, "crop_scale", crop_scale, "[low, high] with 0 < low <= high <= 1");
+  }
+  if (crop_ratio.size() != 2 || !(crop_ratio[0] > 0) || !(crop_ratio[0] <= crop_ratio[1]) ||
+      !(crop_ratio[1] < 100)) {
+    config::fail(at, "crop_ratio", crop_ratio, "[low, high] with 0 < low <= high < 100");
+  }
+  if (!rand_augment.empty())
+    parse_rand_augment(rand_augment, at.source + ": " + at.key_path("rand_augment"));
+}
+
+bool DataConfig::uses_image_pipeline() const {
+  return format == "folder" ||
+         (augment && (random_resized_crop || !rand_augment.empty() || random_erasing > 0 ||
+                      repeated_augmentation > 1 || mixup > 0 || cutmix > 0));
 }
 
 }  // namespace exfusion

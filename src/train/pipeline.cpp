@@ -101,8 +101,8 @@ std::pair<TrainingState, fs::path> newest_whole_checkpoint(const fs::path& run_d
 // A run directory's outputs, which --force replaces: removed once the new run has passed every
 // check, so that no file of the old run is left beside the new run's.
 void remove_previous_outputs(const fs::path& out) {
-  for (const auto* name :
-       {kConfigFile, kStateFile, kModelFile, kModelConfigFile, kMetricsFile, kSummaryFile}) {
+  for (const auto* name : {kConfigFile, kStateFile, kModelFile, kModelConfigFile, kMetricsFile,
+                           kSummaryFile, kClassesFile}) {
     fs::remove(out / name);
   }
   for (const auto& entry : list_checkpoints(out / kCheckpointDir)) fs::remove(entry.path);
@@ -170,8 +170,8 @@ RunStart resolve_run(const TrainRun& run, std::ostream& report, std::ostream& pr
     start.resumed = std::move(state);
   } else {
     if (out.empty()) out = fs::path("runs") / (start.config.ffn.run_name() + "-" + timestamp());
-    for (const auto* name :
-         {kConfigFile, kStateFile, kModelFile, kModelConfigFile, kMetricsFile, kSummaryFile}) {
+    for (const auto* name : {kConfigFile, kStateFile, kModelFile, kModelConfigFile, kMetricsFile,
+                             kSummaryFile, kClassesFile}) {
       refuse_overwrite(out / name, start.replace_outputs);
     }
     if (!start.replace_outputs && !list_checkpoints(out / kCheckpointDir).empty()) {
@@ -282,6 +282,9 @@ nlohmann::json train_from(RunStart start, const LaunchEnvironment& launch,
     if (!fs::exists(out / kConfigFile)) {
       write_text_atomically(out / kConfigFile, to_json(config).dump(2) + "\n");
     }
+    if (!data->class_names.empty()) {
+      write_text_atomically(out / kClassesFile, nlohmann::json(data->class_names).dump(2) + "\n");
+    }
     progress << "exfusion train: " << config.ffn.run_name() << " on " << device;
     if (group) progress << " × " << group->size() << " ranks (" << group->backend() << ")";
     progress << ", run directory " << out.string() << "\n";
@@ -386,7 +389,9 @@ nlohmann::json train_from(RunStart start, const LaunchEnvironment& launch,
   auto fused = fuse_model(config.model, *model);
   fault_point("fuse");
   const auto fused_eval = trainer->evaluate(*data->test, /*keep_outputs=*/true, fused.get());
-  if (writer) save_dense_model(out / kModelFile, module_tensors(*fused), dense_config);
+  if (writer) {
+    save_dense_model(out / kModelFile, module_tensors(*fused), dense_config, data->class_names);
+  }
   if (!group) stop_if_interrupted(out, progress);
   auto logit_diff =
       torch::tensor(max_abs_diff(trained.outputs, fused_eval.outputs), torch::kFloat64);

@@ -54,6 +54,7 @@ void synchronize_replicas(Trainer& trainer, DistributedGroup& group) {
                 {"rng", describe({{"cpu", state.cpu_rng}})},
                 {"position", {state.step, state.epoch, state.batch_in_epoch}},
                 {"window", {p.window_steps, p.window_samples, p.window_correct}},
+                {"skipped", p.skipped_samples},
                 {"times",
                  {p.window_loss_sum, p.last_loss, p.last_metric, p.train_seconds, p.eval_seconds}}};
   }
@@ -73,6 +74,7 @@ void synchronize_replicas(Trainer& trainer, DistributedGroup& group) {
   p.window_steps = manifest["window"][0];
   p.window_samples = manifest["window"][1];
   p.window_correct = manifest["window"][2];
+  p.skipped_samples = manifest["skipped"];
   p.window_loss_sum = manifest["times"][0];
   p.last_loss = manifest["times"][1];
   p.last_metric = manifest["times"][2];

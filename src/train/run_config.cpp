@@ -2,6 +2,8 @@
 // run_config.h). Every field's reading and writing comes from its declaration.
 #include "exfusion/train/run_config.h"
 
+#include <torch/cuda.h>
+
 #include "exfusion/config/config_file.h"
 #include "exfusion/fusion/exfusion_ffn.h"
 #include "exfusion/models/vit.h"
@@ -37,8 +39,10 @@ FastPathPolicy fast_path_policy(const TrainConfig& train) {
 }
 
 std::unique_ptr<Task> make_task(const RunConfig& config, const DataShard& shard) {
+  // Page-locked batches let the copy to a CUDA device overlap the step.
+  const bool pin_memory = config.train.device != "cpu" && torch::cuda::is_available();
   return task_kinds().make(config.task, {config.train.label_smoothing, config.train.batch_size,
-                                         config.train.seed, shard});
+                                         config.train.seed, shard, pin_memory});
 }
 
 RunConfig default_run_config() {

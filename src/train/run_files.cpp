@@ -15,7 +15,7 @@
 namespace exfusion {
 
 void save_dense_model(const std::filesystem::path& path, const NamedTensors& tensors,
-                      const RunConfig& config) {
+                      const RunConfig& config, const std::vector<std::string>& class_names) {
   save_safetensors(path, tensors,
                    {{kConfigMetadataKey, to_json(config).dump()},
                     {kKindMetadataKey, "dense-model"},
@@ -25,6 +25,7 @@ void save_dense_model(const std::filesystem::path& path, const NamedTensors& ten
   model_json["weights"] = path.filename().string();
   model_json["mean"] = config.data.mean;
   model_json["std"] = config.data.std;
+  if (!class_names.empty()) model_json["classes"] = class_names;
   model_json["exfusion"] = to_json(config);
   write_text_atomically(model_description_path(path), model_json.dump(2) + "\n");
 }

@@ -23,6 +23,7 @@ void JsonlMetricsCallback::on_step(const Trainer& trainer, const StepEvent& even
                            {trainer.task().metric_name(), window.metric},
                            {"images_per_s", window.samples_per_s},
                            {"elapsed_s", window.elapsed_s}};
+  if (window.skipped_samples >= 0) record["skipped_images"] = window.skipped_samples;
   const auto model_metrics = collect_metrics(*trainer.model());
   for (const auto& [group, values] : model_metrics.items()) {
     record[group] = values;

@@ -227,10 +227,19 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
       ++batch_in_epoch_;
       if (data_parallel_) {
         // The global batch's loss and count: the ranks' logs, and checkpoints, agree.
-        auto sums = torch::stack({loss.to(torch::kFloat64), count.to(torch::kFloat64)});
+        auto sums =
+            torch::stack({loss.to(torch::kFloat64), count.to(torch::kFloat64),
+                          torch::tensor(static_cast<double>(batch->skipped),
+                                        torch::TensorOptions(device_).dtype(torch::kFloat64))});
         data_parallel_->group().all_reduce_sum_(sums);
         loss = sums[0] / static_cast<double>(ranks);
         count = sums[1].to(torch::kInt64);
+        // (A host synchronisation, only where samples can be skipped at all.)
+        if (config_.data.skip_bad_images) {
+          progress_.skipped_samples += static_cast<int64_t>(sums[2].item<double>());
+        }
+      } else {
+        progress_.skipped_samples += batch->skipped;
       }
       window_loss += loss.to(torch::kFloat64);
       window_count += count;
@@ -266,6 +275,7 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
       }
       add_train_time();
       closed.elapsed_s = progress_.train_seconds;
+      if (config_.data.skip_bad_images) closed.skipped_samples = progress_.skipped_samples;
       const bool ends_epoch = batch_in_epoch_ >= per_epoch || step_ == total_steps;
       const StepEvent event{step_, epoch_, lr, closes ? &closed : nullptr, ends_epoch};
       for (auto* callback : callbacks) callback->on_step(*this, event);

@@ -20,6 +20,8 @@ constexpr const char* kStep = "trainer.step";
 constexpr const char* kEpoch = "trainer.epoch";
 constexpr const char* kBatch = "trainer.batch_in_epoch";
 constexpr const char* kWindowCounts = "trainer.window_counts";  // i64 [steps, samples, correct]
+// Absent in checkpoints from before the image pipeline: nothing was skipped then.
+constexpr const char* kSkipped = "trainer.skipped_samples";
 constexpr const char* kTimes = "trainer.progress";  // f64 [loss sum, last loss, last metric,
                                                     //      train s, eval s]
 constexpr const char* kCpuRng = "rng.cpu";
@@ -85,6 +87,7 @@ void TrainingState::save(const std::filesystem::path& path) const {
                                                   progress.last_metric, progress.train_seconds,
                                                   progress.eval_seconds},
                               torch::kFloat64));
+  named.emplace(kSkipped, torch::tensor(progress.skipped_samples, torch::kInt64));
   if (cpu_rng.defined()) named.emplace(kCpuRng, cpu_rng);
   if (cuda_rng.defined()) named.emplace(kCudaRng, cuda_rng);
   NamedTensors tensors;
@@ -139,6 +142,9 @@ TrainingState TrainingState::load(const std::filesystem::path& path) {
     state.progress.window_steps = counts[0].item<int64_t>();
     state.progress.window_samples = counts[1].item<int64_t>();
     state.progress.window_correct = counts[2].item<int64_t>();
+    if (file.tensors.count(kSkipped) != 0) {
+      state.progress.skipped_samples = scalar(file, kSkipped, path);
+    }
     const auto times = vector_of(file, kTimes, torch::kFloat64, 5, path);
     state.progress.window_loss_sum = times[0].item<double>();
     state.progress.last_loss = times[1].item<double>();

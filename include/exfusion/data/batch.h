@@ -18,7 +18,8 @@ struct DataShard {
 
 struct Batch {
   torch::Tensor inputs;   // e.g. float32 [B, C, H, W] images, normalised
-  torch::Tensor targets;  // e.g. int64 [B] labels
+  torch::Tensor targets;  // e.g. int64 [B] labels, or float32 [B, classes] soft targets
+  int64_t skipped = 0;    // bad samples left out of this batch (data.skip_bad_images)
   int64_t size() const { return targets.size(0); }
 };
 

@@ -1,5 +1,6 @@
-// Image classification on IDX files (Fashion-MNIST by default): label-smoothed cross-entropy,
-// accuracy, and evaluation with the logits kept for comparing a fused model with its source.
+// Image classification on IDX files (Fashion-MNIST by default), CIFAR or an image-folder tree:
+// label-smoothed (or Mixup's soft-target) cross-entropy, accuracy, and evaluation with the
+// logits kept for comparing a fused model with its source.
 #pragma once
 #include "exfusion/tasks/task.h"
 

@@ -23,6 +23,7 @@ struct TaskOptions {
   int64_t batch_size = 128;  // per rank
   int64_t seed = 0;          // data order and augmentation
   DataShard shard;           // this rank's part of every global batch
+  bool pin_memory = false;   // batches in page-locked memory (training on CUDA)
 };
 
 struct EvalResult {
@@ -35,7 +36,8 @@ struct EvalResult {
 struct TaskData {
   std::unique_ptr<BatchSource> train;  // null when only evaluation was asked for
   std::unique_ptr<BatchSource> test;
-  torch::Tensor test_targets;  // the test set's targets, in source order
+  torch::Tensor test_targets;            // the test set's targets, in source order
+  std::vector<std::string> class_names;  // label i's name, where the data names its classes
 };
 
 class Task {

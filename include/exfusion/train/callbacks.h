@@ -27,7 +27,8 @@ struct TrainWindow {
   double loss = 0.0;    // mean task loss over the window's steps
   double metric = 0.0;  // the task's metric (accuracy) over the window's samples
   double samples_per_s = 0.0;
-  double elapsed_s = 0.0;  // training time so far (evaluation excluded), over every resume
+  double elapsed_s = 0.0;        // training time so far (evaluation excluded), over every resume
+  int64_t skipped_samples = -1;  // bad samples skipped so far; -1 unless data.skip_bad_images
 };
 
 struct StepEvent {

@@ -19,6 +19,8 @@ inline constexpr const char* kModelFile = "model.safetensors";
 inline constexpr const char* kModelConfigFile = "model.json";
 inline constexpr const char* kMetricsFile = "metrics.jsonl";
 inline constexpr const char* kSummaryFile = "summary.json";
+// The class names of data that has them (an image folder, CIFAR's name files): a JSON list.
+inline constexpr const char* kClassesFile = "classes.json";
 inline constexpr const char* kCheckpointDir = "checkpoints";
 inline constexpr const char* kTensorBoardDir = "tb";  // TensorBoard event files
 inline constexpr const char* kConfigMetadataKey = "exfusion.config";
@@ -30,8 +32,9 @@ inline constexpr const char* kUpcycledKind = "upcycled-model";
 
 // The fused dense model under timm's names, with its description (timm kwargs, normalisation,
 // the run's config) beside it: model_description_path(path), model.json for model.safetensors.
+// `class_names` (label i's name, when the data names its classes) go in as "classes".
 void save_dense_model(const std::filesystem::path& path, const NamedTensors& tensors,
-                      const RunConfig& config);
+                      const RunConfig& config, const std::vector<std::string>& class_names = {});
 std::filesystem::path model_description_path(const std::filesystem::path& model_path);
 
 // A run's checkpoints: `<dir>/step-<9-digit step>.safetensors`, listed newest first.

@@ -28,6 +28,7 @@ struct TrainProgress {
   double last_metric = 0.0;
   double train_seconds = 0.0;  // the training steps' wall time so far, over every resume
   double eval_seconds = 0.0;
+  int64_t skipped_samples = 0;  // bad samples skipped so far (data.skip_bad_images)
 };
 
 struct TrainingState {

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <memory>
 #include <sstream>
+#include <stdexcept>
 
 #include "exfusion/util/error.h"
 
@@ -153,6 +154,10 @@ Image read_image_file(const std::filesystem::path& path) {
 
 Image convert_channels(Image image, int64_t channels) {
   if (image.channels == channels) return image;
+  if (channels != 1 && channels != 3) {
+    throw std::invalid_argument("convert_channels: to 1 or 3 channels, not " +
+                                std::to_string(channels));
+  }
   const int64_t pixels = image.height * image.width;
   Image out(image.height, image.width, channels);
   const uint8_t* in = image.pixels.data();

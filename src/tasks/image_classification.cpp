@@ -186,13 +186,18 @@ InMemorySplits load_in_memory(const DataConfig& config, bool with_train) {
 
 TaskData ImageClassificationTask::load_data(DataConfig& config, const ModelOptions& model,
                                             bool with_train) const {
+  const auto channels = model.input_shape()[0];
+  if (config.uses_image_pipeline() && channels != 1 && channels != 3) {
+    throw InputError("model.in_chans = " + std::to_string(channels) +
+                     ": the image pipeline (data.format " + config.format +
+                     " or its augmentations) feeds grey (1) or colour (3) images");
+  }
   if (!with_train && (config.mean.empty() || config.std.empty())) {
     throw InputError("its config has no data.mean/data.std normalisation");
   }
   TaskData data;
   if (config.format == "folder") {
     const fs::path root = config.dir;
-    const auto channels = model.input_shape()[0];
     auto train_listing = list_image_folder(root / "train");
     check_classes_fit(train_listing.classes, model, root / "train");
     data.class_names = train_listing.classes;

@@ -11,8 +11,8 @@ batches=${BATCHES:-8}
 .venv/bin/python bench/make_image_tree.py "$tree" --classes 8 --per-class 128 --size 224
 for workers in 1 2; do
   "$cli" data --data "$tree" --batches "$batches" \
-    --set data.format=folder data.preset=deit model.img_size=224 model.patch_size=16 \
-          model.in_chans=3 model.num_classes=8 train.batch_size=64 data.workers="$workers" \
+    --set model.in_chans=3 model.patch_size=16 model.img_size=224 model.num_classes=8 \
+          data.format=folder data.preset=deit train.batch_size=64 data.workers="$workers" \
           train.label_smoothing=0.1
   .venv/bin/python bench/data_peer.py "$tree" --workers "$workers" --batch-size 64 \
     --batches "$batches"

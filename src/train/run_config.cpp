@@ -4,6 +4,8 @@
 
 #include <torch/cuda.h>
 
+#include <algorithm>
+
 #include "exfusion/config/config_file.h"
 #include "exfusion/fusion/exfusion_ffn.h"
 #include "exfusion/models/vit.h"
@@ -78,10 +80,44 @@ RunConfig run_config_from_json(const nlohmann::json& json, const std::string& so
   return config;
 }
 
+namespace {
+
+// (Values are at most 64 levels deep: parse_assignment refuses deeper ones.)
+bool holds_null(const nlohmann::json& value) {
+  if (value.is_null()) return true;
+  if (!value.is_structured()) return false;
+  return std::any_of(value.begin(), value.end(), [](const auto& v) { return holds_null(v); });
+}
+
+}  // namespace
+
 RunConfig build_run_config(RunConfig base, const ConfigLayers& layers) {
   if (!layers.file.empty()) apply_config(base, config::read_config_file(layers.file), layers.file);
+  std::vector<nlohmann::json> patches;
   for (const auto& assignment : layers.assignments) {
-    apply_config(base, config::parse_assignment(assignment), "--set " + assignment);
+    patches.push_back(config::parse_assignment(assignment));
+  }
+  // The assignments together first, as one layer like a file's: then keys that depend on each
+  // other (model.img_size and model.patch_size, data.preset and model.in_chans) may come in
+  // any order. A merge would drop a null instead of refusing it, so those go one by one.
+  const bool mergeable = std::none_of(patches.begin(), patches.end(), holds_null);
+  if (patches.size() > 1 && mergeable) {
+    auto merged = nlohmann::json::object();
+    std::string source = "--set";
+    for (size_t i = 0; i < patches.size(); ++i) {
+      merged.merge_patch(patches[i]);
+      source += " " + layers.assignments[i];
+    }
+    try {
+      auto together = base;
+      apply_config(together, merged, source);
+      return together;
+    } catch (const InputError&) {
+      // One by one below, so that the error names the assignment it stops at.
+    }
+  }
+  for (size_t i = 0; i < patches.size(); ++i) {
+    apply_config(base, patches[i], "--set " + layers.assignments[i]);
   }
   return base;
 }

@@ -173,6 +173,23 @@ TEST(RunConfig, ShippedConfigsParseAndTheMainJobIsTheDefault) {
   EXPECT_EQ(to_json(main_job), to_json(default_run_config()));
 }
 
+TEST(RunConfig, AssignmentsThatDependOnEachOtherMayComeInAnyOrder) {
+  // Alone, model.patch_size=8 does not divide the default 28 px, nor does the preset's 3-value
+  // mean fit the default single channel: together with the keys they need, both are fine.
+  const auto sized =
+      build_run_config(default_run_config(), {"", {"model.patch_size=8", "model.img_size=32"}});
+  EXPECT_EQ(to_json(sized)["model"]["patch_size"], 8);
+  const auto deit = build_run_config(
+      default_run_config(), {"", {"data.preset=deit", "model.in_chans=3", "data.mixup=0"}});
+  EXPECT_EQ(deit.data.mean.size(), 3u);
+  EXPECT_EQ(deit.data.mixup, 0.0);  // a key beside the preset wins, as in a file
+  // A wrong value among several is still named with its own assignment.
+  const auto message = error_of([] {
+    build_run_config(default_run_config(), {"", {"model.embed_dim=32", "train.lr=-1"}});
+  });
+  EXPECT_NE(message.find("--set train.lr=-1: train.lr = -1"), std::string::npos) << message;
+}
+
 // Checkpoints written before this layout kept every kind's keys in one flat ffn section.
 TEST(RunConfig, AFormatOneConfigStillReads) {
   nlohmann::json stored = to_json(default_run_config());

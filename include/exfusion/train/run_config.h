@@ -148,9 +148,11 @@ RunConfig run_config_from_json(const nlohmann::json& json, const std::string& so
 // One layer of a run's config: a file (JSON or YAML) or a `key.path=value` assignment.
 struct ConfigLayers {
   std::string file;                      // empty: none
-  std::vector<std::string> assignments;  // applied in order, after the file
+  std::vector<std::string> assignments;  // applied after the file; a later one wins
 };
-// `base`, then the file, then each assignment.
+// `base`, then the file, then the assignments: as one layer (so that keys which depend on each
+// other may come in any order), or, where that layer is refused, one by one in order, so that
+// the error names the assignment at fault.
 RunConfig build_run_config(RunConfig base, const ConfigLayers& layers);
 
 }  // namespace exfusion

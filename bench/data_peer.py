@@ -8,8 +8,21 @@ import json
 import time
 
 import torch
+from PIL import Image, ImageOps
 from timm.data import Mixup, create_transform
 from torchvision.datasets import ImageFolder
+
+# timm 1.0.31's PosterizeIncreasing asks for 0 bits at magnitude 10, which Pillow 13 refuses
+# (ValueError) where older Pillow returned a black image; the peer gets the old behaviour, as
+# our RandAugment has it, instead of a crash in about 2 % of its ops.
+_posterize = ImageOps.posterize
+
+
+def _posterize_zero_bits_black(image, bits):
+    return Image.new(image.mode, image.size) if bits < 1 else _posterize(image, bits)
+
+
+ImageOps.posterize = _posterize_zero_bits_black
 
 
 def main():

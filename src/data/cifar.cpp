@@ -13,7 +13,7 @@ namespace exfusion {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr size_t kPixelsPerImage = 3 * 32 * 32;
+constexpr size_t kPixelsPerImage = size_t{3} * 32 * 32;
 
 std::string read_bytes(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);

@@ -10,7 +10,7 @@ Image FolderImageSource::load(int64_t index) const {
   return convert_channels(read_image_file(listing_.files[index]), channels_);
 }
 
-TensorImageSource::TensorImageSource(ImageDataset data) {
+TensorImageSource::TensorImageSource(const ImageDataset& data) {
   const auto images = data.images.contiguous();
   TORCH_CHECK(images.scalar_type() == torch::kUInt8 && images.dim() == 4,
               "TensorImageSource expects uint8 [N, C, H, W] images, got ", images.sizes());

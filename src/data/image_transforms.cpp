@@ -46,7 +46,10 @@ Coefficients coefficients(int64_t in_size, int64_t out_size, Interpolation inter
   std::vector<double> k(static_cast<size_t>(c.count_max));
   for (int64_t out = 0; out < out_size; ++out) {
     const double centre = (static_cast<double>(out) + 0.5) * scale;
+    // Pillow's (int)(x + 0.5): truncation toward zero, as its C code does, not rounding.
+    // NOLINTNEXTLINE(bugprone-incorrect-roundings)
     const auto low = std::max<int64_t>(static_cast<int64_t>(centre - support + 0.5), 0);
+    // NOLINTNEXTLINE(bugprone-incorrect-roundings)
     const auto high = std::min<int64_t>(static_cast<int64_t>(centre + support + 0.5), in_size);
     const int64_t n = high - low;
     double total = 0.0;
@@ -180,7 +183,7 @@ Image resize_and_centre_crop(const Image& image, int64_t size, double crop_ratio
     h = static_cast<int64_t>(static_cast<double>(shorter) * static_cast<double>(image.height) /
                              static_cast<double>(image.width));
   }
-  const Image resized = resize(image, h, w, interpolation);
+  Image resized = resize(image, h, w, interpolation);
   // Python's round() (half to even), as CenterCrop computes the offsets.
   const auto top = static_cast<int64_t>(std::nearbyint(static_cast<double>(h - size) / 2.0));
   const auto left = static_cast<int64_t>(std::nearbyint(static_cast<double>(w - size) / 2.0));

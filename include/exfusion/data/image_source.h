@@ -38,7 +38,7 @@ class FolderImageSource : public ImageSource {
 // uint8 [N, C, H, W] images and int64 [N] labels, copied out to interleaved Images.
 class TensorImageSource : public ImageSource {
  public:
-  explicit TensorImageSource(ImageDataset data);
+  explicit TensorImageSource(const ImageDataset& data);
   int64_t size() const override { return height_ == 0 ? 0 : static_cast<int64_t>(labels_.size()); }
   int64_t label(int64_t index) const override { return labels_[index]; }
   Image load(int64_t index) const override;

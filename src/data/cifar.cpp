@@ -2,27 +2,17 @@
 // so a truncated or foreign file is an error naming it and the record it breaks at.
 #include "exfusion/data/cifar.h"
 
-#include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <sstream>
 
 #include "exfusion/util/error.h"
+#include "exfusion/util/file_bytes.h"
 
 namespace exfusion {
 namespace fs = std::filesystem;
 namespace {
 
 constexpr size_t kPixelsPerImage = size_t{3} * 32 * 32;
-
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(path.string() + ": cannot open (" + std::strerror(errno) + ")");
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  if (in.bad()) throw InputError(path.string() + ": cannot read the file");
-  return std::move(bytes).str();
-}
 
 std::vector<std::string> read_names(const fs::path& path) {
   std::vector<std::string> names;
@@ -100,7 +90,8 @@ CifarRecords decode_cifar(std::string_view bytes, CifarVariant variant, bool coa
 ImageDataset load_cifar(const std::vector<fs::path>& files, CifarVariant variant, bool coarse) {
   std::vector<torch::Tensor> images, labels;
   for (const auto& path : files) {
-    auto records = decode_cifar(read_bytes(path), variant, coarse, path.string());
+    auto records =
+        decode_cifar(read_file_bytes(path, "a CIFAR binary file"), variant, coarse, path.string());
     const auto n = static_cast<int64_t>(records.labels.size());
     images.push_back(
         torch::from_blob(records.pixels.data(), {n, 3, 32, 32}, torch::kUInt8).clone());

@@ -6,10 +6,8 @@
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <iomanip>
 #include <memory>
 #include <optional>
@@ -18,25 +16,10 @@
 
 #include "exfusion/data/idx_format.h"
 #include "exfusion/util/error.h"
+#include "exfusion/util/file_bytes.h"
 
 namespace exfusion {
 namespace {
-
-std::string read_file_bytes(const std::filesystem::path& path) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec)) throw InputError(path.string() + ": no such file");
-  if (!std::filesystem::is_regular_file(path, ec)) {
-    throw InputError(path.string() + ": not a regular file, expected an IDX file");
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    throw InputError(path.string() + ": cannot open the file (" + std::strerror(errno) + ")");
-  }
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  if (in.bad()) throw InputError(path.string() + ": cannot read the file");
-  return std::move(bytes).str();
-}
 
 // The data of one file may take at most this machine's memory: a header that promises more
 // is an error before anything is allocated.
@@ -82,7 +65,8 @@ std::string shape_text(at::IntArrayRef sizes) {
 }  // namespace
 
 torch::Tensor read_idx(const std::filesystem::path& path) {
-  const auto array = decode_idx(read_file_bytes(path), path.string(), physical_memory_bytes());
+  const auto array =
+      decode_idx(read_file_bytes(path, "an IDX file"), path.string(), physical_memory_bytes());
   auto tensor = torch::empty(array.dims, torch::TensorOptions().dtype(scalar_type(array.type)));
   std::memcpy(tensor.data_ptr(), array.data.data(), array.data.size());
   return tensor;

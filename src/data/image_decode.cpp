@@ -3,14 +3,11 @@
 // before decoding. Each library is optional at build time (EXFUSION_WITH_JPEG / _PNG).
 #include "exfusion/data/image_decode.h"
 
-#include <cerrno>
-#include <cstring>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <stdexcept>
 
 #include "exfusion/util/error.h"
+#include "exfusion/util/file_bytes.h"
 
 #ifdef EXFUSION_WITH_JPEG
 #include <turbojpeg.h>
@@ -141,15 +138,7 @@ Image decode_image(std::string_view bytes, const std::string& where) {
 }
 
 Image read_image_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    throw InputError(path.string() + ": cannot open the image (" + std::strerror(errno) + ")");
-  }
-  std::ostringstream bytes;
-  bytes << in.rdbuf();
-  if (in.bad()) throw InputError(path.string() + ": cannot read the image");
-  const auto text = std::move(bytes).str();
-  return decode_image(text, path.string());
+  return decode_image(read_file_bytes(path, "a JPEG or PNG image"), path.string());
 }
 
 Image convert_channels(Image image, int64_t channels) {

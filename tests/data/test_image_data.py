@@ -142,6 +142,9 @@ def test_training_on_an_image_folder_saves_its_classes(exfusion_cli, image_tree,
     config = json.loads((out / "config.json").read_text())
     assert config["data"]["rand_augment"] == "rand-m9-mstd0.5-inc1"
     assert config["data"]["repeated_augmentation"] == 3
+    # `exfusion fuse` of the run's training state finds the run's class names too.
+    run_cli(exfusion_cli, "fuse", out, "--out", tmp_path / "fused.safetensors")
+    assert json.loads((tmp_path / "fused.json").read_text())["classes"] == CLASSES
 
 
 def test_a_truncated_image_is_named_or_skipped_and_counted(exfusion_cli, image_tree, tmp_path):

@@ -37,7 +37,7 @@ Coefficients coefficients(int64_t in_size, int64_t out_size, Interpolation inter
   const auto filter = interpolation == Interpolation::Bicubic ? bicubic_filter : bilinear_filter;
   const double scale = static_cast<double>(in_size) / static_cast<double>(out_size);
   const double filter_scale = std::max(scale, 1.0);
-  const double support = support_base * filter_scale;
+  const double support = support_base * filter_scale, inverse_scale = 1.0 / filter_scale;
   Coefficients c;
   c.count_max = static_cast<int64_t>(std::ceil(support)) * 2 + 1;
   c.first.resize(out_size);
@@ -54,7 +54,8 @@ Coefficients coefficients(int64_t in_size, int64_t out_size, Interpolation inter
     const int64_t n = high - low;
     double total = 0.0;
     for (int64_t x = 0; x < n; ++x) {
-      k[x] = filter((static_cast<double>(x + low) - centre + 0.5) / filter_scale);
+      // Times 1 / filter_scale, not divided by it: Pillow's rounding, to the last bit.
+      k[x] = filter((static_cast<double>(x + low) - centre + 0.5) * inverse_scale);
       total += k[x];
     }
     c.first[out] = low;

@@ -99,14 +99,23 @@ def test_folder_pixels_and_labels_equal_pillows(exfusion_cli, image_tree, tmp_pa
         assert difference <= (1 if path.suffix in (".jpg", ".jpeg") else 0), (path, difference)
 
 
-def test_evaluation_resize_and_centre_crop_equal_torchvisions(exfusion_cli, image_tree, tmp_path):
+@pytest.mark.parametrize("size,ratio,interpolation", [
+    (24, 0.875, "bicubic"),   # timm's eval: resize to floor(24 / 0.875) = 27, centre crop 24
+    (20, 1.0, "bicubic"),     # a plain downscale, 32 -> 20
+    (36, 0.9, "bicubic"),     # an upscale, 32 -> 40, then the centre 36
+    (16, 0.8, "bilinear"),
+])
+def test_evaluation_resize_and_centre_crop_equal_torchvisions(exfusion_cli, image_tree, tmp_path,
+                                                              size, ratio, interpolation):
     from torchvision import transforms
-    # 24 px at crop ratio 0.875: resize to floor(24 / 0.875) = 27, centre-crop 24 (timm's eval).
-    sets = folder_sets(image_tree, size=24, **{"data.eval_crop_ratio": 0.875})
+    # (Patch 4 divides every size here.)
+    sets = folder_sets(image_tree, size=size, **{"data.eval_crop_ratio": ratio,
+                                                  "data.interpolation": interpolation})
     _, saved = data_json(exfusion_cli, sets, tmp_path)
+    mode = getattr(transforms.InterpolationMode, interpolation.upper())
     reference = transforms.Compose([
-        transforms.Resize(27, interpolation=transforms.InterpolationMode.BICUBIC),
-        transforms.CenterCrop(24), transforms.PILToTensor()])
+        transforms.Resize(int(size / ratio), interpolation=mode),
+        transforms.CenterCrop(size), transforms.PILToTensor()])
     for (path, _), pixels in zip(pillow_files(image_tree, "val"), saved["inputs"]):
         ours = np.rint(pixels * 255).astype(np.int64)
         theirs = reference(Image.open(path).convert("RGB")).numpy().astype(np.int64)

@@ -1,5 +1,5 @@
-"""Shared pytest fixtures: where the built CLI is, and small IDX datasets written the way
-the Fashion-MNIST package lays them out."""
+"""Shared pytest fixtures: where the built CLI and test binary are, and small IDX datasets
+written the way the Fashion-MNIST package lays them out."""
 import os
 import pathlib
 import subprocess
@@ -16,6 +16,16 @@ def exfusion_cli():
     if not cli.exists():
         pytest.fail(f"{cli} does not exist: build the project first (scripts/build.sh)")
     return cli
+
+
+@pytest.fixture(scope="session")
+def tests_bin():
+    """The GoogleTest binary, for tests whose C++ half runs a gtest against files we write."""
+    binary = pathlib.Path(os.environ.get("EXFUSION_TESTS_BIN", ROOT / "build" / "exfusion_tests"))
+    if not binary.exists():
+        pytest.fail(f"{binary} does not exist: build exfusion_tests first (scripts/build.sh) "
+                    "or point EXFUSION_TESTS_BIN at it")
+    return binary
 
 
 def write_idx(path, array):

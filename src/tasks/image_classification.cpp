@@ -3,10 +3,9 @@
 // loader or the worker-pool image pipeline, cross-entropy (soft targets under Mixup) and accuracy.
 #include "exfusion/tasks/image_classification.h"
 
-#include <sstream>
-
 #include <algorithm>
 #include <cmath>
+#include <sstream>
 
 #include "exfusion/data/cifar.h"
 #include "exfusion/data/idx.h"

@@ -501,22 +501,8 @@ nlohmann::json fuse_checkpoint(const FuseRun& run) {
   auto model = model_from_checkpoint(checkpoint, path);
   model->eval();
   auto fused = fuse_model(checkpoint.config.model, *model);
-  // A run directory's class names (image folders, CIFAR) go into the export too.
-  std::vector<std::string> class_names;
-  for (auto dir = path.parent_path(); !dir.empty(); dir = dir.parent_path()) {
-    if (fs::exists(dir / kClassesFile)) {
-      const auto names = config::read_config_file(dir / kClassesFile);
-      for (const auto& name : names) {
-        if (!names.is_array() || !name.is_string()) {
-          throw InputError((dir / kClassesFile).string() + ": expected a list of class names");
-        }
-        class_names.push_back(name.get<std::string>());
-      }
-      break;
-    }
-    if (dir.filename() != kCheckpointDir) break;  // a checkpoint's run is one level up
-  }
-  save_dense_model(out, module_tensors(*fused), dense_twin(checkpoint.config), class_names);
+  save_dense_model(out, module_tensors(*fused), dense_twin(checkpoint.config),
+                   run_class_names(path));
   nlohmann::json result = {{"fused", out.string()},
                            {"params_train", count_parameters(*model)},
                            {"params_fused", count_parameters(*fused)}};

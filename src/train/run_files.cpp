@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "exfusion/config/config_file.h"
 #include "exfusion/io/module_tensors.h"
 #include "exfusion/models/registry.h"
 #include "exfusion/train/training_state.h"
@@ -28,6 +29,23 @@ void save_dense_model(const std::filesystem::path& path, const NamedTensors& ten
   if (!class_names.empty()) model_json["classes"] = class_names;
   model_json["exfusion"] = to_json(config);
   write_text_atomically(model_description_path(path), model_json.dump(2) + "\n");
+}
+
+std::vector<std::string> run_class_names(const std::filesystem::path& checkpoint) {
+  auto dir = checkpoint.parent_path();
+  if (!std::filesystem::exists(dir / kClassesFile) && dir.filename() == kCheckpointDir) {
+    dir = dir.parent_path();
+  }
+  const auto file = dir / kClassesFile;
+  if (!std::filesystem::exists(file)) return {};
+  const auto names = config::read_config_file(file);
+  if (!names.is_array()) throw InputError(file.string() + ": expected a list of class names");
+  std::vector<std::string> class_names;
+  for (const auto& name : names) {
+    if (!name.is_string()) throw InputError(file.string() + ": expected a list of class names");
+    class_names.push_back(name.get<std::string>());
+  }
+  return class_names;
 }
 
 std::filesystem::path model_description_path(const std::filesystem::path& model_path) {

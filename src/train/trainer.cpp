@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <tuple>
+#include <vector>
 
 #include "exfusion/fusion/expert_mix.h"
 #include "exfusion/io/module_tensors.h"
@@ -227,17 +228,19 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
       ++batch_in_epoch_;
       if (data_parallel_) {
         // The global batch's loss and count: the ranks' logs, and checkpoints, agree.
-        auto sums =
-            torch::stack({loss.to(torch::kFloat64), count.to(torch::kFloat64),
-                          torch::tensor(static_cast<double>(batch->skipped),
-                                        torch::TensorOptions(device_).dtype(torch::kFloat64))});
+        // Skipped samples only where they can happen: their count is a host value, and its
+        // copy and read-back would cost every step a synchronisation.
+        const bool skips = config_.data.skip_bad_images;
+        std::vector<torch::Tensor> values{loss.to(torch::kFloat64), count.to(torch::kFloat64)};
+        if (skips) {
+          values.push_back(torch::tensor(static_cast<double>(batch->skipped),
+                                         torch::TensorOptions(device_).dtype(torch::kFloat64)));
+        }
+        auto sums = torch::stack(values);
         data_parallel_->group().all_reduce_sum_(sums);
         loss = sums[0] / static_cast<double>(ranks);
         count = sums[1].to(torch::kInt64);
-        // (A host synchronisation, only where samples can be skipped at all.)
-        if (config_.data.skip_bad_images) {
-          progress_.skipped_samples += static_cast<int64_t>(sums[2].item<double>());
-        }
+        if (skips) progress_.skipped_samples += static_cast<int64_t>(sums[2].item<double>());
       } else {
         progress_.skipped_samples += batch->skipped;
       }

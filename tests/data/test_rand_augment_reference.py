@@ -5,7 +5,6 @@ RandAugmentOps.WriteReferenceOutputs (tests/data/test_rand_augment.cpp) runs its
 compared with timm.data.auto_augment.NAME_TO_OP[op] applied to the same PIL image: RGB, L
 (greyscale), and a square RGB one (where Rotate 90 is Pillow's transpose)."""
 import os
-import pathlib
 import platform
 import subprocess
 
@@ -14,7 +13,6 @@ import pytest
 from PIL import Image
 from timm.data import auto_augment
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 FILL = (124, 116, 104)  # timm's img_mean for ImageNet's mean
 
 # Tolerances. Our ops repeat Pillow's arithmetic: integer tables for the point ops, the float32
@@ -50,15 +48,6 @@ def photo_like_image(mode, height, width):
     rgb = np.stack(channels, axis=-1) * 200 + 20 + rng.normal(0, 8, (height, width, 3))
     image = Image.fromarray(np.clip(rgb, 10, 235).astype(np.uint8), "RGB")
     return image if mode == "RGB" else image.convert("L")
-
-
-@pytest.fixture(scope="session")
-def tests_bin():
-    binary = pathlib.Path(os.environ.get("EXFUSION_TESTS_BIN", ROOT / "build" / "exfusion_tests"))
-    if not binary.exists():
-        pytest.fail(f"{binary} does not exist: build exfusion_tests first (scripts/build.sh) "
-                    "or point EXFUSION_TESTS_BIN at it")
-    return binary
 
 
 def run_reference_cases(binary, image, out_dir):

@@ -3,7 +3,6 @@
 The C++ side lives in tests/io/test_safetensors.cpp (Safetensors.WritesInteropFixture and
 Safetensors.ReadsInteropFixture); both sides build the same tensors from the same formulas."""
 import os
-import pathlib
 import subprocess
 
 import pytest
@@ -11,7 +10,6 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
 METADATA = {"format": "pt", "source": "exfusion interop"}
 
 
@@ -33,15 +31,6 @@ def interop_tensors():
         "scalar": torch.tensor(2.5, dtype=torch.float32),
         "empty": torch.zeros(0, 3, dtype=torch.float32),
     }
-
-
-@pytest.fixture(scope="session")
-def tests_bin():
-    binary = pathlib.Path(os.environ.get("EXFUSION_TESTS_BIN", ROOT / "build" / "exfusion_tests"))
-    if not binary.exists():
-        pytest.fail(f"{binary} does not exist: build exfusion_tests first (scripts/build.sh) "
-                    "or point EXFUSION_TESTS_BIN at it")
-    return binary
 
 
 def run_gtest(binary, test, interop_dir):

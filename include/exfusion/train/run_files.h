@@ -36,6 +36,9 @@ inline constexpr const char* kUpcycledKind = "upcycled-model";
 void save_dense_model(const std::filesystem::path& path, const NamedTensors& tensors,
                       const RunConfig& config, const std::vector<std::string>& class_names = {});
 std::filesystem::path model_description_path(const std::filesystem::path& model_path);
+// The class names of the run a checkpoint belongs to: `classes.json` beside it (state.safetensors)
+// or one level up (checkpoints/step-*.safetensors); empty when its run has none.
+std::vector<std::string> run_class_names(const std::filesystem::path& checkpoint);
 
 // A run's checkpoints: `<dir>/step-<9-digit step>.safetensors`, listed newest first.
 std::filesystem::path checkpoint_file(const std::filesystem::path& dir, int64_t step);

@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "exfusion/util/error.h"
+#include "exfusion/util/serial_torch_ops.h"
 
 namespace exfusion {
 
@@ -108,6 +109,8 @@ void ImageLoader::stop_workers() {
 }
 
 void ImageLoader::work(const std::vector<int64_t>& order, int64_t epoch, int64_t total) {
+  // The workers share the cores with the training thread's OpenMP team: one team is enough.
+  const SerialTorchOpsGuard serial;
   for (;;) {
     int64_t index = 0;
     {

@@ -5,6 +5,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "exfusion/util/error.h"
+#include "exfusion/util/serial_torch_ops.h"
 
 namespace exfusion {
 namespace {
@@ -124,6 +125,8 @@ void BatchLoader::start_epoch(int64_t epoch, int64_t skip_batches) {
   finished_ = false;
   const int64_t total = batches_per_epoch();
   worker_ = std::thread([this, epoch, skip_batches, total, order = epoch_order(epoch)] {
+    // The training thread's OpenMP team has the cores; this thread's operators are small.
+    const SerialTorchOpsGuard serial;
     try {
       for (int64_t index = skip_batches; index < total; ++index) {
         auto batch = assemble(order, epoch, index);

@@ -37,6 +37,7 @@ FastPathPolicy fast_path_policy(const TrainConfig& train) {
   policy.expert_kernels = train.expert_kernels;
   policy.layer_norm_kernels = train.layer_norm_kernels;
   policy.bias_grad_epilogue = train.bias_grad_epilogue;
+  policy.attention_kernels = train.attention_kernels;
   return policy;
 }
 

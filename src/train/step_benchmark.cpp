@@ -152,6 +152,7 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
       {"expert_kernels", custom_kernels && config.train.expert_kernels},
       {"layer_norm_kernels", custom_kernels && config.train.layer_norm_kernels},
       {"bias_grad_epilogue", custom_kernels && config.train.bias_grad_epilogue},
+      {"attention_kernels", device.is_cpu() && config.train.attention_kernels},
       {"cuda_graph", trainer.cuda_graph_captured()},
       {"params", params},
       {"warmup_steps", options.warmup_steps},

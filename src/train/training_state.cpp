@@ -24,6 +24,9 @@ constexpr const char* kWindowCounts = "trainer.window_counts";  // i64 [steps, s
 constexpr const char* kSkipped = "trainer.skipped_samples";
 constexpr const char* kTimes = "trainer.progress";  // f64 [loss sum, last loss, last metric,
                                                     //      train s, eval s]
+// i64 [taken, fell back] per fast path; absent in checkpoints from before the CPU attention
+// kernel, whose runs counted no call on the CPU.
+constexpr const char* kFastPathCalls = "trainer.fast_path_calls";
 constexpr const char* kCpuRng = "rng.cpu";
 constexpr const char* kCudaRng = "rng.cuda";
 constexpr const char* kChecksumKey = "exfusion.checksum";
@@ -88,6 +91,11 @@ void TrainingState::save(const std::filesystem::path& path) const {
                                                   progress.eval_seconds},
                               torch::kFloat64));
   named.emplace(kSkipped, torch::tensor(progress.skipped_samples, torch::kInt64));
+  std::vector<int64_t> calls;
+  for (const auto& path : progress.fast_path_calls) {
+    calls.insert(calls.end(), {path.taken, path.fell_back});
+  }
+  named.emplace(kFastPathCalls, torch::tensor(calls, torch::kInt64));
   if (cpu_rng.defined()) named.emplace(kCpuRng, cpu_rng);
   if (cuda_rng.defined()) named.emplace(kCudaRng, cuda_rng);
   NamedTensors tensors;
@@ -144,6 +152,14 @@ TrainingState TrainingState::load(const std::filesystem::path& path) {
     state.progress.window_correct = counts[2].item<int64_t>();
     if (file.tensors.count(kSkipped) != 0) {
       state.progress.skipped_samples = scalar(file, kSkipped, path);
+    }
+    if (file.tensors.count(kFastPathCalls) != 0) {
+      auto& paths = state.progress.fast_path_calls;
+      const auto calls = vector_of(file, kFastPathCalls, torch::kInt64,
+                                   2 * static_cast<int64_t>(paths.size()), path);
+      for (size_t i = 0; i < paths.size(); ++i) {
+        paths[i] = {calls[2 * i].item<int64_t>(), calls[2 * i + 1].item<int64_t>()};
+      }
     }
     const auto times = vector_of(file, kTimes, torch::kFloat64, 5, path);
     state.progress.window_loss_sum = times[0].item<double>();

@@ -22,6 +22,8 @@ std::string to_string(FastPath path) {
       return "layer_norm_kernels";
     case FastPath::kBiasGradEpilogue:
       return "bias_grad_epilogue";
+    case FastPath::kAttentionKernels:
+      return "attention_kernels";
   }
   return "unknown";
 }
@@ -34,6 +36,8 @@ bool FastPathPolicy::allows(FastPath path) const {
       return layer_norm_kernels;
     case FastPath::kBiasGradEpilogue:
       return bias_grad_epilogue;
+    case FastPath::kAttentionKernels:
+      return attention_kernels;
   }
   return false;
 }
@@ -41,6 +45,12 @@ bool FastPathPolicy::allows(FastPath path) const {
 void FastPathCounters::count(FastPath path, bool taken) {
   auto& counter = counters_.at(static_cast<size_t>(path));
   (taken ? counter.taken : counter.fell_back).fetch_add(1, std::memory_order_relaxed);
+}
+
+void FastPathCounters::set(FastPath path, const FastPathCalls& calls) {
+  auto& counter = counters_.at(static_cast<size_t>(path));
+  counter.taken.store(calls.taken, std::memory_order_relaxed);
+  counter.fell_back.store(calls.fell_back, std::memory_order_relaxed);
 }
 
 FastPathCalls FastPathCounters::calls(FastPath path) const {

@@ -40,7 +40,8 @@ TEST(FastPathCounters, JsonAndMessageReportEachPath) {
   const auto json = counters.to_json();
   EXPECT_EQ(json, nlohmann::json::parse(R"({"expert_kernels": {"taken": 1, "fell_back": 0},
       "layer_norm_kernels": {"taken": 3, "fell_back": 1},
-      "bias_grad_epilogue": {"taken": 0, "fell_back": 0}})"));
+      "bias_grad_epilogue": {"taken": 0, "fell_back": 0},
+      "attention_kernels": {"taken": 0, "fell_back": 0}})"));
   const std::string message =
       "1 of 4 layer_norm_kernels calls fell back to the ATen route (same math, slower; "
       "train.layer_norm_kernels)\n";
@@ -165,15 +166,18 @@ TEST(FastPathScope, ARunsPolicyHoldsInsideItsScopeOnly) {
   train = TrainConfig{};
   train.expert_kernels = false;
   train.bias_grad_epilogue = false;
+  train.attention_kernels = false;
   const auto policy = fast_path_policy(train);
   EXPECT_FALSE(policy.allows(FastPath::kExpertKernels));
   EXPECT_TRUE(policy.allows(FastPath::kLayerNormKernels));
   EXPECT_FALSE(policy.allows(FastPath::kBiasGradEpilogue));
+  EXPECT_FALSE(policy.allows(FastPath::kAttentionKernels));
 }
 
-// The paths are CUDA-only: CPU training is neither a taken call nor a fallback. The trainer's
-// step leaves no scope open behind it.
-TEST(FastPathCounters, CpuTrainingCountsNothing) {
+// Three paths are CUDA-only: CPU training is neither a taken call nor a fallback of theirs;
+// the CPU attention kernels take each block's attention once per forward. The trainer's step
+// leaves no scope open behind it.
+TEST(FastPathCounters, CpuTrainingCountsOnlyTheAttentionKernels) {
   RunConfig config = default_run_config();
   testing::use_vit(config, testing::tiny_vit("exfusion", FusionVariant::kMemoryBank, 3));
   config.train.device = "cpu";
@@ -185,7 +189,8 @@ TEST(FastPathCounters, CpuTrainingCountsNothing) {
   trainer.step({torch::randn({2, m.in_chans, m.img_size, m.img_size}),
                 torch::randint(0, m.num_classes, {2})});
   for (const auto path : kFastPaths) {
-    EXPECT_EQ(trainer.fast_path_calls().calls(path).taken, 0) << to_string(path);
+    const int64_t expected = path == FastPath::kAttentionKernels ? m.depth : 0;
+    EXPECT_EQ(trainer.fast_path_calls().calls(path).taken, expected) << to_string(path);
     EXPECT_EQ(trainer.fast_path_calls().calls(path).fell_back, 0) << to_string(path);
   }
   EXPECT_TRUE(FastPathScope::policy().layer_norm_kernels);

@@ -1,5 +1,6 @@
-// Multi-head self-attention with timm's layout (one `qkv` linear, one `proj`), computed by
-// at::scaled_dot_product_attention so CUDA gets the fused flash/memory-efficient kernels.
+// Multi-head self-attention with timm's layout (one `qkv` linear, one `proj`). On CUDA it is
+// at::scaled_dot_product_attention (its fused flash/memory-efficient kernels); on the CPU, short
+// sequences go through kernels of our own on the packed qkv rows (train.attention_kernels).
 #pragma once
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>

@@ -43,6 +43,7 @@ struct TrainConfig {
   bool expert_kernels = true;
   bool layer_norm_kernels = true;
   bool bias_grad_epilogue = true;
+  bool attention_kernels = true;
   bool cuda_graph = false;
   int64_t dist_timeout_s = 300;  // data parallel: how long a rank waits for the others
   double dist_bucket_mb = 25.0;  // data parallel: gradient bucket size (DDP's bucket_cap_mb)
@@ -93,6 +94,9 @@ struct TrainConfig {
     f("layer_norm_kernels", layer_norm_kernels, "LayerNorm through its CUDA kernels on CUDA");
     f("bias_grad_epilogue", bias_grad_epilogue,
       "on CUDA, bias gradients from the weight-gradient GEMM's cuBLASLt epilogue");
+    f("attention_kernels", attention_kernels,
+      "on the CPU, self-attention of sequences up to 64 tokens through its own kernels; false "
+      "= scaled_dot_product_attention");
     f("cuda_graph", cuda_graph, "capture the training step in a CUDA graph and replay it");
     f("dist_timeout_s", dist_timeout_s,
       "data parallel (torchrun): seconds a rank waits for the others before it names the rank "
@@ -131,8 +135,9 @@ struct RunConfig {
 // part of every global batch under data parallelism.
 std::unique_ptr<Task> make_task(const RunConfig& config, const DataShard& shard = {});
 
-// The fast paths train.expert_kernels, train.layer_norm_kernels and train.bias_grad_epilogue
-// allow: the policy of the FastPathScope (util/fast_paths.h) that training and evaluation open.
+// The fast paths train.expert_kernels, train.layer_norm_kernels, train.bias_grad_epilogue
+// and train.attention_kernels allow: the policy of the FastPathScope (util/fast_paths.h) that
+// training and evaluation open.
 FastPathPolicy fast_path_policy(const TrainConfig& train);
 
 // The default run: the README's main job (a small ViT with ExFusion-mb, N = 4, δ = 0.95,

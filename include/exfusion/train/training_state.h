@@ -6,6 +6,7 @@
 #pragma once
 #include <torch/types.h>
 
+#include <array>
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -29,6 +30,8 @@ struct TrainProgress {
   double train_seconds = 0.0;  // the training steps' wall time so far, over every resume
   double eval_seconds = 0.0;
   int64_t skipped_samples = 0;  // bad samples skipped so far (data.skip_bad_images)
+  // Each fast path's calls so far (the summary's fast_path_calls), in kFastPaths' order.
+  std::array<FastPathCalls, kFastPaths.size()> fast_path_calls{};
 };
 
 struct TrainingState {

@@ -1,9 +1,9 @@
-// Which CUDA fast paths a piece of work may take, and how many of its calls took each one or
-// fell back to the ATen route: a policy and counters that a FastPathScope makes current for one
-// thread (training and evaluation open one from the run's config), instead of global switches.
-// A fallback is silent on purpose (a shape a kernel does not cover still trains), so `exfusion
-// bench` and `exfusion train` report the counts: they say whether the numbers come from the
-// paths the switches claim.
+// Which fast paths (CUDA kernels, and the CPU attention kernel) a piece of work may take, and how
+// many of its calls took each one or fell back to the ATen route: a policy and counters that a
+// FastPathScope makes current for one thread (training and evaluation open one from the run's
+// config), instead of global switches. A fallback is silent on purpose (a shape a kernel does not
+// cover still trains), so `exfusion bench` and `exfusion train` report the counts: they say whether
+// the numbers come from the paths the switches claim.
 #pragma once
 #include <nlohmann/json.hpp>
 
@@ -18,10 +18,13 @@ namespace exfusion {
 // What one call is: kExpertKernels, one expert-bank primitive (mix, coefficient gradient or
 // factored AdamW step); kLayerNormKernels, one LayerNorm forward (with its backward);
 // kBiasGradEpilogue, one trained linear layer with a bias (counted in its backward, where
-// cuBLASLt may still decline, or in its forward when its dtypes are not covered).
-enum class FastPath { kExpertKernels, kLayerNormKernels, kBiasGradEpilogue };
-inline constexpr std::array<FastPath, 3> kFastPaths = {
-    FastPath::kExpertKernels, FastPath::kLayerNormKernels, FastPath::kBiasGradEpilogue};
+// cuBLASLt may still decline, or in its forward when its dtypes are not covered);
+// kAttentionKernels, one self-attention on the CPU (a sequence the kernel does not cover falls
+// back to scaled_dot_product_attention).
+enum class FastPath { kExpertKernels, kLayerNormKernels, kBiasGradEpilogue, kAttentionKernels };
+inline constexpr std::array<FastPath, 4> kFastPaths = {
+    FastPath::kExpertKernels, FastPath::kLayerNormKernels, FastPath::kBiasGradEpilogue,
+    FastPath::kAttentionKernels};
 
 // The name of the path's switch under `train.` (expert_kernels, ...).
 std::string to_string(FastPath path);
@@ -31,6 +34,7 @@ struct FastPathPolicy {
   bool expert_kernels = true;
   bool layer_norm_kernels = true;
   bool bias_grad_epilogue = true;
+  bool attention_kernels = true;
 
   bool allows(FastPath path) const;
 };
@@ -47,6 +51,8 @@ class FastPathCounters {
  public:
   void count(FastPath path, bool taken);
   FastPathCalls calls(FastPath path) const;
+  // Sets a path's counts (a resumed run continues the counts its training state holds).
+  void set(FastPath path, const FastPathCalls& calls);
   // {"<path>": {"taken": n, "fell_back": m}, ...} for every path, as bench and train report it.
   nlohmann::json to_json() const;
   // One line per path with fallbacks ("12 of 50 layer_norm_kernels calls fell back to ..."),

@@ -125,7 +125,7 @@ void reject_unknown_keys(const json& patch, const Location& at,
     if (std::find(known.begin(), known.end(), item.key()) == known.end()) {
       std::string keys;
       for (const auto& key : known) keys += (keys.empty() ? "" : ", ") + key;
-      fail(at, "unknown key '" + at.key_path(item.key()) + "'; known keys: " + keys);
+      fail(at, "unknown key '" + brief_text(at.key_path(item.key())) + "'; known keys: " + keys);
     }
   }
 }

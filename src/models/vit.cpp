@@ -164,6 +164,17 @@ Block VisionTransformerImpl::block(int64_t index) const {
   return Block(blocks->ptr<BlockImpl>(index));
 }
 
+double VisionTransformerOptions::parameters_outside_ffns() const {
+  const double dim = static_cast<double>(embed_dim);
+  const double patch_embed =
+      dim * static_cast<double>(in_chans * patch_size) * static_cast<double>(patch_size) + dim;
+  const double tokens = static_cast<double>(num_patches() + 1);
+  const double block = 2 * 2 * dim + (3 * dim * dim + 3 * dim) + (dim * dim + dim);
+  const double classes = static_cast<double>(num_classes);
+  return patch_embed + dim + tokens * dim + static_cast<double>(depth) * block + 2 * dim +
+         dim * classes + classes;
+}
+
 double forward_flops_per_image(const VisionTransformerOptions& options) {
   const double tokens = static_cast<double>(options.num_patches() + 1);
   const double dim = static_cast<double>(options.embed_dim);

@@ -6,6 +6,8 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cmath>
+#include <set>
 #include <tuple>
 
 #include "exfusion/fusion/expert_kernels.h"
@@ -303,14 +305,39 @@ void FusedAdamW::load_state(const std::map<std::string, torch::Tensor>& state) {
       throw InputError(c10::str("optimizer state: '", key, "' has shape ", entry->second.sizes(),
                                 ", expected ", shape));
     }
+    if (!entry->second.is_floating_point()) {
+      throw InputError(c10::str("optimizer state: '", key, "' has dtype ",
+                                entry->second.scalar_type(), ", expected a floating-point one"));
+    }
     return entry->second;
   };
-  // Everything is checked before anything is copied, so a bad checkpoint changes nothing.
+  // Everything is checked before anything is copied, so a bad checkpoint changes nothing. The
+  // step is a bias-correction exponent: a whole number in [0, 2^24] (exact in float32); the
+  // second moments are the square roots' arguments.
+  std::set<std::string> expected;
   for (const auto& group : groups_) {
     for (const auto& slot : group.slots) {
-      find(slot.name + ".exp_avg", slot.param.sizes());
-      find(slot.name + ".exp_avg_sq", slot.param.sizes());
-      find(slot.name + ".step", {});
+      const auto& first = find(slot.name + ".exp_avg", slot.param.sizes());
+      if (!torch::isfinite(first).all().item<bool>()) {
+        throw InputError("optimizer state: '" + slot.name + ".exp_avg' holds non-finite values");
+      }
+      const auto& second = find(slot.name + ".exp_avg_sq", slot.param.sizes());
+      const double step = find(slot.name + ".step", {}).item<double>();
+      if (!(step >= 0 && step <= 16777216.0 && step == std::floor(step))) {
+        throw InputError("optimizer state: '" + slot.name + ".step' is " + std::to_string(step) +
+                         ", expected a whole number of steps from 0 to 2^24");
+      }
+      if (second.numel() > 0 && !(second.min().item<double>() >= 0)) {
+        throw InputError("optimizer state: '" + slot.name +
+                         ".exp_avg_sq' holds negative or NaN values, expected squares' averages");
+      }
+      expected.insert({slot.name + ".exp_avg", slot.name + ".exp_avg_sq", slot.name + ".step"});
+    }
+  }
+  for (const auto& [key, tensor] : state) {
+    if (expected.count(key) == 0) {
+      throw InputError("optimizer state: unknown entry '" + key +
+                       "' (no such parameter in this model)");
     }
   }
   torch::NoGradGuard no_grad;

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "exfusion/config/config_file.h"
+#include "exfusion/config/fields.h"
 #include "exfusion/dist/process_group.h"
 #include "exfusion/fusion/fuse.h"
 #include "exfusion/io/module_tensors.h"
@@ -30,6 +31,7 @@
 #include "exfusion/util/error.h"
 #include "exfusion/util/fault_injection.h"
 #include "exfusion/util/interrupt_guard.h"
+#include "exfusion/util/json_input.h"
 
 namespace exfusion {
 namespace fs = std::filesystem;
@@ -146,7 +148,9 @@ RunStart resolve_run(const TrainRun& run, std::ostream& report, std::ostream& pr
     if (fs::exists(out / kSummaryFile)) {
       report << out.string() << ": the run finished (" << kSummaryFile
              << " exists); nothing to resume" << std::endl;
-      start.finished = nlohmann::json::parse(read_text_file(out / kSummaryFile), nullptr, false);
+      // Read as every other input is: a damaged or absurdly nested summary is an error naming it.
+      start.finished =
+          parse_json_input(read_text_file(out / kSummaryFile), (out / kSummaryFile).string());
       return start;
     }
   }
@@ -343,6 +347,15 @@ nlohmann::json train_from(RunStart start, const LaunchEnvironment& launch,
   const auto path_calls = trainer->fast_path_calls().to_json();
   progress << trainer->fast_path_calls().fallbacks_message();
   const auto trained = trainer->evaluate(*data->test, /*keep_outputs=*/true);
+  // The loop checks each logging window's loss, which is taken before that step's update: the
+  // last update can still make the weights non-finite, and such a model is not exported.
+  if (!std::isfinite(trained.loss)) {
+    throw InputError("training diverged: after the last step (" + std::to_string(result.steps) +
+                     ") the model's test loss is " + std::to_string(trained.loss) +
+                     "; nothing was exported (a smaller train.lr than " +
+                     config::detail::number_text(config.train.lr) +
+                     " or train.clip_grad may help)");
+  }
   nlohmann::json summary = {
       {"test_accuracy", trained.accuracy},
       {"test_loss", trained.loss},

@@ -11,6 +11,7 @@
 #include "exfusion/models/vit.h"
 #include "exfusion/tasks/task.h"
 #include "exfusion/util/error.h"
+#include "exfusion/util/json_input.h"
 
 namespace exfusion {
 
@@ -107,7 +108,7 @@ RunConfig build_run_config(RunConfig base, const ConfigLayers& layers) {
     std::string source = "--set";
     for (size_t i = 0; i < patches.size(); ++i) {
       merged.merge_patch(patches[i]);
-      source += " " + layers.assignments[i];
+      source += " " + brief_text(layers.assignments[i]);
     }
     try {
       auto together = base;
@@ -118,7 +119,7 @@ RunConfig build_run_config(RunConfig base, const ConfigLayers& layers) {
     }
   }
   for (size_t i = 0; i < patches.size(); ++i) {
-    apply_config(base, patches[i], "--set " + layers.assignments[i]);
+    apply_config(base, patches[i], "--set " + brief_text(layers.assignments[i]));
   }
   return base;
 }

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <iomanip>
+#include <sstream>
 
 #include "exfusion/config/config_file.h"
 #include "exfusion/io/module_tensors.h"
@@ -121,27 +123,31 @@ namespace {
 
 // A checkpoint's metadata config says which model to build, and building allocates and
 // initialises every parameter: from a small file with a huge config, that is minutes and
-// gigabytes before the first shape mismatch. Every block has an FFN of at least 2·D·H
-// weights of at least 2 bytes, so a file holding fewer bytes cannot be that model.
+// gigabytes before the first shape mismatch. The model holds its parameters outside the FFNs
+// (embeddings, attention, head), and every block an FFN of at least 2·D·H weights, each of at
+// least 2 bytes: a file holding fewer bytes cannot be that model. Up to 64 MiB more than the
+// file holds is built anyway, for the mismatch's message that names the first wrong tensor.
 void check_checkpoint_holds_model(const Checkpoint& checkpoint, const std::filesystem::path& path) {
   const auto& options = *checkpoint.config.model.options;
-  const double needed = 2.0 * 2.0 * static_cast<double>(options.num_blocks()) *
-                        static_cast<double>(options.ffn_dim()) *
-                        static_cast<double>(options.ffn_hidden());
+  const double ffn_weights = 2.0 * static_cast<double>(options.num_blocks()) *
+                             static_cast<double>(options.ffn_dim()) *
+                             static_cast<double>(options.ffn_hidden());
+  const double needed = 2.0 * (options.parameters_outside_ffns() + ffn_weights);
   const std::string prefix = checkpoint.is_training_state ? "model." : "";
   double held = 0;
   for (const auto& [name, tensor] : checkpoint.file.tensors) {
     if (name.rfind(prefix, 0) == 0) held += static_cast<double>(tensor.nbytes());
   }
-  if (needed > held) {
-    throw InputError(path.string() + ": its config describes a model of " +
-                     std::to_string(options.num_blocks()) + " blocks with FFNs of width " +
-                     std::to_string(options.ffn_dim()) + " and hidden size " +
-                     std::to_string(options.ffn_hidden()) + " (at least " +
-                     std::to_string(static_cast<int64_t>(needed)) +
-                     " bytes of weights), but the file holds " +
-                     std::to_string(static_cast<int64_t>(held)) +
-                     " bytes of model tensors: the config does not belong to these tensors");
+  constexpr double kBuiltAnyway = 64.0 * 1024 * 1024;
+  if (needed > held + kBuiltAnyway) {
+    std::ostringstream message;
+    message << path.string() << ": its config describes a model of " << options.num_blocks()
+            << " blocks with FFNs of width " << options.ffn_dim() << " and hidden size "
+            << options.ffn_hidden() << " and " << std::setprecision(15)
+            << options.parameters_outside_ffns() << " parameters outside them (at least " << needed
+            << " bytes of weights), but the file holds " << held
+            << " bytes of model tensors: the config does not belong to these tensors";
+    throw InputError(message.str());
   }
 }
 

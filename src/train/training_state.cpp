@@ -3,6 +3,9 @@
 // the safetensors reader catches) is found before a run resumes from it.
 #include "exfusion/train/training_state.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 
@@ -141,9 +144,15 @@ TrainingState TrainingState::load(const std::filesystem::path& path) {
   if (state.format >= 2) {
     state.epoch = scalar(file, kEpoch, path);
     state.batch_in_epoch = scalar(file, kBatch, path);
-    state.cpu_rng = tensor_named(file, kCpuRng, path);
+    // The generators' own byte states: the CPU's Mersenne twister has a fixed size, which
+    // set_state would otherwise reject as an internal error (CUDA's checks its own on restore).
+    const int64_t cpu_state_bytes = at::detail::getDefaultCPUGenerator().get_state().numel();
+    state.cpu_rng = vector_of(file, kCpuRng, torch::kUInt8, cpu_state_bytes, path);
     const auto cuda = file.tensors.find(kCudaRng);
-    if (cuda != file.tensors.end()) state.cuda_rng = cuda->second;
+    if (cuda != file.tensors.end()) {
+      state.cuda_rng = vector_of(file, kCudaRng, torch::kUInt8,
+                                 std::max<int64_t>(cuda->second.numel(), 1), path);
+    }
   }
   if (state.format >= 3) {
     const auto counts = vector_of(file, kWindowCounts, torch::kInt64, 3, path);

@@ -1,9 +1,11 @@
 // Temp-file-and-rename writes: see include/exfusion/util/atomic_file.h. The stream writes
 // straight into the descriptor mkstemp returned, so the file that is flushed and renamed is
-// the one that was created exclusively.
+// the one that was created exclusively. Each temporary is flock()ed by its writer until it is
+// renamed: the lock goes with the process, so one that can be taken marks a killed write.
 #include "exfusion/util/atomic_file.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <array>
@@ -78,6 +80,8 @@ struct Temporary {
     if (fd < 0)
       throw InputError(target.string() + ": cannot create a file beside it: " + errno_text());
     path = pattern;
+    // Nobody else knows the name yet, so this never waits.
+    ::flock(fd, LOCK_EX);
   }
   ~Temporary() { close(); }
   Temporary(const Temporary&) = delete;
@@ -95,12 +99,53 @@ void sync_file(int fd, const std::filesystem::path& path) {
 }
 
 // Flushes `tmp`'s data, renames it onto `path` and flushes the directory; removes `tmp` and
-// rethrows when any of it fails.
+// rethrows when any of it fails. The descriptor (and its lock) stays open over the rename, so
+// no cleaner takes the finished temporary for a killed write's.
 void commit(Temporary& tmp, const std::filesystem::path& path) {
   sync_file(tmp.fd, path);
-  tmp.close();
   std::filesystem::rename(tmp.path, path);
+  tmp.close();
   sync_directory(path.has_parent_path() ? path.parent_path() : ".");
+}
+
+// Removes `file` when no live writer holds its lock; returns whether it did.
+bool remove_if_abandoned(const std::filesystem::path& file) {
+  const int fd = ::open(file.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return false;
+  bool removed = false;
+  if (::flock(fd, LOCK_EX | LOCK_NB) == 0) {
+    std::error_code ignored;
+    removed = std::filesystem::remove(file, ignored);
+  }
+  ::close(fd);
+  return removed;
+}
+
+// The abandoned temporaries of `dir`, or of one target in it when `target_name` is given.
+int remove_abandoned_temporaries(const std::filesystem::path& dir, const std::string& target_name) {
+  int removed = 0;
+  std::error_code error;
+  const std::string prefix = target_name + kTemporaryInfix;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+    const auto name = entry.path().filename().string();
+    if (!is_atomic_write_temporary(name)) continue;
+    if (!target_name.empty() && (name.size() != prefix.size() + kTemporarySuffixLength ||
+                                 name.compare(0, prefix.size(), prefix) != 0)) {
+      continue;
+    }
+    std::error_code type_error;
+    if (entry.is_regular_file(type_error) && !entry.is_symlink(type_error) &&
+        remove_if_abandoned(entry.path())) {
+      ++removed;
+    }
+  }
+  return removed;
+}
+
+// A write of `path` first clears what earlier, killed writes of the same file left beside it.
+void remove_leftovers_of(const std::filesystem::path& path) {
+  remove_abandoned_temporaries(path.has_parent_path() ? path.parent_path() : ".",
+                               path.filename().string());
 }
 
 void run_removing_on_failure(Temporary& tmp, const std::function<void()>& body) {
@@ -125,6 +170,7 @@ void sync_directory(const std::filesystem::path& dir) {
 
 void replace_file_atomically(const std::filesystem::path& path,
                              const std::function<void(const std::filesystem::path&)>& write_to) {
+  remove_leftovers_of(path);
   Temporary tmp(path);
   run_removing_on_failure(tmp, [&] {
     write_to(tmp.path);
@@ -134,6 +180,7 @@ void replace_file_atomically(const std::filesystem::path& path,
 
 void write_file_atomically(const std::filesystem::path& path,
                            const std::function<void(std::ostream&)>& write) {
+  remove_leftovers_of(path);
   Temporary tmp(path);
   run_removing_on_failure(tmp, [&] {
     DescriptorBuffer buffer(tmp.fd, path);
@@ -156,15 +203,7 @@ bool is_atomic_write_temporary(const std::string& name) {
 }
 
 int remove_atomic_write_leftovers(const std::filesystem::path& dir) {
-  int removed = 0;
-  std::error_code error;
-  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
-    if (entry.is_regular_file() && is_atomic_write_temporary(entry.path().filename().string())) {
-      std::error_code ignored;
-      if (std::filesystem::remove(entry.path(), ignored)) ++removed;
-    }
-  }
-  return removed;
+  return remove_abandoned_temporaries(dir, "");
 }
 
 void refuse_overwrite(const std::filesystem::path& path, bool force) {

@@ -150,6 +150,12 @@ json parse_json_input(std::string_view text, const std::string& where, size_t ma
   return builder.take();
 }
 
+std::string brief_text(std::string_view text, size_t max_chars) {
+  if (text.size() <= max_chars) return std::string(text);
+  return std::string(text.substr(0, max_chars)) + "... (" + std::to_string(text.size()) +
+         " characters)";
+}
+
 std::string brief_json(const json& value, size_t max_chars) {
   if (value.is_string()) {
     const auto& text = value.get_ref<const std::string&>();

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include <cstdio>
 
@@ -148,6 +149,17 @@ TEST_F(BadInput, ErrorsQuoteLongValuesBriefly) {
   EXPECT_LT(result.output.size(), 1000u);
 }
 
+// A misspelt device is a config error naming where it came from; a CUDA device on a machine
+// without one is refused where the run starts, naming the field.
+TEST_F(BadInput, AMisspeltDeviceNamesItsSource) {
+  expect_error(run_cli(train("--set train.device=gpu")),
+               {"--set train.device=gpu", "train.device = \"gpu\"", "auto, cpu, cuda or cuda:N"});
+  const auto config = dir_ / "device.yaml";
+  std::ofstream(config) << "train:\n  device: cuda:x\n";
+  expect_error(run_cli(train("--config " + config.string())),
+               {"device.yaml", "train.device = \"cuda:x\""});
+}
+
 // A small file whose metadata config describes a huge model: refused from the sizes, before
 // gigabytes are allocated and initialised to find the first mismatching tensor.
 TEST_F(BadInput, CheckpointConfigFarLargerThanItsTensors) {
@@ -167,6 +179,22 @@ TEST_F(BadInput, CheckpointConfigFarLargerThanItsTensors) {
                {forged.string(), "1000 blocks", "the config does not belong to these tensors"});
   // Generous: building that model would take minutes and about 800 GB.
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(60));
+  // Small FFNs but a head of a million classes at width 512 (a billion bytes), or a position
+  // embedding of 4096² tokens: the parameters outside the FFNs count too.
+  for (const auto& [key, value] :
+       {std::pair<std::string, int64_t>{"num_classes", 1000000}, {"img_size", 4096}}) {
+    auto small_ffns = nlohmann::json::parse(load_safetensors(model).metadata.at("exfusion.config"));
+    small_ffns["model"][key] = value;
+    if (key == "img_size") small_ffns["model"]["patch_size"] = 1;
+    if (key == "num_classes") {
+      small_ffns["model"]["embed_dim"] = 512;
+      small_ffns["model"]["mlp_ratio"] = 0.01;
+    }
+    file.metadata["exfusion.config"] = small_ffns.dump();
+    save_safetensors(forged, tensors, file.metadata);
+    expect_error(run_cli("eval " + forged.string() + " --data " + data_.string()),
+                 {forged.string(), "parameters outside them", "does not belong to these tensors"});
+  }
 }
 
 // A model with NaN weights evaluates (its file is valid), but says so rather than printing a
@@ -189,9 +217,14 @@ TEST_F(BadInput, EvaluatingANonFiniteModelWarns) {
 // matches, so only the size is wrong) is a clear error, not an internal one.
 TEST_F(BadInput, TrainingStateScalarsOfTheWrongSize) {
   ASSERT_EQ(run_cli(train("")).exit_code, 0);
-  for (const auto& step : {torch::zeros({0}, torch::kInt64), torch::zeros({2}, torch::kInt64)}) {
+  const std::vector<std::tuple<std::string, torch::Tensor, std::string>> cases = {
+      {"trainer.step", torch::zeros({0}, torch::kInt64), "'trainer.step' is not an int64 scalar"},
+      {"trainer.step", torch::zeros({2}, torch::kInt64), "'trainer.step' is not an int64 scalar"},
+      {"rng.cpu", torch::zeros({10}, torch::kUInt8), "'rng.cpu' is not a Byte vector of"},
+      {"rng.cpu", torch::zeros({5056}, torch::kFloat32), "'rng.cpu' is not a Byte vector of"}};
+  for (const auto& [name, value, expected] : cases) {
     auto file = load_safetensors(dir_ / "run" / "state.safetensors");
-    file.tensors["trainer.step"] = step;
+    file.tensors[name] = value;
     // The checksum the state format keeps: CRC-32 of every tensor's bytes in name order.
     uLong crc = crc32(0L, Z_NULL, 0);
     for (const auto& [name, tensor] : file.tensors) {
@@ -206,9 +239,31 @@ TEST_F(BadInput, TrainingStateScalarsOfTheWrongSize) {
     save_safetensors(forged, NamedTensors(file.tensors.begin(), file.tensors.end()), file.metadata);
     const auto result = run_cli("info " + forged.string());
     EXPECT_EQ(result.exit_code, 2) << result.output;
-    EXPECT_NE(result.output.find("'trainer.step' is not an int64 scalar"), std::string::npos)
-        << result.output;
+    EXPECT_NE(result.output.find(expected), std::string::npos) << result.output;
   }
+}
+
+// An assignment or a key of 100 000 characters is quoted as its first 60 and its length, from
+// --set as from a file; a run's summary nested 200 000 deep is refused on --resume, not walked.
+TEST_F(BadInput, LongAssignmentsAndKeysAreQuotedBriefly) {
+  const std::string long_value(100000, 'x');
+  for (const auto& assignment : {"train.lr=" + long_value, "train." + long_value + "=1"}) {
+    const auto result = run_cli(train("--set " + assignment));
+    expect_error(result, {"(10000", "characters)"});
+    EXPECT_LT(result.output.size(), 2000u) << assignment.substr(0, 20);
+  }
+  const auto config = dir_ / "long_key.json";
+  std::ofstream(config) << "{\"train\": {\"" << long_value << "\": 1}}";
+  const auto from_file = run_cli(train("--config " + config.string()));
+  expect_error(from_file, {"long_key.json", "(100006 characters)"});
+  EXPECT_LT(from_file.output.size(), 2000u);
+}
+
+TEST_F(BadInput, AFinishedRunsDeepSummaryIsRefusedOnResume) {
+  const auto run = dir_ / "finished";
+  std::filesystem::create_directories(run);
+  std::ofstream(run / "summary.json") << std::string(200000, '[') << std::string(200000, ']');
+  expect_error(run_cli("train --resume " + run.string()), {"summary.json", "nested deeper"});
 }
 
 TEST_F(BadInput, ExistingOutputNeedsForce) {

@@ -257,6 +257,34 @@ TEST(Resume, SigtermCheckpointsExits143AndResumesExactly) {
   testing::remove_tree(dir);
 }
 
+// One SIGINT (raised inside step 5), for an MoE run: as SIGTERM, but exit 130. The checkpoints
+// every 2 steps and at the epoch's end rotate: exactly train.keep_checkpoints stay, the newest.
+TEST(Resume, OneSigintCheckpointsExits130KeepsTheNewestAndResumesExactly) {
+  const auto dir = testing::fresh_temp_dir("resume-sigint");
+  testing::write_toy_idx_dataset(dir, 128, 32);
+  const auto args = run_args(dir, "--set ffn.kind=moe ffn.num_experts=4") +
+                    " train.keep_checkpoints=2 train.checkpoint_every=1";
+  ASSERT_EQ(testing::run_cli("train " + args + " --out " + (dir / "ref").string()).exit_code, 0);
+  const auto run = dir / "stopped";
+  auto child = testing::spawn_cli("train " + args + " --out " + run.string(), dir / "out.txt",
+                                  "EXFUSION_KILL_AT=step:5:INT");
+  EXPECT_EQ(testing::wait_for(child), 130);
+  const auto output = testing::read_text(dir / "out.txt");
+  EXPECT_NE(output.find("stopped by SIGINT; resume with: exfusion train --resume " + run.string()),
+            std::string::npos)
+      << output;
+  EXPECT_EQ(testing::list_files(run / "checkpoints", "step-"),
+            (std::vector<std::string>{"step-000000004.safetensors", "step-000000005.safetensors"}))
+      << output;
+  const auto resumed = testing::run_cli("train --resume " + run.string());
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("step-000000005.safetensors (step 5)"), std::string::npos);
+  expect_same_run(dir / "ref", run);
+  EXPECT_EQ(testing::list_files(run / "checkpoints", "step-"),
+            (std::vector<std::string>{"step-000000023.safetensors", "step-000000024.safetensors"}));
+  testing::remove_tree(dir);
+}
+
 // Signals from outside, while the run trains: SIGTERM exits 143 with a checkpoint; two SIGINTs
 // exit 130 at once, and the last checkpoint written still resumes.
 TEST(Resume, SignalsFromOutsideStopTheRunWithAValidCheckpoint) {

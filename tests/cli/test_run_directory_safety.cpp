@@ -3,8 +3,12 @@
 // does not overwrite another file's description; temporaries are created exclusively (a planted
 // symlink is not followed) and a killed write's leftovers are removed; runs that would train
 // nothing or diverge say so instead of exporting.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/file.h>
 #include <unistd.h>
+
+#include <fstream>
 
 #include "../support/cli.h"
 #include "../support/processes.h"
@@ -120,6 +124,31 @@ TEST(AtomicFile, LeftoversOfKilledWritesAreRecognisedAndRemoved) {
   testing::remove_tree(dir);
 }
 
+// A temporary whose writer is alive holds its lock: neither a write of the same target nor a
+// directory's cleanup removes it; once the lock is gone, both do. Other targets' temporaries are
+// left to their own writes.
+TEST(AtomicFile, OnlyAbandonedTemporariesAreRemoved) {
+  const auto dir = testing::fresh_temp_dir("atomic-live");
+  std::ofstream(dir / "out.txt.tmp.Ab3xYz") << "killed write";
+  std::ofstream(dir / "other.txt.tmp.Ab3xYz") << "another target's killed write";
+  const auto live = dir / "out.txt.tmp.Live01";
+  std::ofstream(live) << "being written";
+  const int writer = ::open(live.c_str(), O_RDONLY | O_CLOEXEC);
+  ASSERT_GE(writer, 0);
+  ASSERT_EQ(::flock(writer, LOCK_EX), 0);
+  write_text_atomically(dir / "out.txt", "new\n");
+  EXPECT_FALSE(fs::exists(dir / "out.txt.tmp.Ab3xYz"));
+  EXPECT_TRUE(fs::exists(live));
+  EXPECT_TRUE(fs::exists(dir / "other.txt.tmp.Ab3xYz"));
+  EXPECT_EQ(remove_atomic_write_leftovers(dir), 1);
+  EXPECT_TRUE(fs::exists(live));
+  ::close(writer);
+  EXPECT_EQ(remove_atomic_write_leftovers(dir), 1);
+  EXPECT_FALSE(fs::exists(live));
+  EXPECT_EQ(testing::read_text(dir / "out.txt"), "new\n");
+  testing::remove_tree(dir);
+}
+
 TEST_F(RunDirectory, AResumedRunRemovesTheLeftoversOfItsKilledWrites) {
   auto child = testing::spawn_cli(train("--set train.checkpoint_every=1"), dir_ / "out.txt",
                                   "EXFUSION_KILL_AT=safetensors-write:2");
@@ -146,6 +175,32 @@ TEST_F(RunDirectory, ADivergedRunStopsWithoutExporting) {
   EXPECT_NE(result.output.find("training diverged"), std::string::npos) << result.output;
   EXPECT_FALSE(fs::exists(dir_ / "run" / "model.safetensors"));
   EXPECT_FALSE(fs::exists(dir_ / "run" / "summary.json"));
+}
+
+// The check above reads each logging window's loss, taken before that step's update: here the
+// one step's update (lr = 1e300) makes the weights non-finite, and the test loss after training
+// catches it.
+TEST_F(RunDirectory, DivergenceInTheLastUpdateIsNotExported) {
+  const auto result = run_cli(
+      train("--set train.lr=1e300 train.warmup_epochs=0 train.max_steps=1 train.log_every=1"));
+  EXPECT_EQ(result.exit_code, 2) << result.output;
+  EXPECT_NE(result.output.find("training diverged: after the last step (1)"), std::string::npos)
+      << result.output;
+  EXPECT_NE(result.output.find("train.lr than 1e+300"), std::string::npos) << result.output;
+  EXPECT_FALSE(fs::exists(dir_ / "run" / "model.safetensors"));
+  EXPECT_FALSE(fs::exists(dir_ / "run" / "summary.json"));
+}
+
+// Outside run directories too (fuse --out, eval --save-logits, import, upcycle, compress): a
+// write clears its own target's leftovers.
+TEST_F(RunDirectory, AWriteOutsideARunClearsItsKilledPredecessorsLeftovers) {
+  ASSERT_EQ(run_cli(train("")).exit_code, 0);
+  const auto out = dir_ / "exported.safetensors";
+  std::ofstream(dir_ / "exported.safetensors.tmp.Ab3xYz") << "half a model";
+  const auto fuse = run_cli("fuse " + (dir_ / "run").string() + " --out " + out.string());
+  ASSERT_EQ(fuse.exit_code, 0) << fuse.output;
+  EXPECT_TRUE(fs::exists(out));
+  EXPECT_FALSE(fs::exists(dir_ / "exported.safetensors.tmp.Ab3xYz"));
 }
 
 TEST_F(RunDirectory, AnMoeRunIsDescribedByItsStateAndEvalPointsToUnfused) {

@@ -61,6 +61,20 @@ TEST(VisionTransformer, PresetsHaveTimmSizes) {
   }
 }
 
+// From the options alone (what a checkpoint's config is checked with before a model is built):
+// with the dense FFNs' 2·D·H + H + D per block, exactly the built model's count.
+TEST(VisionTransformer, ParametersOutsideFfnsFromTheOptionsAlone) {
+  for (const auto& options : {vit_preset("tiny"), vit_preset("base"), testing::tiny_vit()}) {
+    const double dim = static_cast<double>(options.embed_dim);
+    const double hidden = static_cast<double>(options.hidden_dim());
+    const double ffns = static_cast<double>(options.depth) * (2 * dim * hidden + hidden + dim);
+    VisionTransformer model(options);
+    EXPECT_EQ(options.parameters_outside_ffns() + ffns,
+              static_cast<double>(count_parameters(*model)))
+        << options.embed_dim;
+  }
+}
+
 TEST(VisionTransformer, ForwardFlopsOfViTBase) {
   // ViT-B/16 at 224: 17.6 GMACs per image (timm / fvcore), i.e. about 35.1 GFLOPs.
   EXPECT_NEAR(forward_flops_per_image(vit_preset("base")) / 1e9, 35.1, 0.2);

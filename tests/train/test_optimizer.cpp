@@ -6,10 +6,12 @@
 #include <torch/utils.h>
 
 #include <cmath>
+#include <limits>
 #include <map>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "exfusion/train/optimizer.h"
@@ -163,6 +165,25 @@ TEST(FusedAdamW, LoadStateNamesTheBadKey) {
   const auto message = load_error(fused, wrong_shape);
   EXPECT_NE(message.find("b.exp_avg"), std::string::npos) << message;
   EXPECT_NE(message.find("[4]"), std::string::npos) << message;
+
+  // Each further bad entry: its key and what was expected.
+  const std::vector<std::tuple<std::string, torch::Tensor, std::string>> bad = {
+      {"w.exp_avg", torch::zeros_like(good.at("w.exp_avg"), torch::kInt32), "floating-point"},
+      {"w.step", torch::full({}, -1.f), "whole number of steps"},
+      {"w.step", torch::full({}, 2.5f), "whole number of steps"},
+      {"w.step", torch::full({}, std::numeric_limits<float>::infinity()), "whole number"},
+      {"w.step", torch::full({}, 1e30f), "2^24"},
+      {"w.exp_avg", torch::full_like(good.at("w.exp_avg"), NAN), "non-finite"},
+      {"w.exp_avg_sq", torch::full_like(good.at("w.exp_avg_sq"), -1.f), "negative or NaN"},
+      {"w.exp_avg_sq", torch::full_like(good.at("w.exp_avg_sq"), NAN), "negative or NaN"},
+      {"u.exp_avg", torch::zeros({2}), "unknown entry 'u.exp_avg'"}};
+  for (const auto& [key, value, expected] : bad) {
+    auto forged = good;
+    forged[key] = value;
+    const auto error = load_error(fused, forged);
+    EXPECT_NE(error.find(key), std::string::npos) << error;
+    EXPECT_NE(error.find(expected), std::string::npos) << error;
+  }
 
   // A failed load changes nothing.
   const auto after = snapshot(fused);

@@ -40,6 +40,8 @@ int64_t count_stored_values(const torch::nn::Module& module);
 //   int64_t tokens_per_sample() const;             // FFN rows per sample
 //   int64_t ffn_dim() const, ffn_hidden() const;   // the FFN's sizes
 //   int64_t num_blocks() const;
+//   double parameters_outside_ffns() const;  // embeddings, attention, norms, head: a checkpoint's
+//                                            // config is checked against its size before build
 class ModelOptions {
  public:
   virtual ~ModelOptions() = default;
@@ -59,6 +61,7 @@ class ModelOptions {
   virtual int64_t ffn_dim() const = 0;
   virtual int64_t ffn_hidden() const = 0;
   virtual int64_t num_blocks() const = 0;
+  virtual double parameters_outside_ffns() const = 0;
 };
 
 template <class Options>
@@ -91,6 +94,7 @@ class DeclaredModelOptions final : public ModelOptions {
   int64_t ffn_dim() const override { return options.ffn_dim(); }
   int64_t ffn_hidden() const override { return options.ffn_hidden(); }
   int64_t num_blocks() const override { return options.num_blocks(); }
+  double parameters_outside_ffns() const override { return options.parameters_outside_ffns(); }
 
   Options options;
 };

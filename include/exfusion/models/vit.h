@@ -73,6 +73,9 @@ struct VisionTransformerOptions {
   int64_t ffn_dim() const { return embed_dim; }
   int64_t ffn_hidden() const { return hidden_dim(); }
   int64_t num_blocks() const { return depth; }
+  // Patch embedding, class token, position embedding, each block's norms and attention, the
+  // final norm and the head; a double, since a forged config's product can overflow int64.
+  double parameters_outside_ffns() const;
 };
 
 // timm's sizes: tiny 192/12/3, small 384/12/6, base 768/12/12 (patch 16, 224 px).

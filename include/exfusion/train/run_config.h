@@ -5,6 +5,7 @@
 #pragma once
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -82,7 +83,17 @@ struct TrainConfig {
       config::in_range<int64_t>(1, 1000));
     f("tensorboard", tensorboard,
       "write TensorBoard event files to <run>/tb while training (tensorboard --logdir)");
-    f("device", device, "auto, cpu, cuda or cuda:N");
+    // The spelling is checked here, where the config's source is known; whether a CUDA
+    // device is there is known only where the run starts (resolve_device).
+    f("device", device, "auto, cpu, cuda or cuda:N",
+      config::Check<std::string>{"auto, cpu, cuda or cuda:N", [](const std::string& v) {
+                                   if (v == "auto" || v == "cpu" || v == "cuda") return true;
+                                   const auto index = v.substr(std::min<size_t>(v.size(), 5));
+                                   return v.rfind("cuda:", 0) == 0 && !index.empty() &&
+                                          index.size() <= 3 &&
+                                          index.find_first_not_of("0123456789") ==
+                                              std::string::npos;
+                                 }});
     f("precision", precision, "auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16",
       config::one_of({"auto", "fp32", "bf16"}));
     f("threads", threads, "CPU intra-op threads; 0 = LibTorch's default",

@@ -13,7 +13,8 @@ namespace exfusion {
 
 // Writes through `write` into a fresh `<path>.tmp.XXXXXX`, flushes it to disk and renames it
 // onto `path`, then flushes the directory. On any exception the temporary file is removed and
-// the exception rethrown.
+// the exception rethrown. Temporaries of `path` that killed writes left (their writer's lock is
+// gone) are removed first; a live writer's are kept.
 void write_file_atomically(const std::filesystem::path& path,
                            const std::function<void(std::ostream&)>& write);
 
@@ -26,8 +27,8 @@ void replace_file_atomically(const std::filesystem::path& path,
 
 // Whether `name` is a temporary file that write_file_atomically makes (`*.tmp.XXXXXX`).
 bool is_atomic_write_temporary(const std::string& name);
-// Removes the temporaries that writes killed midway left in `dir` (not recursive); returns how
-// many. Only for a directory this process alone writes (a run directory).
+// Removes the temporaries that writes killed midway left in `dir` (not recursive), whatever
+// their target; returns how many. A temporary that a live process is writing is kept.
 int remove_atomic_write_leftovers(const std::filesystem::path& dir);
 
 // Flushes a directory's entries (a rename or removal in it) to disk.

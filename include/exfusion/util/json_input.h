@@ -30,4 +30,8 @@ std::optional<nlohmann::json> parse_json_if_json(std::string_view text, const st
 // cannot flood the message: "[1,2,3,...]" or "\"aaaa...\" (32000000 characters)".
 std::string brief_json(const nlohmann::json& value, size_t max_chars = 60);
 
+// Text quoted in an error message (a --set assignment, a key), cut the same way:
+// "train.lr=xxxx... (100009 characters)".
+std::string brief_text(std::string_view text, size_t max_chars = 60);
+
 }  // namespace exfusion

@@ -81,28 +81,25 @@ int64_t out_offset(const TaskShape& t, int64_t pair) {
 }
 
 // One stage of a 16 × 16 transpose in registers: rows r and r + W (r without bit W) exchange
-// bit W of the column index with bit W of the row index, in two two-source shuffles. The four
-// stages W = 8, 4, 2, 1 exchange every bit: rows[r][c] becomes rows[c][r].
-template <int W>
-EXFUSION_INLINE void transpose_stage(Vec* rows, const IntVec& low, const IntVec& high) {
+// bit W of the column index with bit W of the row index, in two two-source shuffles (index
+// 16 + c is b's column c). The four stages W = 8, 4, 2, 1 exchange every bit: rows[r][c]
+// becomes rows[c][r].
+template <int W, int... Column>
+EXFUSION_INLINE void transpose_stage(Vec* rows, std::integer_sequence<int, Column...>) {
   for (int r = 0; r < kLanes; ++r) {
     if ((r & W) != 0) continue;
     const Vec a = rows[r], b = rows[r + W];
-    rows[r] = __builtin_shuffle(a, b, low);
-    rows[r + W] = __builtin_shuffle(a, b, high);
+    rows[r] = __builtin_shufflevector(a, b, ((Column & W) != 0 ? 16 + Column - W : Column)...);
+    rows[r + W] = __builtin_shufflevector(a, b, ((Column & W) != 0 ? 16 + Column : Column + W)...);
   }
 }
 
 EXFUSION_INLINE void transpose(Vec* rows) {
-  static_assert(kLanes == 16, "the shuffle masks below are for 16 lanes");
-  transpose_stage<8>(rows, IntVec{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},
-                     IntVec{8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31});
-  transpose_stage<4>(rows, IntVec{0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27},
-                     IntVec{4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31});
-  transpose_stage<2>(rows, IntVec{0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29},
-                     IntVec{2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31});
-  transpose_stage<1>(rows, IntVec{0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30},
-                     IntVec{1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31});
+  constexpr auto columns = std::make_integer_sequence<int, kLanes>{};
+  transpose_stage<8>(rows, columns);
+  transpose_stage<4>(rows, columns);
+  transpose_stage<2>(rows, columns);
+  transpose_stage<1>(rows, columns);
 }
 
 // Where each of the task's pairs' [tokens, head_dim] block starts (rows `stride` apart).

@@ -283,6 +283,14 @@ void backward_lanes(const TaskShape& t, float scale, Buffers& b) {
   }
 }
 
+// q, k and v: the three D-wide thirds of each packed qkv row.
+void gather_qkv(const PairBlocks& blocks, const float* qkv, Buffers& b) {
+  const int64_t width = blocks.t.out_stride;
+  gather(blocks, qkv, b.q);
+  gather(blocks, qkv + width, b.k);
+  gather(blocks, qkv + 2 * width, b.v);
+}
+
 int64_t task_count(const ShortAttentionShape& s) {
   return (s.batch * s.heads + kLanes - 1) / kLanes;
 }
@@ -296,9 +304,7 @@ void short_attention_forward(const ShortAttentionShape& s, const float* qkv, flo
     for (int64_t task = begin; task < end; ++task) {
       const auto t = task_shape(s, task);
       const PairBlocks in_qkv{t, t.row_stride, false}, in_out{t, t.out_stride, true};
-      gather(in_qkv, qkv, b.q);
-      gather(in_qkv, qkv + t.out_stride, b.k);
-      gather(in_qkv, qkv + 2 * t.out_stride, b.v);
+      gather_qkv(in_qkv, qkv, b);
       forward_lanes(t, s.scale, b);
       scatter(in_out, b.o, out);
       for (int64_t l = 0; l < t.pairs; ++l) {
@@ -317,9 +323,7 @@ void short_attention_backward(const ShortAttentionShape& s, const float* qkv, co
     for (int64_t task = begin; task < end; ++task) {
       const auto t = task_shape(s, task);
       const PairBlocks in_qkv{t, t.row_stride, false}, in_out{t, t.out_stride, true};
-      gather(in_qkv, qkv, b.q);
-      gather(in_qkv, qkv + t.out_stride, b.k);
-      gather(in_qkv, qkv + 2 * t.out_stride, b.v);
+      gather_qkv(in_qkv, qkv, b);
       gather(in_out, out, b.o);
       gather(in_out, grad_out, b.g);
       std::fill_n(b.log_sum_exp, t.tokens, Vec{});

@@ -7,8 +7,8 @@
 
 namespace exfusion::cpu {
 
-// Sequences up to this many tokens, heads up to this wide: one head's K and V (transposed) and
-// one query's scores fit in a few KB of stack.
+// Sequences up to this many tokens, heads up to this wide: a task's blocks (16 pairs' q, k, v,
+// o, dO and their gradients) stay within a few MB, and each query's loop over the keys short.
 constexpr int64_t kShortAttentionMaxTokens = 64;
 constexpr int64_t kShortAttentionMaxHeadDim = 128;
 

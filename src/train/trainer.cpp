@@ -328,7 +328,7 @@ TrainingState Trainer::state() const {
   state.batch_in_epoch = batch_in_epoch_;
   state.progress = progress_;
   for (size_t i = 0; i < kFastPaths.size(); ++i) {
-    state.progress.fast_path_calls[i] = fast_paths_.counters->calls(kFastPaths[i]);
+    state.fast_path_calls[i] = fast_paths_.counters->calls(kFastPaths[i]);
   }
   if (window_sums_) {  // inside fit: the open window's sums are on the device
     std::tie(state.progress.window_loss_sum, state.progress.window_correct) = window_sums_();
@@ -362,7 +362,7 @@ void Trainer::restore(const TrainingState& state) {
   batch_in_epoch_ = state.batch_in_epoch;
   progress_ = state.progress;
   for (size_t i = 0; i < kFastPaths.size(); ++i) {
-    fast_paths_.counters->set(kFastPaths[i], state.progress.fast_path_calls[i]);
+    fast_paths_.counters->set(kFastPaths[i], state.fast_path_calls[i]);
   }
   auto cpu_generator = at::detail::getDefaultCPUGenerator();
   cpu_generator.set_state(state.cpu_rng);

@@ -95,7 +95,7 @@ void TrainingState::save(const std::filesystem::path& path) const {
                               torch::kFloat64));
   named.emplace(kSkipped, torch::tensor(progress.skipped_samples, torch::kInt64));
   std::vector<int64_t> calls;
-  for (const auto& path : progress.fast_path_calls) {
+  for (const auto& path : fast_path_calls) {
     calls.insert(calls.end(), {path.taken, path.fell_back});
   }
   named.emplace(kFastPathCalls, torch::tensor(calls, torch::kInt64));
@@ -163,7 +163,7 @@ TrainingState TrainingState::load(const std::filesystem::path& path) {
       state.progress.skipped_samples = scalar(file, kSkipped, path);
     }
     if (file.tensors.count(kFastPathCalls) != 0) {
-      auto& paths = state.progress.fast_path_calls;
+      auto& paths = state.fast_path_calls;
       const auto calls = vector_of(file, kFastPathCalls, torch::kInt64,
                                    2 * static_cast<int64_t>(paths.size()), path);
       for (size_t i = 0; i < paths.size(); ++i) {

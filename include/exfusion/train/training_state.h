@@ -30,8 +30,6 @@ struct TrainProgress {
   double train_seconds = 0.0;  // the training steps' wall time so far, over every resume
   double eval_seconds = 0.0;
   int64_t skipped_samples = 0;  // bad samples skipped so far (data.skip_bad_images)
-  // Each fast path's calls so far (the summary's fast_path_calls), in kFastPaths' order.
-  std::array<FastPathCalls, kFastPaths.size()> fast_path_calls{};
 };
 
 struct TrainingState {
@@ -47,6 +45,9 @@ struct TrainingState {
   int64_t epoch = 0;                               // the epoch of the next training batch
   int64_t batch_in_epoch = 0;                      // that batch's index within its epoch
   TrainProgress progress;
+  // Each fast path's calls so far (the summary's fast_path_calls), in kFastPaths' order: the
+  // trainer's FastPathCounters when the state was taken.
+  std::array<FastPathCalls, kFastPaths.size()> fast_path_calls{};
   torch::Tensor cpu_rng;   // torch's default CPU generator (uint8), undefined in format 1
   torch::Tensor cuda_rng;  // the current CUDA device's generator, when training on CUDA
   // Where each output file stood when the state was taken ({"metrics.jsonl": bytes, ...}),

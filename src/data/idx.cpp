@@ -11,12 +11,12 @@
 #include <iomanip>
 #include <memory>
 #include <optional>
-#include <sstream>
 #include <string>
 
 #include "exfusion/data/idx_format.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/file_bytes.h"
+#include "exfusion/util/shape_text.h"
 
 namespace exfusion {
 namespace {
@@ -54,12 +54,6 @@ const char* type_name(at::ScalarType dtype) {
     if (scalar_type(type) == dtype) return idx_type_name(type);
   }
   return c10::toString(dtype);
-}
-
-std::string shape_text(at::IntArrayRef sizes) {
-  std::ostringstream out;
-  out << sizes;
-  return out.str();
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "exfusion/util/error.h"
+#include "exfusion/util/shape_text.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "IDX decoding assumes little-endian");
 
@@ -26,12 +27,6 @@ std::string hex(uint32_t value, int digits) {
 
 uint32_t big_endian32(const unsigned char* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | p[3];
-}
-
-std::string shape_text(const std::vector<int64_t>& dims) {
-  std::string text = "[";
-  for (size_t i = 0; i < dims.size(); ++i) text += (i ? ", " : "") + std::to_string(dims[i]);
-  return text + "]";
 }
 
 bool is_gzip(std::string_view bytes) {

@@ -99,22 +99,6 @@ Image decode_png(std::string_view bytes, const std::string& where) {
 
 }  // namespace
 
-bool jpeg_supported() {
-#ifdef EXFUSION_WITH_JPEG
-  return true;
-#else
-  return false;
-#endif
-}
-
-bool png_supported() {
-#ifdef EXFUSION_WITH_PNG
-  return true;
-#else
-  return false;
-#endif
-}
-
 Image decode_image(std::string_view bytes, const std::string& where) {
   if (has_prefix(bytes, "\xFF\xD8\xFF")) {
 #ifdef EXFUSION_WITH_JPEG

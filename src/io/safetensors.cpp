@@ -11,13 +11,13 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 #include <stdexcept>
 
 #include "exfusion/io/safetensors_header.h"
 #include "exfusion/util/atomic_file.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/fault_injection.h"
+#include "exfusion/util/shape_text.h"
 
 // Tensor bytes go to and from the file in host order, and the format is little-endian.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "safetensors I/O assumes little-endian");
@@ -64,12 +64,6 @@ std::optional<SafetensorsDtype> file_dtype(at::ScalarType type) {
     if (scalar_type(dtype) == type) return dtype;
   }
   return std::nullopt;
-}
-
-std::string shape_text(at::IntArrayRef sizes) {
-  std::ostringstream out;
-  out << sizes;
-  return out.str();
 }
 
 }  // namespace

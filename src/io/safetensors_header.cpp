@@ -11,6 +11,7 @@
 
 #include "exfusion/util/error.h"
 #include "exfusion/util/json_input.h"
+#include "exfusion/util/shape_text.h"
 
 namespace exfusion {
 namespace {
@@ -39,12 +40,6 @@ constexpr std::array<DtypeInfo, 10> kDtypes = {{{SafetensorsDtype::F64, "F64", 8
 const DtypeInfo& info(SafetensorsDtype dtype) {
   return *std::find_if(kDtypes.begin(), kDtypes.end(),
                        [dtype](const DtypeInfo& entry) { return entry.dtype == dtype; });
-}
-
-std::string shape_text(const std::vector<int64_t>& shape) {
-  std::string text = "[";
-  for (size_t i = 0; i < shape.size(); ++i) text += (i ? ", " : "") + std::to_string(shape[i]);
-  return text + "]";
 }
 
 SafetensorsEntry parse_entry(const std::string& where, const std::string& name, const json& value,

@@ -9,22 +9,17 @@
 #include <map>
 #include <optional>
 #include <set>
-#include <sstream>
 #include <utility>
 #include <vector>
 
+#include "exfusion/io/run_names.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/json_input.h"
+#include "exfusion/util/shape_text.h"
 
 namespace exfusion {
 namespace fs = std::filesystem;
 namespace {
-
-// train/run_files.h names these too; models/ sits below train/ and cannot include it.
-constexpr const char* kOurModelFile = "model.safetensors";
-constexpr const char* kOurStateFile = "state.safetensors";
-constexpr const char* kOurConfigKey = "exfusion.config";
-constexpr const char* kOurKindKey = "exfusion.kind";
 
 // A Hugging Face config.json is a few kilobytes (an id2label of 21k classes: under 1 MB).
 constexpr std::uintmax_t kMaxHfConfigBytes = 64u << 20;
@@ -32,12 +27,6 @@ constexpr int64_t kMaxPatchSize = 4096;  // model.patch_size's and model.img_siz
 
 using Shape = std::vector<int64_t>;
 using ShapeList = std::vector<std::pair<std::string, Shape>>;
-
-std::string shape_text(at::IntArrayRef sizes) {
-  std::ostringstream out;
-  out << sizes;
-  return out.str();
-}
 
 // Our dense ViT's tensors with their shapes, in the order of the model's module_tensors.
 ShapeList vit_tensor_shapes(const VisionTransformerOptions& o) {
@@ -158,20 +147,20 @@ fs::path model_file(const fs::path& source) {
     if (!fs::exists(source)) throw InputError(source.string() + ": no such file or directory");
     return source;
   }
-  for (const auto* name : {kOurModelFile, kOurStateFile}) {
+  for (const auto* name : {kModelFile, kStateFile}) {
     if (fs::exists(source / name)) return source / name;
   }
-  throw InputError(source.string() + ": no " + kOurModelFile + " or " + kOurStateFile +
+  throw InputError(source.string() + ": no " + kModelFile + " or " + kStateFile +
                    " in this directory");
 }
 
 DenseFormat detect_format(const SafetensorsFile& file, const fs::path& path) {
-  if (file.metadata.count(kOurConfigKey) != 0) return DenseFormat::kExfusion;
+  if (file.metadata.count(kConfigMetadataKey) != 0) return DenseFormat::kExfusion;
   if (file.tensors.count("vit.embeddings.patch_embeddings.projection.weight") != 0) {
     return DenseFormat::kHuggingFace;
   }
   if (file.tensors.count("patch_embed.proj.weight") != 0) return DenseFormat::kTimm;
-  throw InputError(path.string() + ": not a dense ViT this build reads: no '" + kOurConfigKey +
+  throw InputError(path.string() + ": not a dense ViT this build reads: no '" + kConfigMetadataKey +
                    "' metadata (ours), no patch_embed.proj.weight (timm's names) and no "
                    "vit.embeddings.patch_embeddings.projection.weight (Hugging Face's "
                    "ViTForImageClassification)");
@@ -203,19 +192,19 @@ const torch::Tensor& required_tensor(const SafetensorsFile& file, const fs::path
 // The model section of our checkpoint's stored config, and that config.
 std::pair<nlohmann::json, nlohmann::json> our_architecture(const SafetensorsFile& file,
                                                            const fs::path& path) {
-  const auto entry = file.metadata.find(kOurConfigKey);
+  const auto entry = file.metadata.find(kConfigMetadataKey);
   if (entry == file.metadata.end()) {
-    throw InputError(path.string() + ": no '" + kOurConfigKey +
+    throw InputError(path.string() + ": no '" + kConfigMetadataKey +
                      "' metadata: not one of our checkpoints (--from timm or --from huggingface "
                      "reads theirs)");
   }
-  const auto source = path.string() + " (metadata " + kOurConfigKey + ")";
+  const auto source = path.string() + " (metadata " + kConfigMetadataKey + ")";
   auto stored = parse_json_input(entry->second, source);
   if (!stored.is_object() || !stored.contains("model")) {
     throw InputError(source + ": no model section");
   }
-  const auto kind = file.metadata.find(kOurKindKey);
-  if (kind != file.metadata.end() && kind->second == "training-state") {
+  const auto kind = file.metadata.find(kKindMetadataKey);
+  if (kind != file.metadata.end() && kind->second == kTrainingStateKind) {
     nlohmann::json ffn_kind = "?";
     if (stored.contains("ffn") && stored["ffn"].is_object() && stored["ffn"].contains("kind")) {
       ffn_kind = stored["ffn"]["kind"];
@@ -388,10 +377,10 @@ DenseImport load_dense_vit(const fs::path& source, const nlohmann::json& model_p
   switch (result.format) {
     case DenseFormat::kExfusion: {
       std::tie(read, result.stored_config) = our_architecture(file, result.file);
-      read_from = result.file.string() + " (metadata " + kOurConfigKey + ")";
+      read_from = result.file.string() + " (metadata " + kConfigMetadataKey + ")";
       described_by = "its metadata's config describes";
-      const auto kind = file.metadata.find(kOurKindKey);
-      if (kind != file.metadata.end() && kind->second == "training-state") prefix = "model.";
+      const auto kind = file.metadata.find(kKindMetadataKey);
+      if (kind != file.metadata.end() && kind->second == kTrainingStateKind) prefix = "model.";
       break;
     }
     case DenseFormat::kTimm:
@@ -400,7 +389,7 @@ DenseImport load_dense_vit(const fs::path& source, const nlohmann::json& model_p
       described_by = "its tensors' shapes describe";
       break;
     case DenseFormat::kHuggingFace: {
-      const auto config_path = result.file.parent_path() / "config.json";
+      const auto config_path = result.file.parent_path() / kConfigFile;
       read = hf_architecture(config_path, result.file);
       read_from = config_path.string();
       described_by = "its config " + config_path.string() + " describes";

@@ -6,6 +6,7 @@
 #include <map>
 #include <sstream>
 
+#include "exfusion/io/run_names.h"
 #include "exfusion/sweep/statistics.h"
 #include "exfusion/util/json_input.h"
 
@@ -28,7 +29,7 @@ std::string read_text(const fs::path& path) {
 }
 
 std::optional<RunResult> read_result(const SweepRunSpec& run) {
-  const auto path = run.dir / "summary.json";
+  const auto path = run.dir / kSummaryFile;
   if (!fs::exists(path)) return std::nullopt;
   const auto summary = parse_json_input(read_text(path), path.string());
   RunResult result;

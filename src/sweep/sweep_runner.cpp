@@ -13,6 +13,7 @@
 #include <csignal>
 #include <cstdio>
 
+#include "exfusion/io/run_names.h"
 #include "exfusion/sweep/results_table.h"
 #include "exfusion/sweep/sweep_plan.h"
 #include "exfusion/util/atomic_file.h"
@@ -28,8 +29,8 @@ using nlohmann::json;
 enum class RunState { kFinished, kStarted, kNew };
 
 RunState state_of(const SweepRunSpec& run) {
-  if (fs::exists(run.dir / "summary.json")) return RunState::kFinished;
-  if (fs::exists(run.dir / "config.json")) return RunState::kStarted;
+  if (fs::exists(run.dir / kSummaryFile)) return RunState::kFinished;
+  if (fs::exists(run.dir / kConfigFile)) return RunState::kStarted;
   return RunState::kNew;
 }
 

@@ -586,9 +586,9 @@ nlohmann::json describe_checkpoint(const fs::path& run_path) {
       stored_kind != checkpoint.file.metadata.end() && stored_kind->second == kUpcycledKind;
   nlohmann::json info = {
       {"checkpoint", path.string()},
-      {"kind", !checkpoint.is_training_state ? "dense-model"
+      {"kind", !checkpoint.is_training_state ? kDenseModelKind
                : is_upcycled_init            ? kUpcycledKind
-                                             : "training-state"},
+                                             : kTrainingStateKind},
       {"format", checkpoint.format},
       {"architecture", {{"model", config.model.to_json()}, {"ffn", config.ffn.to_json()}}},
       {"params", count_parameters(*model)},

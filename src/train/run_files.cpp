@@ -21,7 +21,7 @@ void save_dense_model(const std::filesystem::path& path, const NamedTensors& ten
                       const RunConfig& config, const std::vector<std::string>& class_names) {
   save_safetensors(path, tensors,
                    {{kConfigMetadataKey, to_json(config).dump()},
-                    {kKindMetadataKey, "dense-model"},
+                    {kKindMetadataKey, kDenseModelKind},
                     {kFormatMetadataKey, std::to_string(TrainingState::kFormatVersion)},
                     {"format", "pt"}});
   auto model_json = config.model.options->export_description();
@@ -159,7 +159,7 @@ Checkpoint load_checkpoint(const std::filesystem::path& path, const std::string&
   const auto& metadata = checkpoint.file.metadata;
   const auto kind = metadata.find(kKindMetadataKey);
   checkpoint.is_training_state =
-      kind != metadata.end() && (kind->second == "training-state" || kind->second == kUpcycledKind);
+      kind != metadata.end() && (kind->second == kTrainingStateKind || kind->second == kUpcycledKind);
   // A DeRS-compressed file reads as the training state's model it came from: W_b + Δ̂_i.
   if (kind != metadata.end() && kind->second == kDersCompressedKind) {
     checkpoint.file.tensors = synthesise_ders_tensors(checkpoint.file, path);

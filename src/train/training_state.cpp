@@ -105,7 +105,7 @@ void TrainingState::save(const std::filesystem::path& path) const {
   for (const auto& [name, tensor] : named) tensors.emplace_back(name, tensor.to(torch::kCPU));
   save_safetensors(path, tensors,
                    {{kConfigMetadataKey, to_json(config).dump()},
-                    {kKindMetadataKey, "training-state"},
+                    {kKindMetadataKey, kTrainingStateKind},
                     {kFormatMetadataKey, std::to_string(kFormatVersion)},
                     {kOutputsKey, outputs.dump()},
                     {kWorldSizeKey, std::to_string(world_size)},

@@ -15,9 +15,6 @@ namespace exfusion {
 // declaring an absurd size fails before anything is allocated.
 inline constexpr int64_t kMaxImagePixels = int64_t{1} << 28;
 
-bool jpeg_supported();  // built with libturbojpeg
-bool png_supported();   // built with libspng
-
 // Decodes a JPEG or PNG file given as its bytes (told apart by their signatures): grey images
 // as 1 channel, colour as 3, with transparency as 4. `where` names the file in errors.
 Image decode_image(std::string_view bytes, const std::string& where);

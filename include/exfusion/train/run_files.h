@@ -7,28 +7,12 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "exfusion/io/run_names.h"
 #include "exfusion/io/safetensors.h"
 #include "exfusion/models/model.h"
 #include "exfusion/train/run_config.h"
 
 namespace exfusion {
-
-inline constexpr const char* kConfigFile = "config.json";
-inline constexpr const char* kStateFile = "state.safetensors";
-inline constexpr const char* kModelFile = "model.safetensors";
-inline constexpr const char* kModelConfigFile = "model.json";
-inline constexpr const char* kMetricsFile = "metrics.jsonl";
-inline constexpr const char* kSummaryFile = "summary.json";
-// The class names of data that has them (an image folder, CIFAR's name files): a JSON list.
-inline constexpr const char* kClassesFile = "classes.json";
-inline constexpr const char* kCheckpointDir = "checkpoints";
-inline constexpr const char* kTensorBoardDir = "tb";  // TensorBoard event files
-inline constexpr const char* kConfigMetadataKey = "exfusion.config";
-inline constexpr const char* kKindMetadataKey = "exfusion.kind";
-inline constexpr const char* kFormatMetadataKey = "exfusion.format";
-// The kind of `exfusion upcycle`'s init.safetensors: a model under "model." that no step has
-// trained yet (and the dense base under "dense_base.").
-inline constexpr const char* kUpcycledKind = "upcycled-model";
 
 // The fused dense model under timm's names, with its description (timm kwargs, normalisation,
 // the run's config) beside it: model_description_path(path), model.json for model.safetensors.

@@ -20,6 +20,7 @@
 #include "exfusion/train/initialization.h"
 #include "exfusion/train/pipeline.h"
 #include "exfusion/train/step_benchmark.h"
+#include "exfusion/upcycling/upcycle.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/interrupt_guard.h"
 
@@ -127,13 +128,15 @@ int parse_and_run(int argc, const char* const* argv) {
       "upcycling) of a top-k MoE or an ExFusion model, for exfusion train --init");
   upcycle->add_option("dense", upcycle_dense, "dense checkpoint (.safetensors) or run directory")
       ->required();
+  const auto expert_kinds = ffn_kinds_with_experts();
   upcycle
       ->add_option("--to", upcycle_run.to,
-                   "moe, exfusion, ders-moe or ders-exfusion (DeRS upcycling: a shared base and "
-                   "per-expert deltas); ders is ders-moe")
+                   "the FFN kind with experts to upcycle into: " + config::join_or(expert_kinds) +
+                       " (ders-*: DeRS upcycling, a shared base and per-expert deltas); ders is "
+                       "ders-moe")
       ->required()
       ->transform(CLI::Transformer(std::map<std::string, std::string>{{"ders", "ders-moe"}}))
-      ->check(CLI::IsMember({"moe", "exfusion", "ders-moe", "ders-exfusion"}));
+      ->check(CLI::IsMember(expert_kinds));
   upcycle->add_option("--method", upcycle_method, "copy, drop or noise (sets init.method)");
   upcycle->add_option("--ratio", upcycle_ratio, "share of hidden units dropped (sets init.ratio)");
   upcycle->add_option("--seed", upcycle_seed, "seed of the drawn units (sets init.seed)");

@@ -18,7 +18,7 @@ DeltaExpertBankImpl::DeltaExpertBankImpl(DeltaExpertBankOptions options_) : opti
   TORCH_CHECK(options.num_experts() >= 1, "DeltaExpertBank needs at least one expert");
   const int64_t n = options.num_experts(), out = options.out_features(), in = options.in_features();
   base = register_parameter("base", torch::empty({out, in}));
-  bias = register_parameter("bias", torch::zeros({n, out}));
+  if (options.bias()) bias = register_parameter("bias", torch::zeros({n, out}));
   torch::NoGradGuard no_grad;
   trunc_normal_(base, options.init_std());
   if (options.form() == DeltaForm::kSparse) {
@@ -76,7 +76,8 @@ std::pair<torch::Tensor, torch::Tensor> DeltaExpertBankImpl::fuse(const torch::T
         (delta_a * weights.view({n, 1, 1})).permute({1, 0, 2}).reshape({out, n * r});
     mixed_delta = torch::mm(scaled_a, delta_b.reshape({n * r, in}));
   }
-  return {weights.sum() * base + mixed_delta, torch::mv(bias.t(), weights)};
+  return {weights.sum() * base + mixed_delta,
+          bias.defined() ? torch::mv(bias.t(), weights) : torch::Tensor()};
 }
 
 }  // namespace exfusion

@@ -4,11 +4,17 @@
 
 #include <iomanip>
 #include <sstream>
+#include <tuple>
 
 namespace exfusion {
 
-DeltaExpertBankOptions DersDeltaOptions::bank(int64_t num_experts, int64_t in, int64_t out) const {
-  return DeltaExpertBankOptions(num_experts, in, out).form(form).keep_ratio(keep_ratio).rank(rank);
+DeltaExpertBankOptions DersDeltaOptions::bank(int64_t num_experts, int64_t in, int64_t out,
+                                              bool bias) const {
+  return DeltaExpertBankOptions(num_experts, in, out)
+      .form(form)
+      .keep_ratio(keep_ratio)
+      .rank(rank)
+      .bias(bias);
 }
 
 std::string DersDeltaOptions::run_name() const {
@@ -18,43 +24,54 @@ std::string DersDeltaOptions::run_name() const {
   return name.str();
 }
 
-std::shared_ptr<FeedForwardImpl> DersMoeOptions::build(int64_t dim, int64_t hidden) const {
-  return std::make_shared<DersMoeMlpImpl>(dim, hidden, *this);
+std::shared_ptr<FeedForwardImpl> DersMoeOptions::build(const FfnSite& site) const {
+  return std::make_shared<DersMoeMlpImpl>(site.dim, site.hidden, *this, site.form);
 }
 
 std::string DersMoeOptions::run_name() const {
   return "ders-" + moe.run_name() + "-" + delta.run_name();
 }
 
-std::shared_ptr<FeedForwardImpl> DersExFusionOptions::build(int64_t dim, int64_t hidden) const {
-  return std::make_shared<DersExFusionMlpImpl>(dim, hidden, *this);
+std::shared_ptr<FeedForwardImpl> DersExFusionOptions::build(const FfnSite& site) const {
+  return std::make_shared<DersExFusionMlpImpl>(site.dim, site.hidden, *this, site.form);
 }
 
 std::string DersExFusionOptions::run_name() const {
   return "ders-" + exfusion.run_name() + "-" + delta.run_name();
 }
 
-DersMoeMlpImpl::DersMoeMlpImpl(int64_t dim, int64_t hidden, DersMoeOptions options_)
-    : TopKMixtureImpl(dim, options_.moe), delta(options_.delta) {
+DersMoeMlpImpl::DersMoeMlpImpl(int64_t dim, int64_t hidden, DersMoeOptions options_, FfnForm form_)
+    : TopKMixtureImpl(dim, options_.moe, std::move(form_)), delta(options_.delta) {
   const auto n = options.num_experts();
-  fc1 = register_module("fc1", DeltaExpertBank(delta.bank(n, dim, hidden)));
-  fc2 = register_module("fc2", DeltaExpertBank(delta.bank(n, hidden, dim)));
+  const auto bank = [&](int64_t in, int64_t out) {
+    return DeltaExpertBank(delta.bank(n, in, out, form.bias));
+  };
+  if (form.gated) gate = register_module(form.gate_name, bank(dim, hidden));
+  fc1 = register_module(form.up_name, bank(dim, hidden));
+  fc2 = register_module(form.down_name, bank(hidden, dim));
   reset_router();
 }
 
 TopKMixtureImpl::StackedExperts DersMoeMlpImpl::stacked_experts() const {
   const auto [up_weight, up_bias] = fc1->expert_weights();
   const auto [down_weight, down_bias] = fc2->expert_weights();
-  return {up_weight, up_bias, down_weight, down_bias};
+  StackedExperts experts{up_weight, up_bias, down_weight, down_bias, {}, {}};
+  if (gate) std::tie(experts.gate_weight, experts.gate_bias) = gate->expert_weights();
+  return experts;
 }
 
-DersExFusionMlpImpl::DersExFusionMlpImpl(int64_t dim, int64_t hidden, DersExFusionOptions options_)
-    : options(std::move(options_)) {
+DersExFusionMlpImpl::DersExFusionMlpImpl(int64_t dim, int64_t hidden, DersExFusionOptions options_,
+                                         FfnForm form_)
+    : options(std::move(options_)), form(std::move(form_)) {
   const auto& exfusion = options.exfusion;
   exfusion.validate({"", "ffn"});
   const auto n = exfusion.num_experts();
-  fc1 = register_module("fc1", DeltaExpertBank(options.delta.bank(n, dim, hidden)));
-  fc2 = register_module("fc2", DeltaExpertBank(options.delta.bank(n, hidden, dim)));
+  const auto bank = [&](int64_t in, int64_t out) {
+    return DeltaExpertBank(options.delta.bank(n, in, out, form.bias));
+  };
+  if (form.gated) gate = register_module(form.gate_name, bank(dim, hidden));
+  fc1 = register_module(form.up_name, bank(dim, hidden));
+  fc2 = register_module(form.down_name, bank(hidden, dim));
   fusion = register_module("fusion", make_fusion_weights(exfusion, dim));
   if (exfusion.router_per_set() && exfusion.variant() == FusionVariant::kMemoryBank) {
     fusion_down = register_module("fusion_down", make_fusion_weights(exfusion, hidden));
@@ -62,11 +79,20 @@ DersExFusionMlpImpl::DersExFusionMlpImpl(int64_t dim, int64_t hidden, DersExFusi
 }
 
 torch::Tensor DersExFusionMlpImpl::forward(const torch::Tensor& x) {
-  return fused_experts_forward(x, *fusion, fusion_down.get(), *fc1, *fc2);
+  return fused_experts_forward(
+      x, *fusion, fusion_down.get(),
+      FormBanks<DeltaExpertBankImpl>{form, gate ? gate.get() : nullptr, *fc1, *fc2});
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> DersExFusionMlpImpl::dense_tensors() const {
-  return fused_experts_dense_tensors(*fusion, fusion_down.get(), *fc1, *fc2, fc1->base.device());
+  return fused_experts_dense_tensors(
+      *fusion, fusion_down.get(),
+      FormBanks<DeltaExpertBankImpl>{form, gate ? gate.get() : nullptr, *fc1, *fc2},
+      fc1->base.device());
+}
+
+ExpertSets DersExFusionMlpImpl::expert_sets() const {
+  return form_expert_sets(form, options.exfusion.num_experts());
 }
 
 nlohmann::json DersExFusionMlpImpl::metrics() const {

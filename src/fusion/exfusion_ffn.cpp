@@ -44,20 +44,6 @@ nlohmann::json fusion_weights_metrics(const FusionWeightsImpl& fusion,
   return {{"fusion_weights", weights}};
 }
 
-const config::Choices<FusionVariant>& fusion_variant_names() {
-  static const config::Choices<FusionVariant> names{{{"sw", FusionVariant::kStatic},
-                                                     {"dw", FusionVariant::kLearned},
-                                                     {"mb", FusionVariant::kMemoryBank}}};
-  return names;
-}
-
-const config::Choices<ExpertInit>& expert_init_names() {
-  static const config::Choices<ExpertInit> names{{{"independent", ExpertInit::kIndependent},
-                                                  {"copy", ExpertInit::kCopy},
-                                                  {"copy+noise", ExpertInit::kCopyNoise}}};
-  return names;
-}
-
 void ExFusionOptions::validate(const config::Location& at) const {
   if (num_experts() < 1) {
     config::fail(at, "num_experts", num_experts(), "at least 1");
@@ -67,22 +53,22 @@ void ExFusionOptions::validate(const config::Location& at) const {
   }
 }
 
-std::shared_ptr<FeedForwardImpl> ExFusionOptions::build(int64_t dim, int64_t hidden) const {
-  return std::make_shared<ExFusionMlpImpl>(dim, hidden, *this);
+std::shared_ptr<FeedForwardImpl> ExFusionOptions::build(const FfnSite& site) const {
+  return std::make_shared<ExFusionMlpImpl>(site.dim, site.hidden, *this, site.form);
 }
 
 std::string ExFusionOptions::run_name() const {
   return "exfusion-" + to_string(variant()) + "-n" + std::to_string(num_experts());
 }
 
-double ExFusionOptions::extra_step_bytes(int64_t dim, int64_t hidden, double tokens,
+double ExFusionOptions::extra_step_bytes(const FfnSite& site, double tokens,
                                          int64_t gemm_bytes) const {
   const double n = static_cast<double>(num_experts());
   const double g = static_cast<double>(gemm_bytes);
-  const double d = static_cast<double>(dim);
-  const double h = static_cast<double>(hidden);
-  // fc1 (dim → hidden) and fc2 (hidden → dim), weights and biases.
-  const double values = h * (d + 1) + d * (h + 1);
+  const double d = static_cast<double>(site.dim);
+  const double h = static_cast<double>(site.hidden);
+  // Every expert set's weights and biases (fc1: dim → hidden, fc2: hidden → dim, a gate).
+  const double values = site.dense_parameters();
   double router = 0.0;
   if (variant() == FusionVariant::kMemoryBank) {
     router = 2.0 * tokens * d * g;
@@ -91,16 +77,19 @@ double ExFusionOptions::extra_step_bytes(int64_t dim, int64_t hidden, double tok
   return (32.0 * n - 36.0 + g) * values + router;
 }
 
-ExFusionMlpImpl::ExFusionMlpImpl(int64_t dim, int64_t hidden, ExFusionOptions options_)
-    : options(options_) {
+ExFusionMlpImpl::ExFusionMlpImpl(int64_t dim, int64_t hidden, ExFusionOptions options_,
+                                 FfnForm form_)
+    : options(options_), form(std::move(form_)) {
   options.validate({"", "ffn"});
   auto bank = [&](int64_t in, int64_t out) {
     return ExpertBank(ExpertBankOptions(options.num_experts(), in, out)
                           .init(options.expert_init())
-                          .noise_std(options.expert_noise_std()));
+                          .noise_std(options.expert_noise_std())
+                          .bias(form.bias));
   };
-  fc1 = register_module("fc1", bank(dim, hidden));
-  fc2 = register_module("fc2", bank(hidden, dim));
+  if (form.gated) gate = register_module(form.gate_name, bank(dim, hidden));
+  fc1 = register_module(form.up_name, bank(dim, hidden));
+  fc2 = register_module(form.down_name, bank(hidden, dim));
   fusion = register_module("fusion", make_fusion_weights(options, dim));
   if (options.router_per_set() && options.variant() == FusionVariant::kMemoryBank) {
     fusion_down = register_module("fusion_down", make_fusion_weights(options, hidden));
@@ -108,11 +97,20 @@ ExFusionMlpImpl::ExFusionMlpImpl(int64_t dim, int64_t hidden, ExFusionOptions op
 }
 
 torch::Tensor ExFusionMlpImpl::forward(const torch::Tensor& x) {
-  return fused_experts_forward(x, *fusion, fusion_down.get(), *fc1, *fc2);
+  return fused_experts_forward(
+      x, *fusion, fusion_down.get(),
+      FormBanks<ExpertBankImpl>{form, gate ? gate.get() : nullptr, *fc1, *fc2});
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> ExFusionMlpImpl::dense_tensors() const {
-  return fused_experts_dense_tensors(*fusion, fusion_down.get(), *fc1, *fc2, fc1->weight.device());
+  return fused_experts_dense_tensors(
+      *fusion, fusion_down.get(),
+      FormBanks<ExpertBankImpl>{form, gate ? gate.get() : nullptr, *fc1, *fc2},
+      fc1->weight.device());
+}
+
+ExpertSets ExFusionMlpImpl::expert_sets() const {
+  return form_expert_sets(form, options.num_experts());
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> ExFusionMlpImpl::fusion_weights() const {

@@ -7,30 +7,23 @@
 
 namespace exfusion {
 
-ExpertInit parse_expert_init(const std::string& name) {
-  if (name == "independent") return ExpertInit::kIndependent;
-  if (name == "copy") return ExpertInit::kCopy;
-  if (name == "copy+noise") return ExpertInit::kCopyNoise;
-  throw InputError("expert init '" + name + "': expected independent, copy or copy+noise");
+const config::Choices<ExpertInit>& expert_init_names() {
+  static const config::Choices<ExpertInit> names{{{"independent", ExpertInit::kIndependent},
+                                                  {"copy", ExpertInit::kCopy},
+                                                  {"copy+noise", ExpertInit::kCopyNoise}}};
+  return names;
 }
 
-std::string to_string(ExpertInit init) {
-  switch (init) {
-    case ExpertInit::kIndependent:
-      return "independent";
-    case ExpertInit::kCopy:
-      return "copy";
-    case ExpertInit::kCopyNoise:
-      return "copy+noise";
-  }
-  return "independent";
-}
+std::string to_string(ExpertInit init) { return expert_init_names().name_of(init); }
 
 ExpertBankImpl::ExpertBankImpl(ExpertBankOptions options_) : options(options_) {
   TORCH_CHECK(options.num_experts() >= 1, "ExpertBank needs at least one expert");
   weight = register_parameter("weight", torch::empty({options.num_experts(), options.out_features(),
                                                       options.in_features()}));
-  bias = register_parameter("bias", torch::empty({options.num_experts(), options.out_features()}));
+  if (options.bias()) {
+    bias =
+        register_parameter("bias", torch::empty({options.num_experts(), options.out_features()}));
+  }
   reset_parameters();
 }
 
@@ -48,12 +41,22 @@ void ExpertBankImpl::reset_parameters() {
       weight.add_(torch::randn_like(weight) * options.noise_std());
     }
   }
-  bias.zero_();
+  if (bias.defined()) bias.zero_();
 }
 
 std::pair<torch::Tensor, torch::Tensor> ExpertBankImpl::fuse(const torch::Tensor& m) const {
   const auto out_dtype = autocast_compute_dtype(weight);
-  return {expert_mix(weight, m, out_dtype, weight_grad_sink), expert_mix(bias, m, out_dtype)};
+  return {expert_mix(weight, m, out_dtype, weight_grad_sink),
+          bias.defined() ? expert_mix(bias, m, out_dtype) : torch::Tensor()};
+}
+
+ExpertSets form_expert_sets(const FfnForm& form, int64_t num_experts,
+                            std::shared_ptr<torch::nn::Module> router) {
+  ExpertSets sets{num_experts, {}, std::move(router)};
+  for (const auto& name : form.layer_names()) {
+    sets.sets.push_back({name, name == form.down_name ? HiddenAxis::kColumns : HiddenAxis::kRows});
+  }
+  return sets;
 }
 
 }  // namespace exfusion

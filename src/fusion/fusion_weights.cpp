@@ -7,24 +7,14 @@
 
 namespace exfusion {
 
-FusionVariant parse_fusion_variant(const std::string& name) {
-  if (name == "sw") return FusionVariant::kStatic;
-  if (name == "dw") return FusionVariant::kLearned;
-  if (name == "mb") return FusionVariant::kMemoryBank;
-  throw InputError("fusion variant '" + name + "': expected sw, dw or mb");
+const config::Choices<FusionVariant>& fusion_variant_names() {
+  static const config::Choices<FusionVariant> names{{{"sw", FusionVariant::kStatic},
+                                                     {"dw", FusionVariant::kLearned},
+                                                     {"mb", FusionVariant::kMemoryBank}}};
+  return names;
 }
 
-std::string to_string(FusionVariant variant) {
-  switch (variant) {
-    case FusionVariant::kStatic:
-      return "sw";
-    case FusionVariant::kLearned:
-      return "dw";
-    case FusionVariant::kMemoryBank:
-      return "mb";
-  }
-  return "sw";
-}
+std::string to_string(FusionVariant variant) { return fusion_variant_names().name_of(variant); }
 
 StaticWeightsImpl::StaticWeightsImpl(int64_t num_experts) : num_experts_(num_experts) {}
 

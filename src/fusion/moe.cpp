@@ -5,6 +5,7 @@
 #include <cmath>
 #include <string>
 
+#include "exfusion/layers/mlp.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/global_batch.h"
 
@@ -24,22 +25,27 @@ void MoeOptions::validate(const config::Location& at) const {
   }
 }
 
-std::shared_ptr<FeedForwardImpl> MoeOptions::build(int64_t dim, int64_t hidden) const {
-  return std::make_shared<MoeMlpImpl>(dim, hidden, *this);
+std::shared_ptr<FeedForwardImpl> MoeOptions::build(const FfnSite& site) const {
+  return std::make_shared<MoeMlpImpl>(site.dim, site.hidden, *this, site.form);
 }
 
 std::string MoeOptions::run_name() const {
   return "moe-n" + std::to_string(num_experts()) + "-k" + std::to_string(top_k());
 }
 
-double MoeOptions::forward_macs_per_token(int64_t dim, int64_t hidden) const {
-  const double d = static_cast<double>(dim), h = static_cast<double>(hidden);
-  return 2.0 * d * h * static_cast<double>(top_k()) + d * static_cast<double>(num_experts());
+double MoeOptions::forward_macs_per_token(const FfnSite& site) const {
+  return site.dense_macs_per_token() * static_cast<double>(top_k()) +
+         static_cast<double>(site.dim) * static_cast<double>(num_experts());
 }
 
-TopKMixtureImpl::TopKMixtureImpl(int64_t dim, MoeOptions options_) : options(options_) {
+TopKMixtureImpl::TopKMixtureImpl(int64_t dim, MoeOptions options_, FfnForm form_)
+    : options(options_), form(std::move(form_)) {
   options.validate({"", "ffn"});
   router = register_module("router", Linear(LinearOptions(dim, options.num_experts()).bias(false)));
+}
+
+ExpertSets TopKMixtureImpl::expert_sets() const {
+  return form_expert_sets(form, options.num_experts(), router.ptr());
 }
 
 void TopKMixtureImpl::reset_router() {
@@ -47,16 +53,25 @@ void TopKMixtureImpl::reset_router() {
   router->weight.normal_(0.0, 0.02);
 }
 
-MoeMlpImpl::MoeMlpImpl(int64_t dim, int64_t hidden, MoeOptions options_)
-    : TopKMixtureImpl(dim, options_) {
+MoeMlpImpl::MoeMlpImpl(int64_t dim, int64_t hidden, MoeOptions options_, FfnForm form_)
+    : TopKMixtureImpl(dim, options_, std::move(form_)) {
   const auto n = options.num_experts();
-  fc1 = register_module("fc1", ExpertBank(ExpertBankOptions(n, dim, hidden)));
-  fc2 = register_module("fc2", ExpertBank(ExpertBankOptions(n, hidden, dim)));
+  const auto bank = [&](int64_t in, int64_t out) {
+    return ExpertBank(ExpertBankOptions(n, in, out).bias(form.bias));
+  };
+  if (form.gated) gate = register_module(form.gate_name, bank(dim, hidden));
+  fc1 = register_module(form.up_name, bank(dim, hidden));
+  fc2 = register_module(form.down_name, bank(hidden, dim));
   reset_router();
 }
 
 TopKMixtureImpl::StackedExperts MoeMlpImpl::stacked_experts() const {
-  return {fc1->weight, fc1->bias, fc2->weight, fc2->bias};
+  return {fc1->weight,
+          fc1->bias,
+          fc2->weight,
+          fc2->bias,
+          gate ? gate->weight : torch::Tensor(),
+          gate ? gate->bias : torch::Tensor()};
 }
 
 torch::Tensor TopKMixtureImpl::forward(const torch::Tensor& x) {
@@ -93,10 +108,18 @@ torch::Tensor TopKMixtureImpl::forward(const torch::Tensor& x) {
                               .narrow(0, 0, n * capacity)
                               .view({n, capacity, dim});
   const auto experts = stacked_experts();
-  const auto hidden = at::gelu(
-      at::baddbmm(experts.up_bias.unsqueeze(1), dispatched, experts.up_weight.transpose(1, 2)));
-  const auto expert_out =
-      at::baddbmm(experts.down_bias.unsqueeze(1), hidden, experts.down_weight.transpose(1, 2));
+  // Each expert's linear layer over its slots: [N, capacity, in] → [N, capacity, out].
+  const auto expert_linear = [](const torch::Tensor& in, const torch::Tensor& weight,
+                                const torch::Tensor& bias) {
+    if (!bias.defined()) return at::bmm(in, weight.transpose(1, 2));
+    return at::baddbmm(bias.unsqueeze(1), in, weight.transpose(1, 2));
+  };
+  const auto hidden =
+      hidden_activation(form, expert_linear(dispatched, experts.up_weight, experts.up_bias),
+                        experts.gate_weight.defined()
+                            ? expert_linear(dispatched, experts.gate_weight, experts.gate_bias)
+                            : torch::Tensor());
+  const auto expert_out = expert_linear(hidden, experts.down_weight, experts.down_bias);
   const auto rows =
       at::cat({expert_out.reshape({n * capacity, dim}), at::zeros({1, dim}, expert_out.options())});
   const auto weight = (gate_of * keep.to(gate_of.scalar_type())).unsqueeze(1);

@@ -150,6 +150,11 @@ torch::Tensor linear_with_bias_grad_epilogue(const torch::Tensor& x, const torch
 
 LinearImpl::LinearImpl(const LinearOptions& options) : options(options) { reset(); }
 
+std::vector<std::string> LinearImpl::exempt_from_weight_decay() const {
+  if (options.bias()) return {"bias"};
+  return {};
+}
+
 void LinearImpl::reset() {
   weight =
       register_parameter("weight", torch::empty({options.out_features(), options.in_features()}));

@@ -8,25 +8,40 @@ namespace exfusion {
 
 torch::Tensor exact_gelu(const torch::Tensor& x) { return at::gelu(x); }
 
-MlpImpl::MlpImpl(int64_t dim, int64_t hidden) {
-  fc1 = register_module("fc1", Linear(dim, hidden));
-  fc2 = register_module("fc2", Linear(hidden, dim));
-  for (const auto& linear : {fc1, fc2}) init_vit_linear(linear);
+torch::Tensor hidden_activation(const FfnForm& form, const torch::Tensor& up,
+                                const torch::Tensor& gate) {
+  if (!form.gated) return activate(form.activation, up);
+  return activate(form.activation, gate) * up;
+}
+
+MlpImpl::MlpImpl(int64_t dim, int64_t hidden) : MlpImpl(dim, hidden, FfnForm::plain()) {}
+
+MlpImpl::MlpImpl(int64_t dim, int64_t hidden, FfnForm form_) : form(std::move(form_)) {
+  const auto make = [&](int64_t in, int64_t out) {
+    return Linear(LinearOptions(in, out).bias(form.bias));
+  };
+  // Registered gate first: the gated form's names list it first (FfnForm::layer_names).
+  if (form.gated) gate = register_module(form.gate_name, make(dim, hidden));
+  fc1 = register_module(form.up_name, make(dim, hidden));
+  fc2 = register_module(form.down_name, make(hidden, dim));
+  for (const auto& linear : {gate, fc1, fc2}) {
+    if (linear) init_vit_linear(linear);
+  }
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return fc2->forward(exact_gelu(fc1->forward(x)));
+  const auto up = fc1->forward(x);
+  return fc2->forward(hidden_activation(form, up, gate ? gate->forward(x) : torch::Tensor()));
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> MlpImpl::dense_tensors() const {
-  return {{"fc1.weight", fc1->weight.detach()},
-          {"fc1.bias", fc1->bias.detach()},
-          {"fc2.weight", fc2->weight.detach()},
-          {"fc2.bias", fc2->bias.detach()}};
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (const auto& item : named_parameters()) out.emplace_back(item.key(), item.value().detach());
+  return out;
 }
 
-std::shared_ptr<FeedForwardImpl> DenseFfnOptions::build(int64_t dim, int64_t hidden) const {
-  return std::make_shared<MlpImpl>(dim, hidden);
+std::shared_ptr<FeedForwardImpl> DenseFfnOptions::build(const FfnSite& site) const {
+  return std::make_shared<MlpImpl>(site.dim, site.hidden, site.form);
 }
 
 }  // namespace exfusion

@@ -27,21 +27,20 @@ bool FfnConfig::replaces(int64_t block) const {
          (layers.empty() || std::find(layers.begin(), layers.end(), block) != layers.end());
 }
 
-std::shared_ptr<FeedForwardImpl> FfnConfig::build(int64_t block, int64_t dim,
-                                                  int64_t hidden) const {
-  if (replaces(block)) return options->build(dim, hidden);
-  return DenseFfnOptions{}.build(dim, hidden);
+std::shared_ptr<FeedForwardImpl> FfnConfig::build(const FfnSite& site) const {
+  if (replaces(site.index)) return options->build(site);
+  return DenseFfnOptions{}.build(site);
 }
 
-double FfnConfig::forward_macs_per_token(int64_t block, int64_t dim, int64_t hidden) const {
-  if (replaces(block)) return options->forward_macs_per_token(dim, hidden);
-  return 2.0 * static_cast<double>(dim) * static_cast<double>(hidden);
+double FfnConfig::forward_macs_per_token(const FfnSite& site) const {
+  if (replaces(site.index)) return options->forward_macs_per_token(site);
+  return site.dense_macs_per_token();
 }
 
-void FfnConfig::validate_layers(int64_t depth, const config::Location& at) const {
+void FfnConfig::validate_layers(int64_t sites, const config::Location& at) const {
   for (const auto layer : layers) {
-    if (layer < 0 || layer >= depth) {
-      config::fail(at, "layers", layer, "block indices in [0, " + std::to_string(depth) + ")");
+    if (layer < 0 || layer >= sites) {
+      config::fail(at, "layers", layer, "block indices in [0, " + std::to_string(sites) + ")");
     }
   }
 }

@@ -50,6 +50,15 @@ void VisionTransformerOptions::validate_ffn(const FfnConfig& config,
   config.validate_layers(depth, at);
 }
 
+std::vector<FfnSite> VisionTransformerOptions::ffn_sites() const {
+  std::vector<FfnSite> sites;
+  for (int64_t i = 0; i < depth; ++i) {
+    sites.push_back({"blocks." + std::to_string(i) + ".mlp", i, embed_dim, hidden_dim(),
+                     static_cast<double>(num_patches() + 1), FfnForm::plain()});
+  }
+  return sites;
+}
+
 void VisionTransformerOptions::apply_preset(const std::string& name, const config::Location& at) {
   if (name != "tiny" && name != "small" && name != "base") {
     config::fail(at, "preset", name, "tiny, small or base");
@@ -140,9 +149,8 @@ VisionTransformerImpl::VisionTransformerImpl(VisionTransformerOptions options_)
   cls_token = register_parameter("cls_token", torch::zeros({1, 1, dim}));
   pos_embed = register_parameter("pos_embed", torch::zeros({1, options.num_patches() + 1, dim}));
   blocks = register_module("blocks", torch::nn::ModuleList());
-  for (int64_t i = 0; i < options.depth; ++i) {
-    auto ffn = options.ffn.build(i, dim, options.hidden_dim());
-    blocks->push_back(Block(dim, options.num_heads, options.norm_eps, ffn));
+  for (const auto& site : options.ffn_sites()) {
+    blocks->push_back(Block(dim, options.num_heads, options.norm_eps, options.ffn.build(site)));
   }
   norm = register_module("norm", make_layer_norm(dim, options.norm_eps));
   head = register_module("head", Linear(dim, options.num_classes));
@@ -183,9 +191,9 @@ double forward_flops_per_image(const VisionTransformerOptions& options) {
       static_cast<double>(options.num_patches()) * dim * options.in_chans * patch_area;
   const double attention_macs = tokens * 4.0 * dim * dim + 2.0 * tokens * tokens * dim;
   double blocks_macs = 0.0;
-  for (int64_t block = 0; block < options.depth; ++block) {
-    blocks_macs += attention_macs + tokens * options.ffn.forward_macs_per_token(
-                                                 block, options.embed_dim, options.hidden_dim());
+  for (const auto& site : options.ffn_sites()) {
+    blocks_macs +=
+        attention_macs + site.tokens_per_sample * options.ffn.forward_macs_per_token(site);
   }
   const double head_macs = dim * static_cast<double>(options.num_classes);
   return 2.0 * (patch_macs + blocks_macs + head_macs);

@@ -16,11 +16,6 @@
 namespace exfusion {
 namespace {
 
-bool ends_with(const std::string& text, const std::string& suffix) {
-  return text.size() >= suffix.size() &&
-         text.compare(text.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 std::vector<torch::Tensor> defined_grads(const std::vector<torch::Tensor>& params) {
   std::vector<torch::Tensor> grads;
   for (const auto& p : params) {
@@ -67,14 +62,11 @@ torch::Tensor scale_to_norm(const std::vector<torch::Tensor>& grads, const torch
 
 std::vector<ParamGroup> split_weight_decay(
     const std::vector<std::pair<std::string, torch::Tensor>>& named_params, double weight_decay,
-    const std::function<bool(const std::string&)>& no_decay_extra) {
+    const std::set<std::string>& exempt) {
   ParamGroup decay{"decay", {}, {}, weight_decay}, no_decay{"no_decay", {}, {}, 0.0};
   for (const auto& [name, param] : named_params) {
     if (!param.requires_grad()) continue;
-    // Expert banks stack their biases as [experts, out]: 2-D, but biases all the same.
-    const bool skip = param.dim() <= 1 || ends_with(name, "bias") || ends_with(name, "cls_token") ||
-                      ends_with(name, "pos_embed") || (no_decay_extra && no_decay_extra(name));
-    auto& group = skip ? no_decay : decay;
+    auto& group = exempt.count(name) != 0 ? no_decay : decay;
     group.param_names.push_back(name);
     group.params.push_back(param);
   }

@@ -124,14 +124,15 @@ namespace {
 // A checkpoint's metadata config says which model to build, and building allocates and
 // initialises every parameter: from a small file with a huge config, that is minutes and
 // gigabytes before the first shape mismatch. The model holds its parameters outside the FFNs
-// (embeddings, attention, head), and every block an FFN of at least 2·D·H weights, each of at
-// least 2 bytes: a file holding fewer bytes cannot be that model. Up to 64 MiB more than the
-// file holds is built anyway, for the mismatch's message that names the first wrong tensor.
+// (embeddings, attention, head), and every FFN site at least its dense FFN's parameters, each
+// value of at least 2 bytes: a file holding fewer bytes cannot be that model. Up to 64 MiB more
+// than the file holds is built anyway, for the mismatch's message that names the first wrong
+// tensor.
 void check_checkpoint_holds_model(const Checkpoint& checkpoint, const std::filesystem::path& path) {
   const auto& options = *checkpoint.config.model.options;
-  const double ffn_weights = 2.0 * static_cast<double>(options.num_blocks()) *
-                             static_cast<double>(options.ffn_dim()) *
-                             static_cast<double>(options.ffn_hidden());
+  const auto sites = options.ffn_sites();
+  double ffn_weights = 0;
+  for (const auto& site : sites) ffn_weights += site.dense_parameters();
   const double needed = 2.0 * (options.parameters_outside_ffns() + ffn_weights);
   const std::string prefix = checkpoint.is_training_state ? "model." : "";
   double held = 0;
@@ -141,10 +142,14 @@ void check_checkpoint_holds_model(const Checkpoint& checkpoint, const std::files
   constexpr double kBuiltAnyway = 64.0 * 1024 * 1024;
   if (needed > held + kBuiltAnyway) {
     std::ostringstream message;
-    message << path.string() << ": its config describes a model of " << options.num_blocks()
-            << " blocks with FFNs of width " << options.ffn_dim() << " and hidden size "
-            << options.ffn_hidden() << " and " << std::setprecision(15)
-            << options.parameters_outside_ffns() << " parameters outside them (at least " << needed
+    message << path.string() << ": its config describes a model of " << sites.size()
+            << " blocks with FFNs";
+    if (!sites.empty()) {
+      message << " (the first of width " << sites.front().dim << " and hidden size "
+              << sites.front().hidden << ")";
+    }
+    message << " and " << std::setprecision(15) << options.parameters_outside_ffns()
+            << " parameters outside them (at least " << needed
             << " bytes of weights), but the file holds " << held
             << " bytes of model tensors: the config does not belong to these tensors";
     throw InputError(message.str());

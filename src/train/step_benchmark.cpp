@@ -7,11 +7,13 @@
 #include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/cuda.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <set>
 
 #include "exfusion/fusion/expert_kernels.h"
+#include "exfusion/layers/capabilities.h"
 #include "exfusion/models/vit.h"
 #include "exfusion/train/trainer.h"
 #include "exfusion/util/atomic_file.h"
@@ -64,13 +66,11 @@ double device_memory_tbps(const std::string& device_name) {
 }
 
 double extra_bytes_per_step(const RunConfig& config, int64_t batch_size, int64_t gemm_bytes) {
-  const auto& model = *config.model.options;
-  const double tokens = static_cast<double>(batch_size * model.tokens_per_sample());
   double total = 0.0;
-  for (int64_t block = 0; block < model.num_blocks(); ++block) {
-    if (!config.ffn.replaces(block)) continue;
-    total += config.ffn.options->extra_step_bytes(model.ffn_dim(), model.ffn_hidden(), tokens,
-                                                  gemm_bytes);
+  for (const auto& site : config.model.options->ffn_sites()) {
+    if (!config.ffn.replaces(site.index)) continue;
+    total += config.ffn.options->extra_step_bytes(
+        site, static_cast<double>(batch_size) * site.tokens_per_sample, gemm_bytes);
   }
   return total;
 }
@@ -105,6 +105,11 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
   const auto& m = *config.model.options;
   auto model = build_model(config.model, config.ffn);
   const int64_t params = count_parameters(*model);
+  // Experts per multi-expert FFN, as the model's FFNs say (0: dense).
+  int64_t experts = 0;
+  for_each_capable<HasExpertSets>(*model, [&](const std::string&, const HasExpertSets& ffn) {
+    experts = std::max(experts, ffn.expert_sets().num_experts);
+  });
   Trainer trainer(config, model, device);
   trainer.set_lr(config.train.lr);
   std::vector<int64_t> shape{config.train.batch_size};
@@ -142,7 +147,7 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
       {"model", config.model.to_json()},
       // The table script's row keys: the ExFusion variant or else the kind, and N.
       {"ffn", ffn_json.value("variant", config.ffn.kind)},
-      {"experts", ffn_json.value("num_experts", int64_t{0})},
+      {"experts", experts},
       {"ffn_config", ffn_json},
       {"run", config.ffn.run_name()},
       {"batch", config.train.batch_size},

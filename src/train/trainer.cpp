@@ -25,10 +25,7 @@ namespace {
 std::vector<ParamGroup> make_groups(const ModelImpl& model, double weight_decay) {
   std::vector<std::pair<std::string, torch::Tensor>> named;
   for (const auto& item : model.named_parameters()) named.emplace_back(item.key(), item.value());
-  // Fusion weights (dw) are mixing coefficients, not weights to shrink (SPEC §1).
-  return split_weight_decay(named, weight_decay, [](const std::string& name) {
-    return name.find(".fusion.weights") != std::string::npos;
-  });
+  return split_weight_decay(named, weight_decay, parameters_exempt_from_weight_decay(model));
 }
 
 // Moves the model to `device` first: the optimizer state is created beside the parameters.

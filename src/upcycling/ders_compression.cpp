@@ -14,17 +14,13 @@
 
 #include "exfusion/fusion/expert_bank.h"
 #include "exfusion/io/module_tensors.h"
+#include "exfusion/layers/capabilities.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/json_input.h"
+#include "exfusion/util/shape_text.h"
 
 namespace exfusion {
 namespace {
-
-std::string shape_text(at::IntArrayRef sizes) {
-  std::ostringstream out;
-  out << sizes;
-  return out.str();
-}
 
 bool sparse(DersMethod method) { return method != DersMethod::kQuant; }
 
@@ -217,10 +213,20 @@ DersFile compress_model(const torch::nn::Module& model, const DenseTensors& dens
   NamedTensors compressed_tensors;
   std::set<std::string> bank_weights;
   auto banks = nlohmann::json::array();
-  for (const auto& item : model.named_modules("", /*include_self=*/true)) {
-    const auto* bank = dynamic_cast<const ExpertBankImpl*>(item.value().get());
-    if (bank == nullptr) continue;
-    const auto name = item.key() + ".weight";
+  // Every expert set of full experts, in the model's order (a DeRS model is compressed already).
+  std::vector<std::pair<std::string, const ExpertBankImpl*>> sets;
+  for_each_capable<HasExpertSets>(model, [&](const std::string& path, const HasExpertSets& ffn) {
+    const auto& module = dynamic_cast<const torch::nn::Module&>(ffn);
+    const auto children = module.named_children();
+    for (const auto& set : ffn.expert_sets().sets) {
+      const auto* child = children.find(set.name);
+      const auto* bank =
+          child != nullptr ? dynamic_cast<const ExpertBankImpl*>(child->get()) : nullptr;
+      if (bank != nullptr) sets.emplace_back((path.empty() ? "" : path + ".") + set.name, bank);
+    }
+  });
+  for (const auto& [set_path, bank] : sets) {
+    const auto name = set_path + ".weight";
     const auto weights = bank->weight.detach().to(torch::kCPU, torch::kFloat);
     const int64_t experts = weights.size(0), out = weights.size(1), in = weights.size(2);
     torch::Tensor base;

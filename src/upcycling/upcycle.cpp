@@ -8,49 +8,50 @@
 
 #include <cmath>
 #include <set>
-#include <sstream>
-#include <tuple>
 #include <vector>
 
 #include "exfusion/fusion/delta_expert_bank.h"
 #include "exfusion/fusion/expert_bank.h"
 #include "exfusion/io/module_tensors.h"
+#include "exfusion/layers/capabilities.h"
+#include "exfusion/models/registry.h"
 #include "exfusion/util/error.h"
+#include "exfusion/util/shape_text.h"
 
 namespace exfusion {
 namespace {
 
-std::string shape_text(at::IntArrayRef sizes) {
-  std::ostringstream out;
-  out << sizes;
-  return out.str();
-}
-
-// An FFN whose fc1 and fc2 are N full experts (ExpertBank) or DeRS experts (DeltaExpertBank).
+// An FFN with expert sets (HasExpertSets), the path of its module and its sets' modules.
 struct ExpertFfn {
   std::string path;  // "blocks.0.mlp"
-  ExpertBankImpl* up = nullptr;
-  ExpertBankImpl* down = nullptr;
-  DeltaExpertBankImpl* delta_up = nullptr;
-  DeltaExpertBankImpl* delta_down = nullptr;
-  torch::nn::Module* router = nullptr;  // a direct child "router" (MoE), else null
+  ExpertSets sets;
+  std::vector<ExpertBankImpl*> banks;             // full experts, one per set, or
+  std::vector<DeltaExpertBankImpl*> delta_banks;  // DeRS experts
+  bool is_delta() const { return !delta_banks.empty(); }
+  std::string name(const std::string& set, const char* part) const {
+    return path + "." + set + "." + part;
+  }
 };
 
 std::vector<ExpertFfn> expert_ffns(torch::nn::Module& model) {
   std::vector<ExpertFfn> found;
   for (const auto& item : model.named_modules("", /*include_self=*/true)) {
-    ExpertFfn ffn{item.key()};
-    for (const auto& child : item.value()->named_children()) {
-      auto* bank = dynamic_cast<ExpertBankImpl*>(child.value().get());
-      auto* delta_bank = dynamic_cast<DeltaExpertBankImpl*>(child.value().get());
-      if (child.key() == "fc1") std::tie(ffn.up, ffn.delta_up) = std::tie(bank, delta_bank);
-      if (child.key() == "fc2") std::tie(ffn.down, ffn.delta_down) = std::tie(bank, delta_bank);
-      if (child.key() == "router") ffn.router = child.value().get();
+    const auto* capable = dynamic_cast<const HasExpertSets*>(item.value().get());
+    if (capable == nullptr) continue;
+    ExpertFfn ffn{item.key(), capable->expert_sets(), {}, {}};
+    const auto children = item.value()->named_children();
+    for (const auto& set : ffn.sets.sets) {
+      auto* child = children.find(set.name);
+      TORCH_CHECK(child != nullptr, "expert set '", set.name, "' is not a child of ", item.key());
+      if (auto* bank = dynamic_cast<ExpertBankImpl*>(child->get())) ffn.banks.push_back(bank);
+      if (auto* bank = dynamic_cast<DeltaExpertBankImpl*>(child->get())) {
+        ffn.delta_banks.push_back(bank);
+      }
     }
-    if ((ffn.up != nullptr && ffn.down != nullptr) ||
-        (ffn.delta_up != nullptr && ffn.delta_down != nullptr)) {
-      found.push_back(ffn);
-    }
+    TORCH_CHECK(
+        ffn.banks.size() == ffn.sets.sets.size() || ffn.delta_banks.size() == ffn.sets.sets.size(),
+        "the expert sets of ", item.key(), " are not all expert banks of one kind");
+    found.push_back(std::move(ffn));
   }
   return found;
 }
@@ -60,7 +61,7 @@ std::vector<ExpertFfn> expert_ffns(torch::nn::Module& model) {
 void upcycle_into_deltas(DeltaExpertBankImpl& bank, const torch::Tensor& weight,
                          const torch::Tensor& bias) {
   bank.base.copy_(weight);
-  bank.bias.copy_(bias.unsqueeze(0).expand_as(bank.bias));
+  if (bank.bias.defined()) bank.bias.copy_(bias.unsqueeze(0).expand_as(bank.bias));
 }
 
 const torch::Tensor& dense_tensor(const DenseTensors& dense, const std::string& name,
@@ -98,6 +99,21 @@ void perturb(torch::Tensor& values, int64_t dim, const torch::Tensor& index, con
 
 }  // namespace
 
+std::vector<std::string> ffn_kinds_with_experts() {
+  std::vector<std::string> names;
+  // A 2-wide FFN of each kind, built to ask it; its init draws leave the global generator as
+  // it was, so asking never changes a run's weights.
+  auto generator = at::detail::getDefaultCPUGenerator();
+  const auto state = generator.get_state();
+  const FfnSite probe{"", 0, 2, 2, 1, FfnForm::plain()};
+  for (const auto& name : ffn_kinds().names()) {
+    const auto ffn = ffn_kinds().at(name, {}).defaults->build(probe);
+    if (dynamic_cast<const HasExpertSets*>(ffn.get()) != nullptr) names.push_back(name);
+  }
+  generator.set_state(state);
+  return names;
+}
+
 const config::Choices<UpcycleMethod>& upcycle_method_names() {
   static const config::Choices<UpcycleMethod> names{{{"copy", UpcycleMethod::kCopy},
                                                      {"drop", UpcycleMethod::kDrop},
@@ -113,81 +129,83 @@ UpcycleReport upcycle_into(torch::nn::Module& model, const DenseTensors& dense,
   std::set<std::string> used;
   const auto ffns = expert_ffns(model);
   if (init.method != UpcycleMethod::kCopy &&
-      std::any_of(ffns.begin(), ffns.end(), [](const ExpertFfn& ffn) { return ffn.delta_up; })) {
+      std::any_of(ffns.begin(), ffns.end(), [](const ExpertFfn& ffn) { return ffn.is_delta(); })) {
     throw InputError(source + ": init.method " + config::to_json(init)["method"].dump() +
                      ": DeRS experts start as the dense FFN (a shared base, zero deltas); "
                      "upcycle them with init.method copy");
   }
+  // The dense tensor `ffn`'s set `set` replaces, checked against `shape`, and recorded.
+  const auto take = [&](const ExpertFfn& ffn, const ExpertSet& set, const char* part,
+                        at::IntArrayRef shape) -> const torch::Tensor& {
+    const auto name = ffn.name(set.name, part);
+    const auto& tensor = dense_tensor(dense, name, shape, source);
+    used.insert(name);
+    report.dense_base.emplace(name, tensor.detach().clone());
+    return tensor;
+  };
   for (const auto& ffn : ffns) {
-    if (ffn.delta_up != nullptr) {
-      const auto name = [&](const char* part) { return ffn.path + "." + part; };
-      const auto& w1 = dense_tensor(dense, name("fc1.weight"), ffn.delta_up->base.sizes(), source);
-      const auto& b1 = dense_tensor(dense, name("fc1.bias"), ffn.delta_up->bias[0].sizes(), source);
-      const auto& w2 =
-          dense_tensor(dense, name("fc2.weight"), ffn.delta_down->base.sizes(), source);
-      const auto& b2 =
-          dense_tensor(dense, name("fc2.bias"), ffn.delta_down->bias[0].sizes(), source);
-      upcycle_into_deltas(*ffn.delta_up, w1, b1);
-      upcycle_into_deltas(*ffn.delta_down, w2, b2);
-      for (const char* part : {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}) {
-        used.insert(name(part));
-        report.dense_base.emplace(name(part), dense.at(name(part)).detach().clone());
+    const auto& sets = ffn.sets.sets;
+    if (ffn.is_delta()) {
+      for (size_t s = 0; s < sets.size(); ++s) {
+        auto& bank = *ffn.delta_banks[s];
+        const auto& weight = take(ffn, sets[s], "weight", bank.base.sizes());
+        const auto bias = bank.bias.defined() ? take(ffn, sets[s], "bias", bank.bias[0].sizes())
+                                              : torch::Tensor();
+        upcycle_into_deltas(bank, weight, bias);
       }
-      if (ffn.router != nullptr) {
-        for (auto& parameter : ffn.router->parameters()) {
-          parameter.copy_(at::normal(0.0, 0.02, parameter.sizes(), generator,
-                                     parameter.options().device(torch::kCPU)));
+    } else {
+      std::vector<torch::Tensor> weights, biases;
+      for (size_t s = 0; s < sets.size(); ++s) {
+        const auto& bank = *ffn.banks[s];
+        weights.push_back(take(ffn, sets[s], "weight", bank.weight[0].sizes()));
+        biases.push_back(bank.bias.defined() ? take(ffn, sets[s], "bias", bank.bias[0].sizes())
+                                             : torch::Tensor());
+      }
+      const auto& first = *ffn.banks.front();
+      const int64_t hidden = sets.front().hidden_axis == HiddenAxis::kRows ? first.weight.size(1)
+                                                                           : first.weight.size(2);
+      const auto dropped =
+          static_cast<int64_t>(std::floor(init.ratio * static_cast<double>(hidden)));
+      for (int64_t e = 0; e < ffn.sets.num_experts; ++e) {
+        // One draw of hidden units shared by every set (the paper), or one per set.
+        std::vector<torch::Tensor> units(sets.size());
+        if (init.method != UpcycleMethod::kCopy && dropped > 0) {
+          const auto draw = [&] {
+            return at::randperm(hidden, generator, torch::kLong).slice(0, 0, dropped);
+          };
+          for (size_t s = 0; s < sets.size(); ++s) {
+            units[s] = s == 0 || init.independent_indices ? draw() : units[0];
+          }
+        }
+        for (size_t s = 0; s < sets.size(); ++s) {
+          auto& bank = *ffn.banks[s];
+          auto weight = weights[s].to(torch::kCPU, bank.weight.scalar_type()).clone();
+          auto bias = biases[s].defined()
+                          ? biases[s].to(torch::kCPU, bank.bias.scalar_type()).clone()
+                          : torch::Tensor();
+          if (units[s].defined()) {
+            const bool rows = sets[s].hidden_axis == HiddenAxis::kRows;
+            perturb(weight, rows ? 0 : 1, units[s], init, generator);
+            // A bias runs over the hidden units only in the layers into them.
+            if (rows && bias.defined()) perturb(bias, 0, units[s], init, generator);
+          }
+          bank.weight[e].copy_(weight);
+          if (bias.defined()) bank.bias[e].copy_(bias);
         }
       }
-      ++report.layers;
-      report.experts = ffn.delta_up->options.num_experts();
-      continue;
     }
-    const auto& up = *ffn.up;
-    const auto& down = *ffn.down;
-    const int64_t experts = up.weight.size(0), hidden = up.weight.size(1);
-    const auto name = [&](const char* part) { return ffn.path + "." + part; };
-    const auto& up_weight = dense_tensor(dense, name("fc1.weight"), up.weight[0].sizes(), source);
-    const auto& up_bias = dense_tensor(dense, name("fc1.bias"), up.bias[0].sizes(), source);
-    const auto& down_weight =
-        dense_tensor(dense, name("fc2.weight"), down.weight[0].sizes(), source);
-    const auto& down_bias = dense_tensor(dense, name("fc2.bias"), down.bias[0].sizes(), source);
-    for (const char* part : {"fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"}) {
-      used.insert(name(part));
-      report.dense_base.emplace(name(part), dense.at(name(part)).detach().clone());
-    }
-    const auto dropped = static_cast<int64_t>(std::floor(init.ratio * static_cast<double>(hidden)));
-    for (int64_t e = 0; e < experts; ++e) {
-      auto w_up = up_weight.to(torch::kCPU, up.weight.scalar_type()).clone();
-      auto b_up = up_bias.to(torch::kCPU, up.bias.scalar_type()).clone();
-      auto w_down = down_weight.to(torch::kCPU, down.weight.scalar_type()).clone();
-      if (init.method != UpcycleMethod::kCopy && dropped > 0) {
-        const auto units = [&] {
-          return at::randperm(hidden, generator, torch::kLong).slice(0, 0, dropped);
-        };
-        const auto up_units = units();
-        const auto down_units = init.independent_indices ? units() : up_units;
-        perturb(w_up, 0, up_units, init, generator);
-        perturb(b_up, 0, up_units, init, generator);
-        perturb(w_down, 1, down_units, init, generator);
-      }
-      ffn.up->weight[e].copy_(w_up);
-      ffn.up->bias[e].copy_(b_up);
-      ffn.down->weight[e].copy_(w_down);
-      ffn.down->bias[e].copy_(down_bias);
-    }
-    if (ffn.router != nullptr) {
-      for (auto& parameter : ffn.router->parameters()) {
+    if (ffn.sets.router != nullptr) {
+      for (auto& parameter : ffn.sets.router->parameters()) {
         parameter.copy_(at::normal(0.0, 0.02, parameter.sizes(), generator,
                                    parameter.options().device(torch::kCPU)));
       }
     }
     ++report.layers;
-    report.experts = experts;
+    report.experts = ffn.sets.num_experts;
   }
   if (ffns.empty()) {
     throw InputError(source + ": the model to upcycle into has no FFN with experts (set " +
-                     "ffn.kind to moe, exfusion, ders-moe or ders-exfusion)");
+                     "ffn.kind to " + config::join_or(ffn_kinds_with_experts()) + ")");
   }
   for (const auto& [tensor_name, tensor] : module_tensors(model)) {
     const std::string& name = tensor_name;  // C++17 lambdas cannot capture a structured binding

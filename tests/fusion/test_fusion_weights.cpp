@@ -138,8 +138,19 @@ TEST(ExFusionOptions, RejectsBadExpertCountAndMomentum) {
   for (double momentum : {-0.1, 1.0, 1.5}) {
     EXPECT_THROW(ExFusionMlp(8, 16, ExFusionOptions().momentum(momentum)), InputError);
   }
-  EXPECT_THROW(parse_fusion_variant("xw"), InputError);
-  EXPECT_THROW(parse_expert_init("random"), InputError);
+}
+
+TEST(ExFusionOptions, VariantAndInitNamesAreTheConfigs) {
+  EXPECT_EQ(to_string(FusionVariant::kStatic), "sw");
+  EXPECT_EQ(to_string(FusionVariant::kLearned), "dw");
+  EXPECT_EQ(to_string(FusionVariant::kMemoryBank), "mb");
+  EXPECT_EQ(to_string(ExpertInit::kCopyNoise), "copy+noise");
+  ExFusionOptions options;
+  config::apply(options, {{"variant", "dw"}, {"expert_init", "copy"}}, {"", "ffn"});
+  EXPECT_EQ(options.variant(), FusionVariant::kLearned);
+  EXPECT_EQ(options.expert_init(), ExpertInit::kCopy);
+  EXPECT_THROW(config::apply(options, {{"variant", "xw"}}, {"", "ffn"}), InputError);
+  EXPECT_THROW(config::apply(options, {{"expert_init", "random"}}, {"", "ffn"}), InputError);
 }
 
 }  // namespace

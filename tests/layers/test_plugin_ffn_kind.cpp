@@ -55,8 +55,8 @@ struct ScaledMlpOptions {
   void fields(Fields& f) {
     f("scale", scale, "output scale of the FFN", config::positive<double>());
   }
-  std::shared_ptr<FeedForwardImpl> build(int64_t dim, int64_t hidden) const {
-    return std::make_shared<ScaledMlpImpl>(dim, hidden, scale);
+  std::shared_ptr<FeedForwardImpl> build(const FfnSite& site) const {
+    return std::make_shared<ScaledMlpImpl>(site.dim, site.hidden, scale);
   }
   std::string run_name() const { return "scaled-mlp"; }
 };
@@ -77,8 +77,8 @@ class PolicyProbeImpl : public MlpImpl {
 struct PolicyProbeOptions {
   template <class Fields>
   void fields(Fields& /*f*/) {}
-  std::shared_ptr<FeedForwardImpl> build(int64_t dim, int64_t hidden) const {
-    return std::make_shared<PolicyProbeImpl>(dim, hidden);
+  std::shared_ptr<FeedForwardImpl> build(const FfnSite& site) const {
+    return std::make_shared<PolicyProbeImpl>(site.dim, site.hidden);
   }
   std::string run_name() const { return "policy-probe"; }
 };

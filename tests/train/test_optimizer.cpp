@@ -9,11 +9,14 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "../support/tiny_models.h"
+#include "exfusion/layers/capabilities.h"
 #include "exfusion/train/optimizer.h"
 #include "exfusion/util/error.h"
 
@@ -190,23 +193,16 @@ TEST(FusedAdamW, LoadStateNamesTheBadKey) {
   for (const auto& [name, tensor] : good) EXPECT_TRUE(torch::equal(after.at(name), tensor)) << name;
 }
 
-TEST(SplitWeightDecay, NormsBiasesEmbeddingsAndExtrasGetNone) {
+TEST(SplitWeightDecay, ExemptNamesGetNoneInTheGivenOrder) {
   const auto param = [](const std::vector<int64_t>& shape) {
     return torch::zeros(shape, torch::requires_grad());
   };
   const std::vector<std::pair<std::string, torch::Tensor>> named = {
-      {"blocks.0.attn.qkv.weight", param({6, 2})},
-      {"blocks.0.norm1.weight", param({2})},
-      {"blocks.0.attn.qkv.bias", param({6})},
-      {"blocks.0.mlp.fc1.bias", param({4, 3})},  // stacked per expert
-      {"cls_token", param({1, 1, 2})},
-      {"pos_embed", param({1, 3, 2})},
-      {"blocks.0.mlp.fusion.weights", param({4, 2})},
-      {"blocks.0.mlp.fc1.weight", param({4, 3, 2})},
-      {"frozen.weight", torch::zeros({2, 2})}};
-  const auto groups = split_weight_decay(named, 0.05, [](const std::string& name) {
-    return name.find(".fusion.weights") != std::string::npos;
-  });
+      {"blocks.0.attn.qkv.weight", param({6, 2})},   {"blocks.0.norm1.weight", param({2})},
+      {"blocks.0.attn.qkv.bias", param({6})},        {"blocks.0.mlp.fc1.bias", param({4, 3})},
+      {"blocks.0.mlp.fc1.weight", param({4, 3, 2})}, {"frozen.weight", torch::zeros({2, 2})}};
+  const auto groups = split_weight_decay(
+      named, 0.05, {"blocks.0.norm1.weight", "blocks.0.attn.qkv.bias", "blocks.0.mlp.fc1.bias"});
   ASSERT_EQ(groups.size(), 2u);
   EXPECT_EQ(groups[0].name, "decay");
   EXPECT_EQ(groups[0].param_names,
@@ -215,11 +211,36 @@ TEST(SplitWeightDecay, NormsBiasesEmbeddingsAndExtrasGetNone) {
   EXPECT_EQ(groups[1].name, "no_decay");
   EXPECT_EQ(groups[1].param_names,
             (std::vector<std::string>{"blocks.0.norm1.weight", "blocks.0.attn.qkv.bias",
-                                      "blocks.0.mlp.fc1.bias", "cls_token", "pos_embed",
-                                      "blocks.0.mlp.fusion.weights"}));
+                                      "blocks.0.mlp.fc1.bias"}));
   EXPECT_DOUBLE_EQ(groups[1].weight_decay, 0.0);
   EXPECT_EQ(groups[1].params.size(), groups[1].param_names.size());
-  EXPECT_EQ(split_weight_decay(named, 0.05, nullptr)[0].param_names.size(), 3u);
+  EXPECT_EQ(split_weight_decay(named, 0.05, {})[0].param_names.size(), 5u);
+}
+
+// The modules' declarations give exactly what timm's rule gives a ViT (no decay on every
+// tensor of at most one dimension, on biases stacked per expert, on the class token and the
+// position embedding) and ExFusion's fusion weights, for every FFN kind: the groups of every
+// run so far are unchanged.
+TEST(SplitWeightDecay, ModulesDeclareWhatTimmsRuleExempts) {
+  for (const auto* kind : {"dense", "exfusion", "moe", "ders-moe", "ders-exfusion"}) {
+    for (const auto variant : {FusionVariant::kLearned, FusionVariant::kMemoryBank}) {
+      VisionTransformer model(testing::tiny_vit(kind, variant));
+      std::set<std::string> by_rule;
+      for (const auto& item : model->named_parameters()) {
+        const auto& name = item.key();
+        const auto ends_with = [&](const std::string& suffix) {
+          return name.size() >= suffix.size() &&
+                 name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+        };
+        if (item.value().dim() <= 1 || ends_with("bias") || ends_with("cls_token") ||
+            ends_with("pos_embed") || name.find(".fusion.weights") != std::string::npos) {
+          by_rule.insert(name);
+        }
+      }
+      EXPECT_EQ(parameters_exempt_from_weight_decay(*model), by_rule)
+          << kind << " " << to_string(variant);
+    }
+  }
 }
 
 TEST(ClipGradNorm, ScalesToTheGlobalNorm) {

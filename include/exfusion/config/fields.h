@@ -42,6 +42,13 @@ struct Check {
 template <class T>
 struct Choices {
   std::vector<std::pair<std::string, T>> names;
+  // The name `value` is written as (the first, if several name it); "" for none.
+  std::string name_of(const T& value) const {
+    for (const auto& [name, named] : names) {
+      if (named == value) return name;
+    }
+    return {};
+  }
 };
 
 // "a", "a or b", "a, b or c".

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "exfusion/config/fields.h"
+#include "exfusion/layers/capabilities.h"
 
 namespace exfusion {
 
@@ -28,6 +29,7 @@ struct DeltaExpertBankOptions {
   // Low-rank: r of Δ = A·B.
   TORCH_ARG(int64_t, rank) = 4;
   TORCH_ARG(double, init_std) = 0.02;  // the base's ViT init when not upcycled
+  TORCH_ARG(bool, bias) = true;        // false: no biases (undefined `bias`)
 };
 
 // Tensors (their names are the checkpoint's): `base` [out, in], `bias` [N, out] (one bias per
@@ -36,9 +38,12 @@ struct DeltaExpertBankOptions {
 // drawn at construction from the global generator); low-rank: `delta_a` [N, out, r] from
 // normal(0, 1/√r), so that a step of B moves Δ by about the step size, and `delta_b` [N, r, in]
 // zero.
-class DeltaExpertBankImpl : public torch::nn::Module {
+class DeltaExpertBankImpl : public torch::nn::Module, public ExemptFromWeightDecay {
  public:
   explicit DeltaExpertBankImpl(DeltaExpertBankOptions options);
+  std::vector<std::string> exempt_from_weight_decay() const override {
+    return bias.defined() ? std::vector<std::string>{"bias"} : std::vector<std::string>{};
+  }
 
   // K, the positions each sparse delta holds: round(keep_ratio · out · in), at least 1.
   int64_t delta_size() const;

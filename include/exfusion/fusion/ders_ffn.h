@@ -28,7 +28,7 @@ struct DersDeltaOptions {
       config::in_range<double>(0.0, 1.0));
     f("delta_rank", rank, "low-rank: rank r of Δ = A·B", config::in_range<int64_t>(1, 65536));
   }
-  DeltaExpertBankOptions bank(int64_t num_experts, int64_t in, int64_t out) const;
+  DeltaExpertBankOptions bank(int64_t num_experts, int64_t in, int64_t out, bool bias) const;
   std::string run_name() const;  // "sparse0.1", "lowrank4"
 
   DeltaForm form = DeltaForm::kSparse;
@@ -44,10 +44,10 @@ struct DersMoeOptions {
     delta.fields(f);
   }
   void validate(const config::Location& at) const { moe.validate(at); }
-  std::shared_ptr<FeedForwardImpl> build(int64_t dim, int64_t hidden) const;
+  std::shared_ptr<FeedForwardImpl> build(const FfnSite& site) const;
   std::string run_name() const;  // "ders-moe-n4-k2-sparse0.1"
-  double forward_macs_per_token(int64_t dim, int64_t hidden) const {
-    return moe.forward_macs_per_token(dim, hidden);
+  double forward_macs_per_token(const FfnSite& site) const {
+    return moe.forward_macs_per_token(site);
   }
 
   MoeOptions moe;
@@ -63,7 +63,7 @@ struct DersExFusionOptions {
     delta.fields(f);
   }
   void validate(const config::Location& at) const { exfusion.validate(at); }
-  std::shared_ptr<FeedForwardImpl> build(int64_t dim, int64_t hidden) const;
+  std::shared_ptr<FeedForwardImpl> build(const FfnSite& site) const;
   std::string run_name() const;  // "ders-exfusion-mb-n4-lowrank4"
 
   ExFusionOptions exfusion;
@@ -72,26 +72,34 @@ struct DersExFusionOptions {
 
 class DersMoeMlpImpl : public TopKMixtureImpl {
  public:
-  DersMoeMlpImpl(int64_t dim, int64_t hidden, DersMoeOptions options);
+  DersMoeMlpImpl(int64_t dim, int64_t hidden, DersMoeOptions options,
+                 FfnForm form = FfnForm::plain());
 
   DersDeltaOptions delta;
-  DeltaExpertBank fc1{nullptr}, fc2{nullptr};
+  // fc1 into the hidden units (the gated form's up), gate (gated form only), fc2 out of them.
+  DeltaExpertBank fc1{nullptr}, gate{nullptr}, fc2{nullptr};
 
  protected:
   StackedExperts stacked_experts() const override;
 };
 TORCH_MODULE(DersMoeMlp);
 
-class DersExFusionMlpImpl : public FeedForwardImpl, public HasDenseForm, public ReportsMetrics {
+class DersExFusionMlpImpl : public FeedForwardImpl,
+                            public HasDenseForm,
+                            public ReportsMetrics,
+                            public HasExpertSets {
  public:
-  DersExFusionMlpImpl(int64_t dim, int64_t hidden, DersExFusionOptions options);
+  DersExFusionMlpImpl(int64_t dim, int64_t hidden, DersExFusionOptions options,
+                      FfnForm form = FfnForm::plain());
   torch::Tensor forward(const torch::Tensor& x) override;
   // W_b + Σ m_i Δ_i with the final fusion weights, under the dense FFN's names.
   std::vector<std::pair<std::string, torch::Tensor>> dense_tensors() const override;
   nlohmann::json metrics() const override;
+  ExpertSets expert_sets() const override;
 
   DersExFusionOptions options;
-  DeltaExpertBank fc1{nullptr}, fc2{nullptr};
+  FfnForm form;
+  DeltaExpertBank fc1{nullptr}, gate{nullptr}, fc2{nullptr};
   std::shared_ptr<FusionWeightsImpl> fusion, fusion_down;
 };
 TORCH_MODULE(DersExFusionMlp);

@@ -29,11 +29,11 @@ struct ExFusionOptions {
   void fusion_fields(Fields& f);
   // Cross-field checks (none today beyond the fields' own); errors name `at`'s path.
   void validate(const config::Location& at) const;
-  std::shared_ptr<FeedForwardImpl> build(int64_t dim, int64_t hidden) const;
+  std::shared_ptr<FeedForwardImpl> build(const FfnSite& site) const;
   std::string run_name() const;  // "exfusion-mb-n4"
   // ExFusion's memory traffic beyond the dense FFN's per training step, at its floor
   // (train/step_benchmark.h explains the terms).
-  double extra_step_bytes(int64_t dim, int64_t hidden, double tokens, int64_t gemm_bytes) const;
+  double extra_step_bytes(const FfnSite& site, double tokens, int64_t gemm_bytes) const;
 
   TORCH_ARG(FusionVariant, variant) = FusionVariant::kMemoryBank;
   TORCH_ARG(int64_t, num_experts) = 4;
@@ -45,9 +45,6 @@ struct ExFusionOptions {
   TORCH_ARG(ExpertInit, expert_init) = ExpertInit::kIndependent;
   TORCH_ARG(double, expert_noise_std) = 1e-3;
 };
-
-const config::Choices<FusionVariant>& fusion_variant_names();
-const config::Choices<ExpertInit>& expert_init_names();
 
 template <class Fields>
 void ExFusionOptions::fields(Fields& f) {
@@ -73,33 +70,55 @@ void ExFusionOptions::fusion_fields(Fields& f) {
 std::shared_ptr<FusionWeightsImpl> make_fusion_weights(const ExFusionOptions& options,
                                                        int64_t in_features);
 
-// ExFusion's function over any two expert banks whose fuse(m) gives (W̄, b̄): the forward, the
-// dense form with the final fusion weights, and the fusion-weight metrics. `fusion_down` is
-// null unless the memory bank has a router per set.
+// The banks of one ExFusion FFN in its form: fc1 into the hidden units (the gated form's up),
+// gate beside it (gated form only, else null), fc2 out of them.
+template <class Bank>
+struct FormBanks {
+  const FfnForm& form;
+  const Bank* gate;
+  const Bank& fc1;
+  const Bank& fc2;
+};
+
+// ExFusion's function over any expert banks whose fuse(m) gives (W̄, b̄): the forward, the
+// dense form with the final fusion weights, and the fusion-weight metrics. One set of fusion
+// weights mixes the sets into the hidden units; `fusion_down` (null unless the memory bank has
+// a router per set) mixes the set out of them.
 template <class Bank>
 torch::Tensor fused_experts_forward(const torch::Tensor& x, FusionWeightsImpl& fusion,
-                                    FusionWeightsImpl* fusion_down, const Bank& fc1,
-                                    const Bank& fc2) {
+                                    FusionWeightsImpl* fusion_down, const FormBanks<Bank>& banks) {
   const auto m_up = fusion.forward(x);
-  const auto [w1, b1] = fc1.fuse(m_up);
-  const auto h = exact_gelu(linear(x, w1, b1));
+  const auto [w1, b1] = banks.fc1.fuse(m_up);
+  torch::Tensor gate_out;
+  if (banks.gate != nullptr) {
+    const auto [wg, bg] = banks.gate->fuse(m_up);
+    gate_out = linear(x, wg, bg);
+  }
+  const auto h = hidden_activation(banks.form, linear(x, w1, b1), gate_out);
   const auto m_down = fusion_down != nullptr ? fusion_down->forward(h) : m_up;
-  const auto [w2, b2] = fc2.fuse(m_down);
+  const auto [w2, b2] = banks.fc2.fuse(m_down);
   return linear(h, w2, b2);
 }
 
 template <class Bank>
 std::vector<std::pair<std::string, torch::Tensor>> fused_experts_dense_tensors(
-    const FusionWeightsImpl& fusion, const FusionWeightsImpl* fusion_down, const Bank& fc1,
-    const Bank& fc2, const torch::Device& device) {
+    const FusionWeightsImpl& fusion, const FusionWeightsImpl* fusion_down,
+    const FormBanks<Bank>& banks, const torch::Device& device) {
   torch::NoGradGuard no_grad;
   const auto m_up = fusion.final_weights().to(device);
   const auto m_down =
       (fusion_down ? fusion_down->final_weights() : fusion.final_weights()).to(device);
+  std::vector<std::pair<std::string, torch::Tensor>> out;
   // Fused outside autocast, in the experts' own dtype: the dense model's parameters.
-  const auto [w1, b1] = fc1.fuse(m_up);
-  const auto [w2, b2] = fc2.fuse(m_down);
-  return {{"fc1.weight", w1}, {"fc1.bias", b1}, {"fc2.weight", w2}, {"fc2.bias", b2}};
+  const auto add = [&](const std::string& name, const Bank& bank, const torch::Tensor& m) {
+    const auto [weight, bias] = bank.fuse(m);
+    out.emplace_back(name + ".weight", weight);
+    if (bias.defined()) out.emplace_back(name + ".bias", bias);
+  };
+  if (banks.gate != nullptr) add(banks.form.gate_name, *banks.gate, m_up);
+  add(banks.form.up_name, banks.fc1, m_up);
+  add(banks.form.down_name, banks.fc2, m_down);
+  return out;
 }
 
 // The fusion weights in use now, by name: "m", or "m_up" and "m_down" with a router per set.
@@ -109,9 +128,13 @@ std::vector<std::pair<std::string, torch::Tensor>> fusion_weights_of(
 nlohmann::json fusion_weights_metrics(const FusionWeightsImpl& fusion,
                                       const FusionWeightsImpl* fusion_down);
 
-class ExFusionMlpImpl : public FeedForwardImpl, public HasDenseForm, public ReportsMetrics {
+class ExFusionMlpImpl : public FeedForwardImpl,
+                        public HasDenseForm,
+                        public ReportsMetrics,
+                        public HasExpertSets {
  public:
-  ExFusionMlpImpl(int64_t dim, int64_t hidden, ExFusionOptions options);
+  ExFusionMlpImpl(int64_t dim, int64_t hidden, ExFusionOptions options,
+                  FfnForm form = FfnForm::plain());
   torch::Tensor forward(const torch::Tensor& x) override;
   // fc1/fc2 weight and bias fused with the final fusion weights (eval mode's m).
   std::vector<std::pair<std::string, torch::Tensor>> dense_tensors() const override;
@@ -119,9 +142,13 @@ class ExFusionMlpImpl : public FeedForwardImpl, public HasDenseForm, public Repo
   nlohmann::json metrics() const override;
   // The fusion weights in use now, by name.
   std::vector<std::pair<std::string, torch::Tensor>> fusion_weights() const;
+  ExpertSets expert_sets() const override;
 
   ExFusionOptions options;
-  ExpertBank fc1{nullptr}, fc2{nullptr};
+  FfnForm form;
+  // Registered under the form's names: fc1 into the hidden units (the gated form's up), gate
+  // beside it (gated form only), fc2 out of them.
+  ExpertBank fc1{nullptr}, gate{nullptr}, fc2{nullptr};
   std::shared_ptr<FusionWeightsImpl> fusion;       // m for fc1, and for fc2 when shared
   std::shared_ptr<FusionWeightsImpl> fusion_down;  // per-set router only
 };

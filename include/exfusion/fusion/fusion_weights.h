@@ -5,6 +5,8 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
+#include "exfusion/config/fields.h"
+#include "exfusion/layers/capabilities.h"
 #include "exfusion/layers/linear.h"
 
 #include <string>
@@ -13,7 +15,8 @@ namespace exfusion {
 
 enum class FusionVariant { kStatic, kLearned, kMemoryBank };
 
-FusionVariant parse_fusion_variant(const std::string& name);  // "sw", "dw", "mb"
+// sw (static 1/N), dw (learned), mb (memory bank): the config's names.
+const config::Choices<FusionVariant>& fusion_variant_names();
 std::string to_string(FusionVariant variant);
 
 class FusionWeightsImpl : public torch::nn::Module {
@@ -36,11 +39,13 @@ class StaticWeightsImpl : public FusionWeightsImpl {
 TORCH_MODULE(StaticWeights);
 
 // Eq. 9: m is a free parameter, initialised to 1/N and used as it is (no softmax).
-class LearnedWeightsImpl : public FusionWeightsImpl {
+class LearnedWeightsImpl : public FusionWeightsImpl, public ExemptFromWeightDecay {
  public:
   explicit LearnedWeightsImpl(int64_t num_experts);
   torch::Tensor forward(const torch::Tensor& x) override;
   torch::Tensor final_weights() const override;
+  // Mixing coefficients, not weights to shrink (SPEC §1).
+  std::vector<std::string> exempt_from_weight_decay() const override { return {"weights"}; }
 
   torch::Tensor weights;  // [N]
 };

@@ -34,10 +34,10 @@ struct MoeOptions {
   }
   // top_k at most num_experts; errors name `at`'s path.
   void validate(const config::Location& at) const;
-  std::shared_ptr<FeedForwardImpl> build(int64_t dim, int64_t hidden) const;
+  std::shared_ptr<FeedForwardImpl> build(const FfnSite& site) const;
   std::string run_name() const;  // "moe-n4-k2"
   // Each token runs top_k experts, and the router scores all N.
-  double forward_macs_per_token(int64_t dim, int64_t hidden) const;
+  double forward_macs_per_token(const FfnSite& site) const;
 
   TORCH_ARG(int64_t, num_experts) = 4;
   TORCH_ARG(int64_t, top_k) = 2;
@@ -49,11 +49,15 @@ struct MoeOptions {
 };
 
 // The top-k routing, dispatch to capacity slots, combine and balance loss of MoE-N-k over any
-// N experts; a kind gives its experts' stacked weights (full FFNs, DeRS deltas). No dense form:
-// a mixture of experts cannot be fused (fuse says so).
-class TopKMixtureImpl : public FeedForwardImpl, public AddsAuxiliaryLoss, public ReportsMetrics {
+// N experts; a kind gives its experts' stacked weights (full FFNs, DeRS deltas) in the FFN's
+// form, registered under the form's names. No dense form: a mixture of experts cannot be fused
+// (fuse says so).
+class TopKMixtureImpl : public FeedForwardImpl,
+                        public AddsAuxiliaryLoss,
+                        public ReportsMetrics,
+                        public HasExpertSets {
  public:
-  TopKMixtureImpl(int64_t dim, MoeOptions options);
+  TopKMixtureImpl(int64_t dim, MoeOptions options, FfnForm form);
   torch::Tensor forward(const torch::Tensor& x) override;
   // aux_loss_coef · N·Σ_e f_e·P_e of the last forward pass (differentiable in the router).
   torch::Tensor auxiliary_loss() const override { return aux_loss_; }
@@ -64,14 +68,18 @@ class TopKMixtureImpl : public FeedForwardImpl, public AddsAuxiliaryLoss, public
   // CUDA graph write to the same place.
   torch::Tensor routing_stats() const { return routing_stats_; }
   torch::Tensor dropped_fraction() const { return routing_stats_[0]; }
+  // The form's sets and the router.
+  ExpertSets expert_sets() const override;
 
   MoeOptions options;
+  FfnForm form;
   Linear router{nullptr};
 
  protected:
-  // The N experts of each linear layer: weights [N, out, in] and biases [N, out].
+  // The N experts of each linear layer: weights [N, out, in] and biases [N, out] (undefined
+  // without biases); the gate's only in the gated form.
   struct StackedExperts {
-    torch::Tensor up_weight, up_bias, down_weight, down_bias;
+    torch::Tensor up_weight, up_bias, down_weight, down_bias, gate_weight, gate_bias;
   };
   virtual StackedExperts stacked_experts() const = 0;
   // The router's init, normal(0, 0.02); called by a kind once its experts are built, so that
@@ -85,9 +93,10 @@ class TopKMixtureImpl : public FeedForwardImpl, public AddsAuxiliaryLoss, public
 // The FFN kind "moe": every expert a full FFN.
 class MoeMlpImpl : public TopKMixtureImpl {
  public:
-  MoeMlpImpl(int64_t dim, int64_t hidden, MoeOptions options);
+  MoeMlpImpl(int64_t dim, int64_t hidden, MoeOptions options, FfnForm form = FfnForm::plain());
 
-  ExpertBank fc1{nullptr}, fc2{nullptr};
+  // fc1 into the hidden units (the gated form's up), gate (gated form only), fc2 out of them.
+  ExpertBank fc1{nullptr}, gate{nullptr}, fc2{nullptr};
 
  protected:
   StackedExperts stacked_experts() const override;

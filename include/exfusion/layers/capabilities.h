@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -46,6 +47,47 @@ class TakesFactoredGradient {
   virtual std::string factored_parameter() const = 0;  // its name within the module: "weight"
   virtual std::shared_ptr<FactoredGradient> factored_gradient_sink() const = 0;
   virtual void set_factored_gradient_sink(std::shared_ptr<FactoredGradient> sink) = 0;
+};
+
+// Parameters of the module that weight decay leaves alone (norms, biases, class tokens and
+// position embeddings, fusion weights), by their names within it: "bias", or "proj.bias" for a
+// child of a library type that cannot declare its own. The module owning a tensor says what it
+// is; no optimizer matches names.
+class ExemptFromWeightDecay {
+ public:
+  virtual ~ExemptFromWeightDecay() = default;
+  virtual std::vector<std::string> exempt_from_weight_decay() const = 0;
+};
+
+// Every exempt parameter under `root`, by its path from `root` ("blocks.0.norm1.weight").
+std::set<std::string> parameters_exempt_from_weight_decay(const torch::nn::Module& root);
+
+// Which axis of an expert's weight [out, in] runs over the FFN's hidden units: the rows of the
+// layers into the hidden units (up, gate), the columns of the layer out of them (down).
+enum class HiddenAxis { kRows, kColumns };
+
+// One set of N experts standing where one dense linear layer stands. `name` is both the child
+// module holding the experts (an ExpertBank or a DeRS DeltaExpertBank) and the dense layer's
+// name, so the dense tensors `<ffn path>.<name>.weight` and `.bias` are the ones it replaces.
+struct ExpertSet {
+  std::string name;
+  HiddenAxis hidden_axis = HiddenAxis::kRows;
+};
+
+struct ExpertSets {
+  int64_t num_experts = 0;
+  std::vector<ExpertSet> sets;  // the layers into the hidden units first, then out of them
+  // The module that routes tokens to experts (MoE), drawn anew when experts are upcycled; null
+  // where the experts are fused (ExFusion).
+  std::shared_ptr<torch::nn::Module> router;
+};
+
+// An FFN whose linear layers are expert sets: what upcycling fills from a dense FFN, DeRS
+// compresses, and the bench and `exfusion info` count.
+class HasExpertSets {
+ public:
+  virtual ~HasExpertSets() = default;
+  virtual ExpertSets expert_sets() const = 0;
 };
 
 // Calls `visit(path, capability)` for every module under `root` (root included, path "") that

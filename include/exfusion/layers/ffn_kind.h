@@ -17,6 +17,7 @@
 
 #include "exfusion/config/fields.h"
 #include "exfusion/config/kind_registry.h"
+#include "exfusion/layers/ffn_site.h"
 
 namespace exfusion {
 
@@ -28,11 +29,11 @@ class FeedForwardImpl : public torch::nn::Module {
 
 // One kind's options behind a uniform face; DeclaredFfnOptions<Options> implements it for any
 // options struct that declares its fields (config/fields.h) and has
-//   std::shared_ptr<FeedForwardImpl> build(int64_t dim, int64_t hidden) const;
-//   std::string run_name() const;                                   // "exfusion-mb-n4"
+//   std::shared_ptr<FeedForwardImpl> build(const FfnSite& site) const;  // the site's form
+//   std::string run_name() const;                                        // "exfusion-mb-n4"
 // and optionally validate(const config::Location&) const, and
-//   double forward_macs_per_token(int64_t dim, int64_t hidden) const;   (default 2·dim·hidden)
-//   double extra_step_bytes(int64_t dim, int64_t hidden, double tokens, int64_t gemm_bytes) const;
+//   double forward_macs_per_token(const FfnSite& site) const;  (default: the dense FFN's)
+//   double extra_step_bytes(const FfnSite& site, double tokens, int64_t gemm_bytes) const;
 class FfnOptions {
  public:
   virtual ~FfnOptions() = default;
@@ -44,13 +45,13 @@ class FfnOptions {
   virtual std::vector<config::FieldHelp> describe(const std::string& prefix) const = 0;
   virtual std::vector<std::string> keys() const = 0;
   virtual void validate(const config::Location& at) const = 0;
-  virtual std::shared_ptr<FeedForwardImpl> build(int64_t dim, int64_t hidden) const = 0;
+  virtual std::shared_ptr<FeedForwardImpl> build(const FfnSite& site) const = 0;
   virtual std::string run_name() const = 0;
-  virtual double forward_macs_per_token(int64_t dim, int64_t hidden) const {
-    return 2.0 * static_cast<double>(dim) * static_cast<double>(hidden);
+  virtual double forward_macs_per_token(const FfnSite& site) const {
+    return site.dense_macs_per_token();
   }
   // Memory traffic a training step needs beyond the dense FFN's, at its floor (bench).
-  virtual double extra_step_bytes(int64_t /*dim*/, int64_t /*hidden*/, double /*tokens*/,
+  virtual double extra_step_bytes(const FfnSite& /*site*/, double /*tokens*/,
                                   int64_t /*gemm_bytes*/) const {
     return 0.0;
   }
@@ -65,14 +66,13 @@ struct has_validate<T, std::void_t<decltype(std::declval<const T&>().validate(
 template <class T, class = void>
 struct has_macs : std::false_type {};
 template <class T>
-struct has_macs<T, std::void_t<decltype(std::declval<const T&>().forward_macs_per_token(0, 0))>>
-    : std::true_type {};
+struct has_macs<T, std::void_t<decltype(std::declval<const T&>().forward_macs_per_token(
+                       std::declval<const FfnSite&>()))>> : std::true_type {};
 template <class T, class = void>
 struct has_extra_bytes : std::false_type {};
 template <class T>
-struct has_extra_bytes<
-    T, std::void_t<decltype(std::declval<const T&>().extra_step_bytes(0, 0, 0.0, 0))>>
-    : std::true_type {};
+struct has_extra_bytes<T, std::void_t<decltype(std::declval<const T&>().extra_step_bytes(
+                              std::declval<const FfnSite&>(), 0.0, 0))>> : std::true_type {};
 }  // namespace detail
 
 template <class Options>
@@ -94,21 +94,20 @@ class DeclaredFfnOptions final : public FfnOptions {
   void validate(const config::Location& at) const override {
     if constexpr (detail::has_validate<Options>::value) options.validate(at);
   }
-  std::shared_ptr<FeedForwardImpl> build(int64_t dim, int64_t hidden) const override {
-    return options.build(dim, hidden);
+  std::shared_ptr<FeedForwardImpl> build(const FfnSite& site) const override {
+    return options.build(site);
   }
   std::string run_name() const override { return options.run_name(); }
-  double forward_macs_per_token(int64_t dim, int64_t hidden) const override {
+  double forward_macs_per_token(const FfnSite& site) const override {
     if constexpr (detail::has_macs<Options>::value) {
-      return options.forward_macs_per_token(dim, hidden);
+      return options.forward_macs_per_token(site);
     } else {
-      return FfnOptions::forward_macs_per_token(dim, hidden);
+      return FfnOptions::forward_macs_per_token(site);
     }
   }
-  double extra_step_bytes(int64_t dim, int64_t hidden, double tokens,
-                          int64_t gemm_bytes) const override {
+  double extra_step_bytes(const FfnSite& site, double tokens, int64_t gemm_bytes) const override {
     if constexpr (detail::has_extra_bytes<Options>::value) {
-      return options.extra_step_bytes(dim, hidden, tokens, gemm_bytes);
+      return options.extra_step_bytes(site, tokens, gemm_bytes);
     } else {
       return 0.0;
     }

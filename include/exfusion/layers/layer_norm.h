@@ -15,7 +15,11 @@
 
 #include <cstdint>
 #include <ostream>
+#include <string>
 #include <tuple>
+#include <vector>
+
+#include "exfusion/layers/capabilities.h"
 
 namespace exfusion {
 
@@ -30,7 +34,7 @@ struct LayerNormOptions {
 
 // torch::nn::LayerNorm over the last dimension with a learned affine map: `weight` (ones) and
 // `bias` (zeros), registered in that order; its forward is layer_norm()'s choice.
-class LayerNormImpl : public torch::nn::Cloneable<LayerNormImpl> {
+class LayerNormImpl : public torch::nn::Cloneable<LayerNormImpl>, public ExemptFromWeightDecay {
  public:
   explicit LayerNormImpl(int64_t normalized_dim)
       : LayerNormImpl(LayerNormOptions(normalized_dim)) {}
@@ -40,6 +44,7 @@ class LayerNormImpl : public torch::nn::Cloneable<LayerNormImpl> {
   void reset_parameters();
   void pretty_print(std::ostream& stream) const override;
   torch::Tensor forward(const torch::Tensor& x);
+  std::vector<std::string> exempt_from_weight_decay() const override { return {"weight", "bias"}; }
 
   LayerNormOptions options;
   torch::Tensor weight;

@@ -16,7 +16,11 @@
 
 #include <cstdint>
 #include <ostream>
+#include <string>
 #include <tuple>
+#include <vector>
+
+#include "exfusion/layers/capabilities.h"
 
 namespace exfusion {
 
@@ -35,7 +39,7 @@ struct LinearOptions {
 
 // torch::nn::Linear's parameters and initialisation (`weight` [out, in] and `bias` [out],
 // registered in that order and drawn from the same random stream), with linear() as forward.
-class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
+class LinearImpl : public torch::nn::Cloneable<LinearImpl>, public ExemptFromWeightDecay {
  public:
   LinearImpl(int64_t in_features, int64_t out_features)
       : LinearImpl(LinearOptions(in_features, out_features)) {}
@@ -47,6 +51,7 @@ class LinearImpl : public torch::nn::Cloneable<LinearImpl> {
   void reset_parameters();
   void pretty_print(std::ostream& stream) const override;
   torch::Tensor forward(const torch::Tensor& x);
+  std::vector<std::string> exempt_from_weight_decay() const override;  // the bias
 
   LinearOptions options;
   torch::Tensor weight;

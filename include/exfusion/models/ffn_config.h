@@ -35,14 +35,15 @@ struct FfnConfig {
   // Whether block `block` gets this kind rather than the dense FFN.
   bool replaces(int64_t block) const;
   bool is_dense() const { return kind == "dense"; }
-  // The FFN of block `block`: this kind where it replaces the dense FFN, else the dense one.
-  std::shared_ptr<FeedForwardImpl> build(int64_t block, int64_t dim, int64_t hidden) const;
-  // Multiply-adds per token of block `block`'s FFN.
-  double forward_macs_per_token(int64_t block, int64_t dim, int64_t hidden) const;
+  // The FFN at `site`: this kind where it replaces the dense FFN (site.index is in `layers`),
+  // else the dense one, in the site's form.
+  std::shared_ptr<FeedForwardImpl> build(const FfnSite& site) const;
+  // Multiply-adds per token of the FFN at `site`.
+  double forward_macs_per_token(const FfnSite& site) const;
   // "dense", "exfusion-mb-n4", "moe-n4-k2".
   std::string run_name() const { return options->run_name(); }
-  // Checks `layers` against a model of `depth` blocks; errors name `at`'s path.
-  void validate_layers(int64_t depth, const config::Location& at) const;
+  // Checks `layers` against a model whose sites are indexed 0 .. sites-1; errors name `at`'s path.
+  void validate_layers(int64_t sites, const config::Location& at) const;
 
   // The config-section interface (config/fields.h): a patch naming another kind starts from
   // that kind's defaults.
@@ -51,7 +52,7 @@ struct FfnConfig {
   void describe(std::vector<config::FieldHelp>& out, const std::string& prefix) const;
 
   std::string kind;
-  std::vector<int64_t> layers;  // blocks whose FFN is replaced; empty means all
+  std::vector<int64_t> layers;  // FFN sites (FfnSite::index) replaced; empty means all
   std::shared_ptr<const FfnOptions> options;
 };
 

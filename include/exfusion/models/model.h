@@ -37,9 +37,8 @@ int64_t count_stored_values(const torch::nn::Module& module);
 //   std::vector<int64_t> input_shape() const;      // one sample, e.g. {C, H, W}
 //   int64_t num_outputs() const;                   // classes
 //   nlohmann::json export_description() const;     // model.json's architecture entries
-//   int64_t tokens_per_sample() const;             // FFN rows per sample
-//   int64_t ffn_dim() const, ffn_hidden() const;   // the FFN's sizes
-//   int64_t num_blocks() const;
+//   std::vector<FfnSite> ffn_sites() const;        // every FFN: path, index, widths, rows per
+//                                                  // sample, form (stages and stacks alike)
 //   double parameters_outside_ffns() const;  // embeddings, attention, norms, head: a checkpoint's
 //                                            // config is checked against its size before build
 class ModelOptions {
@@ -57,10 +56,7 @@ class ModelOptions {
   virtual std::vector<int64_t> input_shape() const = 0;
   virtual int64_t num_outputs() const = 0;
   virtual nlohmann::json export_description() const = 0;
-  virtual int64_t tokens_per_sample() const = 0;
-  virtual int64_t ffn_dim() const = 0;
-  virtual int64_t ffn_hidden() const = 0;
-  virtual int64_t num_blocks() const = 0;
+  virtual std::vector<FfnSite> ffn_sites() const = 0;
   virtual double parameters_outside_ffns() const = 0;
 };
 
@@ -90,10 +86,7 @@ class DeclaredModelOptions final : public ModelOptions {
   std::vector<int64_t> input_shape() const override { return options.input_shape(); }
   int64_t num_outputs() const override { return options.num_outputs(); }
   nlohmann::json export_description() const override { return options.export_description(); }
-  int64_t tokens_per_sample() const override { return options.tokens_per_sample(); }
-  int64_t ffn_dim() const override { return options.ffn_dim(); }
-  int64_t ffn_hidden() const override { return options.ffn_hidden(); }
-  int64_t num_blocks() const override { return options.num_blocks(); }
+  std::vector<FfnSite> ffn_sites() const override { return options.ffn_sites(); }
   double parameters_outside_ffns() const override { return options.parameters_outside_ffns(); }
 
   Options options;

@@ -69,10 +69,8 @@ struct VisionTransformerOptions {
   // VisionTransformer(**kwargs), whose LayerNorms take eps 1e-6; another norm_eps needs
   // norm_layer=partial(LayerNorm, eps=norm_eps) besides the kwargs.
   nlohmann::json export_description() const;
-  int64_t tokens_per_sample() const { return num_patches() + 1; }
-  int64_t ffn_dim() const { return embed_dim; }
-  int64_t ffn_hidden() const { return hidden_dim(); }
-  int64_t num_blocks() const { return depth; }
+  // blocks.<i>.mlp, index i: fc1/fc2 with GELU over every token (patches and the class token).
+  std::vector<FfnSite> ffn_sites() const;
   // Patch embedding, class token, position embedding, each block's norms and attention, the
   // final norm and the head; a double, since a forged config's product can overflow int64.
   double parameters_outside_ffns() const;
@@ -81,9 +79,11 @@ struct VisionTransformerOptions {
 // timm's sizes: tiny 192/12/3, small 384/12/6, base 768/12/12 (patch 16, 224 px).
 VisionTransformerOptions vit_preset(const std::string& name);
 
-class PatchEmbedImpl : public torch::nn::Module {
+class PatchEmbedImpl : public torch::nn::Module, public ExemptFromWeightDecay {
  public:
   PatchEmbedImpl(int64_t in_chans, int64_t embed_dim, int64_t patch_size);
+  // LibTorch's Conv2d cannot declare its bias.
+  std::vector<std::string> exempt_from_weight_decay() const override { return {"proj.bias"}; }
   torch::Tensor forward(const torch::Tensor& images);  // [B, C, H, W] -> [B, L, D]
   torch::nn::Conv2d proj{nullptr};
 };
@@ -100,9 +100,13 @@ class BlockImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Block);
 
-class VisionTransformerImpl : public ModelImpl {
+class VisionTransformerImpl : public ModelImpl, public ExemptFromWeightDecay {
  public:
   explicit VisionTransformerImpl(VisionTransformerOptions options);
+  // As timm: the class token and the position embedding are not shrunk.
+  std::vector<std::string> exempt_from_weight_decay() const override {
+    return {"cls_token", "pos_embed"};
+  }
   torch::Tensor forward(const torch::Tensor& images) override;  // -> logits [B, num_classes]
 
   Block block(int64_t index) const;

@@ -5,9 +5,9 @@
 #include <torch/types.h>
 
 #include <cstdint>
-#include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <utility>
 #include <vector>
@@ -24,13 +24,13 @@ struct ParamGroup {
   double weight_decay = 0.0;
 };
 
-// Two groups, always in this order: "decay" (`weight_decay`) and "no_decay" (0). No decay
-// on tensors of at most one dimension (norms, biases), on biases stacked per expert (names
-// ending in "bias"), on names ending in "cls_token"/"pos_embed" as timm does, and on names
-// `no_decay_extra` accepts (it may be empty). Parameters with requires_grad=false are left out.
+// Two groups, always in this order: "decay" (`weight_decay`) and "no_decay" (0), each in the
+// order of `named_params`. No decay on the names in `exempt`: what the model's modules declare
+// (parameters_exempt_from_weight_decay, layers/capabilities.h: norms, biases, the class token
+// and position embedding, fusion weights). Parameters with requires_grad=false are left out.
 std::vector<ParamGroup> split_weight_decay(
     const std::vector<std::pair<std::string, torch::Tensor>>& named_params, double weight_decay,
-    const std::function<bool(const std::string&)>& no_decay_extra);
+    const std::set<std::string>& exempt);
 
 class FusedAdamW {
  public:

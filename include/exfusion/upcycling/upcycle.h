@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "exfusion/config/fields.h"
 
@@ -45,6 +46,10 @@ struct InitConfig {
   }
 };
 
+// The registered FFN kinds whose FFNs have expert sets (layers/capabilities.h): what a dense
+// model can be upcycled into (`exfusion upcycle --to`, init.from).
+std::vector<std::string> ffn_kinds_with_experts();
+
 // Dense tensors by name (a dense model's module_tensors).
 using DenseTensors = std::map<std::string, torch::Tensor>;
 
@@ -56,12 +61,13 @@ struct UpcycleReport {
   DenseTensors dense_base;
 };
 
-// Sets `model`'s weights from `dense`: every FFN with expert banks fc1 and fc2 gets its experts
-// from the dense FFN of the same path (fc1 rows and fc2 columns are its hidden units) by
-// `init.method`; a router beside them starts from normal(0, 0.02), other tensors of such an
-// FFN (fusion weights, memory banks) keep their initialisation; every other tensor is copied
-// from `dense`. Throws InputError naming the tensor (and both shapes) when `dense` lacks one or
-// does not match.
+// Sets `model`'s weights from `dense`: every FFN with expert sets (HasExpertSets: fc1/fc2, or a
+// gated FFN's three) gets each set's experts from the dense layer of the same name at the same
+// path (the rows of the layers into the hidden units and the columns of the one out of them are
+// its hidden units) by `init.method`; its router starts from normal(0, 0.02), other tensors of
+// such an FFN (fusion weights, memory banks) keep their initialisation; every other tensor is
+// copied from `dense`. Throws InputError naming the tensor (and both shapes) when `dense` lacks one
+// or does not match.
 UpcycleReport upcycle_into(torch::nn::Module& model, const DenseTensors& dense,
                            const InitConfig& init, const std::string& source);
 

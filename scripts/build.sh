@@ -5,9 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=${EXFUSION_BUILD_DIR:-build}
+# The machine's CUDA toolkit, or the one setup.sh installed from PyPI (no CUDA kernels then).
+source scripts/cuda_toolkit.sh
+use_cuda_toolkit
 if [ ! -f "$build_dir/build.ninja" ]; then
   cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    ${EXFUSION_PYTHON:+-DEXFUSION_PYTHON="$EXFUSION_PYTHON"} >"$build_dir.configure.log" 2>&1 ||
+    ${EXFUSION_PYTHON:+-DEXFUSION_PYTHON="$EXFUSION_PYTHON"} \
+    ${EXFUSION_CUDA_FROM_PYPI:+-DEXFUSION_CUDA_KERNELS=OFF} >"$build_dir.configure.log" 2>&1 ||
     { cat "$build_dir.configure.log" >&2; exit 1; }
 fi
 cmake --build "$build_dir" -j "$(nproc)" ${EXFUSION_BUILD_TARGETS:+--target $EXFUSION_BUILD_TARGETS}

@@ -4,5 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-scripts/build.sh >/dev/null
+# Only the CLI: the test binaries are the test command's (scripts/test.sh).
+EXFUSION_BUILD_TARGETS=exfusion scripts/build.sh >/dev/null
 exec build/exfusion train "$@"

@@ -9,13 +9,6 @@ packages=(g++ cmake ninja-build ccache pkg-config libcli11-dev nlohmann-json3-de
           python3 python3-venv dataset-fashion-mnist)
 scripts/install_debian_packages.sh setup "${packages[@]}"
 
-# PyPI's torch wheel is built with CUDA, and its CMake config needs the CUDA toolkit's
-# headers even for a CPU-only build (this machine kind ships them in /usr/local/cuda).
-if ! command -v nvcc >/dev/null && [ ! -x "${CUDA_HOME:-/usr/local/cuda}/bin/nvcc" ]; then
-  echo "setup: no CUDA toolkit found (nvcc); LibTorch's CMake config needs it" >&2
-  exit 1
-fi
-
 stamp=.venv/.requirements.sha256
 wanted=$(sha256sum requirements.txt | cut -d' ' -f1)
 if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
@@ -24,3 +17,8 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; 
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
   echo "$wanted" >"$stamp"
 fi
+
+# LibTorch's CMake config needs a CUDA toolkit even for a CPU build: the machine's, or else
+# nvcc and its headers from PyPI into .venv (scripts/cuda_toolkit.sh).
+source scripts/cuda_toolkit.sh
+cuda_toolkit_from_pypi

@@ -14,6 +14,7 @@
 
 #include "exfusion/config/fields.h"
 #include "exfusion/dist/process_group.h"
+#include "exfusion/models/model_formats.h"
 #include "exfusion/sweep/sweep_runner.h"
 #include "exfusion/train/compression.h"
 #include "exfusion/train/data_inspection.h"
@@ -217,7 +218,9 @@ int parse_and_run(int argc, const char* const* argv) {
       ->add_option("--out", import_out, "the dense checkpoint to write (its .json beside it)")
       ->required();
   import_command->add_option("--from", import_run.from,
-                             "auto (default), exfusion, timm or huggingface");
+                             config::join_or(import_formats().names()) +
+                                 " (auto: ours by its metadata, else the format that "
+                                 "recognises the file)");
   import_command
       ->add_option("--set", import_run.assignments,
                    "model.key=value over the architecture read (model.num_heads=N for a timm "

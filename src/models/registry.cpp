@@ -6,6 +6,7 @@
 #include "exfusion/fusion/moe.h"
 #include "exfusion/layers/mlp.h"
 #include "exfusion/models/vit.h"
+#include "exfusion/models/vit_formats.h"
 
 namespace exfusion {
 
@@ -28,6 +29,18 @@ ModelRegistry& model_kinds() {
     ModelRegistry models;
     models.add<VisionTransformerOptions>("vit", "Vision Transformer / DeiT with timm's names");
     return models;
+  }();
+  return registry;
+}
+
+ImportFormatRegistry& import_formats() {
+  static ImportFormatRegistry registry = [] {
+    ImportFormatRegistry formats;
+    formats.add("timm", "vit", "timm's VisionTransformer state_dict",
+                std::make_shared<TimmVitFormat>());
+    formats.add("huggingface", "vit", "Hugging Face's ViTForImageClassification",
+                std::make_shared<HuggingFaceVitFormat>());
+    return formats;
   }();
   return registry;
 }

@@ -50,6 +50,30 @@ void VisionTransformerOptions::validate_ffn(const FfnConfig& config,
   config.validate_layers(depth, at);
 }
 
+TensorShapes VisionTransformerOptions::dense_tensor_shapes() const {
+  const auto& o = *this;
+  const int64_t d = o.embed_dim, h = o.hidden_dim(), k = o.num_classes;
+  TensorShapes shapes = {{"cls_token", {1, 1, d}},
+                         {"pos_embed", {1, o.num_patches() + 1, d}},
+                         {"patch_embed.proj.weight", {d, o.in_chans, o.patch_size, o.patch_size}},
+                         {"patch_embed.proj.bias", {d}}};
+  const TensorShapes block_shapes = {
+      {"norm1.weight", {d}},      {"norm1.bias", {d}},          {"attn.qkv.weight", {3 * d, d}},
+      {"attn.qkv.bias", {3 * d}}, {"attn.proj.weight", {d, d}}, {"attn.proj.bias", {d}},
+      {"norm2.weight", {d}},      {"norm2.bias", {d}},          {"mlp.fc1.weight", {h, d}},
+      {"mlp.fc1.bias", {h}},      {"mlp.fc2.weight", {d, h}},   {"mlp.fc2.bias", {d}}};
+  for (int64_t i = 0; i < o.depth; ++i) {
+    for (const auto& [name, shape] : block_shapes) {
+      shapes.emplace_back("blocks." + std::to_string(i) + "." + name, shape);
+    }
+  }
+  shapes.push_back({"norm.weight", {d}});
+  shapes.push_back({"norm.bias", {d}});
+  shapes.push_back({"head.weight", {k, d}});
+  shapes.push_back({"head.bias", {k}});
+  return shapes;
+}
+
 std::vector<FfnSite> VisionTransformerOptions::ffn_sites() const {
   std::vector<FfnSite> sites;
   for (int64_t i = 0; i < depth; ++i) {

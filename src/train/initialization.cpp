@@ -8,7 +8,7 @@
 #include "exfusion/config/config_file.h"
 #include "exfusion/io/module_tensors.h"
 #include "exfusion/io/safetensors.h"
-#include "exfusion/models/dense_import.h"
+#include "exfusion/models/model_formats.h"
 #include "exfusion/models/registry.h"
 #include "exfusion/train/run_files.h"
 #include "exfusion/upcycling/ders_compression.h"
@@ -58,13 +58,13 @@ bool is_ours(const fs::path& file) {
 
 // A timm or Hugging Face ViT's tensors under our names, checked against `model` (the model
 // section of the run that starts from it) where given.
-DenseImport import_foreign(const fs::path& file, const nlohmann::json& model_patch) {
+ImportedModel import_foreign(const fs::path& file, const nlohmann::json& model_patch) {
   auto patch = model_patch;
   patch.erase("kind");
-  return load_dense_vit(file, patch);
+  return import_dense_model(file, patch);
 }
 
-DenseTensors dense_tensors_of(const DenseImport& imported) {
+DenseTensors dense_tensors_of(const ImportedModel& imported) {
   DenseTensors tensors;
   for (const auto& [name, tensor] : imported.tensors) tensors.emplace(name, tensor);
   return tensors;
@@ -100,7 +100,7 @@ nlohmann::json initialize_model(ModelImpl& model, const RunConfig& config) {
     dense = dense_tensors_of(checkpoint, path);
   } else {
     const auto imported = import_foreign(path, config.model.to_json());
-    described["format"] = dense_format_name(imported.format);
+    described["format"] = imported.format;
     dense = dense_tensors_of(imported);
   }
   if (config.ffn.is_dense()) {
@@ -143,7 +143,7 @@ nlohmann::json upcycle_checkpoint(const UpcycleRun& run, std::ostream& report) {
     const auto imported = import_foreign(path, model_patch);
     dense = dense_tensors_of(imported);
     config = default_run_config();
-    config.model = ModelConfig::of("vit", imported.options);
+    config.model = imported.model;
   }
 
   // The dense run's config with the target kind, then the user's keys (init.*, ffn.*, train.*).

@@ -16,8 +16,8 @@
 #include "exfusion/fusion/fuse.h"
 #include "exfusion/io/module_tensors.h"
 #include "exfusion/layers/capabilities.h"
-#include "exfusion/models/dense_import.h"
 #include "exfusion/models/model.h"
+#include "exfusion/models/model_formats.h"
 #include "exfusion/train/initialization.h"
 #include "exfusion/train/metrics.h"
 #include "exfusion/train/replica_sync.h"
@@ -541,10 +541,10 @@ nlohmann::json import_checkpoint(const ImportRun& run) {
     }
     if (!patch.empty()) config_patches.emplace_back(std::move(patch), "--set " + assignment);
   }
-  const auto imported = load_dense_vit(run.source, model_patch, parse_dense_format(run.from));
+  const auto imported = import_dense_model(run.source, model_patch, run.from);
 
   auto config = default_run_config();
-  config.model = ModelConfig::of("vit", imported.options);
+  config.model = imported.model;
   config.ffn = FfnConfig{};
   if (imported.stored_config.is_object()) {  // ours: its normalisation and train section
     auto kept = imported.stored_config;
@@ -555,7 +555,7 @@ nlohmann::json import_checkpoint(const ImportRun& run) {
   for (const auto& [patch, source] : config_patches) apply_config(config, patch, source);
   config.validate({"", ""});
   if (config.data.mean.empty() || config.data.std.empty()) {
-    throw InputError(imported.file.string() + ": a " + dense_format_name(imported.format) +
+    throw InputError(imported.file.string() + ": a " + imported.format +
                      " checkpoint states no input normalisation; pass the one the model was "
                      "trained with: --set data.mean=[...] data.std=[...] (one value per channel)");
   }
@@ -568,7 +568,7 @@ nlohmann::json import_checkpoint(const ImportRun& run) {
   save_dense_model(run.out, module_tensors(*model), config);
   return {{"imported", run.out.string()},
           {"source", imported.file.string()},
-          {"from", dense_format_name(imported.format)},
+          {"from", imported.format},
           {"architecture", config.model.to_json()},
           {"params", count_parameters(*model)}};
 }

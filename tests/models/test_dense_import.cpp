@@ -1,7 +1,7 @@
-// Dense ViTs from outside (models/dense_import.h, `exfusion import`): our own export and dense
-// training state come back bit for bit, timm-named files get their architecture from the shapes
-// (and name the tensor and both shapes when one is wrong), and Hugging Face's names map onto
-// ours with query, key and value stacked into qkv.
+// Dense ViTs from outside (models/model_formats.h, models/vit_formats.h, `exfusion import`): our
+// own export and dense training state come back bit for bit, timm-named files get their
+// architecture from the shapes (and name the tensor and both shapes when one is wrong), and Hugging
+// Face's names map onto ours with query, key and value stacked into qkv.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -11,7 +11,7 @@
 #include "../support/cli.h"
 #include "../support/tiny_models.h"
 #include "exfusion/io/module_tensors.h"
-#include "exfusion/models/dense_import.h"
+#include "exfusion/models/model_formats.h"
 #include "exfusion/train/pipeline.h"
 #include "exfusion/train/run_files.h"
 #include "exfusion/util/error.h"
@@ -65,10 +65,10 @@ TEST(DenseImport, OurExportRoundTripsBitForBit) {
   const auto expected = module_tensors(*dense.model);
   save_dense_model(dir / kModelFile, expected, dense.config);
 
-  const auto imported = load_dense_vit(dir);  // a run directory: its model.safetensors
-  EXPECT_EQ(imported.format, DenseFormat::kExfusion);
+  const auto imported = import_dense_model(dir);  // a run directory: its model.safetensors
+  EXPECT_EQ(imported.format, "exfusion");
   EXPECT_EQ(imported.file, dir / kModelFile);
-  EXPECT_EQ(config::to_json(imported.options), config::to_json(dense.options));
+  EXPECT_EQ(imported.model.to_json(), ModelConfig::of("vit", dense.options).to_json());
   expect_same_tensors(expected, imported.tensors);
 
   const auto out = dir / "imported.safetensors";
@@ -103,7 +103,7 @@ TEST(DenseImport, DenseTrainingStateGivesItsModelAndOtherKindsAreRefused) {
                    {{kConfigMetadataKey, to_json(dense.config).dump()},
                     {kKindMetadataKey, "training-state"},
                     {kFormatMetadataKey, "3"}});
-  const auto imported = load_dense_vit(dir);  // no model.safetensors: the state
+  const auto imported = import_dense_model(dir);  // no model.safetensors: the state
   EXPECT_EQ(imported.file, dir / kStateFile);
   expect_same_tensors(module_tensors(*dense.model), imported.tensors);
 
@@ -113,7 +113,8 @@ TEST(DenseImport, DenseTrainingStateGivesItsModelAndOtherKindsAreRefused) {
                    {{kConfigMetadataKey, to_json(exfusion).dump()},
                     {kKindMetadataKey, "training-state"},
                     {kFormatMetadataKey, "3"}});
-  const auto message = input_error_of([&] { load_dense_vit(dir / "exfusion-state.safetensors"); });
+  const auto message =
+      input_error_of([&] { import_dense_model(dir / "exfusion-state.safetensors"); });
   EXPECT_NE(message.find("\"exfusion\""), std::string::npos) << message;
   EXPECT_NE(message.find("exfusion fuse"), std::string::npos) << message;
   testing::remove_tree(dir);
@@ -124,10 +125,10 @@ TEST(DenseImport, TimmFileGetsItsArchitectureFromTheShapes) {
   TinyDense dense;
   const auto file = dir / "timm.safetensors";
   save_safetensors(file, module_tensors(*dense.model), {{"format", "pt"}});
-  const auto imported = load_dense_vit(file, {{"num_heads", 2}});
-  EXPECT_EQ(imported.format, DenseFormat::kTimm);
+  const auto imported = import_dense_model(file, {{"num_heads", 2}});
+  EXPECT_EQ(imported.format, "timm");
   EXPECT_TRUE(imported.stored_config.is_null());
-  EXPECT_EQ(config::to_json(imported.options), config::to_json(dense.options));
+  EXPECT_EQ(imported.model.to_json(), ModelConfig::of("vit", dense.options).to_json());
   expect_same_tensors(module_tensors(*dense.model), imported.tensors);
   // A timm file holds no normalisation: the import asks for it, then writes it.
   const auto out = dir / "out.safetensors";
@@ -150,7 +151,7 @@ TEST(DenseImport, TimmWrongShapeNamesTheFileTheTensorAndBothShapes) {
   }
   const auto file = dir / "timm.safetensors";
   save_safetensors(file, tensors);
-  const auto message = input_error_of([&] { load_dense_vit(file, {{"num_heads", 2}}); });
+  const auto message = input_error_of([&] { import_dense_model(file, {{"num_heads", 2}}); });
   EXPECT_NE(message.find(file.string()), std::string::npos) << message;
   EXPECT_NE(message.find("blocks.1.mlp.fc2.weight: shape [16, 30] in file, expected [16, 32]"),
             std::string::npos)
@@ -161,7 +162,7 @@ TEST(DenseImport, TimmWrongShapeNamesTheFileTheTensorAndBothShapes) {
   const auto good = dir / "good.safetensors";
   save_safetensors(good, module_tensors(*dense.model));
   const auto patched = input_error_of([&] {
-    load_dense_vit(good, {{"num_heads", 2}, {"mlp_ratio", 4.0}});
+    import_dense_model(good, {{"num_heads", 2}, {"mlp_ratio", 4.0}});
   });
   EXPECT_NE(patched.find("blocks.0.mlp.fc1.weight: shape [32, 16] in file, expected [64, 16]"),
             std::string::npos)
@@ -175,7 +176,7 @@ TEST(DenseImport, TimmHeadsFromTimmsStandardWidthsElseAsked) {
   TinyDense dense;  // width 16: no standard
   const auto file = dir / "timm.safetensors";
   save_safetensors(file, module_tensors(*dense.model));
-  const auto message = input_error_of([&] { load_dense_vit(file); });
+  const auto message = input_error_of([&] { import_dense_model(file); });
   EXPECT_NE(message.find("pass --set model.num_heads=N"), std::string::npos) << message;
   EXPECT_NE(message.find("width 16"), std::string::npos) << message;
 
@@ -185,8 +186,10 @@ TEST(DenseImport, TimmHeadsFromTimmsStandardWidthsElseAsked) {
   tiny.depth = 1;
   const auto wide = dir / "wide.safetensors";
   save_safetensors(wide, module_tensors(*tiny.build(FfnConfig{})));
-  EXPECT_EQ(load_dense_vit(wide).options.num_heads, 3);
-  EXPECT_EQ(load_dense_vit(wide, {{"num_heads", 4}}).options.num_heads, 4);
+  EXPECT_EQ(import_dense_model(wide).model.as<VisionTransformerOptions>()->num_heads, 3);
+  EXPECT_EQ(
+      import_dense_model(wide, {{"num_heads", 4}}).model.as<VisionTransformerOptions>()->num_heads,
+      4);
   testing::remove_tree(dir);
 }
 
@@ -261,17 +264,18 @@ struct HfFile {
 TEST(DenseImport, HuggingFaceNamesMapOntoOursWithQueryKeyValueStacked) {
   const auto dir = testing::fresh_temp_dir("dense-import-hf");
   const HfFile hf(dir);
-  const auto imported = load_dense_vit(dir);  // a save_pretrained directory
-  EXPECT_EQ(imported.format, DenseFormat::kHuggingFace);
-  EXPECT_EQ(imported.options.embed_dim, 16);
-  EXPECT_EQ(imported.options.depth, 2);
-  EXPECT_EQ(imported.options.num_heads, 2);
-  EXPECT_EQ(imported.options.hidden_dim(), 32);
-  EXPECT_EQ(imported.options.img_size, 8);
-  EXPECT_EQ(imported.options.patch_size, 4);
-  EXPECT_EQ(imported.options.in_chans, 2);
-  EXPECT_EQ(imported.options.num_classes, 5);
-  EXPECT_EQ(imported.options.norm_eps, 1e-12);
+  const auto imported = import_dense_model(dir);  // a save_pretrained directory
+  EXPECT_EQ(imported.format, "huggingface");
+  const auto& vit = *imported.model.as<VisionTransformerOptions>();
+  EXPECT_EQ(vit.embed_dim, 16);
+  EXPECT_EQ(vit.depth, 2);
+  EXPECT_EQ(imported.model.as<VisionTransformerOptions>()->num_heads, 2);
+  EXPECT_EQ(vit.hidden_dim(), 32);
+  EXPECT_EQ(vit.img_size, 8);
+  EXPECT_EQ(vit.patch_size, 4);
+  EXPECT_EQ(vit.in_chans, 2);
+  EXPECT_EQ(vit.num_classes, 5);
+  EXPECT_EQ(vit.norm_eps, 1e-12);
   std::map<std::string, torch::Tensor> ours(imported.tensors.begin(), imported.tensors.end());
   EXPECT_EQ(ours.size(), 4u + 2u * 12u + 4u);
   for (int64_t layer = 0; layer < 2; ++layer) {
@@ -304,7 +308,7 @@ TEST(DenseImport, HuggingFaceNamesMapOntoOursWithQueryKeyValueStacked) {
   EXPECT_TRUE(torch::equal(ours.at("head.weight"), hf.at("classifier.weight")));
   EXPECT_TRUE(torch::equal(ours.at("head.bias"), hf.at("classifier.bias")));
   // The tensors load into the model the options build, under its own names and order.
-  const auto model = imported.options.build(FfnConfig{});
+  const auto model = build_model(imported.model, FfnConfig{});
   const auto expected = module_tensors(*model);
   ASSERT_EQ(expected.size(), imported.tensors.size());
   for (size_t i = 0; i < expected.size(); ++i) {
@@ -325,7 +329,7 @@ TEST(DenseImport, HuggingFaceMismatchesNameTheirTensorAndConfigKey) {
       }
     }
     save_safetensors(dir / "model.safetensors", tensors);
-    const auto message = input_error_of([&] { load_dense_vit(dir, {}, DenseFormat::kAuto); });
+    const auto message = input_error_of([&] { import_dense_model(dir, {}, "auto"); });
     EXPECT_NE(message.find("vit.encoder.layer.1.attention.attention.key.weight "
                            "(blocks.1.attn.qkv.weight): shape [16, 8] in file, expected [16, 16]"),
               std::string::npos)
@@ -334,11 +338,11 @@ TEST(DenseImport, HuggingFaceMismatchesNameTheirTensorAndConfigKey) {
   }
   {
     HfFile tanh_gelu(dir, "gelu_new");
-    const auto message = input_error_of([&] { load_dense_vit(dir); });
+    const auto message = input_error_of([&] { import_dense_model(dir); });
     EXPECT_NE(message.find("hidden_act = \"gelu_new\""), std::string::npos) << message;
   }
   std::remove((dir / "config.json").c_str());
-  const auto message = input_error_of([&] { load_dense_vit(dir / "model.safetensors"); });
+  const auto message = input_error_of([&] { import_dense_model(dir / "model.safetensors"); });
   EXPECT_NE(message.find("config.json"), std::string::npos) << message;
   testing::remove_tree(dir);
 }

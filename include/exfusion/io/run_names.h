@@ -1,6 +1,6 @@
 // The names of a run directory's files and of the metadata our safetensors files describe
 // themselves with, in one place: the run's files (train/run_files.h), the readers of our
-// checkpoints below train/ (models/dense_import) and the sweep (sweep/) all spell them so.
+// checkpoints below train/ (models/model_formats) and the sweep (sweep/) all spell them so.
 #pragma once
 
 namespace exfusion {

@@ -18,6 +18,9 @@
 
 namespace exfusion {
 
+// Tensor names with their shapes.
+using TensorShapes = std::vector<std::pair<std::string, std::vector<int64_t>>>;
+
 class ModelImpl : public torch::nn::Module {
  public:
   virtual torch::Tensor forward(const torch::Tensor& inputs) = 0;
@@ -39,6 +42,8 @@ int64_t count_stored_values(const torch::nn::Module& module);
 //   nlohmann::json export_description() const;     // model.json's architecture entries
 //   std::vector<FfnSite> ffn_sites() const;        // every FFN: path, index, widths, rows per
 //                                                  // sample, form (stages and stacks alike)
+//   TensorShapes dense_tensor_shapes() const;      // the dense model's tensors, in module
+//                                                  // order, without building it (imports)
 //   double parameters_outside_ffns() const;  // embeddings, attention, norms, head: a checkpoint's
 //                                            // config is checked against its size before build
 class ModelOptions {
@@ -57,6 +62,7 @@ class ModelOptions {
   virtual int64_t num_outputs() const = 0;
   virtual nlohmann::json export_description() const = 0;
   virtual std::vector<FfnSite> ffn_sites() const = 0;
+  virtual TensorShapes dense_tensor_shapes() const = 0;
   virtual double parameters_outside_ffns() const = 0;
 };
 
@@ -87,6 +93,7 @@ class DeclaredModelOptions final : public ModelOptions {
   int64_t num_outputs() const override { return options.num_outputs(); }
   nlohmann::json export_description() const override { return options.export_description(); }
   std::vector<FfnSite> ffn_sites() const override { return options.ffn_sites(); }
+  TensorShapes dense_tensor_shapes() const override { return options.dense_tensor_shapes(); }
   double parameters_outside_ffns() const override { return options.parameters_outside_ffns(); }
 
   Options options;

@@ -71,6 +71,8 @@ struct VisionTransformerOptions {
   nlohmann::json export_description() const;
   // blocks.<i>.mlp, index i: fc1/fc2 with GELU over every token (patches and the class token).
   std::vector<FfnSite> ffn_sites() const;
+  // Our dense ViT's tensors (timm's names) with their shapes, in module_tensors order.
+  TensorShapes dense_tensor_shapes() const;
   // Patch embedding, class token, position embedding, each block's norms and attention, the
   // final norm and the head; a double, since a forged config's product can overflow int64.
   double parameters_outside_ffns() const;

@@ -53,13 +53,13 @@ nlohmann::json fuse_checkpoint(const FuseRun& run);
 struct ImportRun {
   std::filesystem::path source;  // a run directory, a .safetensors file, a save_pretrained dir
   std::filesystem::path out;     // the dense checkpoint written, its description beside it
-  std::string from = "auto";     // auto, exfusion, timm or huggingface
+  std::string from = "auto";     // auto, exfusion or a registered format (timm, huggingface)
   // key.path=value: model.* read with the tensors (num_heads for a timm file), any other key
   // (data.mean, data.std) laid over the written checkpoint's config.
   std::vector<std::string> assignments;
   bool force = false;
 };
-// Writes a dense ViT from outside (models/dense_import.h: ours, timm's, Hugging Face's) as our
+// Writes a dense ViT from outside (models/model_formats.h: ours, or a format its model kind registers: timm's, Hugging Face's) as our
 // dense checkpoint (save_dense_model), which eval, info and training from it read.
 nlohmann::json import_checkpoint(const ImportRun& run);
 

@@ -1,0 +1,32 @@
+// The ViT's import formats (models/model_formats.h), registered for model kind "vit" in
+// models/registry.cpp: a timm VisionTransformer state_dict (our names are timm's; the
+// architecture from the tensors' shapes, num_heads from --set model.num_heads or timm's for
+// the standard widths) and a Hugging Face ViTForImageClassification save_pretrained directory
+// (the architecture from its config.json; query, key and value stacked into attn.qkv).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "exfusion/models/model_formats.h"
+
+namespace exfusion {
+
+class TimmVitFormat : public ImportFormat {
+ public:
+  std::string signature() const override { return "patch_embed.proj.weight"; }
+  ForeignArchitecture architecture(const SafetensorsFile& file, const std::filesystem::path& path,
+                                   const nlohmann::json& model_patch) const override;
+  std::vector<std::string> names_in_file(const std::string& ours) const override;
+};
+
+class HuggingFaceVitFormat : public ImportFormat {
+ public:
+  std::string signature() const override {
+    return "vit.embeddings.patch_embeddings.projection.weight";
+  }
+  ForeignArchitecture architecture(const SafetensorsFile& file, const std::filesystem::path& path,
+                                   const nlohmann::json& model_patch) const override;
+  std::vector<std::string> names_in_file(const std::string& ours) const override;
+};
+
+}  // namespace exfusion

@@ -16,6 +16,7 @@
 #include "exfusion/dist/process_group.h"
 #include "exfusion/models/model_formats.h"
 #include "exfusion/sweep/sweep_runner.h"
+#include "exfusion/train/checkpoint_table.h"
 #include "exfusion/train/compression.h"
 #include "exfusion/train/data_inspection.h"
 #include "exfusion/train/initialization.h"
@@ -229,9 +230,11 @@ int parse_and_run(int argc, const char* const* argv) {
   import_command->add_flag("--force", import_run.force, "overwrite an existing output");
 
   std::string info_path;
-  auto* info =
-      app.add_subcommand("info", "Describe a checkpoint: architecture, size, fusion weights");
+  bool info_json = false;
+  auto* info = app.add_subcommand(
+      "info", "Describe a checkpoint: architecture, parameters, FLOPs, each FFN and its weights");
   info->add_option("path", info_path, "run directory or .safetensors checkpoint")->required();
+  info->add_flag("--json", info_json, "print the description as JSON (for scripts)");
 
   auto* config_command = app.add_subcommand(
       "config", "List every config key: its type, default (the main job's) and what it does");
@@ -366,7 +369,12 @@ int parse_and_run(int argc, const char* const* argv) {
     import_run.out = import_out;
     print_json(import_checkpoint(import_run));
   } else if (info->parsed()) {
-    print_json(describe_checkpoint(info_path));
+    const auto described = describe_checkpoint(info_path);
+    if (info_json) {
+      print_json(described);
+    } else {
+      std::cout << format_checkpoint_description(described);
+    }
   } else if (config_command->parsed()) {
     std::cout << config::format_help(config_keys());
   }

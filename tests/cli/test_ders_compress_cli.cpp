@@ -71,7 +71,7 @@ TEST_F(DersCompressCli, CompressedMoeIsEvaluatedDescribedAndTrainedFrom) {
   ASSERT_EQ(original.exit_code, 0) << original.output;
   EXPECT_EQ(testing::printed_json(original.output)["test_accuracy"].get<double>(), before);
 
-  const auto info = testing::run_cli("info " + file.string());
+  const auto info = testing::run_cli("info --json " + file.string());
   ASSERT_EQ(info.exit_code, 0) << info.output;
   const auto described = testing::printed_json(info.output);
   EXPECT_EQ(described["kind"], "ders-compressed");

@@ -301,7 +301,7 @@ TEST(Resume, SignalsFromOutsideStopTheRunWithAValidCheckpoint) {
     if (signal == SIGINT) ::kill(child.pid, SIGINT);
     EXPECT_EQ(testing::wait_for(child), 128 + signal) << testing::read_text(dir / "out.txt");
     EXPECT_FALSE(fs::exists(run / "summary.json"));
-    const auto info = testing::run_cli("info " + (run / "checkpoints").string() + "/" +
+    const auto info = testing::run_cli("info --json " + (run / "checkpoints").string() + "/" +
                                        testing::list_files(run / "checkpoints", "step-").back());
     EXPECT_EQ(info.exit_code, 0) << info.output;
   }

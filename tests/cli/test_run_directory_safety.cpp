@@ -208,9 +208,16 @@ TEST_F(RunDirectory, AnMoeRunIsDescribedByItsStateAndEvalPointsToUnfused) {
   const auto eval = run_cli("eval " + (dir_ / "run").string());
   EXPECT_EQ(eval.exit_code, 2);
   EXPECT_NE(eval.output.find("pass --unfused"), std::string::npos) << eval.output;
-  const auto info = run_cli("info " + (dir_ / "run").string());
+  const auto info = run_cli("info --json " + (dir_ / "run").string());
   EXPECT_EQ(info.exit_code, 0) << info.output;
   EXPECT_NE(info.output.find("\"training-state\""), std::string::npos) << info.output;
+  // Without --json, a person's page: the sites with their kind (an MoE reports its routing
+  // only after a forward pass, which describing a checkpoint does not run).
+  const auto page = run_cli("info " + (dir_ / "run").string());
+  EXPECT_EQ(page.exit_code, 0) << page.output;
+  for (const auto* expected : {"checkpoint", "(training-state", "FFN", "blocks.0.mlp", "moe"}) {
+    EXPECT_NE(page.output.find(expected), std::string::npos) << expected << "\n" << page.output;
+  }
 }
 
 }  // namespace

@@ -91,7 +91,7 @@ TEST(Cli, ShortTrainingRunLearnsFusesAndIsReadBack) {
     const auto fuse = testing::run_cli("fuse " + run_dir.string() + " --out " + again.string());
     ASSERT_EQ(fuse.exit_code, 0) << fuse.output;
     EXPECT_EQ(testing::read_text(again), testing::read_text(run_dir / "model.safetensors"));
-    const auto info = testing::run_cli("info " + (run_dir / "state.safetensors").string());
+    const auto info = testing::run_cli("info --json " + (run_dir / "state.safetensors").string());
     ASSERT_EQ(info.exit_code, 0) << info.output;
     const auto parsed = json::parse(info.output);
     EXPECT_EQ(parsed["kind"], "training-state");

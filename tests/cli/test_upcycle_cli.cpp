@@ -122,7 +122,7 @@ TEST_F(UpcycleCli, DersUpcyclingIntoBothKindsCountsTrainableAndStoredParameters)
   EXPECT_EQ(trainable, summary["params_upcycled"].get<int64_t>());
   EXPECT_LT(trainable, full_experts);
   EXPECT_GT(run_summary["params_stored"].get<int64_t>(), trainable);  // + the positions
-  const auto info = testing::run_cli("info " + run.string());
+  const auto info = testing::run_cli("info --json " + run.string());
   ASSERT_EQ(info.exit_code, 0) << info.output;
   EXPECT_EQ(testing::printed_json(info.output)["params_stored"], run_summary["params_stored"]);
 

@@ -19,7 +19,7 @@ def test_training_state_reads_with_safetensors(exfusion_cli, toy_idx_dir, tmp_pa
     assert state["model.blocks.0.mlp.fusion.bank"].dtype == torch.float32
     steps = [v for k, v in state.items() if k.startswith("optimizer.") and k.endswith(".step")]
     assert steps and all(s.item() == 3 for s in steps)
-    info = json.loads(run_cli(exfusion_cli, "info", run / "state.safetensors"))
+    info = json.loads(run_cli(exfusion_cli, "info", "--json", run / "state.safetensors"))
     assert info["params"] == sum(v.numel() for k, v in state.items()
                                  if k.startswith("model.") and not k.endswith(".bank"))
     fused = load_file(str(run / "model.safetensors"))

@@ -358,7 +358,7 @@ TEST(DenseImport, CliWritesTheCheckpointAndExitsWith2OnBadInput) {
   const auto written = testing::run_cli(args);
   ASSERT_EQ(written.exit_code, 0) << written.output;
   EXPECT_NE(written.output.find("\"from\": \"timm\""), std::string::npos) << written.output;
-  const auto info = testing::run_cli("info " + out.string());
+  const auto info = testing::run_cli("info --json " + out.string());
   ASSERT_EQ(info.exit_code, 0) << info.output;
   EXPECT_NE(info.output.find("\"params\": " + std::to_string(count_parameters(*dense.model))),
             std::string::npos)

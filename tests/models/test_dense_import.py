@@ -103,7 +103,7 @@ def test_hugging_face_import_gives_transformers_logits(exfusion_cli, toy_idx_dir
     print(f"Hugging Face import through timm: max abs logit difference {diff_timm:.3e}")
     assert diff_timm <= LOGIT_TOLERANCE, f"max abs logit difference {diff_timm}"
 
-    info = json.loads(run_cli(exfusion_cli, "info", dest))
+    info = json.loads(run_cli(exfusion_cli, "info", "--json", dest))
     assert info["params"] == sum(p.numel() for p in model.parameters())
 
 
@@ -144,7 +144,7 @@ def test_timm_and_hugging_face_files_upcycle_directly(exfusion_cli, toy_idx_dir,
     ders = tmp_path / "ders-init"
     run_cli(exfusion_cli, "upcycle", hf_dir, "--to", "ders-exfusion", "--out", ders, "--set",
             *NORMALISATION, "ffn.variant=sw", "ffn.num_experts=2")
-    info = json.loads(run_cli(exfusion_cli, "info", ders / "init.safetensors"))
+    info = json.loads(run_cli(exfusion_cli, "info", "--json", ders / "init.safetensors"))
     assert info["kind"] == "upcycled-model"
     ours, x = evaluate(exfusion_cli, ders / "init.safetensors", toy_idx_dir, tmp_path)
     with torch.no_grad():

@@ -237,6 +237,7 @@ nlohmann::json train_from(RunStart start, const LaunchEnvironment& launch,
   auto& config = start.config;
   const auto& out = start.out;
   const auto& resumed = start.resumed;
+  std::shared_ptr<const Task> task;
   std::optional<TaskData> data;
   ModelPtr model;
   nlohmann::json initialized;
@@ -252,8 +253,8 @@ nlohmann::json train_from(RunStart start, const LaunchEnvironment& launch,
     if (config.train.threads > 0) torch::set_num_threads(static_cast<int>(config.train.threads));
     // Each rank reads its shard: its part of every global batch.
     const auto shard = group ? DataShard{group->rank(), group->size()} : DataShard{};
-    data = make_task(config, shard)
-               ->load_data(config.data, *config.model.options, /*with_train=*/true);
+    task = make_task(config, shard);
+    data = task->load_data(config.data, *config.model.options, /*with_train=*/true);
     torch::manual_seed(static_cast<uint64_t>(config.train.seed));
     model = build_model(config.model, config.ffn);
     // Rank 0's weights reach the others through synchronize_replicas.
@@ -269,12 +270,12 @@ nlohmann::json train_from(RunStart start, const LaunchEnvironment& launch,
     group->gate("set up training", set_up);
     group->connect(device, std::chrono::seconds(config.train.dist_timeout_s));
     // Its DataParallel checks, collectively, that every rank built the same parameters.
-    trainer = std::make_unique<Trainer>(config, model, device, group);
+    trainer = std::make_unique<Trainer>(config, model, task, device, group);
     group->gate("restore the checkpoint", restore);
     synchronize_replicas(*trainer, *group);
   } else {
     set_up();
-    trainer = std::make_unique<Trainer>(config, model, device, group);
+    trainer = std::make_unique<Trainer>(config, model, task, device, group);
     restore();
   }
 

@@ -110,7 +110,7 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
   for_each_capable<HasExpertSets>(*model, [&](const std::string&, const HasExpertSets& ffn) {
     experts = std::max(experts, ffn.expert_sets().num_experts);
   });
-  Trainer trainer(config, model, device);
+  Trainer trainer(config, model, make_task(config), device);
   trainer.set_lr(config.train.lr);
   std::vector<int64_t> shape{config.train.batch_size};
   for (const auto size : m.input_shape()) shape.push_back(size);

@@ -45,11 +45,11 @@ WarmupCosine schedule_of(const TrainConfig& train, int64_t per_epoch) {
 
 }  // namespace
 
-Trainer::Trainer(const RunConfig& config, ModelPtr model, torch::Device device,
-                 std::shared_ptr<DistributedGroup> group)
+Trainer::Trainer(const RunConfig& config, ModelPtr model, std::shared_ptr<const Task> task,
+                 torch::Device device, std::shared_ptr<DistributedGroup> group)
     : config_(config),
       model_(std::move(model)),
-      task_(make_task(config, group ? DataShard{group->rank(), group->size()} : DataShard{})),
+      task_(std::move(task)),
       device_(device),
       bf16_(use_bf16(config.train.precision, device)),
       fast_paths_{fast_path_policy(config.train), std::make_shared<FastPathCounters>()},

@@ -58,7 +58,7 @@ Trajectory train(const std::string& kind, const std::string& precision, bool cud
   const auto config = make_config(kind, precision, cuda_graph);
   torch::manual_seed(7);
   auto model = build_model(config.model, config.ffn);
-  Trainer trainer(config, model, torch::kCUDA);
+  Trainer trainer(config, model, make_task(config), torch::kCUDA);
   torch::manual_seed(8);
   Trajectory out;
   for (int i = 0; i < kSteps; ++i) {

@@ -44,7 +44,7 @@ TEST_P(TrainingStateTest, SaveLoadAndOneMoreStepEqualsTwoStepsStraight) {
 
   torch::manual_seed(3);
   auto straight_model = build_model(config.model, config.ffn);
-  Trainer straight(config, straight_model, torch::kCPU);
+  Trainer straight(config, straight_model, make_task(config), torch::kCPU);
   straight.set_lr(1e-2);
   straight.step(data[0]);
   straight.step(data[1]);
@@ -52,7 +52,7 @@ TEST_P(TrainingStateTest, SaveLoadAndOneMoreStepEqualsTwoStepsStraight) {
   torch::manual_seed(3);
   auto first_model = build_model(config.model, config.ffn);
   {
-    Trainer first(config, first_model, torch::kCPU);
+    Trainer first(config, first_model, make_task(config), torch::kCPU);
     first.set_lr(1e-2);
     first.step(data[0]);
     first.state().save(dir / "state.safetensors");
@@ -64,7 +64,7 @@ TEST_P(TrainingStateTest, SaveLoadAndOneMoreStepEqualsTwoStepsStraight) {
   EXPECT_EQ(to_json(loaded.config), to_json(config));
   torch::manual_seed(99);  // another init, which the restore must overwrite entirely
   auto resumed_model = build_model(loaded.config.model, loaded.config.ffn);
-  Trainer resumed(loaded.config, resumed_model, torch::kCPU);
+  Trainer resumed(loaded.config, resumed_model, make_task(loaded.config), torch::kCPU);
   resumed.restore(loaded);
   EXPECT_EQ(resumed.steps_done(), 1);
   resumed.set_lr(1e-2);

@@ -30,12 +30,13 @@ class Trainer {
   // Eager steps before train.cuda_graph captures the step (PyTorch's recipe uses three).
   static constexpr int64_t kCudaGraphWarmupSteps = 3;
 
-  // Moves `model` to `device` and trains it for `config.task`; with `group`, as one of its
-  // data-parallel ranks (gradients, global batch statistics, metrics and evaluations averaged
-  // over the ranks, each reading its shard of the data). Throws InputError when
-  // train.cuda_graph is set for a device that is not CUDA, or together with `group`.
-  Trainer(const RunConfig& config, ModelPtr model, torch::Device device,
-          std::shared_ptr<DistributedGroup> group = nullptr);
+  // Moves `model` to `device` and trains it for `task` (the run's one task, whose data the
+  // caller loaded: make_task(config, shard)); with `group`, as one of its data-parallel ranks
+  // (gradients, global batch statistics, metrics and evaluations averaged over the ranks, each
+  // reading its shard of the data). Throws InputError when train.cuda_graph is set for a device
+  // that is not CUDA, or together with `group`.
+  Trainer(const RunConfig& config, ModelPtr model, std::shared_ptr<const Task> task,
+          torch::Device device, std::shared_ptr<DistributedGroup> group = nullptr);
   // Not copyable or movable: the captured CUDA graph step calls back into this object.
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
@@ -87,7 +88,7 @@ class Trainer {
 
   RunConfig config_;
   ModelPtr model_;
-  std::unique_ptr<Task> task_;
+  std::shared_ptr<const Task> task_;
   torch::Device device_;
   bool bf16_;
   FastPathContext fast_paths_;

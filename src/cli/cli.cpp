@@ -22,6 +22,7 @@
 #include "exfusion/train/initialization.h"
 #include "exfusion/train/pipeline.h"
 #include "exfusion/train/step_benchmark.h"
+#include "exfusion/train/train_request.h"
 #include "exfusion/upcycling/upcycle.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/interrupt_guard.h"
@@ -290,35 +291,9 @@ int parse_and_run(int argc, const char* const* argv) {
 
   if (train->parsed()) {
     prepend_shortcuts(shortcut_values, train_sets);
-    ConfigLayers layers{train_config, {}};
-    if (!train_data.empty()) layers.assignments.push_back("data.dir=" + train_data);
-    layers.assignments.insert(layers.assignments.end(), train_sets.begin(), train_sets.end());
-    if (!train_init.empty()) {
-      if (!train_config.empty()) {
-        throw InputError("--init " + train_init +
-                         " takes its config from the directory's config.yaml; lay keys over it "
-                         "with --set rather than --config");
-      }
-      const auto init_config = std::filesystem::path(train_init) / "config.yaml";
-      if (!std::filesystem::exists(init_config)) {
-        throw InputError(init_config.string() +
-                         ": no such file (expected a directory written by exfusion upcycle)");
-      }
-      layers.file = init_config.string();
-    }
-    if (!train_resume.empty()) {
-      if (!train_config.empty() || !layers.assignments.empty() || !train_out.empty() ||
-          train_force || !train_init.empty()) {
-        throw InputError("--resume " + train_resume +
-                         " continues the run with the config saved in it; --config, --set, "
-                         "--out, --force and the config shortcuts cannot be given with it");
-      }
-      run_training(TrainRun{default_run_config(), {}, false, train_resume}, std::cout, std::cerr);
-    } else {
-      const TrainRun run{
-          build_run_config(default_run_config(), layers), train_out, train_force, {}};
-      run_training(run, std::cout, std::cerr);
-    }
+    const TrainRequest request{train_config, train_sets, train_data, train_init,
+                               train_resume, train_out,  train_force};
+    run_training(resolve_train_request(request), std::cout, std::cerr);
   } else if (upcycle->parsed()) {
     upcycle_run.dense = upcycle_dense;
     upcycle_run.out = upcycle_out;

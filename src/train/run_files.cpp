@@ -163,8 +163,8 @@ Checkpoint load_checkpoint(const std::filesystem::path& path, const std::string&
   checkpoint.file = load_safetensors(path);
   const auto& metadata = checkpoint.file.metadata;
   const auto kind = metadata.find(kKindMetadataKey);
-  checkpoint.is_training_state =
-      kind != metadata.end() && (kind->second == kTrainingStateKind || kind->second == kUpcycledKind);
+  checkpoint.is_training_state = kind != metadata.end() && (kind->second == kTrainingStateKind ||
+                                                            kind->second == kUpcycledKind);
   // A DeRS-compressed file reads as the training state's model it came from: W_b + Δ̂_i.
   if (kind != metadata.end() && kind->second == kDersCompressedKind) {
     checkpoint.file.tensors = synthesise_ders_tensors(checkpoint.file, path);

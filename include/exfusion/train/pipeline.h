@@ -59,8 +59,9 @@ struct ImportRun {
   std::vector<std::string> assignments;
   bool force = false;
 };
-// Writes a dense ViT from outside (models/model_formats.h: ours, or a format its model kind registers: timm's, Hugging Face's) as our
-// dense checkpoint (save_dense_model), which eval, info and training from it read.
+// Writes a dense model from outside (models/model_formats.h: ours, or a format its model kind
+// registers, e.g. timm's or Hugging Face's ViT) as our dense checkpoint (save_dense_model),
+// which eval, info and training from it read.
 nlohmann::json import_checkpoint(const ImportRun& run);
 
 // Architecture, parameters, FLOPs and the model's metrics (fusion weights) of a checkpoint.

@@ -62,7 +62,7 @@ TopKMixtureImpl::StackedExperts DersMoeMlpImpl::stacked_experts() const {
 
 DersExFusionMlpImpl::DersExFusionMlpImpl(int64_t dim, int64_t hidden, DersExFusionOptions options_,
                                          FfnForm form_)
-    : options(std::move(options_)), form(std::move(form_)) {
+    : options(options_), form(std::move(form_)) {
   const auto& exfusion = options.exfusion;
   exfusion.validate({"", "ffn"});
   const auto n = exfusion.num_experts();

@@ -1,6 +1,8 @@
 // The command workflows (see pipeline.h).
 #include "exfusion/train/pipeline.h"
 
+#include <torch/utils.h>
+
 #include <cmath>
 #include <csignal>
 #include <ctime>

@@ -39,14 +39,6 @@ namespace exfusion {
 namespace fs = std::filesystem;
 namespace {
 
-// The parameters of the dense model a checkpoint fuses (or was) into: outside the FFNs, and each
-// site's dense FFN.
-double deployed_parameters(const ModelOptions& model) {
-  double total = model.parameters_outside_ffns();
-  for (const auto& site : model.ffn_sites()) total += site.dense_parameters();
-  return total;
-}
-
 std::string timestamp() {
   const auto now = std::time(nullptr);
   std::tm local{};
@@ -604,7 +596,7 @@ nlohmann::json describe_checkpoint(const fs::path& run_path) {
       {"architecture", {{"model", config.model.to_json()}, {"ffn", config.ffn.to_json()}}},
       {"params", count_parameters(*model)},
       {"params_stored", count_stored_values(*model)},
-      {"params_deployed", deployed_parameters(*config.model.options)},
+      {"params_deployed", dense_model_parameters(*config.model.options)},
       {"forward_gflops_per_image",
        config.model.options->forward_flops_per_sample(config.ffn) / 1e9},
       {"tensors", checkpoint.file.tensors.size()}};

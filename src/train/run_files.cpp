@@ -17,6 +17,12 @@
 
 namespace exfusion {
 
+double dense_model_parameters(const ModelOptions& model) {
+  double total = model.parameters_outside_ffns();
+  for (const auto& site : model.ffn_sites()) total += site.dense_parameters();
+  return total;
+}
+
 void save_dense_model(const std::filesystem::path& path, const NamedTensors& tensors,
                       const RunConfig& config, const std::vector<std::string>& class_names) {
   save_safetensors(path, tensors,
@@ -131,9 +137,7 @@ namespace {
 void check_checkpoint_holds_model(const Checkpoint& checkpoint, const std::filesystem::path& path) {
   const auto& options = *checkpoint.config.model.options;
   const auto sites = options.ffn_sites();
-  double ffn_weights = 0;
-  for (const auto& site : sites) ffn_weights += site.dense_parameters();
-  const double needed = 2.0 * (options.parameters_outside_ffns() + ffn_weights);
+  const double needed = 2.0 * dense_model_parameters(options);
   const std::string prefix = checkpoint.is_training_state ? "model." : "";
   double held = 0;
   for (const auto& [name, tensor] : checkpoint.file.tensors) {

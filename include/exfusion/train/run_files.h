@@ -17,6 +17,10 @@ namespace exfusion {
 // The fused dense model under timm's names, with its description (timm kwargs, normalisation,
 // the run's config) beside it: model_description_path(path), model.json for model.safetensors.
 // `class_names` (label i's name, when the data names its classes) go in as "classes".
+// The parameters of the dense model a checkpoint of `model` fuses into (or is): those outside
+// its FFNs and each FFN site's dense FFN, from the options alone (info, the size check below).
+double dense_model_parameters(const ModelOptions& model);
+
 void save_dense_model(const std::filesystem::path& path, const NamedTensors& tensors,
                       const RunConfig& config, const std::vector<std::string>& class_names = {});
 std::filesystem::path model_description_path(const std::filesystem::path& model_path);

@@ -16,8 +16,17 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
+// What the runs' summaries lead with (summary.json's headline_metric); summaries from before
+// tasks declared their metrics hold accuracy.
+struct Headline {
+  std::string name = "accuracy";
+  bool higher_is_better = true;
+  bool fraction = true;  // shown in percent, differences in points
+};
+
 struct RunResult {
-  double accuracy = 0.0;  // percent
+  Headline headline;
+  double value = 0.0;  // the headline metric, in percent for a fraction
   double ms_per_step = 0.0;
   int64_t params_train = 0, params_deployed = 0;
   double peak_rss_mib = -1.0;  // unknown
@@ -33,9 +42,16 @@ std::optional<RunResult> read_result(const SweepRunSpec& run) {
   if (!fs::exists(path)) return std::nullopt;
   const auto summary = parse_json_input(read_text(path), path.string());
   RunResult result;
-  const auto& accuracy = summary.contains("fused_test_accuracy") ? summary["fused_test_accuracy"]
-                                                                 : summary["test_accuracy"];
-  result.accuracy = 100.0 * accuracy.get<double>();
+  if (summary.contains("headline_metric")) {
+    const auto& headline = summary["headline_metric"];
+    result.headline = {headline.at("name").get<std::string>(),
+                       headline.at("higher_is_better").get<bool>(),
+                       headline.at("fraction").get<bool>()};
+  }
+  const auto fused_key = "fused_test_" + result.headline.name;
+  const auto& value =
+      summary.contains(fused_key) ? summary[fused_key] : summary.at("test_" + result.headline.name);
+  result.value = (result.headline.fraction ? 100.0 : 1.0) * value.get<double>();
   const auto steps = summary.value("steps", int64_t{0});
   result.ms_per_step =
       steps > 0 ? 1000.0 * summary.value("train_seconds", 0.0) / static_cast<double>(steps) : 0.0;
@@ -69,25 +85,33 @@ SweepTable sweep_table(const SweepPlan& plan) {
     ++planned[run.configuration];
     if (auto result = read_result(run)) results[run.configuration].push_back(*result);
   }
-  const auto accuracies = [&](const std::string& name) {
+  const auto values_of = [&](const std::string& name) {
     std::vector<double> values;
-    for (const auto& result : results[name]) values.push_back(result.accuracy);
+    for (const auto& result : results[name]) values.push_back(result.value);
     return values;
   };
-  const auto baseline = accuracies(plan.baseline);
+  const auto baseline = values_of(plan.baseline);
   const auto baseline_mean = summarize(baseline).mean;
+  Headline headline;
+  for (const auto& [name, runs] : results) {
+    if (!runs.empty()) headline = runs.front().headline;
+  }
+  const auto mean_key = headline.name + "_mean", std_key = headline.name + "_std";
 
   SweepTable table;
+  table.metric = headline.name;
   table.rows = json::array();
   std::ostringstream md, csv;
-  md << "| configuration | seeds | test accuracy (%) | Δ vs " << plan.baseline
-     << " (points) | p (Welch) | trainable params | deployed params | ms/step | peak RSS (MiB) |\n"
+  md << "| configuration | seeds | test " << headline.name << (headline.fraction ? " (%)" : "")
+     << " | Δ vs " << plan.baseline << (headline.fraction ? " (points)" : "")
+     << " | p (Welch) | trainable params | deployed params | ms/step | peak RSS (MiB) |\n"
      << "|---|---|---|---|---|---|---|---|---|\n";
-  csv << "configuration,seeds,planned_seeds,accuracy_mean,accuracy_std,delta_vs_baseline,p_welch,"
+  csv << "configuration,seeds,planned_seeds," << mean_key << "," << std_key
+      << ",delta_vs_baseline,p_welch,"
          "params_train,params_deployed,ms_per_step_mean,ms_per_step_std,peak_rss_mib_max\n";
   for (const auto& name : plan.configurations) {
     const auto& runs = results[name];
-    const auto accuracy = summarize(accuracies(name));
+    const auto metric = summarize(values_of(name));
     std::vector<double> ms;
     double peak = -1.0;
     int64_t params_train = 0, params_deployed = 0;
@@ -99,10 +123,10 @@ SweepTable sweep_table(const SweepPlan& plan) {
     }
     const auto step = summarize(ms);
     json row = {{"configuration", name},
-                {"seeds", accuracy.n},
+                {"seeds", metric.n},
                 {"planned_seeds", planned[name]},
-                {"accuracy_mean", accuracy.mean},
-                {"accuracy_std", accuracy.std},
+                {mean_key, metric.mean},
+                {std_key, metric.std},
                 {"params_train", params_train},
                 {"params_deployed", params_deployed},
                 {"ms_per_step_mean", step.mean},
@@ -112,26 +136,26 @@ SweepTable sweep_table(const SweepPlan& plan) {
     std::string delta = "—", p = "—";
     if (name == plan.baseline) {
       delta = "(baseline)";
-    } else if (accuracy.n > 0 && !baseline.empty()) {
-      row["delta_vs_baseline"] = accuracy.mean - baseline_mean;
-      delta = format("%+.2f", accuracy.mean - baseline_mean);
-      if (const auto test = welch_t_test(accuracies(name), baseline)) {
+    } else if (metric.n > 0 && !baseline.empty()) {
+      row["delta_vs_baseline"] = metric.mean - baseline_mean;
+      delta = format("%+.2f", metric.mean - baseline_mean);
+      if (const auto test = welch_t_test(values_of(name), baseline)) {
         row["p_welch"] = test->p;
         row["t_welch"] = test->t;
         row["df_welch"] = test->df;
         p = format("%.3g", test->p);
       }
     }
-    md << "| " << name << " | " << accuracy.n << "/" << planned[name] << " | "
-       << mean_std(accuracy, "%.2f") << " | " << delta << " | " << p << " | "
-       << (accuracy.n > 0 ? std::to_string(params_train) : "—") << " | "
-       << (accuracy.n > 0 ? std::to_string(params_deployed) : "—") << " | "
-       << mean_std(step, "%.1f") << " | " << (peak >= 0 ? format("%.0f", peak) : "—") << " |\n";
+    md << "| " << name << " | " << metric.n << "/" << planned[name] << " | "
+       << mean_std(metric, "%.2f") << " | " << delta << " | " << p << " | "
+       << (metric.n > 0 ? std::to_string(params_train) : "—") << " | "
+       << (metric.n > 0 ? std::to_string(params_deployed) : "—") << " | " << mean_std(step, "%.1f")
+       << " | " << (peak >= 0 ? format("%.0f", peak) : "—") << " |\n";
     const auto field = [&](const char* key) {
       return row.contains(key) && !row[key].is_null() ? row[key].dump() : std::string();
     };
-    csv << name << "," << accuracy.n << "," << planned[name] << "," << field("accuracy_mean") << ","
-        << field("accuracy_std") << "," << field("delta_vs_baseline") << "," << field("p_welch")
+    csv << name << "," << metric.n << "," << planned[name] << "," << field(mean_key.c_str()) << ","
+        << field(std_key.c_str()) << "," << field("delta_vs_baseline") << "," << field("p_welch")
         << "," << params_train << "," << params_deployed << "," << field("ms_per_step_mean") << ","
         << field("ms_per_step_std") << "," << field("peak_rss_mib_max") << "\n";
     table.rows.push_back(row);

@@ -258,11 +258,20 @@ torch::Tensor ImageClassificationTask::loss(const torch::Tensor& outputs,
                                 -100, options_.label_smoothing);
 }
 
-torch::Tensor ImageClassificationTask::metric_count(const torch::Tensor& outputs,
-                                                    const Batch& batch) const {
+const TaskMetrics& ImageClassificationTask::metrics() const {
+  static const TaskMetrics declared{Averaging::kPerSample,
+                                    {{"accuracy", Averaging::kPerSample, true, true, "acc"}},
+                                    "accuracy",
+                                    "images",
+                                    "img"};
+  return declared;
+}
+
+torch::Tensor ImageClassificationTask::metric_sums(const torch::Tensor& outputs,
+                                                   const Batch& batch) const {
   // With soft targets, a prediction counts when it is their largest share.
   const auto labels = batch.targets.dim() == 2 ? batch.targets.argmax(-1) : batch.targets;
-  return outputs.detach().argmax(-1).eq(labels).sum();
+  return outputs.detach().argmax(-1).eq(labels).sum().to(torch::kFloat64).reshape({1});
 }
 
 EvalResult ImageClassificationTask::evaluate(ModelImpl& model, BatchSource& source,
@@ -290,12 +299,11 @@ EvalResult ImageClassificationTask::evaluate(ModelImpl& model, BatchSource& sour
     samples += labels.size(0);
   }
   model.train(was_training);
-  EvalResult result;
-  result.samples = samples;
-  if (samples > 0) {
-    result.accuracy = static_cast<double>(correct.item<int64_t>()) / static_cast<double>(samples);
-    result.loss = loss_sum.item<double>() / static_cast<double>(samples);
-  }
+  MetricSums sums;
+  sums.loss = loss_sum.item<double>();
+  sums.metrics = {static_cast<double>(correct.item<int64_t>())};
+  sums.samples = samples;
+  auto result = averages(std::move(sums));
   if (keep_outputs && !kept.empty()) result.outputs = torch::cat(kept);
   return result;
 }

@@ -3,6 +3,7 @@
 #include "exfusion/train/compression.h"
 
 #include <iomanip>
+#include <sstream>
 
 #include "exfusion/train/initialization.h"
 #include "exfusion/train/pipeline.h"
@@ -60,7 +61,7 @@ nlohmann::json compress_checkpoint(const CompressRun& run, std::ostream& report)
   save_safetensors(run.out, compressed.tensors,
                    {{kConfigMetadataKey, to_json(checkpoint.config).dump()},
                     {kKindMetadataKey, kDersCompressedKind},
-                    {kFormatMetadataKey, std::to_string(TrainingState::kFormatVersion)},
+                    {kFormatMetadataKey, kModelFileFormat},
                     {kDersMetadataKey, run.options.to_json().dump()},
                     {"exfusion.compressed_from", fs::absolute(path).string()}});
 
@@ -107,18 +108,30 @@ nlohmann::json compress_checkpoint(const CompressRun& run, std::ostream& report)
       {"expert_params_after", expert_params_after},
       {"expert_bytes_before", expert_bytes_before},
       {"expert_bytes_after", expert_bytes_after},
-      {"test_accuracy_before", before["test_accuracy"]},
-      {"test_accuracy_after", after["test_accuracy"]},
-      {"test_loss_before", before["test_loss"]},
-      {"test_loss_after", after["test_loss"]},
       {"samples", after["samples"]},
       {"per_bank", compressed.report["banks"]}};
+  // Every metric the task declares, before and after: test_accuracy_before, test_loss_after...
+  for (const auto& [key, value] : before.items()) {
+    if (key.rfind("test_", 0) == 0) {
+      summary[key + "_before"] = value;
+      summary[key + "_after"] = after.at(key);
+    }
+  }
+  const auto& headline = before.at("headline_metric");
+  const auto shown = [&](const nlohmann::json& evaluation) {
+    const auto value = evaluation.at("test_" + headline.at("name").get<std::string>());
+    std::ostringstream text;
+    text << std::fixed << std::setprecision(headline.at("fraction").get<bool>() ? 2 : 4)
+         << (headline.at("fraction").get<bool>() ? 100.0 : 1.0) * value.get<double>()
+         << (headline.at("fraction").get<bool>() ? "%" : "");
+    return text.str();
+  };
   report << std::fixed << std::setprecision(2) << "DeRS " << to_string(run.options.method) << ": "
          << banks << " expert banks (" << from_dense << " against the recorded dense base), "
          << bytes_before << " -> " << bytes_after << " bytes ("
          << 100.0 * static_cast<double>(bytes_after) / static_cast<double>(bytes_before)
-         << "%), test accuracy " << 100.0 * before["test_accuracy"].get<double>() << "% -> "
-         << 100.0 * after["test_accuracy"].get<double>() << "%\n";
+         << "%), test " << headline.at("name").get<std::string>() << " " << shown(before) << " -> "
+         << shown(after) << "\n";
   return summary;
 }
 

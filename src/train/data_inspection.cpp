@@ -43,6 +43,7 @@ nlohmann::json inspect_data(const DataRun& run, std::ostream& progress) {
     save_safetensors(run.save, {{"inputs", torch::cat(inputs)}, {"targets", torch::cat(targets)}});
   }
   const double per_s = seconds > 0 ? static_cast<double>(samples) / seconds : 0.0;
+  const auto& unit = task->metrics().sample_unit;
   return {{"split", run.split},
           {"format", config.data.format},
           {"workers", config.data.workers},
@@ -51,10 +52,10 @@ nlohmann::json inspect_data(const DataRun& run, std::ostream& progress) {
           {"samples", samples},
           {"skipped", skipped},
           {"seconds", seconds},
-          {"images_per_s", per_s},
-          {"images_per_s_per_worker", config.data.uses_image_pipeline()
-                                          ? per_s / static_cast<double>(config.data.workers)
-                                          : per_s},
+          {unit + "_per_s", per_s},
+          {unit + "_per_s_per_worker", config.data.uses_image_pipeline()
+                                           ? per_s / static_cast<double>(config.data.workers)
+                                           : per_s},
           {"mean", config.data.mean},
           {"std", config.data.std}};
 }

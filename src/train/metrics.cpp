@@ -46,7 +46,8 @@ ProgressBar::ProgressBar(std::string label, int64_t total_steps, std::ostream& o
 
 std::string ProgressBar::render(int64_t step,
                                 const std::vector<std::pair<std::string, std::string>>& fields,
-                                double items_per_s, Clock::time_point now) const {
+                                double items_per_s, const std::string& rate_unit,
+                                Clock::time_point now) const {
   constexpr int kWidth = 20;
   const double fraction =
       std::clamp(static_cast<double>(step) / static_cast<double>(total_), 0.0, 1.0);
@@ -57,8 +58,8 @@ std::string ProgressBar::render(int64_t step,
   for (const auto& [name, value] : fields) line += " | " + name + " " + value;
   if (items_per_s > 0) {
     char rate[48];
-    std::snprintf(rate, sizeof rate, " | %.0f img/s", items_per_s);
-    line += rate;
+    std::snprintf(rate, sizeof rate, " | %.0f ", items_per_s);
+    line += rate + rate_unit;
   }
   if (step > first_step_) {
     // Timed from the first update on, so the first step's warm-up does not count.
@@ -83,13 +84,13 @@ void ProgressBar::print(const std::string& line, Clock::time_point now) {
 
 void ProgressBar::update(int64_t step,
                          const std::vector<std::pair<std::string, std::string>>& fields,
-                         double items_per_s) {
+                         double items_per_s, const std::string& rate_unit) {
   const auto now = Clock::now();
   if (first_step_ < 0) {
     first_step_ = step;
     first_time_ = now;
   }
-  auto line = render(step, fields, items_per_s, now);
+  auto line = render(step, fields, items_per_s, rate_unit, now);
   const bool due = !printed_ || step >= total_ ||
                    std::chrono::duration<double>(now - last_print_).count() >= interval_s_;
   if (due) {

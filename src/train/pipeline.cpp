@@ -360,16 +360,13 @@ nlohmann::json train_from(RunStart start, const LaunchEnvironment& launch,
                      " or train.clip_grad may help)");
   }
   nlohmann::json summary = {
-      {"test_accuracy", trained.accuracy},
-      {"test_loss", trained.loss},
+      {"headline_metric", headline_description(task->metrics())},
       {"params_train", params_train},
       {"params_stored", count_stored_values(*model)},
       {"flops_per_image", config.model.options->forward_flops_per_sample(config.ffn)},
       {"train_seconds", result.train_seconds},
       {"eval_seconds", result.eval_seconds},
       {"steps", result.steps},
-      {"final_train_loss", result.last_loss},
-      {"final_train_accuracy", result.last_metric},
       {"device", device.str()},
       {"precision", bf16 ? "bf16" : "fp32"},
       {"fast_path_calls", path_calls},
@@ -383,10 +380,15 @@ nlohmann::json train_from(RunStart start, const LaunchEnvironment& launch,
                                 {"gradient_allreduce_ms", parallel->time_gradient_allreduce(5)},
                                 {"replicas", compare_replicas(*trainer, *group)}};
   }
+  for (const auto& [name, value] : trained.metrics.items()) summary["test_" + name] = value;
+  for (const auto& [name, value] : result.last_metrics.items()) {
+    summary["final_train_" + name] = value;
+  }
   const auto model_metrics = collect_metrics(*model);
   for (const auto& [group_name, values] : model_metrics.items()) summary[group_name] = values;
-  report << std::fixed << std::setprecision(2) << "test accuracy (trained, "
-         << config.ffn.run_name() << "): " << 100.0 * trained.accuracy << "%\n";
+  const auto& headline = task->metrics().at(task->metrics().headline);
+  report << "test " << headline.name << " (trained, " << config.ffn.run_name()
+         << "): " << metric_text(headline, trained.metrics.at(headline.name)) << "\n";
   if (!fuses(*model)) {
     // A mixture of experts has no dense form: the run keeps its training state only.
     if (writer) {
@@ -394,10 +396,11 @@ nlohmann::json train_from(RunStart start, const LaunchEnvironment& launch,
       write_text_atomically(out / kSummaryFile, summary.dump(2) + "\n");
       log->write({{"event", "summary"}, {"summary", summary}});
     }
-    report << std::setprecision(1) << "parameters: " << params_train << "; trained in "
-           << result.train_seconds << " s\noutputs: " << (out / kStateFile).string() << " ("
-           << config.ffn.run_name() << ", no dense export; exfusion eval " << out.string()
-           << " --unfused), " << (out / kSummaryFile).string() << std::endl;
+    report << std::fixed << std::setprecision(1) << "parameters: " << params_train
+           << "; trained in " << result.train_seconds
+           << " s\noutputs: " << (out / kStateFile).string() << " (" << config.ffn.run_name()
+           << ", no dense export; exfusion eval " << out.string() << " --unfused), "
+           << (out / kSummaryFile).string() << std::endl;
     return summary;
   }
   const auto dense_config = dense_twin(config);
@@ -412,9 +415,9 @@ nlohmann::json train_from(RunStart start, const LaunchEnvironment& launch,
   auto logit_diff =
       torch::tensor(max_abs_diff(trained.outputs, fused_eval.outputs), torch::kFloat64);
   if (group) group->all_reduce_max_(logit_diff);
-  summary["fused_test_accuracy"] = fused_eval.accuracy;
+  for (const auto& [name, value] : fused_eval.metrics.items())
+    summary["fused_test_" + name] = value;
   summary["fused_max_abs_logit_diff"] = logit_diff.item<double>();
-  summary["fused_test_loss"] = fused_eval.loss;
   summary["params_fused"] = count_parameters(*fused);
   if (writer) {
     if (tensorboard) tensorboard->write_summary(result.steps, summary);
@@ -422,7 +425,9 @@ nlohmann::json train_from(RunStart start, const LaunchEnvironment& launch,
     log->write({{"event", "summary"}, {"summary", summary}});
   }
 
-  report << "test accuracy (fused, dense):     " << 100.0 * fused_eval.accuracy << "%\n"
+  report << "test " << headline.name
+         << " (fused, dense):     " << metric_text(headline, fused_eval.metrics.at(headline.name))
+         << "\n"
          << std::scientific << std::setprecision(3) << "max |logit difference|:            "
          << summary["fused_max_abs_logit_diff"].get<double>() << "\n"
          << std::fixed << std::setprecision(1) << "parameters: " << params_train
@@ -499,10 +504,12 @@ nlohmann::json evaluate_checkpoint(const EvalRun& run) {
     std::cerr << "exfusion eval: warning: the test loss is " << result.loss
               << ": the model's outputs are not finite (a diverged run?)" << std::endl;
   }
-  return {{"checkpoint", path.string()},
-          {"test_accuracy", result.accuracy},
-          {"test_loss", result.loss},
-          {"samples", result.samples}};
+  nlohmann::json evaluation = {{"checkpoint", path.string()},
+                               {"samples", result.samples()},
+                               {"headline_metric", headline_description(task->metrics())}};
+  for (const auto& [name, value] : result.metrics.items()) evaluation["test_" + name] = value;
+  if (task->metrics().counts_tokens()) evaluation["tokens"] = result.sums.tokens;
+  return evaluation;
 }
 
 nlohmann::json fuse_checkpoint(const FuseRun& run) {

@@ -53,10 +53,13 @@ void synchronize_replicas(Trainer& trainer, DistributedGroup& group) {
                 {"optimizer", describe(state.optimizer)},
                 {"rng", describe({{"cpu", state.cpu_rng}})},
                 {"position", {state.step, state.epoch, state.batch_in_epoch}},
-                {"window", {p.window_steps, p.window_samples, p.window_correct}},
+                {"window", {p.window_steps, p.window_samples, p.window_tokens}},
+                {"metrics",
+                 {{"names", p.metric_names},
+                  {"window_sums", p.window_metric_sums},
+                  {"last", p.last_metrics}}},
                 {"skipped", p.skipped_samples},
-                {"times",
-                 {p.window_loss_sum, p.last_loss, p.last_metric, p.train_seconds, p.eval_seconds}}};
+                {"times", {p.window_loss_sum, p.last_loss, p.train_seconds, p.eval_seconds}}};
   }
   manifest = nlohmann::json::parse(group.broadcast_text("state", manifest.dump()));
   auto model = receive(manifest["model"], state.model, group);
@@ -73,13 +76,15 @@ void synchronize_replicas(Trainer& trainer, DistributedGroup& group) {
   auto& p = state.progress;
   p.window_steps = manifest["window"][0];
   p.window_samples = manifest["window"][1];
-  p.window_correct = manifest["window"][2];
+  p.window_tokens = manifest["window"][2];
+  p.metric_names = manifest["metrics"]["names"].get<std::vector<std::string>>();
+  p.window_metric_sums = manifest["metrics"]["window_sums"].get<std::vector<double>>();
+  p.last_metrics = manifest["metrics"]["last"].get<std::vector<double>>();
   p.skipped_samples = manifest["skipped"];
   p.window_loss_sum = manifest["times"][0];
   p.last_loss = manifest["times"][1];
-  p.last_metric = manifest["times"][2];
-  p.train_seconds = manifest["times"][3];
-  p.eval_seconds = manifest["times"][4];
+  p.train_seconds = manifest["times"][2];
+  p.eval_seconds = manifest["times"][3];
   state.world_size = group.size();
   trainer.restore(state);
 }

@@ -28,7 +28,7 @@ void save_dense_model(const std::filesystem::path& path, const NamedTensors& ten
   save_safetensors(path, tensors,
                    {{kConfigMetadataKey, to_json(config).dump()},
                     {kKindMetadataKey, kDenseModelKind},
-                    {kFormatMetadataKey, std::to_string(TrainingState::kFormatVersion)},
+                    {kFormatMetadataKey, kModelFileFormat},
                     {"format", "pt"}});
   auto model_json = config.model.options->export_description();
   model_json["weights"] = path.filename().string();
@@ -176,11 +176,15 @@ Checkpoint load_checkpoint(const std::filesystem::path& path, const std::string&
   }
   const auto format = metadata.find(kFormatMetadataKey);
   if (format != metadata.end()) {
-    if (format->second != "1" && format->second != "2" && format->second != "3") {
-      throw InputError(path.string() + ": checkpoint format " + format->second +
-                       ", this build reads formats 1 to 3");
+    const auto& text = format->second;
+    const bool known =
+        text.size() == 1 && text[0] >= '1' && text[0] - '0' <= kNewestCheckpointFormat;
+    if (!known) {
+      throw InputError(path.string() + ": checkpoint format " + text +
+                       ", this build reads formats 1 to " +
+                       std::to_string(kNewestCheckpointFormat));
     }
-    checkpoint.format = std::stoll(format->second);
+    checkpoint.format = text[0] - '0';
   }
   // The checkpoint's own config, with --config laid over it when given: a different
   // architecture then fails against the tensors, and the normalisation is kept.

@@ -15,15 +15,18 @@ namespace exfusion {
 void JsonlMetricsCallback::on_step(const Trainer& trainer, const StepEvent& event) {
   if (event.window == nullptr) return;
   const auto& window = *event.window;
+  const auto& declared = trainer.task().metrics();
   nlohmann::json record = {{"event", "train"},
                            {"step", event.step},
                            {"epoch", event.epoch},
                            {"lr", event.lr},
-                           {"loss", window.loss},
-                           {trainer.task().metric_name(), window.metric},
-                           {"images_per_s", window.samples_per_s},
+                           {declared.sample_unit + "_per_s", window.samples_per_s},
                            {"elapsed_s", window.elapsed_s}};
-  if (window.skipped_samples >= 0) record["skipped_images"] = window.skipped_samples;
+  for (const auto& [name, value] : window.metrics.items()) record[name] = value;
+  if (declared.counts_tokens()) record["tokens_per_s"] = window.tokens_per_s;
+  if (window.skipped_samples >= 0) {
+    record["skipped_" + declared.sample_unit] = window.skipped_samples;
+  }
   const auto model_metrics = collect_metrics(*trainer.model());
   for (const auto& [group, values] : model_metrics.items()) {
     record[group] = values;
@@ -32,11 +35,8 @@ void JsonlMetricsCallback::on_step(const Trainer& trainer, const StepEvent& even
 }
 
 void JsonlMetricsCallback::on_eval(const Trainer& trainer, const EvalEvent& event) {
-  nlohmann::json record = {{"event", "eval"},
-                           {"step", event.step},
-                           {"epoch", event.epoch},
-                           {"test_accuracy", event.result.accuracy},
-                           {"test_loss", event.result.loss}};
+  nlohmann::json record = {{"event", "eval"}, {"step", event.step}, {"epoch", event.epoch}};
+  for (const auto& [name, value] : event.result.metrics.items()) record["test_" + name] = value;
   const auto model_metrics = collect_metrics(*trainer.model());
   for (const auto& [group, values] : model_metrics.items()) {
     record[group] = values;
@@ -49,16 +49,25 @@ void ProgressBarCallback::on_train_begin(const Trainer& /*trainer*/, const Train
   epochs_ = begin.epochs;
 }
 
-void ProgressBarCallback::on_step(const Trainer& /*trainer*/, const StepEvent& event) {
+void ProgressBarCallback::on_step(const Trainer& trainer, const StepEvent& event) {
   if (event.window == nullptr || !bar_) return;
+  const auto& declared = trainer.task().metrics();
+  const auto& headline = declared.at(declared.headline);
   char loss_text[32], metric_text[32];
   std::snprintf(loss_text, sizeof loss_text, "%.4f", event.window->loss);
-  std::snprintf(metric_text, sizeof metric_text, "%.1f%%", 100.0 * event.window->metric);
+  const double value = event.window->metrics.at(headline.name);
+  if (headline.fraction) {
+    std::snprintf(metric_text, sizeof metric_text, "%.1f%%", 100.0 * value);
+  } else {
+    std::snprintf(metric_text, sizeof metric_text, "%.3f", value);
+  }
+  const bool tokens = declared.counts_tokens();
   bar_->update(event.step,
                {{"epoch", std::to_string(event.epoch + 1) + "/" + std::to_string(epochs_)},
                 {"loss", loss_text},
-                {"acc", metric_text}},
-               event.window->samples_per_s);
+                {headline.brief.empty() ? headline.name : headline.brief, metric_text}},
+               tokens ? event.window->tokens_per_s : event.window->samples_per_s,
+               tokens ? "tok/s" : declared.sample_brief + "/s");
 }
 
 void ProgressBarCallback::on_train_end(const Trainer& /*trainer*/, const TrainResult& /*result*/) {

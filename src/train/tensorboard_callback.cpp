@@ -64,10 +64,15 @@ void TensorBoardCallback::on_step(const Trainer& trainer, const StepEvent& event
   const auto& window = *event.window;
   auto& out = writer();
   const double now = tensorboard::wall_time_now();
-  out.add_scalar("train/loss", window.loss, event.step, now);
-  out.add_scalar("train/" + trainer.task().metric_name(), window.metric, event.step, now);
+  const auto& declared = trainer.task().metrics();
+  for (const auto& [name, value] : window.metrics.items()) {
+    out.add_scalar("train/" + name, value, event.step, now);
+  }
   out.add_scalar("train/lr", event.lr, event.step, now);
-  out.add_scalar("train/images_per_s", window.samples_per_s, event.step, now);
+  out.add_scalar("train/" + declared.sample_unit + "_per_s", window.samples_per_s, event.step, now);
+  if (declared.counts_tokens()) {
+    out.add_scalar("train/tokens_per_s", window.tokens_per_s, event.step, now);
+  }
   const auto model_metrics = collect_metrics(*trainer.model());
   for (const auto& [group, values] : model_metrics.items()) {
     add_flattened(out, group, values, event.step, now);
@@ -78,17 +83,19 @@ void TensorBoardCallback::on_step(const Trainer& trainer, const StepEvent& event
 void TensorBoardCallback::on_eval(const Trainer& /*trainer*/, const EvalEvent& event) {
   auto& out = writer();
   const double now = tensorboard::wall_time_now();
-  out.add_scalar("eval/test_accuracy", event.result.accuracy, event.step, now);
-  out.add_scalar("eval/test_loss", event.result.loss, event.step, now);
+  for (const auto& [name, value] : event.result.metrics.items()) {
+    out.add_scalar("eval/test_" + name, value, event.step, now);
+  }
   out.flush();
 }
 
 void TensorBoardCallback::write_summary(int64_t step, const nlohmann::json& summary) {
   auto& out = writer();
   const double now = tensorboard::wall_time_now();
-  for (const auto* key : {"test_accuracy", "test_loss", "fused_test_accuracy", "fused_test_loss"}) {
-    if (summary.contains(key) && summary[key].is_number()) {
-      out.add_scalar(std::string("summary/") + key, summary[key].get<double>(), step, now);
+  for (const auto& [key, value] : summary.items()) {
+    const bool evaluation = key.rfind("test_", 0) == 0 || key.rfind("fused_test_", 0) == 0;
+    if (evaluation && value.is_number()) {
+      out.add_scalar("summary/" + key, value.get<double>(), step, now);
     }
   }
   out.flush();

@@ -37,6 +37,11 @@ FusedAdamW make_optimizer(ModelImpl& model, const TrainConfig& train, const torc
   return FusedAdamW(make_groups(model, train.weight_decay), options);
 }
 
+std::vector<double> host_values(const torch::Tensor& values) {
+  const auto host = values.to(torch::kCPU, torch::kFloat64).contiguous();
+  return {host.data_ptr<double>(), host.data_ptr<double>() + host.numel()};
+}
+
 WarmupCosine schedule_of(const TrainConfig& train, int64_t per_epoch) {
   return {train.lr, train.min_lr,
           static_cast<int64_t>(train.warmup_epochs * static_cast<double>(per_epoch)),
@@ -83,6 +88,11 @@ Trainer::Trainer(const RunConfig& config, ModelPtr model, std::shared_ptr<const 
   if (group) {
     data_parallel_ = std::make_unique<DataParallel>(
         std::move(group), *model_, factored, DataParallelOptions{config.train.dist_bucket_mb});
+  }
+  for (const auto* spec : task_->metrics().summed()) {
+    progress_.metric_names.push_back(spec->name);
+    progress_.window_metric_sums.push_back(0.0);
+    progress_.last_metrics.push_back(0.0);
   }
   for_each_capable<AddsAuxiliaryLoss>(*model_, [&](const std::string&, const AddsAuxiliaryLoss& m) {
     auxiliary_losses_.push_back(&m);
@@ -143,7 +153,7 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::compute_step(const torch::Tenso
   if (config_.train.clip_grad > 0) optimizer_.clip_grad_norm_async(config_.train.clip_grad);
   optimizer_.step();
   optimizer_.zero_grad();
-  return {loss.detach(), task_->metric_count(outputs, batch)};
+  return {loss.detach(), task_->metric_sums(outputs, batch)};
 }
 
 EvalResult Trainer::evaluate(BatchSource& source, bool keep_outputs, ModelImpl* other) {
@@ -151,14 +161,22 @@ EvalResult Trainer::evaluate(BatchSource& source, bool keep_outputs, ModelImpl* 
   fault_point("eval");
   auto result = task_->evaluate(other ? *other : *model_, source, device_, bf16_, keep_outputs);
   if (data_parallel_) {
-    const auto samples = static_cast<double>(result.samples);
-    auto sums =
-        torch::tensor({result.accuracy * samples, result.loss * samples, samples}, torch::kFloat64);
+    // Every rank's sums added, then averaged as one process would over the whole set.
+    const auto& mine = result.sums;
+    std::vector<double> values{mine.loss, static_cast<double>(mine.samples),
+                               static_cast<double>(mine.tokens)};
+    values.insert(values.end(), mine.metrics.begin(), mine.metrics.end());
+    auto sums = torch::tensor(values, torch::kFloat64);
     data_parallel_->group().all_reduce_sum_(sums);
-    const auto total = sums[2].item<double>();
-    result.samples = static_cast<int64_t>(total);
-    result.accuracy = total > 0 ? sums[0].item<double>() / total : 0.0;
-    result.loss = total > 0 ? sums[1].item<double>() / total : 0.0;
+    const auto* total = sums.data_ptr<double>();
+    MetricSums global;
+    global.loss = total[0];
+    global.samples = std::llround(total[1]);
+    global.tokens = std::llround(total[2]);
+    global.metrics.assign(total + 3, total + values.size());
+    auto outputs = std::move(result.outputs);
+    result = task_->averages(std::move(global));
+    result.outputs = std::move(outputs);
   }
   return result;
 }
@@ -200,16 +218,19 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
   };
   int64_t window_samples_timed = 0;  // the window's samples since this process timed it
   // The open window's sums stay on the device between windows; restored from progress_.
-  auto window_loss = torch::full({}, progress_.window_loss_sum,
-                                 torch::TensorOptions(device_).dtype(torch::kFloat64));
-  auto window_count =
-      torch::full({}, progress_.window_correct, torch::TensorOptions(device_).dtype(torch::kInt64));
-  window_sums_ = [&] {
-    return std::make_pair(window_loss.item<double>(), window_count.item<int64_t>());
+  const auto f64 = torch::TensorOptions(device_).dtype(torch::kFloat64);
+  const bool counts_tokens = task_->metrics().counts_tokens();
+  auto window_loss = torch::full({}, progress_.window_loss_sum, f64);
+  auto window_metrics = torch::tensor(progress_.window_metric_sums, torch::kFloat64).to(device_);
+  auto window_tokens = torch::full({}, static_cast<double>(progress_.window_tokens), f64);
+  window_sums_ = [&](TrainProgress& progress) {
+    progress.window_loss_sum = window_loss.item<double>();
+    progress.window_metric_sums = host_values(window_metrics);
+    progress.window_tokens = std::llround(window_tokens.item<double>());
   };
   // The sums above are this call's locals: state() must not reach them after it returns.
   struct ForgetWindowOnExit {
-    std::function<std::pair<double, int64_t>()>& sums;
+    std::function<void(TrainProgress&)>& sums;
     ~ForgetWindowOnExit() { sums = nullptr; }
   } forget_window{window_sums_};
   TrainResult result;
@@ -221,28 +242,32 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
       if (!batch) break;
       const double lr = schedule.lr_at(step_);
       optimizer_.set_lr(lr);
-      auto [loss, count] = step(*batch);
+      auto [loss, metric_sums] = step(*batch);
       ++batch_in_epoch_;
+      // A fill, not a copy: the count travels as a kernel argument, with no synchronisation.
+      auto tokens = counts_tokens ? torch::full({1}, static_cast<double>(batch->tokens), f64)
+                                  : torch::Tensor();
       if (data_parallel_) {
-        // The global batch's loss and count: the ranks' logs, and checkpoints, agree.
+        // The global batch's loss and sums: the ranks' logs, and checkpoints, agree.
         // Skipped samples only where they can happen: their count is a host value, and its
         // copy and read-back would cost every step a synchronisation.
-        const bool skips = config_.data.skip_bad_images;
-        std::vector<torch::Tensor> values{loss.to(torch::kFloat64), count.to(torch::kFloat64)};
-        if (skips) {
-          values.push_back(torch::tensor(static_cast<double>(batch->skipped),
-                                         torch::TensorOptions(device_).dtype(torch::kFloat64)));
-        }
-        auto sums = torch::stack(values);
+        const bool skips = train.may_skip();
+        std::vector<torch::Tensor> values{loss.to(torch::kFloat64).reshape({1}), metric_sums};
+        if (counts_tokens) values.push_back(tokens);
+        if (skips) values.push_back(torch::full({1}, static_cast<double>(batch->skipped), f64));
+        auto sums = torch::cat(values);
         data_parallel_->group().all_reduce_sum_(sums);
+        const auto metric_count = metric_sums.size(0);
         loss = sums[0] / static_cast<double>(ranks);
-        count = sums[1].to(torch::kInt64);
-        if (skips) progress_.skipped_samples += static_cast<int64_t>(sums[2].item<double>());
+        metric_sums = sums.slice(0, 1, 1 + metric_count);
+        if (counts_tokens) tokens = sums.slice(0, 1 + metric_count, 2 + metric_count);
+        if (skips) progress_.skipped_samples += std::llround(sums[-1].item<double>());
       } else {
         progress_.skipped_samples += batch->skipped;
       }
       window_loss += loss.to(torch::kFloat64);
-      window_count += count;
+      window_metrics += metric_sums;
+      if (counts_tokens) window_tokens += tokens.reshape({});
       progress_.window_samples += batch->size() * ranks;
       window_samples_timed += batch->size() * ranks;
       ++progress_.window_steps;
@@ -254,10 +279,14 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
         closed.steps = progress_.window_steps;
         closed.samples = progress_.window_samples;
         closed.loss = window_loss.item<double>() / static_cast<double>(closed.steps);
-        closed.metric =
-            static_cast<double>(window_count.item<int64_t>()) / static_cast<double>(closed.samples);
+        closed.tokens = std::llround(window_tokens.item<double>());
+        const auto sums = host_values(window_metrics);
+        closed.metrics = task_->window_values(closed.loss, sums, closed.samples, closed.tokens);
         closed.samples_per_s = static_cast<double>(window_samples_timed) /
                                std::chrono::duration<double>(now - window_start).count();
+        // The window's tokens per sample at the rate its samples were timed at.
+        closed.tokens_per_s = closed.samples_per_s * static_cast<double>(closed.tokens) /
+                              static_cast<double>(closed.samples);
         if (!std::isfinite(closed.loss)) {
           throw InputError("training diverged: the mean loss of steps " +
                            std::to_string(step_ - closed.steps + 1) + "-" + std::to_string(step_) +
@@ -266,16 +295,20 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
                            config::detail::number_text(cfg.lr) + " or train.clip_grad may help)");
         }
         progress_.last_loss = closed.loss;
-        progress_.last_metric = closed.metric;
+        progress_.last_metrics.clear();
+        for (const auto* spec : task_->metrics().summed()) {
+          progress_.last_metrics.push_back(closed.metrics.at(spec->name));
+        }
         // Closed before the callbacks run, so a checkpoint taken now holds an empty window.
         window_loss.zero_();
-        window_count.zero_();
-        progress_.window_steps = progress_.window_samples = 0;
+        window_metrics.zero_();
+        window_tokens.zero_();
+        progress_.window_steps = progress_.window_samples = progress_.window_tokens = 0;
         window_samples_timed = 0;
       }
       add_train_time();
       closed.elapsed_s = progress_.train_seconds;
-      if (config_.data.skip_bad_images) closed.skipped_samples = progress_.skipped_samples;
+      if (train.may_skip()) closed.skipped_samples = progress_.skipped_samples;
       const bool ends_epoch = batch_in_epoch_ >= per_epoch || step_ == total_steps;
       const StepEvent event{step_, epoch_, lr, closes ? &closed : nullptr, ends_epoch};
       for (auto* callback : callbacks) callback->on_step(*this, event);
@@ -305,12 +338,12 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
     result.interrupted = wants_stop();
   }
   add_train_time();
-  std::tie(progress_.window_loss_sum, progress_.window_correct) = window_sums_();
+  window_sums_(progress_);
   result.steps = step_;
   result.eval_seconds = progress_.eval_seconds;
   result.train_seconds = progress_.train_seconds;
   result.last_loss = progress_.last_loss;
-  result.last_metric = progress_.last_metric;
+  result.last_metrics = task_->values_of(progress_.last_loss, progress_.last_metrics);
   for (auto* callback : callbacks) callback->on_train_end(*this, result);
   return result;
 }
@@ -327,9 +360,7 @@ TrainingState Trainer::state() const {
   for (size_t i = 0; i < kFastPaths.size(); ++i) {
     state.fast_path_calls[i] = fast_paths_.counters->calls(kFastPaths[i]);
   }
-  if (window_sums_) {  // inside fit: the open window's sums are on the device
-    std::tie(state.progress.window_loss_sum, state.progress.window_correct) = window_sums_();
-  }
+  if (window_sums_) window_sums_(state.progress);  // inside fit: the window is on the device
   state.world_size = data_parallel_ ? data_parallel_->group().size() : 1;
   state.cpu_rng = at::detail::getDefaultCPUGenerator().get_state();
   if (device_.is_cuda()) state.cuda_rng = at::globalContext().defaultGenerator(device_).get_state();
@@ -340,6 +371,12 @@ void Trainer::restore(const TrainingState& state) {
   if (!state.resumable()) {
     throw InputError("a format " + std::to_string(state.format) +
                      " training state holds no data position or RNG state: it cannot resume");
+  }
+  if (state.progress.metric_names != progress_.metric_names) {
+    throw InputError("the training state's window sums the metrics " +
+                     nlohmann::json(state.progress.metric_names).dump() + ", and the task " +
+                     config_.task + " declares " + nlohmann::json(progress_.metric_names).dump() +
+                     ": it was written for another task");
   }
   const int64_t ranks = data_parallel_ ? data_parallel_->group().size() : 1;
   if (state.world_size != ranks) {

@@ -22,11 +22,16 @@ constexpr const char* kOptimizerPrefix = "optimizer.";
 constexpr const char* kStep = "trainer.step";
 constexpr const char* kEpoch = "trainer.epoch";
 constexpr const char* kBatch = "trainer.batch_in_epoch";
-constexpr const char* kWindowCounts = "trainer.window_counts";  // i64 [steps, samples, correct]
+// i64 [steps, samples, tokens]; in format 3 [steps, samples, correct] (accuracy's count).
+constexpr const char* kWindowCounts = "trainer.window_counts";
+// Format 4: f64, one per summed metric, named in order by kMetricNamesKey.
+constexpr const char* kWindowMetricSums = "trainer.window_metric_sums";
+constexpr const char* kLastMetrics = "trainer.last_metrics";
+constexpr const char* kMetricNamesKey = "exfusion.metric_names";
 // Absent in checkpoints from before the image pipeline: nothing was skipped then.
 constexpr const char* kSkipped = "trainer.skipped_samples";
-constexpr const char* kTimes = "trainer.progress";  // f64 [loss sum, last loss, last metric,
-                                                    //      train s, eval s]
+// f64 [loss sum, last loss, train s, eval s]; in format 3 with the last metric after last loss.
+constexpr const char* kTimes = "trainer.progress";
 // i64 [taken, fell back] per fast path; absent in checkpoints from before the CPU attention
 // kernel, whose runs counted no call on the CPU.
 constexpr const char* kFastPathCalls = "trainer.fast_path_calls";
@@ -66,6 +71,34 @@ int64_t scalar(const SafetensorsFile& file, const std::string& name,
   return tensor.item<int64_t>();
 }
 
+// Format 4's metric names (metadata) and the window's sums and last means, one per name.
+void read_metric_sums(const SafetensorsFile& file, const std::filesystem::path& path,
+                      TrainProgress& progress) {
+  const auto names = file.metadata.find(kMetricNamesKey);
+  if (names == file.metadata.end()) {
+    throw InputError(path.string() + ": format 4 training state without '" +
+                     std::string(kMetricNamesKey) + "' metadata");
+  }
+  const auto parsed = parse_json_input(
+      names->second, path.string() + ": metadata '" + std::string(kMetricNamesKey) + "'");
+  const bool names_are_strings =
+      parsed.is_array() &&
+      std::all_of(parsed.begin(), parsed.end(), [](const auto& v) { return v.is_string(); });
+  if (!names_are_strings) {
+    throw InputError(path.string() + ": metadata '" + std::string(kMetricNamesKey) +
+                     "' is not a JSON list of metric names");
+  }
+  progress.metric_names = parsed.get<std::vector<std::string>>();
+  const auto count = static_cast<int64_t>(progress.metric_names.size());
+  const auto values = [&](const char* name) {
+    const auto tensor = vector_of(file, name, torch::kFloat64, count, path).contiguous();
+    const auto* data = tensor.data_ptr<double>();
+    return std::vector<double>(data, data + count);
+  };
+  progress.window_metric_sums = values(kWindowMetricSums);
+  progress.last_metrics = values(kLastMetrics);
+}
+
 // CRC-32 of the tensors' bytes, in the order given (name order: the map's, or sorted).
 template <class Named>
 std::string checksum_of(const Named& tensors) {
@@ -87,11 +120,21 @@ void TrainingState::save(const std::filesystem::path& path) const {
   named.emplace(kBatch, torch::tensor(batch_in_epoch, torch::kInt64));
   named.emplace(kWindowCounts,
                 torch::tensor(std::vector<int64_t>{progress.window_steps, progress.window_samples,
-                                                   progress.window_correct}));
+                                                   progress.window_tokens}));
+  const auto metric_count = static_cast<int64_t>(progress.metric_names.size());
+  const auto f64_vector = [&](const std::vector<double>& values, const char* name) {
+    if (static_cast<int64_t>(values.size()) != metric_count) {
+      throw std::logic_error(std::string("TrainingState::save: ") + name + " holds " +
+                             std::to_string(values.size()) + " values for " +
+                             std::to_string(metric_count) + " metrics");
+    }
+    return torch::tensor(values, torch::kFloat64).reshape({metric_count});
+  };
+  named.emplace(kWindowMetricSums, f64_vector(progress.window_metric_sums, kWindowMetricSums));
+  named.emplace(kLastMetrics, f64_vector(progress.last_metrics, kLastMetrics));
   named.emplace(kTimes,
                 torch::tensor(std::vector<double>{progress.window_loss_sum, progress.last_loss,
-                                                  progress.last_metric, progress.train_seconds,
-                                                  progress.eval_seconds},
+                                                  progress.train_seconds, progress.eval_seconds},
                               torch::kFloat64));
   named.emplace(kSkipped, torch::tensor(progress.skipped_samples, torch::kInt64));
   std::vector<int64_t> calls;
@@ -108,6 +151,7 @@ void TrainingState::save(const std::filesystem::path& path) const {
                     {kKindMetadataKey, kTrainingStateKind},
                     {kFormatMetadataKey, std::to_string(kFormatVersion)},
                     {kOutputsKey, outputs.dump()},
+                    {kMetricNamesKey, nlohmann::json(progress.metric_names).dump()},
                     {kWorldSizeKey, std::to_string(world_size)},
                     {kChecksumKey, checksum_of(tensors)}});
 }
@@ -158,7 +202,14 @@ TrainingState TrainingState::load(const std::filesystem::path& path) {
     const auto counts = vector_of(file, kWindowCounts, torch::kInt64, 3, path);
     state.progress.window_steps = counts[0].item<int64_t>();
     state.progress.window_samples = counts[1].item<int64_t>();
-    state.progress.window_correct = counts[2].item<int64_t>();
+    if (state.format == 3) {
+      // Image classification's one metric: the window's correct predictions.
+      state.progress.metric_names = {"accuracy"};
+      state.progress.window_metric_sums = {static_cast<double>(counts[2].item<int64_t>())};
+    } else {
+      state.progress.window_tokens = counts[2].item<int64_t>();
+      read_metric_sums(file, path, state.progress);
+    }
     if (file.tensors.count(kSkipped) != 0) {
       state.progress.skipped_samples = scalar(file, kSkipped, path);
     }
@@ -170,12 +221,14 @@ TrainingState TrainingState::load(const std::filesystem::path& path) {
         paths[i] = {calls[2 * i].item<int64_t>(), calls[2 * i + 1].item<int64_t>()};
       }
     }
-    const auto times = vector_of(file, kTimes, torch::kFloat64, 5, path);
+    const bool format3 = state.format == 3;
+    const auto times = vector_of(file, kTimes, torch::kFloat64, format3 ? 5 : 4, path);
+    const int64_t after = format3 ? 1 : 0;  // format 3's last metric sits before the times
     state.progress.window_loss_sum = times[0].item<double>();
     state.progress.last_loss = times[1].item<double>();
-    state.progress.last_metric = times[2].item<double>();
-    state.progress.train_seconds = times[3].item<double>();
-    state.progress.eval_seconds = times[4].item<double>();
+    if (format3) state.progress.last_metrics = {times[2].item<double>()};
+    state.progress.train_seconds = times[2 + after].item<double>();
+    state.progress.eval_seconds = times[3 + after].item<double>();
     const auto outputs = file.metadata.find(kOutputsKey);
     if (outputs != file.metadata.end()) {
       state.outputs = parse_json_input(

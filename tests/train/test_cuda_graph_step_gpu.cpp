@@ -68,7 +68,7 @@ Trajectory train(const std::string& kind, const std::string& precision, bool cud
     const auto m = testing::vit_of(config);
     const Batch data{torch::randn({batch, m.in_chans, m.img_size, m.img_size}),
                      torch::randint(0, m.num_classes, {batch})};
-    const auto [loss, correct] = trainer.step(data);
+    const auto [loss, metric_sums] = trainer.step(data);
     out.losses.push_back(loss.item<double>());
   }
   EXPECT_EQ(trainer.cuda_graph_captured(), cuda_graph);

@@ -11,6 +11,7 @@
 #include "exfusion/train/trainer.h"
 #include "exfusion/train/training_state.h"
 #include "exfusion/util/error.h"
+#include "exfusion/util/tensor_checksum.h"
 
 namespace exfusion {
 namespace {
@@ -130,6 +131,57 @@ TEST(TrainingState, ADenseModelFileIsNotATrainingState) {
   } catch (const InputError& error) {
     EXPECT_NE(std::string(error.what()).find("format 9"), std::string::npos) << error.what();
   }
+  testing::remove_tree(dir);
+}
+
+// Format 3 (before tasks declared their metrics) kept accuracy's count in the window counts and
+// the last accuracy among the times. Such a state, written here from a format 4 one as the
+// previous build laid it out, still loads, reads as accuracy's window and resumes.
+TEST(TrainingState, AFormat3StateStillLoadsAndResumes) {
+  const auto dir = testing::fresh_temp_dir("training-state-format3");
+  const auto config = tiny_config("exfusion");
+  const auto data = batches(config, 1);
+  auto model = build_model(config.model, config.ffn);
+  Trainer trainer(config, model, make_task(config), torch::kCPU);
+  trainer.step(data[0]);
+  trainer.state().save(dir / "format4.safetensors");
+
+  auto file = load_safetensors(dir / "format4.safetensors");
+  EXPECT_EQ(file.metadata.at("exfusion.format"), "4");
+  file.tensors.erase("trainer.window_metric_sums");
+  file.tensors.erase("trainer.last_metrics");
+  file.metadata.erase("exfusion.metric_names");
+  file.tensors["trainer.window_counts"] = torch::tensor(std::vector<int64_t>{1, 6, 4});
+  const auto times = file.tensors.at("trainer.progress");
+  file.tensors["trainer.progress"] = torch::tensor(
+      std::vector<double>{2.5, 2.25, 0.75, times[2].item<double>(), times[3].item<double>()},
+      torch::kFloat64);
+  file.metadata["exfusion.format"] = "3";
+  uint32_t crc = 0;
+  NamedTensors tensors;
+  for (const auto& [name, tensor] : file.tensors) {  // name order, as the writer sums them
+    crc = crc32_of(tensor, crc);
+    tensors.emplace_back(name, tensor);
+  }
+  char checksum[16];
+  std::snprintf(checksum, sizeof checksum, "%08lx", static_cast<unsigned long>(crc));
+  file.metadata["exfusion.checksum"] = checksum;
+  save_safetensors(dir / "format3.safetensors", tensors, file.metadata);
+
+  const auto loaded = TrainingState::load(dir / "format3.safetensors");
+  EXPECT_EQ(loaded.format, 3);
+  EXPECT_EQ(loaded.progress.metric_names, std::vector<std::string>{"accuracy"});
+  EXPECT_EQ(loaded.progress.window_metric_sums, std::vector<double>{4.0});
+  EXPECT_EQ(loaded.progress.window_samples, 6);
+  EXPECT_EQ(loaded.progress.window_loss_sum, 2.5);
+  EXPECT_EQ(loaded.progress.last_loss, 2.25);
+  EXPECT_EQ(loaded.progress.last_metrics, std::vector<double>{0.75});
+  EXPECT_EQ(loaded.progress.train_seconds, times[2].item<double>());
+  Trainer resumed(loaded.config, build_model(loaded.config.model, loaded.config.ffn),
+                  make_task(loaded.config), torch::kCPU);
+  resumed.restore(loaded);
+  EXPECT_EQ(resumed.steps_done(), 1);
+  EXPECT_EQ(resumed.state().progress.window_metric_sums, std::vector<double>{4.0});
   testing::remove_tree(dir);
 }
 

@@ -19,7 +19,10 @@ struct DataShard {
 struct Batch {
   torch::Tensor inputs;   // e.g. float32 [B, C, H, W] images, normalised
   torch::Tensor targets;  // e.g. int64 [B] labels, or float32 [B, classes] soft targets
-  int64_t skipped = 0;    // bad samples left out of this batch (data.skip_bad_images)
+  int64_t skipped = 0;    // bad samples the source left out of this batch (when it may skip)
+  // The target positions that are not padding, which per-token metrics divide by; counted by
+  // the source on the host (no device read), 0 where the task has no tokens.
+  int64_t tokens = 0;
   int64_t size() const { return targets.size(0); }
 };
 
@@ -32,6 +35,9 @@ class BatchSource {
   virtual void start_epoch(int64_t epoch, int64_t skip_batches = 0) = 0;
   // The next batch of the current epoch; nullopt at its end.
   virtual std::optional<Batch> next() = 0;
+  // Whether batches may come with skipped samples (bad files the data section lets it skip):
+  // only then does the trainer count them across ranks, which costs a copy per step.
+  virtual bool may_skip() const { return false; }
 };
 
 }  // namespace exfusion

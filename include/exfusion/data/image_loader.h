@@ -51,6 +51,7 @@ class ImageLoader : public BatchSource {
   int64_t size() const override { return source_->size(); }
   void start_epoch(int64_t epoch, int64_t skip_batches = 0) override;
   std::optional<Batch> next() override;
+  bool may_skip() const override { return options_.skip_bad_images; }
 
   // The epoch's sample order (after repetition), a pure function of (seed, epoch).
   std::vector<int64_t> epoch_order(int64_t epoch) const;

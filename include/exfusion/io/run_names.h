@@ -18,6 +18,11 @@ inline constexpr const char* kTensorBoardDir = "tb";  // TensorBoard event files
 inline constexpr const char* kConfigMetadataKey = "exfusion.config";
 inline constexpr const char* kKindMetadataKey = "exfusion.kind";
 inline constexpr const char* kFormatMetadataKey = "exfusion.format";
+// The format of the model files (dense, upcycled, compressed): unchanged since format 3, when
+// training states and model files shared one number; training states went on to 4.
+inline constexpr const char* kModelFileFormat = "3";
+// The newest format any of our checkpoints is written in (TrainingState::kFormatVersion).
+inline constexpr long long kNewestCheckpointFormat = 4;
 // The values of kKindMetadataKey: a training state (model, optimizer, data position), a dense
 // model (a fused export), and `exfusion upcycle`'s init.safetensors, a model under "model."
 // that no step has trained yet (and the dense base under "dense_base.").

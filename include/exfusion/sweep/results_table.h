@@ -1,5 +1,6 @@
 // A sweep's table from its runs' summary.json files: per configuration, mean ± std over seeds
-// of the test accuracy (the fused model's where the model fuses), trainable and deployed
+// of the task's headline metric (summary.json's headline_metric: test accuracy for images; the
+// fused model's where the model fuses), trainable and deployed
 // parameters, ms per step and peak memory, and each row's difference to the baseline with
 // Welch's t-test p-value, in Markdown, CSV and JSON.
 #pragma once
@@ -14,6 +15,7 @@ namespace exfusion {
 inline constexpr const char* kSweepResourcesFile = "sweep_resources.json";
 
 struct SweepTable {
+  std::string metric;   // the headline metric the rows compare (its <metric>_mean, _std keys)
   nlohmann::json rows;  // one object per configuration, in the plan's order
   std::string markdown;
   std::string csv;

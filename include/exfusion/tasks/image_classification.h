@@ -11,8 +11,8 @@ class ImageClassificationTask : public Task {
   explicit ImageClassificationTask(TaskOptions options) : options_(options) {}
   TaskData load_data(DataConfig& data, const ModelOptions& model, bool with_train) const override;
   torch::Tensor loss(const torch::Tensor& outputs, const Batch& batch) const override;
-  torch::Tensor metric_count(const torch::Tensor& outputs, const Batch& batch) const override;
-  std::string metric_name() const override { return "accuracy"; }
+  const TaskMetrics& metrics() const override;  // accuracy, per image
+  torch::Tensor metric_sums(const torch::Tensor& outputs, const Batch& batch) const override;
   EvalResult evaluate(ModelImpl& model, BatchSource& source, const torch::Device& device, bool bf16,
                       bool keep_outputs) const override;
 

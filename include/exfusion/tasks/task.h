@@ -1,7 +1,7 @@
-// What the trainer and the pipeline need of a task: its data, its training loss, the per-batch
-// count behind its training metric, and its evaluation. Image classification is one registered
-// task (tasks/image_classification.h); another (language modelling) adds its files and one line
-// in src/tasks/task.cpp, not edits to the trainer.
+// What the trainer and the pipeline need of a task: its data, its training loss, the metrics it
+// declares (tasks/task_metrics.h) with their per-batch sums, and its evaluation. Image
+// classification is one registered task (tasks/image_classification.h); another (language
+// modelling) adds its files and one line in src/tasks/task.cpp, not edits to the trainer.
 #pragma once
 #include <torch/types.h>
 
@@ -14,6 +14,7 @@
 #include "exfusion/data/batch.h"
 #include "exfusion/data/data_config.h"
 #include "exfusion/models/model.h"
+#include "exfusion/tasks/task_metrics.h"
 
 namespace exfusion {
 
@@ -26,11 +27,21 @@ struct TaskOptions {
   bool pin_memory = false;   // batches in page-locked memory (training on CUDA)
 };
 
-struct EvalResult {
-  double accuracy = 0.0;  // fraction in [0, 1]
-  double loss = 0.0;
+// What a pass over data adds up: from these, the averages of any number of passes (the ranks'
+// shards under data parallelism) follow.
+struct MetricSums {
+  double loss = 0.0;            // the loss summed over samples or tokens (loss_averaging)
+  std::vector<double> metrics;  // each of TaskMetrics::summed() summed likewise
   int64_t samples = 0;
+  int64_t tokens = 0;  // not padding; 0 where the task counts none
+};
+
+struct EvalResult {
+  MetricSums sums;
+  double loss = 0.0;
+  MetricValues metrics;   // every declared metric, the derived ones included
   torch::Tensor outputs;  // [samples, ...] float32 on the CPU, in source order, when kept
+  int64_t samples() const { return sums.samples; }
 };
 
 struct TaskData {
@@ -49,13 +60,25 @@ class Task {
                              bool with_train) const = 0;
   // The training loss of `outputs` for `batch` (the model's own auxiliary losses come on top).
   virtual torch::Tensor loss(const torch::Tensor& outputs, const Batch& batch) const = 0;
-  // A device scalar summed over a logging window and divided by its samples: the training
-  // metric (`metric_name`), e.g. the correct predictions for accuracy.
-  virtual torch::Tensor metric_count(const torch::Tensor& outputs, const Batch& batch) const = 0;
-  virtual std::string metric_name() const = 0;
+  // What the task measures besides its loss; the same object for the task's lifetime.
+  virtual const TaskMetrics& metrics() const = 0;
+  // A float64 device vector: each of metrics().summed() summed over `batch` (over its samples
+  // or its tokens), e.g. the correct predictions for accuracy. No host synchronisation.
+  virtual torch::Tensor metric_sums(const torch::Tensor& outputs, const Batch& batch) const = 0;
+  // Adds the derived metrics (Averaging::kDerived) to `values`, which hold "loss" and the
+  // summed ones.
+  virtual void derive(MetricValues& /*values*/) const {}
   // The model in eval mode over `source`; `keep_outputs` keeps what evaluation compares.
   virtual EvalResult evaluate(ModelImpl& model, BatchSource& source, const torch::Device& device,
                               bool bf16, bool keep_outputs) const = 0;
+
+  // The averages of `sums` (each divided by its samples or tokens) and the derived metrics.
+  EvalResult averages(MetricSums sums) const;
+  // The values of a training window: `loss` as it is, `sums` divided by `samples` or `tokens`.
+  MetricValues window_values(double loss, const std::vector<double>& sums, int64_t samples,
+                             int64_t tokens) const;
+  // "loss", the summed metrics' `means` (in TaskMetrics::summed() order) and the derived ones.
+  MetricValues values_of(double loss, const std::vector<double>& means) const;
 };
 
 using TaskFactory = std::function<std::unique_ptr<Task>(const TaskOptions&)>;

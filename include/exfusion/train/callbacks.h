@@ -24,11 +24,14 @@ struct TrainBegin {
 struct TrainWindow {
   int64_t steps = 0;
   int64_t samples = 0;
-  double loss = 0.0;    // mean task loss over the window's steps
-  double metric = 0.0;  // the task's metric (accuracy) over the window's samples
+  int64_t tokens = 0;  // not padding, where the task counts tokens
+  double loss = 0.0;   // mean task loss over the window's steps
+  // "loss", then the task's declared metrics over the window's samples or tokens (Task::metrics)
+  MetricValues metrics;
   double samples_per_s = 0.0;
+  double tokens_per_s = 0.0;
   double elapsed_s = 0.0;        // training time so far (evaluation excluded), over every resume
-  int64_t skipped_samples = -1;  // bad samples skipped so far; -1 unless data.skip_bad_images
+  int64_t skipped_samples = -1;  // bad samples skipped so far; -1 unless the source may skip
 };
 
 struct StepEvent {
@@ -52,7 +55,7 @@ struct TrainResult {
   double train_seconds = 0.0;  // the training steps' wall time, evaluation excluded
   double eval_seconds = 0.0;   // the per-epoch evaluations' wall time
   double last_loss = 0.0;      // mean over the last logging window
-  double last_metric = 0.0;    // likewise (accuracy on the training batches)
+  MetricValues last_metrics;   // likewise, every declared metric (accuracy on training batches)
   bool interrupted = false;    // a callback asked to stop before the last step
 };
 

@@ -46,16 +46,17 @@ class ProgressBar {
   ProgressBar(std::string label, int64_t total_steps, std::ostream& out = std::cerr,
               bool interactive = stderr_is_terminal(), double plain_interval_s = 10.0);
 
-  // `step` is the number of steps done; `fields` are printed in order as "name value".
+  // `step` is the number of steps done; `fields` are printed in order as "name value", then
+  // the rate in `rate_unit` (the task's: img/s, tok/s).
   void update(int64_t step, const std::vector<std::pair<std::string, std::string>>& fields,
-              double items_per_s);
+              double items_per_s, const std::string& rate_unit = "img/s");
   // Prints the last update if it was held back and ends the interactive line.
   void finish();
 
  private:
   using Clock = std::chrono::steady_clock;
   std::string render(int64_t step, const std::vector<std::pair<std::string, std::string>>& fields,
-                     double items_per_s, Clock::time_point now) const;
+                     double items_per_s, const std::string& rate_unit, Clock::time_point now) const;
   void print(const std::string& line, Clock::time_point now);
 
   std::string label_;

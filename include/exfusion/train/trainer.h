@@ -51,8 +51,8 @@ class Trainer {
                   const std::vector<TrainerCallback*>& callbacks);
 
   // One optimisation step at the current learning rate; returns the task loss and its metric
-  // count as device tensors, so that nothing waits for the GPU. With train.cuda_graph they are
-  // the graph's static outputs: read them before the next step.
+  // sums (Task::metric_sums) as device tensors, so that nothing waits for the GPU. With
+  // train.cuda_graph they are the graph's static outputs: read them before the next step.
   std::pair<torch::Tensor, torch::Tensor> step(const Batch& batch);
   // Whether train.cuda_graph has captured the step yet (after kCudaGraphWarmupSteps steps).
   bool cuda_graph_captured() const;
@@ -65,8 +65,8 @@ class Trainer {
   void restore(const TrainingState& state);
 
   // The model (or `other`, its fused form say) evaluated with this run's task, device,
-  // precision and fast-path policy; under data parallelism over every rank's shard (accuracy,
-  // loss and samples for the whole set; outputs this rank's).
+  // precision and fast-path policy; under data parallelism over every rank's shard (metrics,
+  // loss and counts for the whole set; outputs this rank's).
   EvalResult evaluate(BatchSource& source, bool keep_outputs, ModelImpl* other = nullptr);
 
   int64_t steps_done() const { return step_; }
@@ -105,8 +105,8 @@ class Trainer {
   int64_t epoch_ = 0;           // the epoch of the next batch
   int64_t batch_in_epoch_ = 0;  // the next batch's index in it
   TrainProgress progress_;      // the open logging window and the times so far
-  // Inside fit: the open window's loss sum and metric count, read from the device.
-  std::function<std::pair<double, int64_t>()> window_sums_;
+  // Inside fit: writes the open window's sums, read from the device, into a progress.
+  std::function<void(TrainProgress&)> window_sums_;
 };
 
 }  // namespace exfusion

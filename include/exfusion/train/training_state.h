@@ -12,7 +12,9 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
+#include "exfusion/io/run_names.h"
 #include "exfusion/io/safetensors.h"
 #include "exfusion/train/run_config.h"
 
@@ -22,21 +24,27 @@ namespace exfusion {
 // logged when it closes, possibly after a resume) and what the summary reports at the end.
 struct TrainProgress {
   double window_loss_sum = 0.0;  // the task loss summed over the window's steps
-  int64_t window_correct = 0;    // the task's metric count over the window's samples
+  // Each summed metric of the task (TaskMetrics::summed(), named in `metric_names`) summed
+  // over the window's samples or tokens.
+  std::vector<double> window_metric_sums;
   int64_t window_steps = 0;
   int64_t window_samples = 0;
-  double last_loss = 0.0;  // the last closed window's mean loss and metric
-  double last_metric = 0.0;
+  int64_t window_tokens = 0;
+  double last_loss = 0.0;            // the last closed window's mean loss
+  std::vector<double> last_metrics;  // and its summed metrics' means, in the same order
+  std::vector<std::string> metric_names;
   double train_seconds = 0.0;  // the training steps' wall time so far, over every resume
   double eval_seconds = 0.0;
-  int64_t skipped_samples = 0;  // bad samples skipped so far (data.skip_bad_images)
+  int64_t skipped_samples = 0;  // bad samples the data source skipped so far
 };
 
 struct TrainingState {
   // 1: model., optimizer. and trainer.step only (before the data position and RNG were kept);
-  // 2: + data position and CPU RNG; 3: + the loop's progress, output positions and a checksum.
-  // Formats 1 and 2 still load, for evaluation, fusing and info.
-  static constexpr int64_t kFormatVersion = 3;
+  // 2: + data position and CPU RNG; 3: + the loop's progress, output positions and a checksum;
+  // 4: the window's sums of every metric the task declares, by name, and its tokens (format 3
+  // held one count, accuracy's). Formats 1 and 2 still load, for evaluation, fusing and info;
+  // format 3 resumes.
+  static constexpr int64_t kFormatVersion = kNewestCheckpointFormat;
 
   RunConfig config;
   std::map<std::string, torch::Tensor> model;      // the module's parameters and buffers

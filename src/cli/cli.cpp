@@ -238,7 +238,15 @@ int parse_and_run(int argc, const char* const* argv) {
   info->add_flag("--json", info_json, "print the description as JSON (for scripts)");
 
   auto* config_command = app.add_subcommand(
-      "config", "List every config key: its type, default (the main job's) and what it does");
+      "config",
+      "List every config key: its type, default (the main job's, or with --config/--set that "
+      "config's: --set task=<task> lists the task's data keys) and what it does");
+  std::string listed_config;
+  std::vector<std::string> listed_sets;
+  config_command->add_option("--config", listed_config, "config file (YAML or JSON) to list")
+      ->check(CLI::ExistingFile);
+  config_command->add_option("--set", listed_sets, "config keys to set first: key.path=value")
+      ->take_all();
 
   BenchArgs bench_args;
   ShortcutValues bench_shortcuts;
@@ -351,7 +359,9 @@ int parse_and_run(int argc, const char* const* argv) {
       std::cout << format_checkpoint_description(described);
     }
   } else if (config_command->parsed()) {
-    std::cout << config::format_help(config_keys());
+    const auto listed =
+        build_run_config(default_run_config(), ConfigLayers{listed_config, listed_sets});
+    std::cout << config::format_help(config::describe(listed, ""));
   }
   return 0;
 }

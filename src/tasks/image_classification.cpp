@@ -19,7 +19,7 @@ namespace exfusion {
 namespace fs = std::filesystem;
 namespace {
 
-IdxPaths data_paths(const DataConfig& data) {
+IdxPaths data_paths(const ImageDataConfig& data) {
   if (!data.train_images.empty()) {
     return {data.train_images, data.train_labels, data.test_images, data.test_labels};
   }
@@ -45,7 +45,7 @@ void check_images_fit(const ImageDataset& dataset, const ModelOptions& model, co
   }
 }
 
-LoaderOptions loader_options(const DataConfig& data, const TaskOptions& task, bool training) {
+LoaderOptions loader_options(const ImageDataConfig& data, const TaskOptions& task, bool training) {
   LoaderOptions options;
   options.batch_size = task.batch_size * task.shard.count;
   options.shard = task.shard;
@@ -61,7 +61,7 @@ LoaderOptions loader_options(const DataConfig& data, const TaskOptions& task, bo
   return options;
 }
 
-ImagePipelineOptions pipeline_options(const DataConfig& data, const ModelOptions& model,
+ImagePipelineOptions pipeline_options(const ImageDataConfig& data, const ModelOptions& model,
                                       bool training) {
   const auto shape = model.input_shape();
   ImagePipelineOptions p;
@@ -86,7 +86,7 @@ ImagePipelineOptions pipeline_options(const DataConfig& data, const ModelOptions
   return p;
 }
 
-ImageLoaderOptions image_loader_options(const DataConfig& data, const TaskOptions& task,
+ImageLoaderOptions image_loader_options(const ImageDataConfig& data, const TaskOptions& task,
                                         const ModelOptions& model, bool training) {
   ImageLoaderOptions options;
   options.batch_size = task.batch_size * task.shard.count;
@@ -115,7 +115,7 @@ ImageLoaderOptions image_loader_options(const DataConfig& data, const TaskOption
 // Mean and standard deviation per channel of up to 500 evenly spaced training images after
 // the evaluation transform (decoding a whole ImageNet for them would take hours).
 std::pair<std::vector<double>, std::vector<double>> measured_mean_std(const ImageSource& source,
-                                                                      const DataConfig& data,
+                                                                      const ImageDataConfig& data,
                                                                       const ModelOptions& model) {
   auto p = pipeline_options(data, model, /*training=*/false);
   p.mean.assign(static_cast<size_t>(p.channels), 0.0f);
@@ -161,7 +161,7 @@ struct InMemorySplits {
   std::vector<std::string> class_names;
 };
 
-InMemorySplits load_in_memory(const DataConfig& config, bool with_train) {
+InMemorySplits load_in_memory(const ImageDataConfig& config, bool with_train) {
   InMemorySplits splits;
   if (config.format == "cifar") {
     const bool coarse = config.cifar_labels == "coarse";
@@ -183,8 +183,28 @@ InMemorySplits load_in_memory(const DataConfig& config, bool with_train) {
 
 }  // namespace
 
-TaskData ImageClassificationTask::load_data(DataConfig& config, const ModelOptions& model,
+nlohmann::json ImageClassificationTask::data_dir_patch(const std::string& dir) const {
+  return {{"dir", dir},
+          {"train_images", ""},
+          {"train_labels", ""},
+          {"test_images", ""},
+          {"test_labels", ""}};
+}
+
+TaskData ImageClassificationTask::load_data(DataSection& section, const ModelOptions& model,
                                             bool with_train) const {
+  auto& config = section.edit<ImageDataConfig>();
+  auto data = open_images(config, model, with_train);
+  data.description = {{"format", config.format},
+                      {"workers", config.workers},
+                      {"mean", config.mean},
+                      {"std", config.std}};
+  data.workers = config.uses_image_pipeline() ? config.workers : 1;
+  return data;
+}
+
+TaskData ImageClassificationTask::open_images(ImageDataConfig& config, const ModelOptions& model,
+                                              bool with_train) const {
   const auto channels = model.input_shape()[0];
   if (config.uses_image_pipeline() && channels != 1 && channels != 3) {
     throw InputError("model.in_chans = " + std::to_string(channels) +

@@ -6,29 +6,34 @@
 
 namespace exfusion {
 
-void TaskRegistry::add(const std::string& name, TaskFactory factory) {
-  factories_[name] = std::move(factory);
-}
-
 std::unique_ptr<Task> TaskRegistry::make(const std::string& name,
                                          const TaskOptions& options) const {
   const auto found = factories_.find(name);
-  if (found == factories_.end()) throw InputError("task \"" + name + "\" is not registered");
+  if (found == factories_.end()) {
+    throw InputError("task \"" + name +
+                     "\" is not registered; registered: " + config::join_or(names()));
+  }
   return found->second(options);
 }
 
-std::vector<std::string> TaskRegistry::names() const {
-  std::vector<std::string> names;
-  for (const auto& [name, factory] : factories_) names.push_back(name);
-  return names;
+std::shared_ptr<const TaskDataOptions> TaskRegistry::data_defaults(const std::string& name) const {
+  if (!contains(name)) {
+    throw InputError("task \"" + name +
+                     "\" is not registered; registered: " + config::join_or(names()));
+  }
+  return kinds_.at(name, {}).defaults;
 }
 
 TaskRegistry& task_kinds() {
   static TaskRegistry registry = [] {
     TaskRegistry tasks;
-    tasks.add("image_classification", [](const TaskOptions& options) {
-      return std::make_unique<ImageClassificationTask>(options);
-    });
+    tasks.add(
+        "image_classification",
+        "images (IDX, CIFAR, an image-folder tree) to classes: cross-entropy, accuracy",
+        [](const TaskOptions& options) {
+          return std::make_unique<ImageClassificationTask>(options);
+        },
+        ImageDataConfig{});
     return tasks;
   }();
   return registry;

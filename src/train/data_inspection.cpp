@@ -21,7 +21,7 @@ nlohmann::json inspect_data(const DataRun& run, std::ostream& progress) {
   auto data = task->load_data(config.data, *config.model.options, /*with_train=*/true);
   BatchSource& source = run.split == "train" ? *data.train : *data.test;
   progress << "exfusion data: " << run.split << " split, " << source.size() << " samples, "
-           << config.data.workers << " workers\n";
+           << data.workers << " workers\n";
   std::vector<torch::Tensor> inputs, targets;
   int64_t batches = 0, samples = 0, skipped = 0;
   const auto start = std::chrono::steady_clock::now();
@@ -44,20 +44,17 @@ nlohmann::json inspect_data(const DataRun& run, std::ostream& progress) {
   }
   const double per_s = seconds > 0 ? static_cast<double>(samples) / seconds : 0.0;
   const auto& unit = task->metrics().sample_unit;
-  return {{"split", run.split},
-          {"format", config.data.format},
-          {"workers", config.data.workers},
-          {"batch_size", config.train.batch_size},
-          {"batches", batches},
-          {"samples", samples},
-          {"skipped", skipped},
-          {"seconds", seconds},
-          {unit + "_per_s", per_s},
-          {unit + "_per_s_per_worker", config.data.uses_image_pipeline()
-                                           ? per_s / static_cast<double>(config.data.workers)
-                                           : per_s},
-          {"mean", config.data.mean},
-          {"std", config.data.std}};
+  auto inspected = data.description;
+  inspected.update(
+      nlohmann::json{{"split", run.split},
+                     {"batch_size", config.train.batch_size},
+                     {"batches", batches},
+                     {"samples", samples},
+                     {"skipped", skipped},
+                     {"seconds", seconds},
+                     {unit + "_per_s", per_s},
+                     {unit + "_per_s_per_worker", per_s / static_cast<double>(data.workers)}});
+  return inspected;
 }
 
 }  // namespace exfusion

@@ -475,20 +475,16 @@ nlohmann::json evaluate_checkpoint(const EvalRun& run) {
   if (!run.save_logits.empty()) refuse_overwrite(run.save_logits, run.force);
   auto checkpoint = load_checkpoint(path, run.config_file);
   auto& config = checkpoint.config;
+  const auto task = make_task(config);
   if (!run.data_dir.empty()) {
-    config.data.dir = run.data_dir;
-    for (auto* file : {&config.data.train_images, &config.data.train_labels,
-                       &config.data.test_images, &config.data.test_labels}) {
-      file->clear();
-    }
+    apply_config(config, {{"data", task->data_dir_patch(run.data_dir)}},
+                 "--data-dir " + run.data_dir);
   }
-  if (config.data.mean.empty() || config.data.std.empty()) {
-    throw InputError(path.string() + ": its config has no data.mean/data.std normalisation");
-  }
+  const auto missing = config.data.options->missing_for_evaluation();
+  if (!missing.empty()) throw InputError(path.string() + ": its config states no " + missing);
   const auto device = resolve_device(run.device);
   auto model = model_from_checkpoint(checkpoint, path);
   model->to(device);
-  const auto task = make_task(config);
   auto data = task->load_data(config.data, *config.model.options, /*with_train=*/false);
   EvalResult result;
   {
@@ -564,10 +560,10 @@ nlohmann::json import_checkpoint(const ImportRun& run) {
   }
   for (const auto& [patch, source] : config_patches) apply_config(config, patch, source);
   config.validate({"", ""});
-  if (config.data.mean.empty() || config.data.std.empty()) {
-    throw InputError(imported.file.string() + ": a " + imported.format +
-                     " checkpoint states no input normalisation; pass the one the model was "
-                     "trained with: --set data.mean=[...] data.std=[...] (one value per channel)");
+  const auto missing = config.data.options->missing_for_evaluation();
+  if (!missing.empty()) {
+    throw InputError(imported.file.string() + ": a " + imported.format + " checkpoint states no " +
+                     missing);
   }
   // Loading into the model the config builds is the check that eval will read the file.
   auto model = build_model(config.model, config.ffn);

@@ -23,14 +23,12 @@ void TrainConfig::validate(const config::Location& at) const {
 
 void RunConfig::validate(const config::Location& at) const {
   model.options->validate_ffn(ffn, at.child("ffn"));
-  const auto channels = static_cast<size_t>(model.options->input_shape().front());
-  const auto data_at = at.child("data");
-  if (!data.mean.empty() && data.mean.size() != channels) {
-    config::fail(data_at, "mean", data.mean, "one value per channel");
+  if (data.task != task) {
+    config::fail(at, "task", task,
+                 "the task whose data section the config holds (" + data.task +
+                     "): a task is changed through a config layer, which resets its data");
   }
-  if (!data.std.empty() && data.std.size() != channels) {
-    config::fail(data_at, "std", data.std, "one value per channel");
-  }
+  data.options->validate_with(*model.options, at.child("data"));
 }
 
 FastPathPolicy fast_path_policy(const TrainConfig& train) {
@@ -72,6 +70,12 @@ nlohmann::json to_json(const RunConfig& config) { return config::to_json(config)
 void apply_config(RunConfig& config, const nlohmann::json& patch, const std::string& source) {
   // Applied to a copy: a layer that fails leaves the config as it was.
   auto updated = config;
+  const auto task = patch.is_object() ? patch.find("task") : patch.end();
+  if (task != patch.end() && task->is_string() && is_registered_task(task->get<std::string>()) &&
+      task->get<std::string>() != updated.task) {
+    // Another task: its data section from its defaults, the patch's data keys over them.
+    updated.data = DataSection::of_task(task->get<std::string>());
+  }
   config::apply(updated, patch, config::Location{source, ""});
   config = std::move(updated);
 }

@@ -32,8 +32,8 @@ void save_dense_model(const std::filesystem::path& path, const NamedTensors& ten
                     {"format", "pt"}});
   auto model_json = config.model.options->export_description();
   model_json["weights"] = path.filename().string();
-  model_json["mean"] = config.data.mean;
-  model_json["std"] = config.data.std;
+  const auto evaluation_entries = config.data.options->evaluation_entries();
+  for (const auto& [key, value] : evaluation_entries.items()) model_json[key] = value;
   if (!class_names.empty()) model_json["classes"] = class_names;
   model_json["exfusion"] = to_json(config);
   write_text_atomically(model_description_path(path), model_json.dump(2) + "\n");

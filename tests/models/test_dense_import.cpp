@@ -10,6 +10,7 @@
 
 #include "../support/cli.h"
 #include "../support/tiny_models.h"
+#include "exfusion/data/image_data_config.h"
 #include "exfusion/io/module_tensors.h"
 #include "exfusion/models/model_formats.h"
 #include "exfusion/train/pipeline.h"
@@ -43,8 +44,9 @@ struct TinyDense {
     for (auto& parameter : model->parameters()) parameter.normal_(0.0, 0.5);
     config = default_run_config();
     testing::use_vit(config, options);
-    config.data.mean = {0.25, 0.5};
-    config.data.std = {0.5, 0.75};
+    auto& images = config.data.edit<ImageDataConfig>();
+    images.mean = {0.25, 0.5};
+    images.std = {0.5, 0.75};
   }
   VisionTransformerOptions options;
   ModelPtr model;
@@ -77,8 +79,10 @@ TEST(DenseImport, OurExportRoundTripsBitForBit) {
   EXPECT_EQ(result["params"].get<int64_t>(), count_parameters(*dense.model));
   const auto written = load_checkpoint(out);
   EXPECT_FALSE(written.is_training_state);
-  EXPECT_EQ(written.config.data.mean, dense.config.data.mean);
-  EXPECT_EQ(written.config.data.std, dense.config.data.std);
+  EXPECT_EQ(written.config.data.as<ImageDataConfig>()->mean,
+            dense.config.data.as<ImageDataConfig>()->mean);
+  EXPECT_EQ(written.config.data.as<ImageDataConfig>()->std,
+            dense.config.data.as<ImageDataConfig>()->std);
   ASSERT_EQ(written.file.tensors.size(), expected.size());
   for (const auto& [name, tensor] : expected) {
     EXPECT_TRUE(torch::equal(written.file.tensors.at(name), tensor)) << name;
@@ -138,7 +142,8 @@ TEST(DenseImport, TimmFileGetsItsArchitectureFromTheShapes) {
   EXPECT_NE(asked.find("--set data.mean=[...] data.std=[...]"), std::string::npos) << asked;
   import_checkpoint(
       {file, out, "timm", {"model.num_heads=2", "data.mean=[0.1,0.2]", "data.std=[1,2]"}, false});
-  EXPECT_EQ(load_checkpoint(out).config.data.std, (std::vector<double>{1.0, 2.0}));
+  EXPECT_EQ(load_checkpoint(out).config.data.as<ImageDataConfig>()->std,
+            (std::vector<double>{1.0, 2.0}));
   testing::remove_tree(dir);
 }
 

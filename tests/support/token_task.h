@@ -41,7 +41,7 @@ class FixedBatches : public BatchSource {
 
 class TokenTask : public Task {
  public:
-  TaskData load_data(DataConfig& /*data*/, const ModelOptions& /*model*/,
+  TaskData load_data(DataSection& /*data*/, const ModelOptions& /*model*/,
                      bool /*with_train*/) const override {
     throw std::logic_error("TokenTask: the tests give it batches directly");
   }

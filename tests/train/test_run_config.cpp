@@ -9,6 +9,7 @@
 
 #include "../support/cli.h"
 #include "exfusion/config/config_file.h"
+#include "exfusion/data/image_data_config.h"
 #include "exfusion/fusion/exfusion_ffn.h"
 #include "exfusion/fusion/moe.h"
 #include "exfusion/models/vit.h"
@@ -181,8 +182,9 @@ TEST(RunConfig, AssignmentsThatDependOnEachOtherMayComeInAnyOrder) {
   EXPECT_EQ(to_json(sized)["model"]["patch_size"], 8);
   const auto deit = build_run_config(
       default_run_config(), {"", {"data.preset=deit", "model.in_chans=3", "data.mixup=0"}});
-  EXPECT_EQ(deit.data.mean.size(), 3u);
-  EXPECT_EQ(deit.data.mixup, 0.0);  // a key beside the preset wins, as in a file
+  EXPECT_EQ(deit.data.as<ImageDataConfig>()->mean.size(), 3u);
+  EXPECT_EQ(deit.data.as<ImageDataConfig>()->mixup,
+            0.0);  // a key beside the preset wins, as in a file
   // A wrong value among several is still named with its own assignment.
   const auto message = error_of([] {
     build_run_config(default_run_config(), {"", {"model.embed_dim=32", "train.lr=-1"}});

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "../support/cli.h"
+#include "exfusion/data/image_data_config.h"
 #include "exfusion/train/train_request.h"
 #include "exfusion/util/error.h"
 
@@ -54,10 +55,14 @@ TEST(TrainRequest, InitTakesTheUpcycledConfigAndNoConfigFile) {
 }
 
 TEST(TrainRequest, DataComesBeforeEverySet) {
-  EXPECT_EQ(resolve_train_request({"", {}, "mine", "", "", "", false}).config.data.dir, "mine");
-  EXPECT_EQ(
-      resolve_train_request({"", {"data.dir=theirs"}, "mine", "", "", "", false}).config.data.dir,
-      "theirs");
+  EXPECT_EQ(resolve_train_request({"", {}, "mine", "", "", "", false})
+                .config.data.as<ImageDataConfig>()
+                ->dir,
+            "mine");
+  EXPECT_EQ(resolve_train_request({"", {"data.dir=theirs"}, "mine", "", "", "", false})
+                .config.data.as<ImageDataConfig>()
+                ->dir,
+            "theirs");
 }
 
 }  // namespace

@@ -11,9 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "exfusion/config/kind_registry.h"
 #include "exfusion/data/batch.h"
-#include "exfusion/data/data_config.h"
 #include "exfusion/models/model.h"
+#include "exfusion/tasks/task_data.h"
 #include "exfusion/tasks/task_metrics.h"
 
 namespace exfusion {
@@ -49,15 +50,20 @@ struct TaskData {
   std::unique_ptr<BatchSource> test;
   torch::Tensor test_targets;            // the test set's targets, in source order
   std::vector<std::string> class_names;  // label i's name, where the data names its classes
+  // What was opened, for `exfusion data`: {"format", "mean", ...} as the task tells it.
+  nlohmann::json description = nlohmann::json::object();
+  int64_t workers = 1;  // threads preparing the training batches
 };
 
 class Task {
  public:
   virtual ~Task() = default;
-  // Opens the data `data` names (checking it against `model`); measures what the section
-  // leaves to the data (image normalisation) and writes it back into `data`.
-  virtual TaskData load_data(DataConfig& data, const ModelOptions& model,
+  // Opens the data `data` names (this task's section, checked against `model`); measures what
+  // the section leaves to the data (image normalisation) and writes it back into `data`.
+  virtual TaskData load_data(DataSection& data, const ModelOptions& model,
                              bool with_train) const = 0;
+  // The `data` keys that point the section at the data in `dir` (`exfusion eval --data-dir`).
+  virtual nlohmann::json data_dir_patch(const std::string& dir) const { return {{"dir", dir}}; }
   // The training loss of `outputs` for `batch` (the model's own auxiliary losses come on top).
   virtual torch::Tensor loss(const torch::Tensor& outputs, const Batch& batch) const = 0;
   // What the task measures besides its loss; the same object for the task's lifetime.
@@ -83,15 +89,25 @@ class Task {
 
 using TaskFactory = std::function<std::unique_ptr<Task>(const TaskOptions&)>;
 
-// The tasks a config's `task` may name; image_classification is registered in src/tasks/task.cpp.
+// The tasks a config's `task` may name, each with its help and its data section's options;
+// image_classification is registered in src/tasks/task.cpp, a test's own task in the test.
 class TaskRegistry {
  public:
-  void add(const std::string& name, TaskFactory factory);
+  template <class DataOptions>
+  void add(const std::string& name, const std::string& help, TaskFactory factory,
+           DataOptions data = {}) {
+    kinds_.add_entry(
+        {name, help, std::make_shared<DeclaredDataOptions<DataOptions>>(std::move(data))});
+    factories_[name] = std::move(factory);
+  }
   std::unique_ptr<Task> make(const std::string& name, const TaskOptions& options) const;
-  bool contains(const std::string& name) const { return factories_.count(name) > 0; }
-  std::vector<std::string> names() const;
+  // The defaults of `name`'s data section; throws InputError naming the registered tasks.
+  std::shared_ptr<const TaskDataOptions> data_defaults(const std::string& name) const;
+  bool contains(const std::string& name) const { return kinds_.contains(name); }
+  const std::vector<std::string>& names() const { return kinds_.names(); }
 
  private:
+  config::KindRegistry<TaskDataOptions> kinds_;
   std::map<std::string, TaskFactory> factories_;
 };
 TaskRegistry& task_kinds();

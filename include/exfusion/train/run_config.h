@@ -11,7 +11,6 @@
 #include <vector>
 
 #include "exfusion/config/fields.h"
-#include "exfusion/data/data_config.h"
 #include "exfusion/models/ffn_config.h"
 #include "exfusion/models/model.h"
 #include "exfusion/tasks/task.h"
@@ -121,24 +120,26 @@ struct TrainConfig {
 };
 
 struct RunConfig {
-  std::string task = "image_classification";
+  std::string task = kDefaultTask;
   ModelConfig model;
   FfnConfig ffn;
-  DataConfig data;
+  DataSection data;  // the task's: a config that names another task starts from its defaults
   TrainConfig train;
   InitConfig init;
 
   template <class Fields>
   void fields(Fields& f) {
-    f("task", task, "what is learned: image_classification",
-      config::Check<std::string>{"a registered task (image_classification)", &is_registered_task});
+    f("task", task, "what is learned: " + config::join_or(task_kinds().names()),
+      config::Check<std::string>{
+          "a registered task (" + config::join_or(task_kinds().names()) + ")",
+          &is_registered_task});
     f("model", model, "the model: kind and its architecture");
     f("ffn", ffn, "the FFN kind of the model's blocks and its options");
-    f("data", data, "the data set and its preparation");
+    f("data", data, "the task's data: its files and their preparation (keys per task)");
     f("train", train, "optimisation and the training loop");
     f("init", init, "where a fresh run's weights start: a dense checkpoint upcycled, or fresh");
   }
-  // Checks across sections (FFN layers against the model's depth, normalisation per channel).
+  // Checks across sections (FFN layers against the model's depth, the data against the model).
   void validate(const config::Location& at) const;
 };
 
@@ -157,6 +158,7 @@ RunConfig default_run_config();
 
 nlohmann::json to_json(const RunConfig& config);
 // Lays `patch` over `config`; `source` (a file name, "--set key=value") prefixes every error.
+// A patch that names another task starts that task's data section from its defaults.
 void apply_config(RunConfig& config, const nlohmann::json& patch, const std::string& source);
 // A complete config read from JSON, starting from the struct defaults (a ViT-B/16, dense).
 RunConfig run_config_from_json(const nlohmann::json& json, const std::string& source);

@@ -1,8 +1,10 @@
-// The `data` section of a run: which files (IDX, an image folder tree or CIFAR), how samples
-// are normalised and augmented, and how many workers prepare them. Its fields are declared
-// once (config/fields.h); `preset: deit` sets DeiT's training recipe for images.
+// The `data` section of image classification (tasks/image_classification.h): which files (IDX,
+// an image folder tree or CIFAR), how samples are normalised and augmented, and how many
+// workers prepare them. Its fields are declared once (config/fields.h); `preset: deit` sets
+// DeiT's training recipe for images.
 #pragma once
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -10,7 +12,9 @@
 
 namespace exfusion {
 
-struct DataConfig {
+class ModelOptions;
+
+struct ImageDataConfig {
   std::string format = "idx";
   std::string dir = "/usr/share/datasets/fashion-mnist";
   // Explicit IDX files override `dir`; all four or none.
@@ -87,6 +91,12 @@ struct DataConfig {
   // DeiT's recipe (timm's create_transform and Mixup arguments in DeiT's main.py).
   void apply_preset(const std::string& name, const config::Location& at);
   void validate(const config::Location& at) const;
+  // A normalisation states one value per channel of the model's input.
+  void validate_with(const ModelOptions& model, const config::Location& at) const;
+  // What evaluating an exported model needs, for its model.json: {"mean", "std"}.
+  nlohmann::json evaluation_entries() const;
+  // "" when the normalisation is stated; else what is missing and how to state it.
+  std::string missing_for_evaluation() const;
   // Whether samples go through the per-sample image pipeline (workers, image_pipeline.h)
   // rather than the in-memory batch loader: always for folders, else when an option of it is on.
   bool uses_image_pipeline() const;

@@ -1,11 +1,12 @@
-// The data section's preset and cross-field checks (see data_config.h).
-#include "exfusion/data/data_config.h"
+// The data section's preset and cross-field checks (see image_data_config.h).
+#include "exfusion/data/image_data_config.h"
 
 #include "exfusion/data/rand_augment.h"
+#include "exfusion/models/model.h"
 
 namespace exfusion {
 
-void DataConfig::apply_preset(const std::string& name, const config::Location& at) {
+void ImageDataConfig::apply_preset(const std::string& name, const config::Location& at) {
   if (name != "deit") config::fail(at, "preset", name, "deit");
   augment = true;
   random_resized_crop = true;
@@ -25,7 +26,7 @@ void DataConfig::apply_preset(const std::string& name, const config::Location& a
   std = {0.229, 0.224, 0.225};
 }
 
-void DataConfig::validate(const config::Location& at) const {
+void ImageDataConfig::validate(const config::Location& at) const {
   for (const auto s : std) {
     if (!(s > 0)) config::fail(at, "std", std, "positive values");
   }
@@ -50,7 +51,25 @@ void DataConfig::validate(const config::Location& at) const {
     parse_rand_augment(rand_augment, at.source + ": " + at.key_path("rand_augment"));
 }
 
-bool DataConfig::uses_image_pipeline() const {
+void ImageDataConfig::validate_with(const ModelOptions& model, const config::Location& at) const {
+  const auto channels = static_cast<size_t>(model.input_shape().front());
+  if (!mean.empty() && mean.size() != channels)
+    config::fail(at, "mean", mean, "one value per channel");
+  if (!std.empty() && std.size() != channels) config::fail(at, "std", std, "one value per channel");
+}
+
+nlohmann::json ImageDataConfig::evaluation_entries() const {
+  return {{"mean", mean}, {"std", std}};
+}
+
+std::string ImageDataConfig::missing_for_evaluation() const {
+  return mean.empty() || std.empty()
+             ? "input normalisation; pass the one the model was trained with: --set "
+               "data.mean=[...] data.std=[...] (one value per channel)"
+             : "";
+}
+
+bool ImageDataConfig::uses_image_pipeline() const {
   return format == "folder" ||
          (augment && (random_resized_crop || !rand_augment.empty() || random_erasing > 0 ||
                       repeated_augmentation > 1 || mixup > 0 || cutmix > 0));

@@ -23,6 +23,12 @@ double dense_model_parameters(const ModelOptions& model) {
   return total;
 }
 
+RunConfig dense_twin(const RunConfig& config) {
+  auto dense = config;
+  dense.ffn = FfnConfig{};
+  return dense;
+}
+
 void save_dense_model(const std::filesystem::path& path, const NamedTensors& tensors,
                       const RunConfig& config, const std::vector<std::string>& class_names) {
   save_safetensors(path, tensors,

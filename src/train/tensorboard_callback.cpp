@@ -89,7 +89,7 @@ void TensorBoardCallback::on_eval(const Trainer& /*trainer*/, const EvalEvent& e
   out.flush();
 }
 
-void TensorBoardCallback::write_summary(int64_t step, const nlohmann::json& summary) {
+void TensorBoardCallback::on_run_summary(int64_t step, const nlohmann::json& summary) {
   auto& out = writer();
   const double now = tensorboard::wall_time_now();
   for (const auto& [key, value] : summary.items()) {

@@ -13,9 +13,9 @@
 #include "exfusion/data/image_data_config.h"
 #include "exfusion/io/module_tensors.h"
 #include "exfusion/models/model_formats.h"
-#include "exfusion/train/pipeline.h"
 #include "exfusion/train/run_files.h"
 #include "exfusion/util/error.h"
+#include "exfusion/workflows/import.h"
 
 namespace exfusion {
 namespace {

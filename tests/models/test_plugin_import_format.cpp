@@ -13,10 +13,10 @@
 #include "exfusion/io/module_tensors.h"
 #include "exfusion/models/model_formats.h"
 #include "exfusion/train/initialization.h"
-#include "exfusion/train/pipeline.h"
 #include "exfusion/train/run_files.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/json_input.h"
+#include "exfusion/workflows/import.h"
 
 namespace exfusion {
 namespace {

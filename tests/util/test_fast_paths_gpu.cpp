@@ -16,7 +16,7 @@
 #include "exfusion/layers/linear.h"
 #include "exfusion/tasks/image_classification.h"
 #include "exfusion/train/run_config.h"
-#include "exfusion/train/step_benchmark.h"
+#include "exfusion/workflows/step_benchmark.h"
 #include "exfusion/util/fast_paths.h"
 
 namespace exfusion {

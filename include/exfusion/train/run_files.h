@@ -21,6 +21,9 @@ namespace exfusion {
 // its FFNs and each FFN site's dense FFN, from the options alone (info, the size check below).
 double dense_model_parameters(const ModelOptions& model);
 
+// The config a fused export is written with: the run's, with dense FFNs.
+RunConfig dense_twin(const RunConfig& config);
+
 void save_dense_model(const std::filesystem::path& path, const NamedTensors& tensors,
                       const RunConfig& config, const std::vector<std::string>& class_names = {});
 std::filesystem::path model_description_path(const std::filesystem::path& model_path);

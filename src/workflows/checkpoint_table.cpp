@@ -1,5 +1,5 @@
 // The human-readable page of `exfusion info` (see checkpoint_table.h).
-#include "exfusion/train/checkpoint_table.h"
+#include "exfusion/workflows/checkpoint_table.h"
 
 #include <algorithm>
 #include <iomanip>

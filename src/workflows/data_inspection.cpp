@@ -1,7 +1,7 @@
 // `exfusion data` (see data_inspection.h): the task opens the data exactly as `train` does;
 // the clock runs from the epoch's start to its last batch read, so the workers' start-up and
 // the queue's filling are counted, as a training run would meet them.
-#include "exfusion/train/data_inspection.h"
+#include "exfusion/workflows/data_inspection.h"
 
 #include <chrono>
 

@@ -1,4 +1,4 @@
-// `exfusion info`'s page for a person: what describe_checkpoint found (train/pipeline.h) as a
+// `exfusion info`'s page for a person: what describe_checkpoint found (workflows/info.h) as a
 // few labelled lines and a table of the FFN sites with their kind and what each reports (fusion
 // weights, routing). `--json` prints the description itself, for scripts.
 #pragma once

@@ -1,5 +1,5 @@
 // The rules of `exfusion train`'s options (see train_request.h).
-#include "exfusion/train/train_request.h"
+#include "exfusion/workflows/train_request.h"
 
 #include <filesystem>
 

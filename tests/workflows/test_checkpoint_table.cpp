@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "exfusion/train/checkpoint_table.h"
+#include "exfusion/workflows/checkpoint_table.h"
 
 namespace exfusion {
 namespace {

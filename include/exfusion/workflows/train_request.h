@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "exfusion/train/pipeline.h"
+#include "exfusion/workflows/train.h"
 
 namespace exfusion {
 

@@ -1,5 +1,5 @@
 // Training-step benchmark (see step_benchmark.h).
-#include "exfusion/train/step_benchmark.h"
+#include "exfusion/workflows/step_benchmark.h"
 
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>

@@ -9,7 +9,7 @@
 
 #include "../support/cli.h"
 #include "exfusion/data/image_data_config.h"
-#include "exfusion/train/train_request.h"
+#include "exfusion/workflows/train_request.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {

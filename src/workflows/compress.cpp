@@ -1,16 +1,16 @@
 // `exfusion compress` (see compression.h): the run's model and recorded dense base in, the
 // compressed file out, and both evaluated the way `exfusion eval` evaluates a checkpoint.
-#include "exfusion/train/compression.h"
+#include "exfusion/workflows/compress.h"
 
 #include <iomanip>
 #include <sstream>
 
 #include "exfusion/train/initialization.h"
-#include "exfusion/train/pipeline.h"
 #include "exfusion/train/run_files.h"
 #include "exfusion/train/training_state.h"
 #include "exfusion/util/atomic_file.h"
 #include "exfusion/util/error.h"
+#include "exfusion/workflows/evaluate.h"
 
 namespace exfusion {
 namespace fs = std::filesystem;

@@ -1,0 +1,16 @@
+// `exfusion fuse` as a library call: a training state's multi-expert FFNs collapsed into the
+// dense model (fusion/fuse.h), written with its model.json as training writes it.
+#pragma once
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+namespace exfusion {
+
+struct FuseRun {
+  std::filesystem::path path;  // a run directory or its state.safetensors
+  std::filesystem::path out;   // default: model.safetensors beside the state
+  bool force = false;
+};
+nlohmann::json fuse_checkpoint(const FuseRun& run);
+
+}  // namespace exfusion

@@ -294,6 +294,13 @@ torch::Tensor ImageClassificationTask::metric_sums(const torch::Tensor& outputs,
   return outputs.detach().argmax(-1).eq(labels).sum().to(torch::kFloat64).reshape({1});
 }
 
+Batch ImageClassificationTask::synthetic_batch(const ModelOptions& model,
+                                               int64_t batch_size) const {
+  std::vector<int64_t> shape{batch_size};
+  for (const auto size : model.input_shape()) shape.push_back(size);
+  return {torch::randn(shape), torch::randint(0, model.num_outputs(), {batch_size})};
+}
+
 EvalResult ImageClassificationTask::evaluate(ModelImpl& model, BatchSource& source,
                                              const torch::Device& device, bool bf16,
                                              bool keep_outputs) const {

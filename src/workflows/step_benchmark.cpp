@@ -110,14 +110,14 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
   for_each_capable<HasExpertSets>(*model, [&](const std::string&, const HasExpertSets& ffn) {
     experts = std::max(experts, ffn.expert_sets().num_experts);
   });
-  Trainer trainer(config, model, make_task(config), device);
+  const std::shared_ptr<const Task> task = make_task(config);
+  Trainer trainer(config, model, task, device);
   trainer.set_lr(config.train.lr);
-  std::vector<int64_t> shape{config.train.batch_size};
-  for (const auto size : m.input_shape()) shape.push_back(size);
-  const Batch batch{torch::randn(shape),
-                    torch::randint(0, m.num_outputs(), {config.train.batch_size})};
+  // The task's form of input: images for an image task, token ids for a text task.
+  const auto batch = task->synthetic_batch(m, config.train.batch_size);
   // The batch lives on the device already, as a prefetched batch would.
-  const Batch on_device{batch.inputs.to(device), batch.targets.to(device)};
+  Batch on_device{batch.inputs.to(device), batch.targets.to(device)};
+  on_device.tokens = batch.tokens;
 
   std::string device_name = "cpu";
   if (device.is_cuda()) {

@@ -214,6 +214,13 @@ class SequenceTransductionTask : public Task {
     const auto target = probabilities.gather(-1, batch.targets.clamp_min(0).unsqueeze(-1));
     return (target.squeeze(-1) * counted).sum().to(torch::kFloat64).reshape({1});
   }
+  Batch synthetic_batch(const ModelOptions& model, int64_t batch_size) const override {
+    const auto length = model.input_shape().front();
+    Batch batch{torch::randint(0, model.num_outputs(), {batch_size, length}),
+                torch::randint(0, model.num_outputs(), {batch_size, length})};
+    batch.tokens = batch_size * length;
+    return batch;
+  }
   void derive(MetricValues& values) const override {
     values.set("perplexity", std::exp(values.at("loss")));
   }

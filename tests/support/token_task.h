@@ -67,6 +67,11 @@ class TokenTask : public Task {
     const auto sequences = right.eq(counted).all(-1);
     return torch::stack({right.sum(), sequences.sum()}).to(torch::kFloat64);
   }
+  Batch synthetic_batch(const ModelOptions& model, int64_t batch_size) const override {
+    const auto length = model.input_shape().front();
+    return {torch::randint(0, model.num_outputs(), {batch_size, length}),
+            torch::randint(0, model.num_outputs(), {batch_size, length})};
+  }
   void derive(MetricValues& values) const override {
     values.set("perplexity", std::exp(values.at("loss")));
   }

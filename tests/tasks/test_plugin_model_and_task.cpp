@@ -186,6 +186,30 @@ TEST_P(PluginExFusion, TrainsFusesExportsAndEvaluatesWithTheTasksMetrics) {
 
 INSTANTIATE_TEST_SUITE_P(Variants, PluginExFusion, ::testing::Values("sw", "dw", "mb"));
 
+// info lists the FFN sites of both stages with their own widths; bench times steps on the
+// task's own form of input (token ids), not on images.
+TEST_F(PluginModelAndTask, InfoAndBenchSeeTheStagesAndTheTasksInput) {
+  const auto out = dir_ / "run";
+  ASSERT_EQ(train(out, "ffn.kind=exfusion ffn.num_experts=2"), 0);
+  const auto [info_code, info_output] = cli({"info", out.string(), "--json"});
+  ASSERT_EQ(info_code, 0);
+  const auto info = testing::printed_json(info_output);
+  ASSERT_EQ(info["ffn_sites"].size(), 3U);
+  EXPECT_EQ(info["ffn_sites"][0]["path"], "stages.0.0.ffn");
+  EXPECT_EQ(info["ffn_sites"][0]["dim"], 16);
+  EXPECT_EQ(info["ffn_sites"][2]["path"], "stages.1.1.ffn");
+  EXPECT_EQ(info["ffn_sites"][2]["hidden"], 48);
+
+  std::vector<std::string> bench{"bench", "--warmup", "1", "--steps", "2", "--set"};
+  for (const auto& key : run_keys("ffn.kind=exfusion ffn.num_experts=2")) bench.push_back(key);
+  const auto [bench_code, bench_output] = cli(bench);
+  ASSERT_EQ(bench_code, 0);
+  const auto timed = testing::printed_json(bench_output);
+  EXPECT_GT(timed["ms_per_step"].get<double>(), 0.0);
+  EXPECT_EQ(timed["experts"], 2);
+  EXPECT_EQ(timed["model"]["kind"], "two_stage");
+}
+
 TEST_F(PluginModelAndTask, MoeTrainsWithTheTasksMetricsAndHasNoDenseExport) {
   const auto out = dir_ / "moe";
   ASSERT_EQ(train(out, "ffn.kind=moe ffn.num_experts=4 ffn.top_k=2"), 0);

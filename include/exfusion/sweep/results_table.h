@@ -15,10 +15,10 @@ namespace exfusion {
 inline constexpr const char* kSweepResourcesFile = "sweep_resources.json";
 
 struct SweepTable {
-  std::string metric;   // the headline metric the rows compare (its <metric>_mean, _std keys)
-  nlohmann::json rows;  // one object per configuration, in the plan's order
+  nlohmann::json rows = nlohmann::json::array();  // one object per configuration, in order
   std::string markdown;
   std::string csv;
+  std::string metric;  // the headline metric the rows compare (its <metric>_mean, _std keys)
 };
 
 // Runs without a summary.json yet are left out of their row (its `seeds` says how many of

@@ -16,6 +16,8 @@ class ImageClassificationTask : public Task {
   torch::Tensor loss(const torch::Tensor& outputs, const Batch& batch) const override;
   const TaskMetrics& metrics() const override;  // accuracy, per image
   torch::Tensor metric_sums(const torch::Tensor& outputs, const Batch& batch) const override;
+  // Normal images of the model's input shape, uniform labels.
+  Batch synthetic_batch(const ModelOptions& model, int64_t batch_size) const override;
   EvalResult evaluate(ModelImpl& model, BatchSource& source, const torch::Device& device, bool bf16,
                       bool keep_outputs) const override;
 

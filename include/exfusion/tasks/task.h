@@ -74,6 +74,9 @@ class Task {
   // Adds the derived metrics (Averaging::kDerived) to `values`, which hold "loss" and the
   // summed ones.
   virtual void derive(MetricValues& /*values*/) const {}
+  // A batch of `batch_size` random samples in the form this task feeds `model` (images, token
+  // ids, ...), with targets: what `exfusion bench` times steps on.
+  virtual Batch synthetic_batch(const ModelOptions& model, int64_t batch_size) const = 0;
   // The model in eval mode over `source`; `keep_outputs` keeps what evaluation compares.
   virtual EvalResult evaluate(ModelImpl& model, BatchSource& source, const torch::Device& device,
                               bool bf16, bool keep_outputs) const = 0;

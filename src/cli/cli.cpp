@@ -30,6 +30,7 @@
 #include "exfusion/workflows/step_benchmark.h"
 #include "exfusion/workflows/train.h"
 #include "exfusion/workflows/train_request.h"
+#include "exfusion/workflows/upcycle.h"
 
 namespace exfusion {
 namespace {

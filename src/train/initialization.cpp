@@ -118,75 +118,26 @@ nlohmann::json initialize_model(ModelImpl& model, const RunConfig& config) {
   return described;
 }
 
-nlohmann::json upcycle_checkpoint(const UpcycleRun& run, std::ostream& report) {
-  const auto init_file = run.out / kInitFile, config_file = run.out / kInitConfigFile;
-  refuse_overwrite(init_file, run.force);
-  refuse_overwrite(config_file, run.force);
-  const auto path = dense_file(run.dense);
-  RunConfig config;
-  DenseTensors dense;
-  if (is_ours(path)) {
-    auto checkpoint = load_checkpoint(path);
+DenseStart read_dense_start(const fs::path& path, const nlohmann::json& model_patch) {
+  DenseStart start;
+  start.file = dense_file(path);
+  if (is_ours(start.file)) {
+    auto checkpoint = load_checkpoint(start.file);
     if (is_upcycled(checkpoint)) {
-      throw InputError(path.string() + ": already upcycled; upcycling starts from a dense model");
+      throw InputError(start.file.string() +
+                       ": already upcycled; upcycling starts from a dense model");
     }
-    dense = dense_tensors_of(checkpoint, path);
-    config = checkpoint.config;
-  } else {
-    // timm or Hugging Face: the architecture from the file (model.* keys of --set laid over
-    // it, as exfusion import does); the rest, data normalisation included, from --set.
-    auto model_patch = nlohmann::json::object();
-    for (const auto& assignment : run.assignments) {
-      const auto patch = config::parse_assignment(assignment);
-      if (patch.contains("model")) model_patch.merge_patch(patch["model"]);
-    }
-    const auto imported = import_foreign(path, model_patch);
-    dense = dense_tensors_of(imported);
-    config = default_run_config();
-    config.model = imported.model;
+    start.tensors = dense_tensors_of(checkpoint, start.file);
+    start.config = checkpoint.config;
+    return start;
   }
-
-  // The dense run's config with the target kind, then the user's keys (init.*, ffn.*, train.*).
-  apply_config(config, {{"ffn", {{"kind", run.to}}}}, "upcycle --to " + run.to);
-  config = build_run_config(config, {"", run.assignments});
-  config.init.from = fs::absolute(path).string();
-  torch::manual_seed(static_cast<uint64_t>(config.train.seed));
-  auto model = build_model(config.model, config.ffn);
-  const auto upcycled = upcycle_into(*model, dense, config.init, path.string());
-
-  NamedTensors tensors;
-  for (const auto& [name, tensor] : module_tensors(*model))
-    tensors.emplace_back("model." + name, tensor);
-  for (const auto& [name, tensor] : upcycled.dense_base) {
-    tensors.emplace_back(kDenseBasePrefix + name, tensor);
-  }
-  // What `train --init` continues with: this file as the init, the rest of the config as is.
-  auto continued = config;
-  continued.init.from = fs::absolute(init_file).string();
-  fs::create_directories(run.out);
-  save_safetensors(init_file, tensors,
-                   {{kConfigMetadataKey, to_json(continued).dump()},
-                    {kKindMetadataKey, kUpcycledKind},
-                    {"exfusion.upcycled_from", fs::absolute(path).string()}});
-  write_text_atomically(config_file, config::to_yaml(to_json(continued)));
-
-  int64_t dense_params = 0;
-  for (const auto& [name, tensor] : dense) dense_params += tensor.numel();
-  nlohmann::json summary = {{"from", path.string()},
-                            {"to", config.ffn.run_name()},
-                            {"method", config::to_json(config.init)},
-                            {"layers", upcycled.layers},
-                            {"experts", upcycled.experts},
-                            {"params_dense", dense_params},
-                            {"params_upcycled", count_parameters(*model)},
-                            {"params_upcycled_stored", count_stored_values(*model)},
-                            {"init", init_file.string()},
-                            {"config", config_file.string()}};
-  report << "upcycled " << upcycled.layers << " FFNs of " << path.string() << " into "
-         << config.ffn.run_name() << " (" << upcycled.experts << " experts each): " << dense_params
-         << " -> " << count_parameters(*model) << " parameters\n"
-         << "continue with: exfusion train --init " << run.out.string() << "\n";
-  return summary;
+  // timm or Hugging Face: the architecture from the file, `model_patch` laid over it.
+  const auto imported = import_foreign(start.file, model_patch);
+  start.tensors = dense_tensors_of(imported);
+  start.config = default_run_config();
+  start.config.model = imported.model;
+  start.foreign_format = imported.format;
+  return start;
 }
 
 }  // namespace exfusion

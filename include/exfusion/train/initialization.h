@@ -1,11 +1,10 @@
-// Where a fresh run's weights come from (the config's `init` section) and `exfusion upcycle`:
-// a dense checkpoint upcycled into the run's multi-expert model (upcycling/upcycle.h), or an
-// upcycled init.safetensors that `exfusion upcycle` wrote, loaded as it is.
+// Where a fresh run's weights come from (the config's `init` section): a dense checkpoint
+// upcycled into the run's multi-expert model (upcycling/upcycle.h), or an upcycled
+// init.safetensors that `exfusion upcycle` (workflows/upcycle.h) wrote, loaded as it is.
 #pragma once
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <optional>
-#include <ostream>
 #include <string>
 #include <vector>
 
@@ -30,17 +29,16 @@ nlohmann::json initialize_model(ModelImpl& model, const RunConfig& config);
 // nullopt for an upcycled, compressed or multi-expert one.
 std::optional<DenseTensors> dense_tensors_if_dense(const std::filesystem::path& path);
 
-struct UpcycleRun {
-  std::filesystem::path dense;           // a dense checkpoint or run directory
-  std::string to;                        // the FFN kind: moe or exfusion
-  std::vector<std::string> assignments;  // key.path=value over the dense run's config
-  std::filesystem::path out;             // directory for init.safetensors and config.yaml
-  bool force = false;
+// Where an upcycling starts: a dense model's tensors from `path` (a file or run directory:
+// ours, or a format a model kind registers), the file they came from, and the run config they
+// belong to (ours: the checkpoint's; from outside: the defaults with the architecture read,
+// `model_patch` laid over it). Throws InputError for an upcycled or multi-expert checkpoint.
+struct DenseStart {
+  std::filesystem::path file;
+  DenseTensors tensors;
+  RunConfig config;
+  std::string foreign_format;  // "" for ours
 };
-
-// Upcycles a dense checkpoint into `run.to` and writes <out>/init.safetensors (the model's
-// tensors under "model.", the dense FFN weights they came from under "dense_base.") and
-// <out>/config.yaml, which `exfusion train --init <out>` (or --config) continues from.
-nlohmann::json upcycle_checkpoint(const UpcycleRun& run, std::ostream& report);
+DenseStart read_dense_start(const std::filesystem::path& path, const nlohmann::json& model_patch);
 
 }  // namespace exfusion

@@ -94,11 +94,14 @@ MetricValues Task::values_of(double loss, const std::vector<double>& means) cons
 MetricValues Task::window_values(double loss, const std::vector<double>& sums, int64_t samples,
                                  int64_t tokens) const {
   const auto summed = metrics().summed();
+  if (sums.size() != summed.size()) {
+    throw std::logic_error("Task::window_values: " + std::to_string(sums.size()) + " sums for " +
+                           std::to_string(summed.size()) + " summed metrics");
+  }
   std::vector<double> means;
-  for (size_t i = 0; i < summed.size() && i < sums.size(); ++i) {
+  for (size_t i = 0; i < summed.size(); ++i) {
     means.push_back(mean_of(sums[i], summed[i]->averaging, samples, tokens));
   }
-  if (sums.size() != summed.size()) means.resize(sums.size());  // values_of names the mismatch
   return values_of(loss, means);
 }
 

@@ -279,7 +279,8 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
         closed.steps = progress_.window_steps;
         closed.samples = progress_.window_samples;
         closed.loss = window_loss.item<double>() / static_cast<double>(closed.steps);
-        closed.tokens = std::llround(window_tokens.item<double>());
+        // Read back only where the task counts tokens: one host sync fewer per window otherwise.
+        closed.tokens = counts_tokens ? std::llround(window_tokens.item<double>()) : 0;
         const auto sums = host_values(window_metrics);
         closed.metrics = task_->window_values(closed.loss, sums, closed.samples, closed.tokens);
         closed.samples_per_s = static_cast<double>(window_samples_timed) /

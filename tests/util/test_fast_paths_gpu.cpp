@@ -16,8 +16,8 @@
 #include "exfusion/layers/linear.h"
 #include "exfusion/tasks/image_classification.h"
 #include "exfusion/train/run_config.h"
-#include "exfusion/workflows/step_benchmark.h"
 #include "exfusion/util/fast_paths.h"
+#include "exfusion/workflows/step_benchmark.h"
 
 namespace exfusion {
 namespace {

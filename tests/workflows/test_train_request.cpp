@@ -9,8 +9,8 @@
 
 #include "../support/cli.h"
 #include "exfusion/data/image_data_config.h"
-#include "exfusion/workflows/train_request.h"
 #include "exfusion/util/error.h"
+#include "exfusion/workflows/train_request.h"
 
 namespace exfusion {
 namespace {

@@ -270,6 +270,9 @@ void add_fuse(CLI::App& app) {
   auto* fuse = app.add_subcommand("fuse", "Fuse a training state into a dense checkpoint");
   fuse->add_option("path", args->path, "run directory or state.safetensors")->required();
   fuse->add_option("--out", args->out, "output file (default: model.safetensors beside it)");
+  fuse->add_option("--format", args->run.format,
+                   "an export format of the model's kind (default: its first; timm for a ViT, "
+                   "exfusion for any)");
   fuse->add_flag("--force", args->run.force, "overwrite an existing output");
   fuse->callback([args] {
     args->run.path = args->path;
@@ -306,6 +309,8 @@ void add_import(CLI::App& app) {
                    "model.key=value over the architecture read (model.num_heads=N for a timm "
                    "file of a non-standard width); data.mean=[...] data.std=[...]")
       ->take_all();
+  import_command->add_option("--format", args->run.format,
+                             "the export format written (default: the model kind's first)");
   import_command->add_flag("--force", args->run.force, "overwrite an existing output");
   import_command->callback([args] {
     args->run.source = args->source;

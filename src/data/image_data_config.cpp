@@ -3,6 +3,7 @@
 
 #include "exfusion/data/rand_augment.h"
 #include "exfusion/models/model.h"
+#include "exfusion/util/error.h"
 
 namespace exfusion {
 
@@ -52,7 +53,13 @@ void ImageDataConfig::validate(const config::Location& at) const {
 }
 
 void ImageDataConfig::validate_with(const ModelOptions& model, const config::Location& at) const {
-  const auto channels = static_cast<size_t>(model.input_shape().front());
+  const auto shapes = model.input_shapes();
+  if (shapes.size() != 1 || shapes.front().size() != 3) {
+    throw InputError(at.source + ": the image data section feeds images, and the model takes " +
+                     nlohmann::json(shapes).dump() +
+                     " per sample (a task of other data: set task)");
+  }
+  const auto channels = static_cast<size_t>(shapes.front().front());
   if (!mean.empty() && mean.size() != channels)
     config::fail(at, "mean", mean, "one value per channel");
   if (!std.empty() && std.size() != channels) config::fail(at, "std", std, "one value per channel");

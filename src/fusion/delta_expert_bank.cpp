@@ -20,7 +20,7 @@ DeltaExpertBankImpl::DeltaExpertBankImpl(DeltaExpertBankOptions options_) : opti
   base = register_parameter("base", torch::empty({out, in}));
   if (options.bias()) bias = register_parameter("bias", torch::zeros({n, out}));
   torch::NoGradGuard no_grad;
-  trunc_normal_(base, options.init_std());
+  init_normal_(base, options.init_std(), options.truncated());
   if (options.form() == DeltaForm::kSparse) {
     const int64_t k = delta_size();
     std::vector<torch::Tensor> positions;

@@ -9,12 +9,15 @@
 namespace exfusion {
 
 DeltaExpertBankOptions DersDeltaOptions::bank(int64_t num_experts, int64_t in, int64_t out,
-                                              bool bias) const {
+                                              const FfnForm& ffn_form,
+                                              const std::string& layer) const {
   return DeltaExpertBankOptions(num_experts, in, out)
       .form(form)
       .keep_ratio(keep_ratio)
       .rank(rank)
-      .bias(bias);
+      .bias(ffn_form.bias)
+      .init_std(ffn_form.init_std(layer))
+      .truncated(ffn_form.truncated);
 }
 
 std::string DersDeltaOptions::run_name() const {
@@ -43,12 +46,12 @@ std::string DersExFusionOptions::run_name() const {
 DersMoeMlpImpl::DersMoeMlpImpl(int64_t dim, int64_t hidden, DersMoeOptions options_, FfnForm form_)
     : TopKMixtureImpl(dim, options_.moe, std::move(form_)), delta(options_.delta) {
   const auto n = options.num_experts();
-  const auto bank = [&](int64_t in, int64_t out) {
-    return DeltaExpertBank(delta.bank(n, in, out, form.bias));
+  const auto bank = [&](const std::string& name, int64_t in, int64_t out) {
+    return DeltaExpertBank(delta.bank(n, in, out, form, name));
   };
-  if (form.gated) gate = register_module(form.gate_name, bank(dim, hidden));
-  fc1 = register_module(form.up_name, bank(dim, hidden));
-  fc2 = register_module(form.down_name, bank(hidden, dim));
+  if (form.gated) gate = register_module(form.gate_name, bank(form.gate_name, dim, hidden));
+  fc1 = register_module(form.up_name, bank(form.up_name, dim, hidden));
+  fc2 = register_module(form.down_name, bank(form.down_name, hidden, dim));
   reset_router();
 }
 
@@ -66,12 +69,12 @@ DersExFusionMlpImpl::DersExFusionMlpImpl(int64_t dim, int64_t hidden, DersExFusi
   const auto& exfusion = options.exfusion;
   exfusion.validate({"", "ffn"});
   const auto n = exfusion.num_experts();
-  const auto bank = [&](int64_t in, int64_t out) {
-    return DeltaExpertBank(options.delta.bank(n, in, out, form.bias));
+  const auto bank = [&](const std::string& name, int64_t in, int64_t out) {
+    return DeltaExpertBank(options.delta.bank(n, in, out, form, name));
   };
-  if (form.gated) gate = register_module(form.gate_name, bank(dim, hidden));
-  fc1 = register_module(form.up_name, bank(dim, hidden));
-  fc2 = register_module(form.down_name, bank(hidden, dim));
+  if (form.gated) gate = register_module(form.gate_name, bank(form.gate_name, dim, hidden));
+  fc1 = register_module(form.up_name, bank(form.up_name, dim, hidden));
+  fc2 = register_module(form.down_name, bank(form.down_name, hidden, dim));
   fusion = register_module("fusion", make_fusion_weights(exfusion, dim));
   if (exfusion.router_per_set() && exfusion.variant() == FusionVariant::kMemoryBank) {
     fusion_down = register_module("fusion_down", make_fusion_weights(exfusion, hidden));

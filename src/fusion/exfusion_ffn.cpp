@@ -81,15 +81,17 @@ ExFusionMlpImpl::ExFusionMlpImpl(int64_t dim, int64_t hidden, ExFusionOptions op
                                  FfnForm form_)
     : options(options_), form(std::move(form_)) {
   options.validate({"", "ffn"});
-  auto bank = [&](int64_t in, int64_t out) {
+  auto bank = [&](const std::string& name, int64_t in, int64_t out) {
     return ExpertBank(ExpertBankOptions(options.num_experts(), in, out)
                           .init(options.expert_init())
+                          .init_std(form.init_std(name))
+                          .truncated(form.truncated)
                           .noise_std(options.expert_noise_std())
                           .bias(form.bias));
   };
-  if (form.gated) gate = register_module(form.gate_name, bank(dim, hidden));
-  fc1 = register_module(form.up_name, bank(dim, hidden));
-  fc2 = register_module(form.down_name, bank(hidden, dim));
+  if (form.gated) gate = register_module(form.gate_name, bank(form.gate_name, dim, hidden));
+  fc1 = register_module(form.up_name, bank(form.up_name, dim, hidden));
+  fc2 = register_module(form.down_name, bank(form.down_name, hidden, dim));
   fusion = register_module("fusion", make_fusion_weights(options, dim));
   if (options.router_per_set() && options.variant() == FusionVariant::kMemoryBank) {
     fusion_down = register_module("fusion_down", make_fusion_weights(options, hidden));

@@ -29,13 +29,13 @@ ExpertBankImpl::ExpertBankImpl(ExpertBankOptions options_) : options(options_) {
 
 void ExpertBankImpl::reset_parameters() {
   torch::NoGradGuard no_grad;
-  // ViT's init for linear layers: truncated normal (±2 std), zero bias.
+  // The model's init for the layer it stands for (ViT's: truncated normal, ±2 std), zero bias.
   const double std = options.init_std();
   if (options.init() == ExpertInit::kIndependent) {
-    trunc_normal_(weight, std);
+    init_normal_(weight, std, options.truncated());
   } else {
     auto first = weight[0];
-    trunc_normal_(first, std);
+    init_normal_(first, std, options.truncated());
     weight.copy_(first.unsqueeze(0).expand_as(weight));
     if (options.init() == ExpertInit::kCopyNoise) {
       weight.add_(torch::randn_like(weight) * options.noise_std());

@@ -56,12 +56,15 @@ void TopKMixtureImpl::reset_router() {
 MoeMlpImpl::MoeMlpImpl(int64_t dim, int64_t hidden, MoeOptions options_, FfnForm form_)
     : TopKMixtureImpl(dim, options_, std::move(form_)) {
   const auto n = options.num_experts();
-  const auto bank = [&](int64_t in, int64_t out) {
-    return ExpertBank(ExpertBankOptions(n, in, out).bias(form.bias));
+  const auto bank = [&](const std::string& name, int64_t in, int64_t out) {
+    return ExpertBank(ExpertBankOptions(n, in, out)
+                          .bias(form.bias)
+                          .init_std(form.init_std(name))
+                          .truncated(form.truncated));
   };
-  if (form.gated) gate = register_module(form.gate_name, bank(dim, hidden));
-  fc1 = register_module(form.up_name, bank(dim, hidden));
-  fc2 = register_module(form.down_name, bank(hidden, dim));
+  if (form.gated) gate = register_module(form.gate_name, bank(form.gate_name, dim, hidden));
+  fc1 = register_module(form.up_name, bank(form.up_name, dim, hidden));
+  fc2 = register_module(form.down_name, bank(form.down_name, hidden, dim));
   reset_router();
 }
 

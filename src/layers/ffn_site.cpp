@@ -50,6 +50,10 @@ std::vector<std::string> FfnForm::layer_names() const {
   return {up_name, down_name};
 }
 
+double FfnForm::init_std(const std::string& layer) const {
+  return layer == down_name ? down_std : up_std;
+}
+
 double FfnSite::dense_parameters() const {
   const double d = static_cast<double>(dim), h = static_cast<double>(hidden);
   const double into_hidden = d * h + (form.bias ? h : 0.0);

@@ -24,8 +24,11 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden, FfnForm form_) : form(std::move(fo
   if (form.gated) gate = register_module(form.gate_name, make(dim, hidden));
   fc1 = register_module(form.up_name, make(dim, hidden));
   fc2 = register_module(form.down_name, make(hidden, dim));
-  for (const auto& linear : {gate, fc1, fc2}) {
-    if (linear) init_vit_linear(linear);
+  const torch::NoGradGuard no_grad;
+  for (const auto& name : form.layer_names()) {
+    const auto& linear = name == form.down_name ? fc2 : name == form.up_name ? fc1 : gate;
+    init_normal_(linear->weight, form.init_std(name), form.truncated);
+    if (linear->bias.defined()) linear->bias.zero_();
   }
 }
 

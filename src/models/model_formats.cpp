@@ -89,13 +89,18 @@ fs::path model_file(const fs::path& source) {
                    " in this directory");
 }
 
-// "auto" resolved: ours by the metadata, else the registered format that recognises the file.
-std::string detect_format(const SafetensorsFile& file, const fs::path& path) {
-  if (file.metadata.count(kConfigMetadataKey) != 0) return kOurs;
-  std::string looked_for = "no '" + std::string(kConfigMetadataKey) + "' metadata (ours)";
-  for (const auto& entry : import_formats().entries()) {
-    if (file.tensors.count(entry.format->signature()) != 0) return entry.name;
-    looked_for += ", no " + entry.format->signature() + " (" + entry.help + ")";
+// The registered format of `candidates` whose signature `file` holds: "auto" (every format) or
+// a name several kinds share; null for ours (auto only: our config in the metadata).
+const ImportFormatRegistry::Entry* detect_format(
+    const std::vector<const ImportFormatRegistry::Entry*>& candidates, bool ours_allowed,
+    const SafetensorsFile& file, const fs::path& path) {
+  if (ours_allowed && file.metadata.count(kConfigMetadataKey) != 0) return nullptr;
+  std::string looked_for =
+      ours_allowed ? "no '" + std::string(kConfigMetadataKey) + "' metadata (ours)" : "";
+  for (const auto* entry : candidates) {
+    if (file.tensors.count(entry->format->signature()) != 0) return entry;
+    if (!looked_for.empty()) looked_for += ", ";
+    looked_for += "no " + entry->format->signature() + " (" + entry->help + ")";
   }
   throw InputError(path.string() + ": not a dense model this build reads: " + looked_for);
 }
@@ -106,7 +111,9 @@ std::pair<nlohmann::json, nlohmann::json> our_architecture(const SafetensorsFile
   const auto entry = file.metadata.find(kConfigMetadataKey);
   if (entry == file.metadata.end()) {
     std::vector<std::string> others;
-    for (const auto& format : import_formats().entries()) others.push_back(format.name);
+    for (const auto& name : import_formats().names()) {
+      if (name != "auto" && name != kOurs) others.push_back(name);
+    }
     throw InputError(path.string() + ": no '" + kConfigMetadataKey +
                      "' metadata: not one of our checkpoints (--from " + config::join_or(others) +
                      " reads theirs)");
@@ -138,8 +145,9 @@ void ImportFormatRegistry::add(const std::string& name, const std::string& model
                                const std::string& help,
                                std::shared_ptr<const ImportFormat> format) {
   Entry entry{name, model_kind, help, std::move(format)};
-  const auto same = std::find_if(entries_.begin(), entries_.end(),
-                                 [&](const Entry& existing) { return existing.name == name; });
+  const auto same = std::find_if(entries_.begin(), entries_.end(), [&](const Entry& existing) {
+    return existing.name == name && existing.model_kind == model_kind;
+  });
   if (same != entries_.end()) {
     *same = std::move(entry);
   } else {
@@ -147,34 +155,47 @@ void ImportFormatRegistry::add(const std::string& name, const std::string& model
   }
 }
 
-const ImportFormatRegistry::Entry* ImportFormatRegistry::find(const std::string& name) const {
+std::vector<const ImportFormatRegistry::Entry*> ImportFormatRegistry::named(
+    const std::string& name) const {
+  std::vector<const Entry*> found;
   for (const auto& entry : entries_) {
-    if (entry.name == name) return &entry;
+    if (entry.name == name) found.push_back(&entry);
   }
-  return nullptr;
+  return found;
 }
 
 std::vector<std::string> ImportFormatRegistry::names() const {
   std::vector<std::string> names{"auto", kOurs};
-  for (const auto& entry : entries_) names.push_back(entry.name);
+  for (const auto& entry : entries_) {
+    if (std::find(names.begin(), names.end(), entry.name) == names.end()) {
+      names.push_back(entry.name);
+    }
+  }
   return names;
 }
 
 ImportedModel import_dense_model(const fs::path& source, const nlohmann::json& model_patch,
                                  const std::string& from) {
   const auto& formats = import_formats();
-  const ImportFormatRegistry::Entry* registered = nullptr;
-  if (from != "auto" && from != kOurs) {
-    registered = formats.find(from);
-    if (registered == nullptr) {
+  std::vector<const ImportFormatRegistry::Entry*> candidates;
+  if (from == "auto") {
+    for (const auto& entry : formats.entries()) candidates.push_back(&entry);
+  } else if (from != kOurs) {
+    candidates = formats.named(from);
+    if (candidates.empty()) {
       throw InputError("--from " + from + ": expected " + config::join_or(formats.names()));
     }
   }
   ImportedModel result;
   result.file = model_file(source);
   const auto file = load_safetensors(result.file);
-  result.format = from == "auto" ? detect_format(file, result.file) : from;
-  if (registered == nullptr && result.format != kOurs) registered = formats.find(result.format);
+  const ImportFormatRegistry::Entry* registered = nullptr;
+  if (from == "auto" || candidates.size() > 1) {
+    registered = detect_format(candidates, from == "auto", file, result.file);
+  } else if (!candidates.empty()) {
+    registered = candidates.front();
+  }
+  result.format = registered != nullptr ? registered->name : kOurs;
 
   // The architecture as the format states it (a model section), and where that came from.
   ForeignArchitecture read;

@@ -45,4 +45,14 @@ ImportFormatRegistry& import_formats() {
   return registry;
 }
 
+ExportFormatRegistry& export_formats() {
+  static ExportFormatRegistry registry = [] {
+    ExportFormatRegistry formats;
+    formats.add("timm", "vit", "timm's VisionTransformer names, model.json with timm's kwargs",
+                std::make_shared<TimmVitExport>());
+    return formats;
+  }();
+  return registry;
+}
+
 }  // namespace exfusion

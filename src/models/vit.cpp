@@ -106,23 +106,6 @@ double VisionTransformerOptions::forward_flops_per_sample(const FfnConfig& confi
   return forward_flops_per_image(options);
 }
 
-nlohmann::json VisionTransformerOptions::export_description() const {
-  return {{"architecture", "vit"},
-          {"timm_kwargs",
-           {{"img_size", img_size},
-            {"patch_size", patch_size},
-            {"in_chans", in_chans},
-            {"num_classes", num_classes},
-            {"embed_dim", embed_dim},
-            {"depth", depth},
-            {"num_heads", num_heads},
-            {"mlp_ratio", mlp_ratio},
-            {"qkv_bias", true},
-            {"class_token", true},
-            {"global_pool", "token"}}},
-          {"norm_eps", norm_eps}};
-}
-
 VisionTransformerOptions vit_preset(const std::string& name) {
   VisionTransformerOptions options;
   if (name == "tiny") {

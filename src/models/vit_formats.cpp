@@ -7,8 +7,10 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <stdexcept>
 
 #include "exfusion/io/run_names.h"
+#include "exfusion/models/vit.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/json_input.h"
 #include "exfusion/util/shape_text.h"
@@ -222,6 +224,27 @@ ForeignArchitecture HuggingFaceVitFormat::architecture(
 
 std::vector<std::string> HuggingFaceVitFormat::names_in_file(const std::string& ours) const {
   return hf_names(ours);
+}
+
+std::vector<DescriptionFile> TimmVitExport::description_files(const ExportContext& context) const {
+  const auto* vit = context.model.as<VisionTransformerOptions>();
+  if (vit == nullptr) throw std::logic_error("timm's ViT export given a model of another kind");
+  auto description = exfusion_model_description(context);
+  description["architecture"] = "vit";
+  description["timm_kwargs"] = {{"img_size", vit->img_size},
+                                {"patch_size", vit->patch_size},
+                                {"in_chans", vit->in_chans},
+                                {"num_classes", vit->num_classes},
+                                {"embed_dim", vit->embed_dim},
+                                {"depth", vit->depth},
+                                {"num_heads", vit->num_heads},
+                                {"mlp_ratio", vit->mlp_ratio},
+                                {"qkv_bias", true},
+                                {"class_token", true},
+                                {"global_pool", "token"}};
+  description["norm_eps"] = vit->norm_eps;
+  const auto name = std::filesystem::path(context.weights_file).replace_extension(".json");
+  return {{name.string(), description.dump(2) + "\n"}};
 }
 
 }  // namespace exfusion

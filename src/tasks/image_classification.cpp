@@ -12,7 +12,6 @@
 #include "exfusion/data/image_folder.h"
 #include "exfusion/data/image_loader.h"
 #include "exfusion/data/loader.h"
-#include "exfusion/util/device.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {
@@ -26,11 +25,24 @@ IdxPaths data_paths(const ImageDataConfig& data) {
   return idx_paths_in(data.dir);
 }
 
+// The model's one input as {C, H, W}: what this task feeds; InputError for a model of other
+// inputs (token ids, two sequences).
+std::vector<int64_t> image_shape(const ModelOptions& model) {
+  const auto shapes = model.input_shapes();
+  if (shapes.size() != 1 || shapes.front().size() != 3) {
+    throw InputError(
+        "task image_classification feeds images (channels×height×width), and the "
+        "model takes " +
+        nlohmann::json(shapes).dump() + " per sample");
+  }
+  return shapes.front();
+}
+
 // `any_size`: the image pipeline resizes, so only the channels must match.
 void check_images_fit(const ImageDataset& dataset, const ModelOptions& model, const fs::path& file,
                       bool any_size) {
   const auto sizes = dataset.images.sizes();
-  const auto shape = model.input_shape();
+  const auto shape = image_shape(model);
   if (sizes[1] != shape[0] || (!any_size && (sizes[2] != shape[1] || sizes[3] != shape[2]))) {
     std::ostringstream message;
     message << file.string() << ": images are " << sizes[1] << "×" << sizes[2] << "×" << sizes[3]
@@ -63,7 +75,7 @@ LoaderOptions loader_options(const ImageDataConfig& data, const TaskOptions& tas
 
 ImagePipelineOptions pipeline_options(const ImageDataConfig& data, const ModelOptions& model,
                                       bool training) {
-  const auto shape = model.input_shape();
+  const auto shape = image_shape(model);
   ImagePipelineOptions p;
   p.train = training && data.augment;
   p.channels = shape[0];
@@ -205,7 +217,7 @@ TaskData ImageClassificationTask::load_data(DataSection& section, const ModelOpt
 
 TaskData ImageClassificationTask::open_images(ImageDataConfig& config, const ModelOptions& model,
                                               bool with_train) const {
-  const auto channels = model.input_shape()[0];
+  const auto channels = image_shape(model)[0];
   if (config.uses_image_pipeline() && channels != 1 && channels != 3) {
     throw InputError("model.in_chans = " + std::to_string(channels) +
                      ": the image pipeline (data.format " + config.format +
@@ -278,6 +290,11 @@ torch::Tensor ImageClassificationTask::loss(const torch::Tensor& outputs,
                                 -100, options_.label_smoothing);
 }
 
+torch::Tensor ImageClassificationTask::eval_loss_sum(const torch::Tensor& outputs,
+                                                     const Batch& batch) const {
+  return at::cross_entropy_loss(outputs, batch.targets, {}, at::Reduction::Sum);
+}
+
 const TaskMetrics& ImageClassificationTask::metrics() const {
   static const TaskMetrics declared{Averaging::kPerSample,
                                     {{"accuracy", Averaging::kPerSample, true, true, "acc"}},
@@ -297,42 +314,8 @@ torch::Tensor ImageClassificationTask::metric_sums(const torch::Tensor& outputs,
 Batch ImageClassificationTask::synthetic_batch(const ModelOptions& model,
                                                int64_t batch_size) const {
   std::vector<int64_t> shape{batch_size};
-  for (const auto size : model.input_shape()) shape.push_back(size);
+  for (const auto size : image_shape(model)) shape.push_back(size);
   return {torch::randn(shape), torch::randint(0, model.num_outputs(), {batch_size})};
-}
-
-EvalResult ImageClassificationTask::evaluate(ModelImpl& model, BatchSource& source,
-                                             const torch::Device& device, bool bf16,
-                                             bool keep_outputs) const {
-  const bool was_training = model.is_training();
-  model.eval();
-  torch::NoGradGuard no_grad;
-  auto correct = torch::zeros({}, torch::TensorOptions(device).dtype(torch::kInt64));
-  auto loss_sum = torch::zeros({}, torch::TensorOptions(device).dtype(torch::kFloat64));
-  std::vector<torch::Tensor> kept;
-  int64_t samples = 0;
-  source.start_epoch(0);
-  while (auto batch = source.next()) {
-    const auto images = batch->inputs.to(device, /*non_blocking=*/true);
-    const auto labels = batch->targets.to(device, /*non_blocking=*/true);
-    torch::Tensor logits;
-    {
-      AutocastGuard autocast(bf16);
-      logits = model.forward(images).to(torch::kFloat32);
-    }
-    correct += logits.argmax(-1).eq(labels).sum();
-    loss_sum += at::cross_entropy_loss(logits, labels, {}, at::Reduction::Sum).to(torch::kFloat64);
-    if (keep_outputs) kept.push_back(logits.to(torch::kCPU));
-    samples += labels.size(0);
-  }
-  model.train(was_training);
-  MetricSums sums;
-  sums.loss = loss_sum.item<double>();
-  sums.metrics = {static_cast<double>(correct.item<int64_t>())};
-  sums.samples = samples;
-  auto result = averages(std::move(sums));
-  if (keep_outputs && !kept.empty()) result.outputs = torch::cat(kept);
-  return result;
 }
 
 }  // namespace exfusion

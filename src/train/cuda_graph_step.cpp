@@ -15,6 +15,7 @@
 #include <exception>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace exfusion {
 namespace {
@@ -94,8 +95,38 @@ void abandon_capture(at::cuda::CUDAGraph& graph, cudaStream_t stream, c10::Devic
   }
 }
 
+// The batch's device tensors, in one order: what the graph reads from its static copies.
+std::vector<torch::Tensor*> tensors_of(Batch& batch) {
+  return {&batch.inputs, &batch.targets, &batch.decoder_inputs};
+}
+
 bool same_layout(const torch::Tensor& a, const torch::Tensor& b) {
-  return a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() && a.device() == b.device();
+  if (a.defined() != b.defined()) return false;
+  return !a.defined() ||
+         (a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() && a.device() == b.device());
+}
+
+bool same_layout(Batch a, Batch b) {
+  const auto left = tensors_of(a), right = tensors_of(b);
+  for (size_t i = 0; i < left.size(); ++i) {
+    if (!same_layout(*left[i], *right[i])) return false;
+  }
+  return true;
+}
+
+// Copies `from`'s tensors into `to`'s (same layouts).
+void copy_batch(Batch& to, Batch from, bool non_blocking) {
+  const auto targets = tensors_of(to), sources = tensors_of(from);
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (targets[i]->defined()) targets[i]->copy_(*sources[i], non_blocking);
+  }
+}
+
+Batch clone_batch(Batch batch) {
+  for (auto* tensor : tensors_of(batch)) {
+    if (tensor->defined()) *tensor = tensor->clone();
+  }
+  return batch;
 }
 
 }  // namespace
@@ -105,9 +136,8 @@ CudaGraphStep::CudaGraphStep(StepFunction step, int64_t warmup_steps)
   TORCH_CHECK(warmup_steps >= 1, "CudaGraphStep: at least one eager warm-up step is needed");
 }
 
-std::pair<torch::Tensor, torch::Tensor> CudaGraphStep::run(const torch::Tensor& images,
-                                                           const torch::Tensor& labels) {
-  TORCH_CHECK(images.is_cuda() && labels.is_cuda(),
+std::pair<torch::Tensor, torch::Tensor> CudaGraphStep::run(const Batch& batch) {
+  TORCH_CHECK(batch.inputs.is_cuda() && batch.targets.is_cuda(),
               "CudaGraphStep: the batch must be on a CUDA device");
   if (!capture_error_.empty()) {
     throw std::runtime_error("CUDA graph: the step's capture failed earlier (" + capture_error_ +
@@ -115,39 +145,37 @@ std::pair<torch::Tensor, torch::Tensor> CudaGraphStep::run(const torch::Tensor& 
   }
   // The first call fixes the shape that is warmed up and captured; a batch of another shape
   // (before or after the capture) runs eagerly on the current stream.
-  if (!static_images_.defined()) {
-    static_images_ = images.clone();
-    static_labels_ = labels.clone();
-  } else if (!same_layout(images, static_images_) || !same_layout(labels, static_labels_)) {
-    return step_(images, labels);
+  if (!static_batch_) {
+    static_batch_ = clone_batch(batch);
+  } else if (!same_layout(batch, *static_batch_)) {
+    return step_(batch);
   }
   if (graph_) {
-    static_images_.copy_(images, /*non_blocking=*/true);
-    static_labels_.copy_(labels, /*non_blocking=*/true);
+    copy_batch(*static_batch_, batch, /*non_blocking=*/true);
     graph_->replay();
     return static_outputs_;
   }
+  const auto device = batch.inputs.device();
   if (!side_stream_) {
-    side_stream_ = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, images.device().index());
+    side_stream_ = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
   }
   if (warmup_left_ > 0) {
     --warmup_left_;
-    return run_on_side_stream(images, labels);
+    return run_on_side_stream(batch);
   }
-  capture(images, labels);
+  capture(batch);
   // Capturing records the step without running it: this replay is the step.
   graph_->replay();
   return static_outputs_;
 }
 
-std::pair<torch::Tensor, torch::Tensor> CudaGraphStep::run_on_side_stream(
-    const torch::Tensor& images, const torch::Tensor& labels) {
-  const auto current = c10::cuda::getCurrentCUDAStream(images.device().index());
+std::pair<torch::Tensor, torch::Tensor> CudaGraphStep::run_on_side_stream(const Batch& batch) {
+  const auto current = c10::cuda::getCurrentCUDAStream(batch.inputs.device().index());
   wait_for(*side_stream_, current);
   std::pair<torch::Tensor, torch::Tensor> outputs;
   {
     const c10::cuda::CUDAStreamGuard guard(*side_stream_);
-    outputs = step_(images, labels);
+    outputs = step_(batch);
   }
   wait_for(current, *side_stream_);
   // Allocated on the side stream, read on the caller's: their memory must not be reused on
@@ -157,15 +185,14 @@ std::pair<torch::Tensor, torch::Tensor> CudaGraphStep::run_on_side_stream(
   return outputs;
 }
 
-void CudaGraphStep::capture(const torch::Tensor& images, const torch::Tensor& labels) {
-  const c10::cuda::CUDAGuard device_guard(images.device());
-  const auto device_index = images.device().index();
+void CudaGraphStep::capture(const Batch& batch) {
+  const c10::cuda::CUDAGuard device_guard(batch.inputs.device());
+  const auto device_index = batch.inputs.device().index();
   // What the warm-up left in the allocator's cache goes back first, so that the graph's
   // private pool does not sit beside a second copy of a step's activations.
   c10::cuda::device_synchronize();
   c10::cuda::CUDACachingAllocator::emptyCache();
-  static_images_.copy_(images);
-  static_labels_.copy_(labels);
+  copy_batch(*static_batch_, batch, /*non_blocking=*/false);
   auto graph = std::make_unique<at::cuda::CUDAGraph>();
   // A pool of our own, so that a failed capture can release it (see abandon_capture).
   const auto pool = at::cuda::graph_pool_handle();
@@ -176,7 +203,7 @@ void CudaGraphStep::capture(const torch::Tensor& images, const torch::Tensor& la
     const AutocastCacheOff cache_off;
     try {
       graph->capture_begin(pool);
-      static_outputs_ = step_(static_images_, static_labels_);
+      static_outputs_ = step_(*static_batch_);
       graph->capture_end();
     } catch (...) {
       abandon_capture(*graph, side_stream_->stream(), device_index, pool);

@@ -43,11 +43,11 @@ std::map<std::string, torch::Tensor> receive(const nlohmann::json& list,
 
 }  // namespace
 
-void synchronize_replicas(Trainer& trainer, DistributedGroup& group) {
+void synchronize_replicas(Trainer& trainer, const RunConfig& config, DistributedGroup& group) {
   TrainingState state;
   nlohmann::json manifest;
   if (group.writer()) {
-    state = trainer.state();
+    state = trainer.state(config);
     const auto& p = state.progress;
     manifest = {{"model", describe(state.model)},
                 {"optimizer", describe(state.optimizer)},
@@ -66,7 +66,7 @@ void synchronize_replicas(Trainer& trainer, DistributedGroup& group) {
   auto optimizer = receive(manifest["optimizer"], state.optimizer, group);
   auto rng = receive(manifest["rng"], {{"cpu", state.cpu_rng}}, group);
   if (group.writer()) return;
-  state.config = trainer.config();
+  state.config = config;
   state.model = std::move(model);
   state.optimizer = std::move(optimizer);
   state.cpu_rng = rng.at("cpu");

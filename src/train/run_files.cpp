@@ -8,6 +8,7 @@
 
 #include "exfusion/config/config_file.h"
 #include "exfusion/io/module_tensors.h"
+#include "exfusion/models/export_formats.h"
 #include "exfusion/models/registry.h"
 #include "exfusion/train/training_state.h"
 #include "exfusion/upcycling/ders_compression.h"
@@ -29,20 +30,41 @@ RunConfig dense_twin(const RunConfig& config) {
   return dense;
 }
 
+namespace {
+
+ExportContext export_context(const std::filesystem::path& path, const RunConfig& config,
+                             std::vector<std::string> class_names) {
+  return {config.model, to_json(config), config.data.options->evaluation_entries(),
+          std::move(class_names), path.filename().string()};
+}
+
+}  // namespace
+
+std::vector<std::filesystem::path> dense_model_files(const std::filesystem::path& path,
+                                                     const RunConfig& config,
+                                                     const std::string& format) {
+  const auto entry = export_formats().find(config.model.kind, format);
+  std::vector<std::filesystem::path> files{path};
+  for (const auto& file : entry.format->description_files(export_context(path, config, {}))) {
+    files.push_back(path.parent_path() / file.name);
+  }
+  return files;
+}
+
 void save_dense_model(const std::filesystem::path& path, const NamedTensors& tensors,
-                      const RunConfig& config, const std::vector<std::string>& class_names) {
+                      const RunConfig& config, const std::vector<std::string>& class_names,
+                      const std::string& format) {
+  const auto entry = export_formats().find(config.model.kind, format);
+  const auto descriptions =
+      entry.format->description_files(export_context(path, config, class_names));
   save_safetensors(path, tensors,
                    {{kConfigMetadataKey, to_json(config).dump()},
                     {kKindMetadataKey, kDenseModelKind},
                     {kFormatMetadataKey, kModelFileFormat},
                     {"format", "pt"}});
-  auto model_json = config.model.options->export_description();
-  model_json["weights"] = path.filename().string();
-  const auto evaluation_entries = config.data.options->evaluation_entries();
-  for (const auto& [key, value] : evaluation_entries.items()) model_json[key] = value;
-  if (!class_names.empty()) model_json["classes"] = class_names;
-  model_json["exfusion"] = to_json(config);
-  write_text_atomically(model_description_path(path), model_json.dump(2) + "\n");
+  for (const auto& file : descriptions) {
+    write_text_atomically(path.parent_path() / file.name, file.text);
+  }
 }
 
 std::vector<std::string> run_class_names(const std::filesystem::path& checkpoint) {
@@ -60,11 +82,6 @@ std::vector<std::string> run_class_names(const std::filesystem::path& checkpoint
     class_names.push_back(name.get<std::string>());
   }
   return class_names;
-}
-
-std::filesystem::path model_description_path(const std::filesystem::path& model_path) {
-  auto description = model_path;
-  return description.replace_extension(".json");
 }
 
 std::filesystem::path checkpoint_file(const std::filesystem::path& dir, int64_t step) {

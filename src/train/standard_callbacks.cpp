@@ -87,12 +87,16 @@ void JsonlMetricsCallback::rewind_output(const nlohmann::json& position) {
   log_.truncate(position["bytes"].get<int64_t>());
 }
 
-CheckpointCallback::CheckpointCallback(std::filesystem::path dir, int64_t every, int64_t keep,
-                                       std::vector<const ResumableOutput*> outputs)
-    : dir_(std::move(dir)), every_(every), keep_(keep), outputs_(std::move(outputs)) {}
+CheckpointCallback::CheckpointCallback(RunConfig config, std::filesystem::path dir, int64_t every,
+                                       int64_t keep, std::vector<const ResumableOutput*> outputs)
+    : config_(std::move(config)),
+      dir_(std::move(dir)),
+      every_(every),
+      keep_(keep),
+      outputs_(std::move(outputs)) {}
 
 void CheckpointCallback::save(const Trainer& trainer) {
-  auto state = trainer.state();
+  auto state = trainer.state(config_);
   for (const auto* output : outputs_) {
     state.outputs[output->output_name()] = output->output_position();
   }

@@ -50,21 +50,21 @@ WarmupCosine schedule_of(const TrainConfig& train, int64_t per_epoch) {
 
 }  // namespace
 
-Trainer::Trainer(const RunConfig& config, ModelPtr model, std::shared_ptr<const Task> task,
+Trainer::Trainer(const TrainConfig& config, ModelPtr model, std::shared_ptr<const Task> task,
                  torch::Device device, std::shared_ptr<DistributedGroup> group)
     : config_(config),
       model_(std::move(model)),
       task_(std::move(task)),
       device_(device),
-      bf16_(use_bf16(config.train.precision, device)),
-      fast_paths_{fast_path_policy(config.train), std::make_shared<FastPathCounters>()},
-      optimizer_(make_optimizer(*model_, config.train, device_)) {
-  if (config.train.cuda_graph && !device_.is_cuda()) {
+      bf16_(use_bf16(config.precision, device)),
+      fast_paths_{fast_path_policy(config), std::make_shared<FastPathCounters>()},
+      optimizer_(make_optimizer(*model_, config, device_)) {
+  if (config.cuda_graph && !device_.is_cuda()) {
     throw InputError(
         "train.cuda_graph = true: CUDA graphs need a CUDA device, and this run's device is " +
         device_.str());
   }
-  if (config.train.cuda_graph && group) {
+  if (config.cuda_graph && group) {
     throw InputError(
         "train.cuda_graph = true with " + std::to_string(group->size()) +
         " data-parallel ranks: a captured step cannot hold the ranks' collectives; set it false");
@@ -74,7 +74,7 @@ Trainer::Trainer(const RunConfig& config, ModelPtr model, std::shared_ptr<const 
   std::map<std::string, std::shared_ptr<FactoredGradient>> factored;
   for_each_capable<TakesFactoredGradient>(
       *model_, [&](const std::string& path, TakesFactoredGradient& bank) {
-        if (!config.train.expert_kernels) {
+        if (!config.expert_kernels) {
           bank.set_factored_gradient_sink(nullptr);
           return;
         }
@@ -86,8 +86,8 @@ Trainer::Trainer(const RunConfig& config, ModelPtr model, std::shared_ptr<const 
         sinks_.emplace_back(&bank, std::move(sink));
       });
   if (group) {
-    data_parallel_ = std::make_unique<DataParallel>(
-        std::move(group), *model_, factored, DataParallelOptions{config.train.dist_bucket_mb});
+    data_parallel_ = std::make_unique<DataParallel>(std::move(group), *model_, factored,
+                                                    DataParallelOptions{config.dist_bucket_mb});
   }
   for (const auto* spec : task_->metrics().summed()) {
     progress_.metric_names.push_back(spec->name);
@@ -97,12 +97,9 @@ Trainer::Trainer(const RunConfig& config, ModelPtr model, std::shared_ptr<const 
   for_each_capable<AddsAuxiliaryLoss>(*model_, [&](const std::string&, const AddsAuxiliaryLoss& m) {
     auxiliary_losses_.push_back(&m);
   });
-  if (config.train.cuda_graph) {
+  if (config.cuda_graph) {
     graph_step_ = std::make_unique<CudaGraphStep>(
-        [this](const torch::Tensor& inputs, const torch::Tensor& targets) {
-          return compute_step(inputs, targets);
-        },
-        kCudaGraphWarmupSteps);
+        [this](const Batch& batch) { return compute_step(batch); }, kCudaGraphWarmupSteps);
   }
 }
 
@@ -118,16 +115,13 @@ bool Trainer::cuda_graph_captured() const { return graph_step_ && graph_step_->c
 
 std::pair<torch::Tensor, torch::Tensor> Trainer::step(const Batch& batch) {
   const FastPathScope fast_paths(fast_paths_);
-  const auto inputs = batch.inputs.to(device_, /*non_blocking=*/true);
-  const auto targets = batch.targets.to(device_, /*non_blocking=*/true);
-  auto outputs = graph_step_ ? graph_step_->run(inputs, targets) : compute_step(inputs, targets);
+  const auto on_device = batch.to(device_);
+  auto outputs = graph_step_ ? graph_step_->run(on_device) : compute_step(on_device);
   ++step_;
   return outputs;
 }
 
-std::pair<torch::Tensor, torch::Tensor> Trainer::compute_step(const torch::Tensor& inputs,
-                                                              const torch::Tensor& targets) {
-  const Batch batch{inputs, targets};
+std::pair<torch::Tensor, torch::Tensor> Trainer::compute_step(const Batch& batch) {
   // Under data parallelism, batch statistics (ExFusion-mb's w, the MoE's balance) are global.
   std::optional<GlobalBatchScope> global_batch;
   if (data_parallel_) {
@@ -137,7 +131,7 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::compute_step(const torch::Tenso
   torch::Tensor outputs;
   {
     AutocastGuard autocast(bf16_);
-    outputs = model_->forward(inputs);
+    outputs = task_->forward(*model_, batch);
   }
   const auto loss = task_->loss(outputs, batch);
   // Modules with a loss of their own (MoE load balancing) add it; the metrics report `loss`.
@@ -150,7 +144,7 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::compute_step(const torch::Tenso
   total.backward();
   if (data_parallel_) data_parallel_->after_backward();
   fault_point("step");
-  if (config_.train.clip_grad > 0) optimizer_.clip_grad_norm_async(config_.train.clip_grad);
+  if (config_.clip_grad > 0) optimizer_.clip_grad_norm_async(config_.clip_grad);
   optimizer_.step();
   optimizer_.zero_grad();
   return {loss.detach(), task_->metric_sums(outputs, batch)};
@@ -183,7 +177,7 @@ EvalResult Trainer::evaluate(BatchSource& source, bool keep_outputs, ModelImpl* 
 
 TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
                          const std::vector<TrainerCallback*>& callbacks) {
-  const auto& cfg = config_.train;
+  const auto& cfg = config_;
   const int64_t per_epoch = train.batches_per_epoch();
   if (per_epoch == 0) {
     throw InputError("train.batch_size = " + std::to_string(cfg.batch_size) +
@@ -349,9 +343,9 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
   return result;
 }
 
-TrainingState Trainer::state() const {
+TrainingState Trainer::state(const RunConfig& run) const {
   TrainingState state;
-  state.config = config_;
+  state.config = run;
   for (const auto& [name, tensor] : module_tensors(*model_)) state.model.emplace(name, tensor);
   for (const auto& [name, tensor] : optimizer_.state()) state.optimizer.emplace(name, tensor);
   state.step = step_;
@@ -374,10 +368,10 @@ void Trainer::restore(const TrainingState& state) {
                      " training state holds no data position or RNG state: it cannot resume");
   }
   if (state.progress.metric_names != progress_.metric_names) {
-    throw InputError("the training state's window sums the metrics " +
-                     nlohmann::json(state.progress.metric_names).dump() + ", and the task " +
-                     config_.task + " declares " + nlohmann::json(progress_.metric_names).dump() +
-                     ": it was written for another task");
+    throw InputError(
+        "the training state's window sums the metrics " +
+        nlohmann::json(state.progress.metric_names).dump() + ", and this run's task declares " +
+        nlohmann::json(progress_.metric_names).dump() + ": it was written for another task");
   }
   const int64_t ranks = data_parallel_ ? data_parallel_->group().size() : 1;
   if (state.world_size != ranks) {

@@ -15,4 +15,13 @@ void trunc_normal_(const torch::Tensor& tensor, double std) {
   tensor.clamp_(-2.0 * std, 2.0 * std);
 }
 
+void init_normal_(const torch::Tensor& tensor, double std, bool truncated) {
+  torch::NoGradGuard no_grad;
+  if (truncated) {
+    trunc_normal_(tensor, std);
+  } else {
+    tensor.normal_(0.0, std);
+  }
+}
+
 }  // namespace exfusion

@@ -86,8 +86,12 @@ std::string format_checkpoint_description(const nlohmann::json& info) {
     parameters += ", " + grouped(info["params_stored"].get<int64_t>()) + " values stored";
   }
   line("parameters", parameters);
-  if (info.contains("forward_gflops_per_image")) {
-    line("forward", number(info["forward_gflops_per_image"]) + " GFLOPs per sample");
+  if (info.contains("forward_gflops_per_sample")) {
+    auto forward = number(info["forward_gflops_per_sample"]) + " GFLOPs per sample";
+    if (info.contains("forward_gflops_per_token")) {
+      forward += ", " + number(info["forward_gflops_per_token"]) + " per token";
+    }
+    line("forward", forward);
   }
   if (info.contains("ffn_sites") && !info["ffn_sites"].empty()) {
     size_t width = 8;

@@ -22,7 +22,7 @@ nlohmann::json inspect_data(const DataRun& run, std::ostream& progress) {
   BatchSource& source = run.split == "train" ? *data.train : *data.test;
   progress << "exfusion data: " << run.split << " split, " << source.size() << " samples, "
            << data.workers << " workers\n";
-  std::vector<torch::Tensor> inputs, targets;
+  std::vector<torch::Tensor> inputs, targets, decoder_inputs;
   int64_t batches = 0, samples = 0, skipped = 0;
   const auto start = std::chrono::steady_clock::now();
   source.start_epoch(run.epoch);
@@ -35,12 +35,15 @@ nlohmann::json inspect_data(const DataRun& run, std::ostream& progress) {
     if (!run.save.empty()) {
       inputs.push_back(batch->inputs);
       targets.push_back(batch->targets);
+      if (batch->decoder_inputs.defined()) decoder_inputs.push_back(batch->decoder_inputs);
     }
   }
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (!run.save.empty() && batches > 0) {
-    save_safetensors(run.save, {{"inputs", torch::cat(inputs)}, {"targets", torch::cat(targets)}});
+    NamedTensors saved{{"inputs", torch::cat(inputs)}, {"targets", torch::cat(targets)}};
+    if (!decoder_inputs.empty()) saved.emplace_back("decoder_inputs", torch::cat(decoder_inputs));
+    save_safetensors(run.save, saved);
   }
   const double per_s = seconds > 0 ? static_cast<double>(samples) / seconds : 0.0;
   const auto& unit = task->metrics().sample_unit;

@@ -13,17 +13,18 @@ namespace fs = std::filesystem;
 nlohmann::json fuse_checkpoint(const FuseRun& run) {
   const auto path = checkpoint_path(run.path, /*prefer_state=*/true);
   const fs::path out = run.out.empty() ? path.parent_path() / kModelFile : run.out;
-  refuse_overwrite(out, run.force);
-  refuse_overwrite(model_description_path(out), run.force);
   auto checkpoint = load_checkpoint(path);
   if (!checkpoint.is_training_state) {
     throw InputError(path.string() + ": not a training state (already a dense model?)");
   }
+  const auto dense_config = dense_twin(checkpoint.config);
+  for (const auto& file : dense_model_files(out, dense_config, run.format)) {
+    refuse_overwrite(file, run.force);
+  }
   auto model = model_from_checkpoint(checkpoint, path);
   model->eval();
   auto fused = fuse_model(checkpoint.config.model, *model);
-  save_dense_model(out, module_tensors(*fused), dense_twin(checkpoint.config),
-                   run_class_names(path));
+  save_dense_model(out, module_tensors(*fused), dense_config, run_class_names(path), run.format);
   nlohmann::json result = {{"fused", out.string()},
                            {"params_train", count_parameters(*model)},
                            {"params_fused", count_parameters(*fused)}};

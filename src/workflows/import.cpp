@@ -13,7 +13,6 @@ namespace fs = std::filesystem;
 
 nlohmann::json import_checkpoint(const ImportRun& run) {
   refuse_overwrite(run.out, run.force);
-  refuse_overwrite(model_description_path(run.out), run.force);
   // model.* is read with the tensors (it can contradict them); the rest goes into the config.
   auto model_patch = nlohmann::json::object();
   std::vector<std::pair<nlohmann::json, std::string>> config_patches;
@@ -46,13 +45,16 @@ nlohmann::json import_checkpoint(const ImportRun& run) {
     throw InputError(imported.file.string() + ": a " + imported.format + " checkpoint states no " +
                      missing);
   }
+  for (const auto& file : dense_model_files(run.out, config, run.format)) {
+    refuse_overwrite(file, run.force);
+  }
   // Loading into the model the config builds is the check that eval will read the file.
   auto model = build_model(config.model, config.ffn);
   SafetensorsFile loaded;
   for (const auto& [name, tensor] : imported.tensors) loaded.tensors.emplace(name, tensor);
   load_module_tensors(*model, loaded, imported.file);
   if (run.out.has_parent_path()) fs::create_directories(run.out.parent_path());
-  save_dense_model(run.out, module_tensors(*model), config);
+  save_dense_model(run.out, module_tensors(*model), config, {}, run.format);
   return {{"imported", run.out.string()},
           {"source", imported.file.string()},
           {"from", imported.format},

@@ -30,9 +30,14 @@ nlohmann::json describe_checkpoint(const fs::path& run_path) {
       {"params", count_parameters(*model)},
       {"params_stored", count_stored_values(*model)},
       {"params_deployed", dense_model_parameters(*config.model.options)},
-      {"forward_gflops_per_image",
+      {"forward_gflops_per_sample",
        config.model.options->forward_flops_per_sample(config.ffn) / 1e9},
       {"tensors", checkpoint.file.tensors.size()}};
+  // Per token where the run's task has tokens: a language model's usual unit.
+  if (const double tokens = make_task(config)->tokens_per_sample(*config.model.options);
+      tokens > 0) {
+    info["forward_gflops_per_token"] = info["forward_gflops_per_sample"].get<double>() / tokens;
+  }
   auto sites = nlohmann::json::array();
   for (const auto& site : config.model.options->ffn_sites()) {
     sites.push_back({{"path", site.path},

@@ -111,13 +111,12 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
     experts = std::max(experts, ffn.expert_sets().num_experts);
   });
   const std::shared_ptr<const Task> task = make_task(config);
-  Trainer trainer(config, model, task, device);
+  Trainer trainer(config.train, model, task, device);
   trainer.set_lr(config.train.lr);
   // The task's form of input: images for an image task, token ids for a text task.
   const auto batch = task->synthetic_batch(m, config.train.batch_size);
   // The batch lives on the device already, as a prefetched batch would.
-  Batch on_device{batch.inputs.to(device), batch.targets.to(device)};
-  on_device.tokens = batch.tokens;
+  const auto on_device = batch.to(device);
 
   std::string device_name = "cpu";
   if (device.is_cuda()) {
@@ -162,12 +161,17 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
       {"params", params},
       {"warmup_steps", options.warmup_steps},
       {"timed_steps", options.timed_steps},
+      // img_per_s is the samples' rate whatever they are (the GPU table's key since the ViT).
       {"img_per_s", images_per_s},
+      {"samples_per_s", images_per_s},
       {"ms_per_step", 1000.0 * seconds / static_cast<double>(options.timed_steps)},
       {"tflops", tflops},
       {"mfu", peak > 0 ? nlohmann::json(tflops / peak) : nlohmann::json(nullptr)},
       {"peak_mem_mib", nullptr}};
   if (ffn_json.contains("top_k")) result["top_k"] = ffn_json["top_k"];
+  if (const double tokens = task->tokens_per_sample(m); tokens > 0) {
+    result["tokens_per_s"] = images_per_s * tokens;
+  }
   result["fast_path_calls"] = trainer.fast_path_calls().to_json();
   result["fallbacks_message"] = trainer.fast_path_calls().fallbacks_message();
   // ExFusion's memory-traffic floor beside the measured step (see step_benchmark.h).

@@ -13,6 +13,7 @@
 #include "exfusion/dist/process_group.h"
 #include "exfusion/io/module_tensors.h"
 #include "exfusion/layers/capabilities.h"
+#include "exfusion/models/export_formats.h"
 #include "exfusion/models/model.h"
 #include "exfusion/train/initialization.h"
 #include "exfusion/train/metrics.h"
@@ -104,12 +105,12 @@ PreparedRun prepare(RunStart& start, const LaunchEnvironment& launch,
     group->gate("set up training", set_up);
     group->connect(run.device, std::chrono::seconds(config.train.dist_timeout_s));
     // Its DataParallel checks, collectively, that every rank built the same parameters.
-    run.trainer = std::make_unique<Trainer>(config, run.model, run.task, run.device, group);
+    run.trainer = std::make_unique<Trainer>(config.train, run.model, run.task, run.device, group);
     group->gate("restore the checkpoint", restore);
-    synchronize_replicas(*run.trainer, *group);
+    synchronize_replicas(*run.trainer, config, *group);
   } else {
     set_up();
-    run.trainer = std::make_unique<Trainer>(config, run.model, run.task, run.device, group);
+    run.trainer = std::make_unique<Trainer>(config.train, run.model, run.task, run.device, group);
     restore();
   }
   return run;
@@ -158,7 +159,7 @@ class RunOutputs {
       }
       callbacks_.push_back(callback.get());
     }
-    checkpointer_.emplace(out / kCheckpointDir, config.train.checkpoint_every,
+    checkpointer_.emplace(config, out / kCheckpointDir, config.train.checkpoint_every,
                           config.train.keep_checkpoints, outputs);
     callbacks_.insert(callbacks_.end(), {&bar_, &*checkpointer_, &stop_on_signal_});
   }
@@ -239,7 +240,7 @@ nlohmann::json finish(const RunStart& start, PreparedRun& run, const TrainResult
       {"headline_metric", headline_description(metrics)},
       {"params_train", run.params_train},
       {"params_stored", count_stored_values(*run.model)},
-      {"flops_per_image", config.model.options->forward_flops_per_sample(config.ffn)},
+      {"flops_per_sample", config.model.options->forward_flops_per_sample(config.ffn)},
       {"train_seconds", result.train_seconds},
       {"eval_seconds", result.eval_seconds},
       {"steps", result.steps},
@@ -255,6 +256,9 @@ nlohmann::json finish(const RunStart& start, PreparedRun& run, const TrainResult
                                 {"gradient_bytes", parallel->gradient_bytes()},
                                 {"gradient_allreduce_ms", parallel->time_gradient_allreduce(5)},
                                 {"replicas", compare_replicas(trainer, *group)}};
+  }
+  if (const double tokens = run.task->tokens_per_sample(*config.model.options); tokens > 0) {
+    summary["flops_per_token"] = summary["flops_per_sample"].get<double>() / tokens;
   }
   for (const auto& [name, value] : trained.metrics.items()) summary["test_" + name] = value;
   for (const auto& [name, value] : result.last_metrics.items()) {
@@ -300,7 +304,8 @@ nlohmann::json finish(const RunStart& start, PreparedRun& run, const TrainResult
          << std::fixed << std::setprecision(1) << "parameters: " << run.params_train
          << " while training, " << summary["params_fused"].get<int64_t>() << " fused; trained in "
          << result.train_seconds << " s\n"
-         << "outputs: " << (out / kModelFile).string() << " (fused, timm names), "
+         << "outputs: " << (out / kModelFile).string() << " (fused, "
+         << export_formats().find(config.model.kind, "").name << " format), "
          << (out / kSummaryFile).string() << std::endl;
   return summary;
 }
@@ -323,7 +328,7 @@ nlohmann::json train_from(RunStart start, const LaunchEnvironment& launch,
              << "exfusion train --resume " << start.out.string() << std::endl;
     throw Interrupted(SIGTERM);
   }
-  if (writer) run.trainer->state().save(start.out / kStateFile);
+  if (writer) run.trainer->state(start.config).save(start.out / kStateFile);
   // Ranks stop together, at agreed points only: after training they finish the run.
   if (!group) stop_if_interrupted(start.out, progress);
   return finish(start, run, result, outputs, group, report, progress);

@@ -14,9 +14,9 @@
 #include "exfusion/layers/capabilities.h"
 #include "exfusion/layers/layer_norm.h"
 #include "exfusion/layers/linear.h"
+#include "exfusion/models/export_formats.h"
 #include "exfusion/models/registry.h"
 #include "exfusion/tasks/task.h"
-#include "exfusion/util/device.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion::testing {
@@ -215,7 +215,7 @@ class SequenceTransductionTask : public Task {
     return (target.squeeze(-1) * counted).sum().to(torch::kFloat64).reshape({1});
   }
   Batch synthetic_batch(const ModelOptions& model, int64_t batch_size) const override {
-    const auto length = model.input_shape().front();
+    const auto length = model.input_shapes().front().front();
     Batch batch{torch::randint(0, model.num_outputs(), {batch_size, length}),
                 torch::randint(0, model.num_outputs(), {batch_size, length})};
     batch.tokens = batch_size * length;
@@ -224,34 +224,12 @@ class SequenceTransductionTask : public Task {
   void derive(MetricValues& values) const override {
     values.set("perplexity", std::exp(values.at("loss")));
   }
-  EvalResult evaluate(ModelImpl& model, BatchSource& source, const torch::Device& device, bool bf16,
-                      bool keep_outputs) const override {
-    const bool was_training = model.is_training();
-    model.eval();
-    torch::NoGradGuard no_grad;
-    MetricSums sums;
-    sums.metrics = {0.0};
-    std::vector<torch::Tensor> kept;
-    source.start_epoch(0);
-    while (auto batch = source.next()) {
-      const Batch on_device{batch->inputs.to(device), batch->targets.to(device)};
-      torch::Tensor outputs;
-      {
-        AutocastGuard autocast(bf16);
-        outputs = model.forward(on_device.inputs).to(torch::kFloat32);
-      }
-      sums.loss += at::cross_entropy_loss(outputs.flatten(0, 1), on_device.targets.flatten(), {},
-                                          at::Reduction::Sum, kIgnored)
-                       .item<double>();
-      sums.metrics[0] += metric_sums(outputs, on_device).item<double>();
-      sums.samples += batch->size();
-      sums.tokens += batch->tokens;
-      if (keep_outputs) kept.push_back(outputs.cpu());
-    }
-    model.train(was_training);
-    auto result = averages(std::move(sums));
-    if (keep_outputs && !kept.empty()) result.outputs = torch::cat(kept);
-    return result;
+  torch::Tensor eval_loss_sum(const torch::Tensor& outputs, const Batch& batch) const override {
+    return at::cross_entropy_loss(outputs.flatten(0, 1), batch.targets.flatten(), {},
+                                  at::Reduction::Sum, kIgnored);
+  }
+  double tokens_per_sample(const ModelOptions& model) const override {
+    return static_cast<double>(model.input_shapes().front().front());
   }
 
  private:
@@ -304,10 +282,24 @@ double TwoStageOptions::forward_flops_per_sample(const FfnConfig& ffn) const {
   return 2.0 * macs;
 }
 
-nlohmann::json TwoStageOptions::export_description() const {
-  return {{"architecture", "two_stage"},  {"vocab", vocab},         {"stage_widths", stage_widths},
-          {"stage_depths", stage_depths}, {"mlp_ratio", mlp_ratio}, {"max_length", max_length}};
-}
+namespace {
+
+// The two-stage model's own export format: its names, a model.json naming its architecture.
+class TwoStageExport : public ExportFormat {
+ public:
+  std::vector<DescriptionFile> description_files(const ExportContext& context) const override {
+    const auto* model = context.model.as<TwoStageOptions>();
+    auto description = exfusion_model_description(context);
+    description["architecture"] = "two_stage";
+    description["stage_widths"] = model->stage_widths;
+    description["stage_depths"] = model->stage_depths;
+    description["vocab"] = model->vocab;
+    const auto name = std::filesystem::path(context.weights_file).replace_extension(".json");
+    return {{name.string(), description.dump(2) + "\n"}};
+  }
+};
+
+}  // namespace
 
 TensorShapes TwoStageOptions::dense_tensor_shapes() const {
   const auto w0 = stage_widths[0], w1 = stage_widths[1];
@@ -343,7 +335,7 @@ double TwoStageOptions::parameters_outside_ffns() const {
 
 void SequenceDataOptions::validate_with(const ModelOptions& model,
                                         const config::Location& at) const {
-  const auto length = model.input_shape().front();
+  const auto length = model.input_shapes().front().front();
   if (max_length != length) {
     config::fail(at, "max_length", max_length,
                  "the model's tokens per sample (" + std::to_string(length) + ")");
@@ -353,6 +345,8 @@ void SequenceDataOptions::validate_with(const ModelOptions& model,
 void register_sequence_kinds() {
   model_kinds().add<TwoStageOptions>(
       "two_stage", "test-only: token embedding, two stages of residual FFN blocks, a head");
+  export_formats().add("two_stage_json", "two_stage", "test-only: our names, its own model.json",
+                       std::make_shared<TwoStageExport>());
   task_kinds().add(
       "sequence_transduction", "test-only: a target token per input token, padding ignored",
       [](const TaskOptions& options) {

@@ -39,9 +39,8 @@ struct TwoStageOptions {
   ModelPtr build(const FfnConfig& ffn) const;
   double forward_flops_per_sample(const FfnConfig& ffn) const;
   void validate_ffn(const FfnConfig& ffn, const config::Location& at) const;
-  std::vector<int64_t> input_shape() const { return {max_length}; }
+  std::vector<std::vector<int64_t>> input_shapes() const { return {{max_length}}; }
   int64_t num_outputs() const { return vocab; }
-  nlohmann::json export_description() const;
   // stages.<s>.<b>.ffn; `ffn.layers` counts the blocks across the stages, stage 0's first.
   std::vector<FfnSite> ffn_sites() const;
   TensorShapes dense_tensor_shapes() const;

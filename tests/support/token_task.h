@@ -10,7 +10,6 @@
 #include <vector>
 
 #include "exfusion/tasks/task.h"
-#include "exfusion/util/device.h"
 
 namespace exfusion::testing {
 
@@ -68,43 +67,19 @@ class TokenTask : public Task {
     return torch::stack({right.sum(), sequences.sum()}).to(torch::kFloat64);
   }
   Batch synthetic_batch(const ModelOptions& model, int64_t batch_size) const override {
-    const auto length = model.input_shape().front();
+    const auto length = model.input_shapes().front().front();
     return {torch::randint(0, model.num_outputs(), {batch_size, length}),
             torch::randint(0, model.num_outputs(), {batch_size, length})};
   }
   void derive(MetricValues& values) const override {
     values.set("perplexity", std::exp(values.at("loss")));
   }
-  EvalResult evaluate(ModelImpl& model, BatchSource& source, const torch::Device& device, bool bf16,
-                      bool keep_outputs) const override {
-    const bool was_training = model.is_training();
-    model.eval();
-    torch::NoGradGuard no_grad;
-    MetricSums sums;
-    sums.metrics.assign(2, 0.0);
-    std::vector<torch::Tensor> kept;
-    source.start_epoch(0);
-    while (auto batch = source.next()) {
-      Batch on_device{batch->inputs.to(device), batch->targets.to(device)};
-      torch::Tensor outputs;
-      {
-        AutocastGuard autocast(bf16);
-        outputs = model.forward(on_device.inputs).to(torch::kFloat32);
-      }
-      sums.loss += at::cross_entropy_loss(outputs.flatten(0, 1), on_device.targets.flatten(), {},
-                                          at::Reduction::Sum, kPadding)
-                       .item<double>();
-      const auto batch_sums = metric_sums(outputs, on_device).cpu();
-      sums.metrics[0] += batch_sums[0].item<double>();
-      sums.metrics[1] += batch_sums[1].item<double>();
-      sums.samples += batch->size();
-      sums.tokens += batch->tokens;
-      if (keep_outputs) kept.push_back(outputs.cpu());
-    }
-    model.train(was_training);
-    auto result = averages(std::move(sums));
-    if (keep_outputs && !kept.empty()) result.outputs = torch::cat(kept);
-    return result;
+  torch::Tensor eval_loss_sum(const torch::Tensor& outputs, const Batch& batch) const override {
+    return at::cross_entropy_loss(outputs.flatten(0, 1), batch.targets.flatten(), {},
+                                  at::Reduction::Sum, kPadding);
+  }
+  double tokens_per_sample(const ModelOptions& model) const override {
+    return static_cast<double>(model.input_shapes().front().front());
   }
 };
 

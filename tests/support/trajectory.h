@@ -44,7 +44,7 @@ inline RunConfig tiny_training_config(const std::string& device) {
 inline NamedParams train_tiny_vit(const RunConfig& config, int steps) {
   torch::manual_seed(7);
   auto model = build_model(config.model, config.ffn);
-  Trainer trainer(config, model, make_task(config), torch::Device(config.train.device));
+  Trainer trainer(config.train, model, make_task(config), torch::Device(config.train.device));
   trainer.set_lr(1e-2);
   torch::manual_seed(8);
   const auto m = vit_of(config);

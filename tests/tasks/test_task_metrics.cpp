@@ -66,7 +66,7 @@ TEST(TaskMetrics, APerTokenMetricIsAveragedOverTokensNotSamples) {
 
   auto task = std::make_shared<testing::TokenTask>();
   auto model = std::make_shared<testing::EchoModelImpl>(kVocab);
-  Trainer trainer(config_for_tokens(), model, task, torch::kCPU);
+  Trainer trainer(config_for_tokens().train, model, task, torch::kCPU);
   testing::FixedBatches train({batch}), test({batch});
   Recorder recorder;
   const auto result = trainer.fit(train, test, {&recorder});
@@ -110,14 +110,16 @@ TEST(TaskMetrics, ACheckpointKeepsTheWindowSumsByNameAndRefusesAnotherTask) {
   config.train.max_steps = 2;
   auto task = std::make_shared<testing::TokenTask>();
   auto model = std::make_shared<testing::EchoModelImpl>(kVocab);
-  Trainer trainer(config, model, task, torch::kCPU);
+  Trainer trainer(config.train, model, task, torch::kCPU);
   struct SaveAfterStep : TrainerCallback {
     std::filesystem::path path;
+    const RunConfig* run = nullptr;
     void on_step(const Trainer& trainer, const StepEvent& event) override {
-      if (event.step == 1) trainer.state().save(path);
+      if (event.step == 1) trainer.state(*run).save(path);
     }
   } save;
   save.path = dir / "state.safetensors";
+  save.run = &config;
   testing::FixedBatches train({padded_batch(), padded_batch(), padded_batch()}),
       test({padded_batch()});
   trainer.fit(train, test, {&save});
@@ -133,13 +135,14 @@ TEST(TaskMetrics, ACheckpointKeepsTheWindowSumsByNameAndRefusesAnotherTask) {
   EXPECT_EQ(loaded.progress.window_metric_sums[0], 4.0);  // right tokens
   EXPECT_EQ(loaded.progress.window_metric_sums[1], 1.0);  // right sequences
 
-  Trainer resumed(config, std::make_shared<testing::EchoModelImpl>(kVocab), task, torch::kCPU);
+  Trainer resumed(config.train, std::make_shared<testing::EchoModelImpl>(kVocab), task,
+                  torch::kCPU);
   resumed.restore(loaded);
   EXPECT_EQ(resumed.steps_done(), loaded.step);
 
   auto image_config = default_run_config();
   image_config.train.device = "cpu";
-  Trainer images(image_config, std::make_shared<testing::EchoModelImpl>(kVocab),
+  Trainer images(image_config.train, std::make_shared<testing::EchoModelImpl>(kVocab),
                  make_task(image_config), torch::kCPU);
   try {
     images.restore(loaded);

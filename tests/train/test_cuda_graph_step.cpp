@@ -20,7 +20,7 @@ TEST(CudaGraphStep, RefusesADeviceThatIsNotCuda) {
   config.train.cuda_graph = true;
   auto model = build_model(config.model, config.ffn);
   try {
-    Trainer trainer(config, model, make_task(config), torch::kCPU);
+    Trainer trainer(config.train, model, make_task(config), torch::kCPU);
     FAIL() << "expected InputError";
   } catch (const InputError& error) {
     EXPECT_NE(std::string(error.what())

@@ -58,7 +58,7 @@ Trajectory train(const std::string& kind, const std::string& precision, bool cud
   const auto config = make_config(kind, precision, cuda_graph);
   torch::manual_seed(7);
   auto model = build_model(config.model, config.ffn);
-  Trainer trainer(config, model, make_task(config), torch::kCUDA);
+  Trainer trainer(config.train, model, make_task(config), torch::kCUDA);
   torch::manual_seed(8);
   Trajectory out;
   for (int i = 0; i < kSteps; ++i) {
@@ -100,23 +100,24 @@ int64_t reserved_bytes() {
 TEST(CudaGraphStep, AFailedCaptureIsReportedOnceAndGivesItsMemoryBack) {
   REQUIRE_CUDA();
   torch::manual_seed(9);
-  const auto images = torch::randn({4, 8}, torch::kCUDA);
-  const auto labels = torch::zeros({4}, torch::dtype(torch::kLong).device(torch::kCUDA));
+  const Batch batch{torch::randn({4, 8}, torch::kCUDA),
+                    torch::zeros({4}, torch::dtype(torch::kLong).device(torch::kCUDA))};
+  const auto& images = batch.inputs;
   int calls = 0;
   CudaGraphStep syncing(
-      [&](const torch::Tensor& x, const torch::Tensor& y) {
+      [&](const Batch& step_batch) {
         ++calls;
-        const auto loss = x.square().mean();
+        const auto loss = step_batch.inputs.square().mean();
         const double value = loss.item<double>();  // waits for the device
-        return std::make_pair(loss * value, y.sum());
+        return std::make_pair(loss * value, step_batch.targets.sum());
       },
       /*warmup_steps=*/1);
-  syncing.run(images, labels);
+  syncing.run(batch);
   c10::cuda::device_synchronize();
   c10::cuda::CUDACachingAllocator::emptyCache();
   const auto reserved = reserved_bytes();
   try {
-    syncing.run(images, labels);
+    syncing.run(batch);
     FAIL() << "expected the capture to fail";
   } catch (const std::runtime_error& error) {
     const std::string message = error.what();
@@ -129,17 +130,17 @@ TEST(CudaGraphStep, AFailedCaptureIsReportedOnceAndGivesItsMemoryBack) {
   // emptied, the device holds what it held before.
   c10::cuda::CUDACachingAllocator::emptyCache();
   EXPECT_EQ(reserved_bytes(), reserved);
-  EXPECT_THROW(syncing.run(images, labels), std::runtime_error);
+  EXPECT_THROW(syncing.run(batch), std::runtime_error);
   EXPECT_EQ(calls, 2) << "the step was captured again";
 
   auto total = torch::ones({8}, torch::kCUDA);
   CudaGraphStep adding(
-      [&](const torch::Tensor& x, const torch::Tensor& y) {
-        total.add_(x.sum(0));
-        return std::make_pair(total.sum(), y.sum());
+      [&](const Batch& step_batch) {
+        total.add_(step_batch.inputs.sum(0));
+        return std::make_pair(total.sum(), step_batch.targets.sum());
       },
       /*warmup_steps=*/1);
-  for (int i = 0; i < 3; ++i) adding.run(images, labels);
+  for (int i = 0; i < 3; ++i) adding.run(batch);
   EXPECT_TRUE(adding.captured());
   // The warm-up, the capture's replay and one more replay each add the batch once.
   EXPECT_TRUE(torch::allclose(total, 1 + 3 * images.sum(0), 1e-6, 1e-5));

@@ -37,13 +37,13 @@ TEST(FactoredTraining, ALaterTrainerWithoutTheKernelsStepsTheBanks) {
                  torch::randint(0, m.num_classes, {6})};
   };
   {
-    Trainer first(with_kernels, model, make_task(with_kernels), torch::kCPU);
+    Trainer first(with_kernels.train, model, make_task(with_kernels), torch::kCPU);
     for (const auto& bank : banks) EXPECT_NE(bank->weight_grad_sink, nullptr);
     first.step(batch());
   }
   for (const auto& bank : banks) EXPECT_EQ(bank->weight_grad_sink, nullptr);
   const auto without_kernels = testing::factored_training_config(false, "cpu");
-  Trainer second(without_kernels, model, make_task(without_kernels), torch::kCPU);
+  Trainer second(without_kernels.train, model, make_task(without_kernels), torch::kCPU);
   second.set_lr(1e-2);
   std::vector<torch::Tensor> before;
   before.reserve(banks.size());

@@ -45,7 +45,7 @@ TEST_P(TrainingStateTest, SaveLoadAndOneMoreStepEqualsTwoStepsStraight) {
 
   torch::manual_seed(3);
   auto straight_model = build_model(config.model, config.ffn);
-  Trainer straight(config, straight_model, make_task(config), torch::kCPU);
+  Trainer straight(config.train, straight_model, make_task(config), torch::kCPU);
   straight.set_lr(1e-2);
   straight.step(data[0]);
   straight.step(data[1]);
@@ -53,10 +53,10 @@ TEST_P(TrainingStateTest, SaveLoadAndOneMoreStepEqualsTwoStepsStraight) {
   torch::manual_seed(3);
   auto first_model = build_model(config.model, config.ffn);
   {
-    Trainer first(config, first_model, make_task(config), torch::kCPU);
+    Trainer first(config.train, first_model, make_task(config), torch::kCPU);
     first.set_lr(1e-2);
     first.step(data[0]);
-    first.state().save(dir / "state.safetensors");
+    first.state(config).save(dir / "state.safetensors");
   }
 
   const auto loaded = TrainingState::load(dir / "state.safetensors");
@@ -65,7 +65,7 @@ TEST_P(TrainingStateTest, SaveLoadAndOneMoreStepEqualsTwoStepsStraight) {
   EXPECT_EQ(to_json(loaded.config), to_json(config));
   torch::manual_seed(99);  // another init, which the restore must overwrite entirely
   auto resumed_model = build_model(loaded.config.model, loaded.config.ffn);
-  Trainer resumed(loaded.config, resumed_model, make_task(loaded.config), torch::kCPU);
+  Trainer resumed(loaded.config.train, resumed_model, make_task(loaded.config), torch::kCPU);
   resumed.restore(loaded);
   EXPECT_EQ(resumed.steps_done(), 1);
   resumed.set_lr(1e-2);
@@ -78,8 +78,8 @@ TEST_P(TrainingStateTest, SaveLoadAndOneMoreStepEqualsTwoStepsStraight) {
     EXPECT_EQ(actual[i].first, expected[i].first);
     EXPECT_TRUE(torch::equal(actual[i].second, expected[i].second)) << expected[i].first;
   }
-  const auto straight_state = straight.state();
-  const auto resumed_state = resumed.state();
+  const auto straight_state = straight.state(config);
+  const auto resumed_state = resumed.state(config);
   for (const auto& [name, tensor] : straight_state.optimizer) {
     EXPECT_TRUE(torch::equal(resumed_state.optimizer.at(name), tensor)) << name;
   }
@@ -142,9 +142,9 @@ TEST(TrainingState, AFormat3StateStillLoadsAndResumes) {
   const auto config = tiny_config("exfusion");
   const auto data = batches(config, 1);
   auto model = build_model(config.model, config.ffn);
-  Trainer trainer(config, model, make_task(config), torch::kCPU);
+  Trainer trainer(config.train, model, make_task(config), torch::kCPU);
   trainer.step(data[0]);
-  trainer.state().save(dir / "format4.safetensors");
+  trainer.state(config).save(dir / "format4.safetensors");
 
   auto file = load_safetensors(dir / "format4.safetensors");
   EXPECT_EQ(file.metadata.at("exfusion.format"), "4");
@@ -177,11 +177,11 @@ TEST(TrainingState, AFormat3StateStillLoadsAndResumes) {
   EXPECT_EQ(loaded.progress.last_loss, 2.25);
   EXPECT_EQ(loaded.progress.last_metrics, std::vector<double>{0.75});
   EXPECT_EQ(loaded.progress.train_seconds, times[2].item<double>());
-  Trainer resumed(loaded.config, build_model(loaded.config.model, loaded.config.ffn),
+  Trainer resumed(loaded.config.train, build_model(loaded.config.model, loaded.config.ffn),
                   make_task(loaded.config), torch::kCPU);
   resumed.restore(loaded);
   EXPECT_EQ(resumed.steps_done(), 1);
-  EXPECT_EQ(resumed.state().progress.window_metric_sums, std::vector<double>{4.0});
+  EXPECT_EQ(resumed.state(loaded.config).progress.window_metric_sums, std::vector<double>{4.0});
   testing::remove_tree(dir);
 }
 

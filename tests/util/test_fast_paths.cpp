@@ -184,7 +184,7 @@ TEST(FastPathCounters, CpuTrainingCountsOnlyTheAttentionKernels) {
   config.train.batch_size = 2;
   config.train.layer_norm_kernels = false;
   auto model = build_model(config.model, config.ffn);
-  Trainer trainer(config, model, make_task(config), torch::kCPU);
+  Trainer trainer(config.train, model, make_task(config), torch::kCPU);
   const auto m = testing::vit_of(config);
   trainer.step({torch::randn({2, m.in_chans, m.img_size, m.img_size}),
                 torch::randint(0, m.num_classes, {2})});

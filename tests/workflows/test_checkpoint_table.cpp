@@ -31,7 +31,7 @@ TEST(CheckpointTable, ListsTheModelItsParametersAndEveryFfnWithItsFusionWeights)
       {"params", 1333274},
       {"params_stored", 1333290},
       {"params_deployed", 540170.0},
-      {"forward_gflops_per_image", 0.0123},
+      {"forward_gflops_per_sample", 0.0123},
       {"ffn_sites",
        {{{"path", "blocks.0.mlp"}, {"kind", "exfusion"}, {"dim", 16}, {"hidden", 32}},
         {{"path", "blocks.1.mlp"}, {"kind", "dense"}, {"dim", 16}, {"hidden", 32}}}},

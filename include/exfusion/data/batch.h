@@ -17,13 +17,18 @@ struct DataShard {
 };
 
 struct Batch {
-  torch::Tensor inputs;   // e.g. float32 [B, C, H, W] images, normalised
+  torch::Tensor inputs;   // e.g. float32 [B, C, H, W] images, normalised; int64 [B, L] token ids
   torch::Tensor targets;  // e.g. int64 [B] labels, or float32 [B, classes] soft targets
-  int64_t skipped = 0;    // bad samples the source left out of this batch (when it may skip)
+  // An encoder-decoder's second sequence (the targets shifted right, as the decoder reads them);
+  // undefined for a model of one input.
+  torch::Tensor decoder_inputs{};
+  int64_t skipped = 0;  // bad samples the source left out of this batch (when it may skip)
   // The target positions that are not padding, which per-token metrics divide by; counted by
   // the source on the host (no device read), 0 where the task has no tokens.
   int64_t tokens = 0;
   int64_t size() const { return targets.size(0); }
+  // The batch with its tensors on `device` (copies that do not wait where the memory is pinned).
+  Batch to(const torch::Device& device) const;
 };
 
 class BatchSource {

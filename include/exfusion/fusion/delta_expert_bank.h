@@ -28,7 +28,8 @@ struct DeltaExpertBankOptions {
   TORCH_ARG(double, keep_ratio) = 0.1;
   // Low-rank: r of Δ = A·B.
   TORCH_ARG(int64_t, rank) = 4;
-  TORCH_ARG(double, init_std) = 0.02;  // the base's ViT init when not upcycled
+  TORCH_ARG(double, init_std) = 0.02;  // the base's init when not upcycled (the model's)
+  TORCH_ARG(bool, truncated) = true;   // that draw truncated at ±2σ (timm) or not (T5, Llama)
   TORCH_ARG(bool, bias) = true;        // false: no biases (undefined `bias`)
 };
 

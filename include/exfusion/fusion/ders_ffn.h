@@ -28,7 +28,9 @@ struct DersDeltaOptions {
       config::in_range<double>(0.0, 1.0));
     f("delta_rank", rank, "low-rank: rank r of Δ = A·B", config::in_range<int64_t>(1, 65536));
   }
-  DeltaExpertBankOptions bank(int64_t num_experts, int64_t in, int64_t out, bool bias) const;
+  // The bank standing for `form`'s layer `layer` (its bias and init).
+  DeltaExpertBankOptions bank(int64_t num_experts, int64_t in, int64_t out, const FfnForm& form,
+                              const std::string& layer) const;
   std::string run_name() const;  // "sparse0.1", "lowrank4"
 
   DeltaForm form = DeltaForm::kSparse;

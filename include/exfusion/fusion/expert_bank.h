@@ -32,6 +32,7 @@ struct ExpertBankOptions {
   TORCH_ARG(int64_t, out_features);
   TORCH_ARG(ExpertInit, init) = ExpertInit::kIndependent;
   TORCH_ARG(double, init_std) = 0.02;
+  TORCH_ARG(bool, truncated) = true;  // the draw truncated at ±2σ (timm) or not (T5, Llama)
   TORCH_ARG(double, noise_std) = 1e-3;
   TORCH_ARG(bool, bias) = true;  // false: no bias (T5's and Llama's FFNs)
 };

@@ -28,6 +28,12 @@ struct FfnForm {
   std::string up_name = "fc1";
   std::string gate_name;  // gated only
   std::string down_name = "fc2";
+  // The model's initialisation of these layers, which a kind's fresh experts draw from too: the
+  // std of the layers into the hidden units (gate, up) and of the one out of them (down), from a
+  // normal truncated at ±2σ (timm's) or not (Hugging Face's T5 and Llama). Biases start at 0.
+  double up_std = 0.02;
+  double down_std = 0.02;
+  bool truncated = true;
 
   // fc1/fc2 with biases: timm's Mlp.
   static FfnForm plain(Activation activation = Activation::kGelu, bool bias = true);
@@ -36,6 +42,8 @@ struct FfnForm {
   // The linear layers into the hidden units (gate first where there is one), then out of them.
   std::vector<std::string> layer_names() const;
   int64_t matrices() const { return gated ? 3 : 2; }
+  // up_std or down_std, as `layer` (one of layer_names()) goes into the hidden units or out.
+  double init_std(const std::string& layer) const;
 };
 
 struct FfnSite {

@@ -1,7 +1,8 @@
 // What a model is to the trainer, evaluation, fuse, info and export: a module with a forward
 // over a batch of inputs, and options behind a uniform face that say how to build it, its
-// FLOPs, its input shape and how it exports. The ViT is one registered model (models/vit.h);
-// another (Swin, a decoder LM) adds its files and one line in models/registry.cpp.
+// FLOPs, its FFN sites and the inputs one sample has. The ViT is one registered model
+// (models/vit.h); another (Swin, a decoder LM) adds its files and one line in
+// models/registry.cpp, its formats one line each (models/model_formats.h, export_formats.h).
 #pragma once
 #include <torch/nn/module.h>
 #include <torch/types.h>
@@ -23,9 +24,21 @@ using TensorShapes = std::vector<std::pair<std::string, std::vector<int64_t>>>;
 
 class ModelImpl : public torch::nn::Module {
  public:
+  // The outputs (logits) for a batch of the model's one input: images, token ids.
   virtual torch::Tensor forward(const torch::Tensor& inputs) = 0;
 };
 using ModelPtr = std::shared_ptr<ModelImpl>;
+
+// The capability of a model of two input sequences (an encoder-decoder such as T5): the encoder
+// reads `inputs`, the decoder `decoder_inputs` (the targets shifted right), and the outputs are
+// the decoder's logits. Its task feeds it through Task::forward; its one-input forward runs the
+// encoder alone (its hidden states, as transformers' T5EncoderModel).
+class EncoderDecoder {
+ public:
+  virtual ~EncoderDecoder() = default;
+  virtual torch::Tensor forward_encoder_decoder(const torch::Tensor& inputs,
+                                                const torch::Tensor& decoder_inputs) = 0;
+};
 
 int64_t count_parameters(const torch::nn::Module& module);
 // Values a checkpoint of `module` stores: its parameters and its buffers (memory banks, the
@@ -37,9 +50,10 @@ int64_t count_stored_values(const torch::nn::Module& module);
 //   ModelPtr build(const FfnConfig& ffn) const;
 //   double forward_flops_per_sample(const FfnConfig& ffn) const;  // multiply-adds × 2
 //   void validate_ffn(const FfnConfig& ffn, const config::Location& at) const;
-//   std::vector<int64_t> input_shape() const;      // one sample, e.g. {C, H, W}
-//   int64_t num_outputs() const;                   // classes
-//   nlohmann::json export_description() const;     // model.json's architecture entries
+//   std::vector<std::vector<int64_t>> input_shapes() const;  // one sample's inputs, each its
+//                                                  // shape: {{C, H, W}}; {{L}}; an encoder-
+//                                                  // decoder's {{L_in}, {L_out}}
+//   int64_t num_outputs() const;                   // classes, or the vocabulary
 //   std::vector<FfnSite> ffn_sites() const;        // every FFN: path, index, widths, rows per
 //                                                  // sample, form (stages and stacks alike)
 //   TensorShapes dense_tensor_shapes() const;      // the dense model's tensors, in module
@@ -58,9 +72,8 @@ class ModelOptions {
   virtual ModelPtr build(const FfnConfig& ffn) const = 0;
   virtual double forward_flops_per_sample(const FfnConfig& ffn) const = 0;
   virtual void validate_ffn(const FfnConfig& ffn, const config::Location& at) const = 0;
-  virtual std::vector<int64_t> input_shape() const = 0;
+  virtual std::vector<std::vector<int64_t>> input_shapes() const = 0;
   virtual int64_t num_outputs() const = 0;
-  virtual nlohmann::json export_description() const = 0;
   virtual std::vector<FfnSite> ffn_sites() const = 0;
   virtual TensorShapes dense_tensor_shapes() const = 0;
   virtual double parameters_outside_ffns() const = 0;
@@ -89,9 +102,8 @@ class DeclaredModelOptions final : public ModelOptions {
   void validate_ffn(const FfnConfig& ffn, const config::Location& at) const override {
     options.validate_ffn(ffn, at);
   }
-  std::vector<int64_t> input_shape() const override { return options.input_shape(); }
+  std::vector<std::vector<int64_t>> input_shapes() const override { return options.input_shapes(); }
   int64_t num_outputs() const override { return options.num_outputs(); }
-  nlohmann::json export_description() const override { return options.export_description(); }
   std::vector<FfnSite> ffn_sites() const override { return options.ffn_sites(); }
   TensorShapes dense_tensor_shapes() const override { return options.dense_tensor_shapes(); }
   double parameters_outside_ffns() const override { return options.parameters_outside_ffns(); }

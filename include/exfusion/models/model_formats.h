@@ -53,11 +53,13 @@ class ImportFormatRegistry {
     std::string help;
     std::shared_ptr<const ImportFormat> format;
   };
-  // A second format of the same name replaces the first.
+  // A second format of the same name for the same kind replaces the first; kinds share names
+  // ("timm" reads a ViT, a Swin or a PVT: its signature tells which).
   void add(const std::string& name, const std::string& model_kind, const std::string& help,
            std::shared_ptr<const ImportFormat> format);
   const std::vector<Entry>& entries() const { return entries_; }
-  const Entry* find(const std::string& name) const;
+  // The formats named `name` (of every kind).
+  std::vector<const Entry*> named(const std::string& name) const;
   // "auto, exfusion, timm or huggingface": what --from takes.
   std::vector<std::string> names() const;
 

@@ -63,12 +63,13 @@ struct VisionTransformerOptions {
   ModelPtr build(const FfnConfig& ffn) const;
   double forward_flops_per_sample(const FfnConfig& ffn) const;
   void validate_ffn(const FfnConfig& ffn, const config::Location& at) const;
-  std::vector<int64_t> input_shape() const { return {in_chans, img_size, img_size}; }
+  std::vector<std::vector<int64_t>> input_shapes() const {
+    return {{in_chans, img_size, img_size}};
+  }
   int64_t num_outputs() const { return num_classes; }
   // {"architecture": "vit", "timm_kwargs": {...}, "norm_eps": ...}: timm's
   // VisionTransformer(**kwargs), whose LayerNorms take eps 1e-6; another norm_eps needs
   // norm_layer=partial(LayerNorm, eps=norm_eps) besides the kwargs.
-  nlohmann::json export_description() const;
   // blocks.<i>.mlp, index i: fc1/fc2 with GELU over every token (patches and the class token).
   std::vector<FfnSite> ffn_sites() const;
   // Our dense ViT's tensors (timm's names) with their shapes, in module_tensors order.

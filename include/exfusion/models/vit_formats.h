@@ -1,5 +1,6 @@
-// The ViT's import formats (models/model_formats.h), registered for model kind "vit" in
-// models/registry.cpp: a timm VisionTransformer state_dict (our names are timm's; the
+// The ViT's formats, registered for model kind "vit" in models/registry.cpp. Export: timm's
+// (models/export_formats.h): our names are timm's, and model.json gives timm's constructor kwargs.
+// Import (models/model_formats.h): a timm VisionTransformer state_dict (our names are timm's; the
 // architecture from the tensors' shapes, num_heads from --set model.num_heads or timm's for
 // the standard widths) and a Hugging Face ViTForImageClassification save_pretrained directory
 // (the architecture from its config.json; query, key and value stacked into attn.qkv).
@@ -7,9 +8,15 @@
 #include <string>
 #include <vector>
 
+#include "exfusion/models/export_formats.h"
 #include "exfusion/models/model_formats.h"
 
 namespace exfusion {
+
+class TimmVitExport : public ExportFormat {
+ public:
+  std::vector<DescriptionFile> description_files(const ExportContext& context) const override;
+};
 
 class TimmVitFormat : public ImportFormat {
  public:

@@ -14,12 +14,11 @@ class ImageClassificationTask : public Task {
   // The directory replaces the explicit IDX files too.
   nlohmann::json data_dir_patch(const std::string& dir) const override;
   torch::Tensor loss(const torch::Tensor& outputs, const Batch& batch) const override;
+  torch::Tensor eval_loss_sum(const torch::Tensor& outputs, const Batch& batch) const override;
   const TaskMetrics& metrics() const override;  // accuracy, per image
   torch::Tensor metric_sums(const torch::Tensor& outputs, const Batch& batch) const override;
   // Normal images of the model's input shape, uniform labels.
   Batch synthetic_batch(const ModelOptions& model, int64_t batch_size) const override;
-  EvalResult evaluate(ModelImpl& model, BatchSource& source, const torch::Device& device, bool bf16,
-                      bool keep_outputs) const override;
 
  private:
   // Opens the files (load_data's work); measures a missing normalisation into `config`.

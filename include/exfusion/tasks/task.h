@@ -64,8 +64,14 @@ class Task {
                              bool with_train) const = 0;
   // The `data` keys that point the section at the data in `dir` (`exfusion eval --data-dir`).
   virtual nlohmann::json data_dir_patch(const std::string& dir) const { return {{"dir", dir}}; }
+  // The model's outputs for `batch` (on the model's device): its one input by default; a task
+  // of two sequences feeds an EncoderDecoder both (models/model.h).
+  virtual torch::Tensor forward(ModelImpl& model, const Batch& batch) const;
   // The training loss of `outputs` for `batch` (the model's own auxiliary losses come on top).
   virtual torch::Tensor loss(const torch::Tensor& outputs, const Batch& batch) const = 0;
+  // The evaluation loss summed over the batch's samples or tokens (as metrics().loss_averaging
+  // says; no label smoothing): a device scalar, which evaluate() adds up without a host sync.
+  virtual torch::Tensor eval_loss_sum(const torch::Tensor& outputs, const Batch& batch) const = 0;
   // What the task measures besides its loss; the same object for the task's lifetime.
   virtual const TaskMetrics& metrics() const = 0;
   // A float64 device vector: each of metrics().summed() summed over `batch` (over its samples
@@ -77,9 +83,14 @@ class Task {
   // A batch of `batch_size` random samples in the form this task feeds `model` (images, token
   // ids, ...), with targets: what `exfusion bench` times steps on.
   virtual Batch synthetic_batch(const ModelOptions& model, int64_t batch_size) const = 0;
-  // The model in eval mode over `source`; `keep_outputs` keeps what evaluation compares.
-  virtual EvalResult evaluate(ModelImpl& model, BatchSource& source, const torch::Device& device,
-                              bool bf16, bool keep_outputs) const = 0;
+  // The target tokens one sample of `model`'s has (what per-token metrics and FLOPs per token
+  // divide by); 0 for a task without tokens.
+  virtual double tokens_per_sample(const ModelOptions& /*model*/) const { return 0; }
+
+  // The model in eval mode over `source` (forward, eval_loss_sum and metric_sums per batch);
+  // `keep_outputs` keeps the float32 outputs, which evaluation compares.
+  EvalResult evaluate(ModelImpl& model, BatchSource& source, const torch::Device& device, bool bf16,
+                      bool keep_outputs) const;
 
   // The averages of `sums` (each divided by its samples or tokens) and the derived metrics.
   EvalResult averages(MetricSums sums) const;

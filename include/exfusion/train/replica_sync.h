@@ -9,9 +9,9 @@
 
 namespace exfusion {
 
-// Rank 0's trainer.state() restored into every other rank's trainer (tensors broadcast over the
-// process group). Every rank calls it, at the same point.
-void synchronize_replicas(Trainer& trainer, DistributedGroup& group);
+// Rank 0's training state (of the run `config`) restored into every other rank's trainer
+// (tensors broadcast over the process group). Every rank calls it, at the same point.
+void synchronize_replicas(Trainer& trainer, const RunConfig& config, DistributedGroup& group);
 
 // {"identical": bool, "differs": [{"rank": r, "tensor": name}, ...]} comparing each rank's model
 // tensors' CRC-32 with rank 0's. Every rank calls it; the answer is the same on every rank.

@@ -1,7 +1,7 @@
 // The files a run directory holds and how checkpoints describe themselves: the run's config
 // travels in each safetensors file's metadata (with the file's format version), so eval, fuse
-// and info need nothing but the file. The fused export also gets a model.json with timm's
-// constructor kwargs.
+// and info need nothing but the file. The fused export is written in a format of the model's
+// kind (models/export_formats.h).
 #pragma once
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -14,9 +14,6 @@
 
 namespace exfusion {
 
-// The fused dense model under timm's names, with its description (timm kwargs, normalisation,
-// the run's config) beside it: model_description_path(path), model.json for model.safetensors.
-// `class_names` (label i's name, when the data names its classes) go in as "classes".
 // The parameters of the dense model a checkpoint of `model` fuses into (or is): those outside
 // its FFNs and each FFN site's dense FFN, from the options alone (info, the size check below).
 double dense_model_parameters(const ModelOptions& model);
@@ -24,9 +21,18 @@ double dense_model_parameters(const ModelOptions& model);
 // The config a fused export is written with: the run's, with dense FFNs.
 RunConfig dense_twin(const RunConfig& config);
 
+// The dense model in export format `format`, one its model kind registers ("": the kind's first;
+// models/export_formats.h): the weights at `path`, the run's config in their metadata (so eval,
+// fuse and info need nothing but the file), the format's description files beside them (the
+// ViT's model.json with timm's kwargs, normalisation and `class_names`, label i's name).
 void save_dense_model(const std::filesystem::path& path, const NamedTensors& tensors,
-                      const RunConfig& config, const std::vector<std::string>& class_names = {});
-std::filesystem::path model_description_path(const std::filesystem::path& model_path);
+                      const RunConfig& config, const std::vector<std::string>& class_names = {},
+                      const std::string& format = "");
+// The files save_dense_model(path, ..., config, ..., format) writes: the weights, then the
+// descriptions; InputError naming the kind's formats for a format it has not.
+std::vector<std::filesystem::path> dense_model_files(const std::filesystem::path& path,
+                                                     const RunConfig& config,
+                                                     const std::string& format = "");
 // The class names of the run a checkpoint belongs to: `classes.json` beside it (state.safetensors)
 // or one level up (checkpoints/step-*.safetensors); empty when its run has none.
 std::vector<std::string> run_class_names(const std::filesystem::path& checkpoint);

@@ -9,6 +9,7 @@
 
 #include "exfusion/train/callbacks.h"
 #include "exfusion/train/metrics.h"
+#include "exfusion/train/run_config.h"
 
 namespace exfusion {
 
@@ -44,10 +45,11 @@ class ProgressBarCallback : public TrainerCallback {
 
 // Saves the whole training state (TrainingState) into `<run>/checkpoints/step-<step>.safetensors`
 // every `every` steps (0: never mid-epoch), at every epoch's end and when training ends or is
-// stopped; keeps the `keep` newest. Each checkpoint records where the `outputs` stood.
+// stopped; keeps the `keep` newest. Each checkpoint records the run's `config` and where the
+// `outputs` stood.
 class CheckpointCallback : public TrainerCallback {
  public:
-  CheckpointCallback(std::filesystem::path dir, int64_t every, int64_t keep,
+  CheckpointCallback(RunConfig config, std::filesystem::path dir, int64_t every, int64_t keep,
                      std::vector<const ResumableOutput*> outputs);
   void on_train_begin(const Trainer& trainer, const TrainBegin& begin) override;
   void on_step(const Trainer& trainer, const StepEvent& event) override;
@@ -59,6 +61,7 @@ class CheckpointCallback : public TrainerCallback {
  private:
   void save(const Trainer& trainer);
 
+  RunConfig config_;
   std::filesystem::path dir_;
   int64_t every_;
   int64_t keep_;

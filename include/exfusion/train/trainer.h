@@ -35,7 +35,7 @@ class Trainer {
   // (gradients, global batch statistics, metrics and evaluations averaged over the ranks, each
   // reading its shard of the data). Throws InputError when train.cuda_graph is set for a device
   // that is not CUDA, or together with `group`.
-  Trainer(const RunConfig& config, ModelPtr model, std::shared_ptr<const Task> task,
+  Trainer(const TrainConfig& config, ModelPtr model, std::shared_ptr<const Task> task,
           torch::Device device, std::shared_ptr<DistributedGroup> group = nullptr);
   // Not copyable or movable: the captured CUDA graph step calls back into this object.
   Trainer(const Trainer&) = delete;
@@ -59,9 +59,11 @@ class Trainer {
   void set_lr(double lr) { optimizer_.set_lr(lr); }
   double lr() const { return optimizer_.lr(); }
 
-  // The whole training state now, and restoring one (model, optimizer, position, RNG). Restore
-  // throws InputError for a state of another architecture or one that cannot resume.
-  TrainingState state() const;
+  // The whole training state now, as a checkpoint of the run `run` (its config, which the
+  // trainer does not hold, goes into the state), and restoring one (model, optimizer, position,
+  // RNG). Restore throws InputError for a state of another architecture or one that cannot
+  // resume.
+  TrainingState state(const RunConfig& run) const;
   void restore(const TrainingState& state);
 
   // The model (or `other`, its fused form say) evaluated with this run's task, device,
@@ -74,7 +76,6 @@ class Trainer {
   bool bf16() const { return bf16_; }
   const ModelPtr& model() const { return model_; }
   const Task& task() const { return *task_; }
-  const RunConfig& config() const { return config_; }
   const torch::Device& device() const { return device_; }
   // The fast-path calls of this trainer's steps and evaluations.
   const FastPathCounters& fast_path_calls() const { return *fast_paths_.counters; }
@@ -83,10 +84,9 @@ class Trainer {
 
  private:
   // Forward, loss, backward, clipping and AdamW on a batch already on the device.
-  std::pair<torch::Tensor, torch::Tensor> compute_step(const torch::Tensor& inputs,
-                                                       const torch::Tensor& targets);
+  std::pair<torch::Tensor, torch::Tensor> compute_step(const Batch& batch);
 
-  RunConfig config_;
+  TrainConfig config_;
   ModelPtr model_;
   std::shared_ptr<const Task> task_;
   torch::Device device_;

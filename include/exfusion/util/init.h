@@ -7,5 +7,7 @@ namespace exfusion {
 
 // Fills `tensor` in place from N(0, std²) truncated to [-2·std, 2·std].
 void trunc_normal_(const torch::Tensor& tensor, double std);
+// trunc_normal_ where `truncated`, else N(0, std²) as torch's normal_ draws it.
+void init_normal_(const torch::Tensor& tensor, double std, bool truncated);
 
 }  // namespace exfusion

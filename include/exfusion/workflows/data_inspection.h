@@ -16,7 +16,9 @@ struct DataRun {
   std::string split = "train";  // train or val
   int64_t batches = 20;         // at most; the split's epoch may be shorter
   int64_t epoch = 0;
-  std::string save;  // safetensors of "inputs" and "targets" of the batches read, when set
+  // Safetensors of the batches read ("inputs", "targets", and "decoder_inputs" for an
+  // encoder-decoder's task), when set.
+  std::string save;
 };
 
 // Reads the batches and returns {split, format, workers, batch_size, batches, samples,

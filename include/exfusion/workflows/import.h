@@ -17,6 +17,7 @@ struct ImportRun {
   // (data.mean, data.std) laid over the written checkpoint's config.
   std::vector<std::string> assignments;
   bool force = false;
+  std::string format;  // the export format written ("": the model kind's first)
 };
 nlohmann::json import_checkpoint(const ImportRun& run);
 

@@ -5,6 +5,7 @@
 #include "exfusion/fusion/exfusion_ffn.h"
 #include "exfusion/fusion/moe.h"
 #include "exfusion/layers/mlp.h"
+#include "exfusion/models/t5.h"
 #include "exfusion/models/vit.h"
 #include "exfusion/models/vit_formats.h"
 
@@ -28,6 +29,7 @@ ModelRegistry& model_kinds() {
   static ModelRegistry registry = [] {
     ModelRegistry models;
     models.add<VisionTransformerOptions>("vit", "Vision Transformer / DeiT with timm's names");
+    models.add<T5Options>("t5", "T5 v1.1 encoder-decoder with Hugging Face's names");
     return models;
   }();
   return registry;

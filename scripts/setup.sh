@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(g++ cmake ninja-build ccache pkg-config libcli11-dev nlohmann-json3-dev libgtest-dev
           zlib1g-dev libyaml-cpp-dev libboost-dev libgloo-dev libturbojpeg0-dev libspng-dev
-          python3 python3-venv dataset-fashion-mnist)
+          python3 python3-venv dataset-fashion-mnist libsentencepiece-dev fortunes)
 scripts/install_debian_packages.sh setup "${packages[@]}"
 
 stamp=.venv/.requirements.sha256

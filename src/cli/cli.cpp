@@ -16,6 +16,8 @@
 #include "exfusion/dist/process_group.h"
 #include "exfusion/models/model_formats.h"
 #include "exfusion/sweep/sweep_runner.h"
+#include "exfusion/text/text_corpus.h"
+#include "exfusion/text/tokenizer.h"
 #include "exfusion/train/initialization.h"
 #include "exfusion/upcycling/upcycle.h"
 #include "exfusion/util/error.h"
@@ -421,6 +423,59 @@ void add_data(CLI::App& app) {
   });
 }
 
+// The value `option` names among `choices`; InputError listing them otherwise.
+template <class T>
+T choice_of(const config::Choices<T>& choices, const std::string& option, const std::string& name) {
+  std::vector<std::string> names;
+  for (const auto& [choice, value] : choices.names) {
+    if (choice == name) return value;
+    names.push_back(choice);
+  }
+  throw InputError(option + " " + name + ": expected " + config::join_or(names));
+}
+
+void add_tokenizer(CLI::App& app) {
+  struct Args {
+    TokenizerTraining training;
+    std::string out, format = "auto", documents = "blank_line";
+  };
+  auto args = std::make_shared<Args>();
+  auto& training = args->training;
+  auto* tokenizer = app.add_subcommand("tokenizer", "Tokenizers for the text tasks");
+  tokenizer->require_subcommand(1);
+  auto* train = tokenizer->add_subcommand(
+      "train",
+      "Train a SentencePiece unigram tokenizer as T5's (pad 0, EOS 1, unknown 2, byte fallback) "
+      "on a corpus and print one JSON line");
+  train->add_option("corpus", training.corpus, "files, folders or globs (text or JSON Lines)")
+      ->required();
+  train->add_option("--vocab-size", training.vocab_size, "pieces (default 32000, as T5's)");
+  train->add_option("--out", args->out, "the .model file to write")->required();
+  train->add_option("--format", args->format, "auto, text or jsonl (default auto)");
+  train->add_option("--documents", args->documents,
+                    "plain text: file, blank_line, line or separator (default blank_line)");
+  train->add_option("--separator", training.reading.separator,
+                    "the line between documents (default %)");
+  train->add_option("--text-field", training.reading.text_field,
+                    "JSON Lines: the text's key (default text)");
+  train->add_option("--max-documents", training.max_documents,
+                    "documents read at most, the first ones (default 1000000)");
+  train->add_flag("--skip-bad-records", training.reading.skip_bad_records,
+                  "skip bad records instead of stopping");
+  train->callback([args] {
+    auto& training = args->training;
+    training.out = args->out;
+    training.reading.format = choice_of(text_format_names(), "--format", args->format);
+    training.reading.documents = choice_of(document_split_names(), "--documents", args->documents);
+    const auto trained = train_tokenizer(training);
+    std::cout << nlohmann::json{{"model", trained.model.string()},
+                                {"vocab_size", trained.vocab_size},
+                                {"documents", trained.documents}}
+                     .dump()
+              << std::endl;
+  });
+}
+
 int parse_and_run(int argc, const char* const* argv) {
   CLI::App app{
       "exfusion: multi-expert fusion training for Transformers.\n"
@@ -428,7 +483,7 @@ int parse_and_run(int argc, const char* const* argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "exfusion 0.1.0");
   for (const auto add : {add_train, add_upcycle, add_compress, add_sweep, add_eval, add_fuse,
-                         add_import, add_info, add_config, add_bench, add_data}) {
+                         add_import, add_info, add_config, add_bench, add_data, add_tokenizer}) {
     add(app);
   }
   try {

@@ -2,6 +2,7 @@
 #include "exfusion/tasks/task.h"
 
 #include "exfusion/tasks/image_classification.h"
+#include "exfusion/tasks/span_corruption.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {
@@ -34,6 +35,12 @@ TaskRegistry& task_kinds() {
           return std::make_unique<ImageClassificationTask>(options);
         },
         ImageDataConfig{});
+    tasks.add(
+        "span_corruption",
+        "T5's pre-training on a text corpus (nanoT5's recipe): corrupted spans to targets, "
+        "loss per token, perplexity",
+        [](const TaskOptions& options) { return std::make_unique<SpanCorruptionTask>(options); },
+        SpanCorruptionDataOptions{});
     return tasks;
   }();
   return registry;

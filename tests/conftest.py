@@ -1,5 +1,6 @@
 """Shared pytest fixtures: where the built CLI and test binary are, and small IDX datasets
 written the way the Fashion-MNIST package lays them out."""
+import json
 import os
 import pathlib
 import subprocess
@@ -52,6 +53,23 @@ def toy_idx_dir(tmp_path):
                   rng.integers(0, 256, size=(count, 28, 28)))
         write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, size=count))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def text_corpus(tmp_path_factory):
+    """Made-up words in sentences, one JSON record each over three shards: enough for a
+    tokenizer of a few hundred pieces and a few thousand span-corruption samples."""
+    rng = np.random.default_rng(1)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    words = ["".join(rng.choice(letters, size=rng.integers(2, 9))) for _ in range(400)]
+    root = tmp_path_factory.mktemp("corpus")
+    for shard in range(3):
+        lines = []
+        for _ in range(300):
+            sentence = " ".join(rng.choice(words, size=rng.integers(5, 30)))
+            lines.append(json.dumps({"text": sentence.capitalize() + ".", "id": shard}))
+        (root / f"shard-{shard}.jsonl").write_text("\n".join(lines) + "\n")
+    return root
 
 
 def run_cli(cli, *args):

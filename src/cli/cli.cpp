@@ -252,7 +252,8 @@ void add_eval(CLI::App& app) {
   eval->add_option("--data", run.data_dir, "the data directory (default: the run's)");
   eval->add_option("--device", run.device, "auto, cpu, cuda or cuda:N");
   eval->add_option("--save-logits", args->logits,
-                   "write test logits and labels to this .safetensors file");
+                   "write test logits and labels (and the inputs, where the task holds them) "
+                   "to this .safetensors file");
   eval->add_flag("--unfused", run.unfused,
                  "in a run directory, evaluate the training state instead of the fused model");
   eval->add_flag("--force", run.force, "overwrite an existing --save-logits file");

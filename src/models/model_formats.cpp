@@ -30,7 +30,8 @@ struct TensorSource {
 };
 NamedTensors gather(const SafetensorsFile& file, const fs::path& path,
                     const std::vector<TensorSource>& sources, const std::string& prefix,
-                    const std::string& model_kind, const std::string& described_by) {
+                    const std::string& model_kind, const std::string& described_by,
+                    const ImportFormat* format) {
   std::vector<std::string> problems;
   std::set<std::string> used;
   NamedTensors tensors;
@@ -41,7 +42,10 @@ NamedTensors gather(const SafetensorsFile& file, const fs::path& path,
     for (const auto& part : source.parts) {
       used.insert(part);
       const auto ours = part == source.name ? "" : " (" + source.name + ")";
-      const auto found = file.tensors.find(part);
+      auto found = file.tensors.find(part);
+      if (found == file.tensors.end() && format != nullptr && !format->tied_to(part).empty()) {
+        found = file.tensors.find(format->tied_to(part));
+      }
       if (found == file.tensors.end()) {
         problems.push_back(part + ours + ": missing from the file, expected shape " +
                            shape_text(share));
@@ -61,7 +65,8 @@ NamedTensors gather(const SafetensorsFile& file, const fs::path& path,
     }
   }
   for (const auto& [name, tensor] : file.tensors) {
-    if (name.rfind(prefix, 0) == 0 && used.count(name) == 0) {
+    if (name.rfind(prefix, 0) == 0 && used.count(name) == 0 &&
+        (format == nullptr || !format->ignored(name))) {
       problems.push_back(name + ": shape " + shape_text(tensor.sizes()) +
                          " in file, unexpected: not a tensor of this " + model_kind);
     }
@@ -225,7 +230,8 @@ ImportedModel import_dense_model(const fs::path& source, const nlohmann::json& m
                        registered != nullptr ? registered->format->names_in_file(name)
                                              : std::vector<std::string>{prefix + name}});
   }
-  result.tensors = gather(file, result.file, sources, prefix, result.model.kind, read.described_by);
+  result.tensors = gather(file, result.file, sources, prefix, result.model.kind, read.described_by,
+                          registered != nullptr ? registered->format.get() : nullptr);
   return result;
 }
 

@@ -6,6 +6,7 @@
 #include "exfusion/fusion/moe.h"
 #include "exfusion/layers/mlp.h"
 #include "exfusion/models/t5.h"
+#include "exfusion/models/t5_formats.h"
 #include "exfusion/models/vit.h"
 #include "exfusion/models/vit_formats.h"
 
@@ -42,6 +43,8 @@ ImportFormatRegistry& import_formats() {
                 std::make_shared<TimmVitFormat>());
     formats.add("huggingface", "vit", "Hugging Face's ViTForImageClassification",
                 std::make_shared<HuggingFaceVitFormat>());
+    formats.add("huggingface", "t5", "Hugging Face's T5ForConditionalGeneration (T5 v1.1)",
+                std::make_shared<HuggingFaceT5Format>());
     return formats;
   }();
   return registry;
@@ -52,6 +55,9 @@ ExportFormatRegistry& export_formats() {
     ExportFormatRegistry formats;
     formats.add("timm", "vit", "timm's VisionTransformer names, model.json with timm's kwargs",
                 std::make_shared<TimmVitExport>());
+    formats.add("huggingface", "t5",
+                "a T5ForConditionalGeneration directory (hf/: config.json, spiece.model)",
+                std::make_shared<HuggingFaceT5Export>());
     return formats;
   }();
   return registry;

@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include "exfusion/io/run_names.h"
+#include "exfusion/models/hugging_face_config.h"
 #include "exfusion/models/vit.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/json_input.h"
@@ -19,8 +20,6 @@ namespace exfusion {
 namespace fs = std::filesystem;
 namespace {
 
-// A Hugging Face config.json is a few kilobytes (an id2label of 21k classes: under 1 MB).
-constexpr std::uintmax_t kMaxHfConfigBytes = 64u << 20;
 constexpr int64_t kMaxPatchSize = 4096;  // model.patch_size's and model.img_size's bound
 
 // Hugging Face's names for one of our tensors: query, key and value (in that order, each a
@@ -135,56 +134,21 @@ nlohmann::json timm_architecture(const SafetensorsFile& file, const fs::path& pa
           {"num_classes", classes}};
 }
 
-std::string read_hf_config_text(const fs::path& path, const fs::path& model) {
-  std::error_code error;
-  const auto size = fs::file_size(path, error);
-  if (error) {
-    throw InputError(model.string() + ": a Hugging Face checkpoint is read with its config.json: " +
-                     path.string() + " cannot be read (" + error.message() + ")");
-  }
-  if (size > kMaxHfConfigBytes) {
-    throw InputError(path.string() + ": " + std::to_string(size) +
-                     " bytes, more than a config.json holds (at most " +
-                     std::to_string(kMaxHfConfigBytes) + ")");
-  }
-  std::ifstream in(path, std::ios::binary);
-  std::string text(size, '\0');
-  if (!in.read(text.data(), static_cast<std::streamsize>(size))) {
-    throw InputError(path.string() + ": cannot be read");
-  }
-  return text;
-}
-
 // The model section a Hugging Face ViTConfig (config.json beside the file) describes; a key it
 // leaves out has ViTConfig's default.
 nlohmann::json hf_architecture(const fs::path& config_path, const fs::path& model) {
-  const auto config =
-      parse_json_input(read_hf_config_text(config_path, model), config_path.string());
-  const config::Location at{config_path.string(), ""};
-  if (!config.is_object()) config::fail(at, "a JSON object (a ViTConfig) expected");
+  const HuggingFaceConfig config(config_path, model, "a ViTConfig");
   const auto integer = [&](const char* key, int64_t fallback) {
-    if (!config.contains(key)) return fallback;
-    const auto& value = config.at(key);
-    if (!value.is_number_integer()) config::fail(at, key, value, "an integer");
-    return value.get<int64_t>();
+    return config.integer(key, fallback);
   };
-  const auto expect = [&](const char* key, const nlohmann::json& wanted, const std::string& why) {
-    if (config.contains(key) && config.at(key) != wanted) {
-      config::fail(at, key, config.at(key), wanted.dump() + " (" + why + ")");
-    }
-  };
-  expect("model_type", "vit", "a ViTForImageClassification");
-  expect("hidden_act", "gelu", "our ViT's exact GELU");
-  expect("qkv_bias", true, "our ViT's qkv has a bias");
-  double eps = 1e-12;
-  if (config.contains("layer_norm_eps")) {
-    const auto& value = config.at("layer_norm_eps");
-    if (!value.is_number()) config::fail(at, "layer_norm_eps", value, "a number");
-    eps = value.get<double>();
-  }
+  const auto& at = config.location();
+  config.expect("model_type", "vit", "a ViTForImageClassification");
+  config.expect("hidden_act", "gelu", "our ViT's exact GELU");
+  config.expect("qkv_bias", true, "our ViT's qkv has a bias");
+  const double eps = config.number("layer_norm_eps", 1e-12);
   int64_t labels = integer("num_labels", 2);
   if (config.contains("id2label")) {
-    const auto& id2label = config.at("id2label");
+    const auto& id2label = config.json().at("id2label");
     if (!id2label.is_object()) config::fail(at, "id2label", id2label, "an object");
     labels = static_cast<int64_t>(id2label.size());
   }

@@ -299,6 +299,7 @@ TaskData SpanCorruptionTask::load_data(DataSection& section, const ModelOptions&
                    targets, i);
     }
     out.test_targets = targets;
+    out.test_inputs = {{"inputs", inputs}, {"decoder_inputs", shift_right(targets, 0)}};
     out.test = std::make_unique<FixedSpanBatches>(inputs, targets, options_);
   }
   if (with_train) {

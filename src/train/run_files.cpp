@@ -38,15 +38,34 @@ ExportContext export_context(const std::filesystem::path& path, const RunConfig&
           std::move(class_names), path.filename().string()};
 }
 
+// Where a format's files go: beside the weights, or its own directory there.
+std::filesystem::path export_directory(const std::filesystem::path& path,
+                                       const ExportFormat& format) {
+  const auto directory = format.directory();
+  return directory.empty() ? path.parent_path() : path.parent_path() / directory;
+}
+
+// The weights at `path` as `target` too: a hard link, or a copy where the file system has none.
+void link_weights(const std::filesystem::path& path, const std::filesystem::path& target) {
+  replace_file_atomically(target, [&](const std::filesystem::path& temporary) {
+    std::filesystem::remove(temporary);
+    std::error_code error;
+    std::filesystem::create_hard_link(path, temporary, error);
+    if (error) std::filesystem::copy_file(path, temporary);
+  });
+}
+
 }  // namespace
 
 std::vector<std::filesystem::path> dense_model_files(const std::filesystem::path& path,
                                                      const RunConfig& config,
                                                      const std::string& format) {
   const auto entry = export_formats().find(config.model.kind, format);
+  const auto directory = export_directory(path, *entry.format);
   std::vector<std::filesystem::path> files{path};
+  if (!entry.format->directory().empty()) files.push_back(directory / kModelFile);
   for (const auto& file : entry.format->description_files(export_context(path, config, {}))) {
-    files.push_back(path.parent_path() / file.name);
+    files.push_back(directory / file.name);
   }
   return files;
 }
@@ -62,9 +81,12 @@ void save_dense_model(const std::filesystem::path& path, const NamedTensors& ten
                     {kKindMetadataKey, kDenseModelKind},
                     {kFormatMetadataKey, kModelFileFormat},
                     {"format", "pt"}});
-  for (const auto& file : descriptions) {
-    write_text_atomically(path.parent_path() / file.name, file.text);
+  const auto directory = export_directory(path, *entry.format);
+  if (!entry.format->directory().empty()) {
+    std::filesystem::create_directories(directory);
+    link_weights(path, directory / kModelFile);
   }
+  for (const auto& file : descriptions) write_text_atomically(directory / file.name, file.text);
 }
 
 std::vector<std::string> run_class_names(const std::filesystem::path& checkpoint) {

@@ -37,7 +37,9 @@ nlohmann::json evaluate_checkpoint(const EvalRun& run) {
                             !run.save_logits.empty());
   }
   if (!run.save_logits.empty()) {
-    save_safetensors(run.save_logits, {{"logits", result.outputs}, {"labels", data.test_targets}});
+    NamedTensors saved{{"logits", result.outputs}, {"labels", data.test_targets}};
+    saved.insert(saved.end(), data.test_inputs.begin(), data.test_inputs.end());
+    save_safetensors(run.save_logits, saved);
   }
   if (!std::isfinite(result.loss)) {
     std::cerr << "exfusion eval: warning: the test loss is " << result.loss

@@ -288,6 +288,8 @@ nlohmann::json finish(const RunStart& start, PreparedRun& run, const TrainResult
                      run.data->class_names);
   }
   if (!group) stop_if_interrupted(out, progress);
+  const auto export_format = export_formats().find(config.model.kind, "");
+  const auto export_directory = export_format.format->directory();
   auto logit_diff =
       torch::tensor(max_abs_diff(trained.outputs, fused_eval.outputs), torch::kFloat64);
   if (group) group->all_reduce_max_(logit_diff);
@@ -304,9 +306,9 @@ nlohmann::json finish(const RunStart& start, PreparedRun& run, const TrainResult
          << std::fixed << std::setprecision(1) << "parameters: " << run.params_train
          << " while training, " << summary["params_fused"].get<int64_t>() << " fused; trained in "
          << result.train_seconds << " s\n"
-         << "outputs: " << (out / kModelFile).string() << " (fused, "
-         << export_formats().find(config.model.kind, "").name << " format), "
-         << (out / kSummaryFile).string() << std::endl;
+         << "outputs: " << (out / kModelFile).string() << " (fused, " << export_format.name
+         << " format" << (export_directory.empty() ? "" : ": " + (out / export_directory).string())
+         << "), " << (out / kSummaryFile).string() << std::endl;
   return summary;
 }
 

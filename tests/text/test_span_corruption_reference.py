@@ -107,26 +107,10 @@ def read_back(inputs, targets, first_sentinel):
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """A corpus of made-up words, enough for a tokenizer of a few hundred pieces."""
-    rng = np.random.default_rng(1)
-    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
-    words = ["".join(rng.choice(letters, size=rng.integers(2, 9))) for _ in range(400)]
-    root = tmp_path_factory.mktemp("corpus")
-    for shard in range(3):
-        lines = []
-        for _ in range(300):
-            sentence = " ".join(rng.choice(words, size=rng.integers(5, 30)))
-            lines.append(json.dumps({"text": sentence.capitalize() + ".", "id": shard}))
-        (root / f"shard-{shard}.jsonl").write_text("\n".join(lines) + "\n")
-    return root
-
-
-@pytest.fixture(scope="module")
-def batches(exfusion_cli, corpus, tmp_path_factory):
+def batches(exfusion_cli, text_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("batches")
     spiece = out / "spiece.model"
-    trained = json.loads(run_cli(exfusion_cli, "tokenizer", "train", str(corpus / "*.jsonl"),
+    trained = json.loads(run_cli(exfusion_cli, "tokenizer", "train", str(text_corpus / "*.jsonl"),
                                  "--vocab-size", 400, "--out", spiece))
     assert trained["vocab_size"] == 400
     raw, targets = reference_lengths(INPUT_LENGTH, NOISE_DENSITY, MEAN_SPAN)
@@ -135,7 +119,7 @@ def batches(exfusion_cli, corpus, tmp_path_factory):
         "model": {"kind": "t5", "vocab_size": 512, "d_model": 16, "d_kv": 4, "d_ff": 32,
                   "num_heads": 2, "num_layers": 1, "num_decoder_layers": 1,
                   "input_length": INPUT_LENGTH, "target_length": targets},
-        "data": {"train": str(corpus / "*.jsonl"), "tokenizer": str(spiece),
+        "data": {"train": str(text_corpus / "*.jsonl"), "tokenizer": str(spiece),
                  "samples_per_epoch": 4096, "validation_share": 0.05,
                  "noise_density": NOISE_DENSITY,
                  "mean_noise_span_length": MEAN_SPAN},

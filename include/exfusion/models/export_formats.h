@@ -37,6 +37,10 @@ class ExportFormat {
   // are written under our names, which a model kind chooses to be its format's (timm's, Hugging
   // Face's), so that the one file is both the export and what `eval` and `import` read back.
   virtual std::vector<DescriptionFile> description_files(const ExportContext& context) const = 0;
+  // "" : the descriptions go beside the weights. Else a subdirectory of the weights' directory
+  // that holds the whole export, the weights linked into it (copied where a link cannot be
+  // made): a Hugging Face directory's config.json would clash with a run's own.
+  virtual std::string directory() const { return {}; }
 };
 
 // Our own description, every kind's "exfusion" format and the base of the others': model.json

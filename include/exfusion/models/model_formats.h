@@ -41,6 +41,12 @@ class ImportFormat {
   // The file's tensors that make our tensor `ours`: one, or several stacked along dim 0 (each
   // an equal share of its rows).
   virtual std::vector<std::string> names_in_file(const std::string& ours) const = 0;
+  // Tensors the format's files may hold that none of ours is made of (the copies of a tied
+  // embedding some writers save): left out instead of refused as unexpected.
+  virtual bool ignored(const std::string& /*name*/) const { return false; }
+  // The file's tensor that stands for `name` where the file leaves `name` out because the two
+  // are tied (transformers 5 saves T5's lm_head only as `shared`); "" for none.
+  virtual std::string tied_to(const std::string& /*name*/) const { return {}; }
 };
 
 // The formats a model kind reads, by name ("timm", "huggingface"); "exfusion" (ours) and "auto"

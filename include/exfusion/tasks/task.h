@@ -13,6 +13,7 @@
 
 #include "exfusion/config/kind_registry.h"
 #include "exfusion/data/batch.h"
+#include "exfusion/io/safetensors.h"
 #include "exfusion/models/model.h"
 #include "exfusion/tasks/task_data.h"
 #include "exfusion/tasks/task_metrics.h"
@@ -48,7 +49,11 @@ struct EvalResult {
 struct TaskData {
   std::unique_ptr<BatchSource> train;  // null when only evaluation was asked for
   std::unique_ptr<BatchSource> test;
-  torch::Tensor test_targets;            // the test set's targets, in source order
+  torch::Tensor test_targets;  // the test set's targets, in source order
+  // The test set's model inputs in source order, where the task holds them whole (the text
+  // tasks' fixed validation samples): `eval --save-logits` saves them beside the logits, so the
+  // logits can be checked against another reader of the model.
+  NamedTensors test_inputs;
   std::vector<std::string> class_names;  // label i's name, where the data names its classes
   // What was opened, for `exfusion data`: {"format", "mean", ...} as the task tells it.
   nlohmann::json description = nlohmann::json::object();

@@ -73,7 +73,14 @@ std::vector<ParamGroup> split_weight_decay(
   return {std::move(decay), std::move(no_decay)};
 }
 
-FusedAdamW::FusedAdamW(std::vector<ParamGroup> groups, AdamWOptions options) : options_(options) {
+const config::Choices<UpdateRule>& update_rule_names() {
+  static const config::Choices<UpdateRule> names{
+      {{"adamw", UpdateRule::kAdamW}, {"adamw_scale", UpdateRule::kAdamWScale}}};
+  return names;
+}
+
+FusedAdamW::FusedAdamW(std::vector<ParamGroup> groups, AdamWOptions options, UpdateRule rule)
+    : options_(options), rule_(rule) {
   for (auto& group : groups) {
     TORCH_CHECK(group.param_names.size() == group.params.size(), "param group '", group.name,
                 "': ", group.param_names.size(), " names for ", group.params.size(), " params");
@@ -193,8 +200,39 @@ void FusedAdamW::step_factored() {
   }
 }
 
+void FusedAdamW::step_rms_scaled() {
+  for (auto& group : groups_) {
+    for (auto& slot : group.slots) {
+      if (slot.factored && slot.factored->pending()) {
+        throw std::logic_error(
+            "AdamWScale given a factored expert gradient: the trainer sets no "
+            "factored-gradient sinks for it");
+      }
+      if (!slot.param.grad().defined()) continue;
+      ensure_state(slot);
+      const auto& grad = slot.param.grad();
+      slot.step.add_(1.0);
+      slot.exp_avg.mul_(options_.beta1).add_(grad, 1.0 - options_.beta1);
+      slot.exp_avg_sq.mul_(options_.beta2).addcmul_(grad, grad, 1.0 - options_.beta2);
+      const auto denominator = slot.exp_avg_sq.sqrt().add_(options_.eps);
+      const auto step = slot.step.to(torch::kFloat64);
+      const auto rms = slot.param.norm().to(torch::kFloat64) /
+                       std::sqrt(static_cast<double>(slot.param.numel()));
+      const auto step_size = options_.lr * torch::sqrt(1.0 - torch::pow(options_.beta2, step)) /
+                             (1.0 - torch::pow(options_.beta1, step)) * rms.clamp_min(1e-3);
+      slot.param.sub_(slot.exp_avg / denominator * step_size.to(slot.param.scalar_type()));
+      if (group.weight_decay > 0) slot.param.mul_(1.0 - options_.lr * group.weight_decay);
+    }
+  }
+  ++steps_taken_;
+}
+
 void FusedAdamW::step() {
   torch::NoGradGuard no_grad;
+  if (rule_ == UpdateRule::kAdamWScale) {
+    step_rms_scaled();
+    return;
+  }
   step_factored();
   bool same_grads = buckets_valid_;
   size_t index = 0;

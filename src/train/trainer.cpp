@@ -34,7 +34,8 @@ FusedAdamW make_optimizer(ModelImpl& model, const TrainConfig& train, const torc
   AdamWOptions options;
   options.lr = train.lr;
   options.weight_decay = train.weight_decay;
-  return FusedAdamW(make_groups(model, train.weight_decay), options);
+  if (train.optimizer == UpdateRule::kAdamWScale) options.eps = 1e-6;  // nanoT5's
+  return FusedAdamW(make_groups(model, train.weight_decay), options, train.optimizer);
 }
 
 std::vector<double> host_values(const torch::Tensor& values) {
@@ -42,10 +43,14 @@ std::vector<double> host_values(const torch::Tensor& values) {
   return {host.data_ptr<double>(), host.data_ptr<double>() + host.numel()};
 }
 
-WarmupCosine schedule_of(const TrainConfig& train, int64_t per_epoch) {
-  return {train.lr, train.min_lr,
-          static_cast<int64_t>(train.warmup_epochs * static_cast<double>(per_epoch)),
-          per_epoch * train.epochs};
+LearningRateSchedule schedule_of(const TrainConfig& train, int64_t per_epoch) {
+  LearningRateSchedule schedule;
+  schedule.kind = train.schedule;
+  schedule.cosine = {train.lr, train.min_lr,
+                     static_cast<int64_t>(train.warmup_epochs * static_cast<double>(per_epoch)),
+                     per_epoch * train.epochs, train.warmup_start * train.lr};
+  schedule.inverse_sqrt = {per_epoch * train.epochs};
+  return schedule;
 }
 
 }  // namespace
@@ -64,6 +69,19 @@ Trainer::Trainer(const TrainConfig& config, ModelPtr model, std::shared_ptr<cons
         "train.cuda_graph = true: CUDA graphs need a CUDA device, and this run's device is " +
         device_.str());
   }
+  if (config.accumulation_steps > 1 && (config.cuda_graph || group)) {
+    throw InputError("train.accumulation_steps = " + std::to_string(config.accumulation_steps) +
+                     (config.cuda_graph
+                          ? " with train.cuda_graph = true"
+                          : " with " + std::to_string(group->size()) + " data-parallel ranks") +
+                     ": not supported yet; a larger train.batch_size per rank, or more ranks, "
+                     "give the same step");
+  }
+  if (config.cuda_graph && config.optimizer == UpdateRule::kAdamWScale) {
+    throw InputError(
+        "train.cuda_graph = true with train.optimizer = adamw_scale: its per-parameter step "
+        "reads the learning rate on the host; use adamw or set cuda_graph false");
+  }
   if (config.cuda_graph && group) {
     throw InputError(
         "train.cuda_graph = true with " + std::to_string(group->size()) +
@@ -74,7 +92,8 @@ Trainer::Trainer(const TrainConfig& config, ModelPtr model, std::shared_ptr<cons
   std::map<std::string, std::shared_ptr<FactoredGradient>> factored;
   for_each_capable<TakesFactoredGradient>(
       *model_, [&](const std::string& path, TakesFactoredGradient& bank) {
-        if (!config.expert_kernels) {
+        // AdamWScale scales each expert set by its own RMS: it needs the whole gradient.
+        if (!config.expert_kernels || config.optimizer == UpdateRule::kAdamWScale) {
           bank.set_factored_gradient_sink(nullptr);
           return;
         }
@@ -121,7 +140,31 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::step(const Batch& batch) {
   return outputs;
 }
 
+std::pair<torch::Tensor, torch::Tensor> Trainer::step(const std::vector<Batch>& micro_batches) {
+  if (micro_batches.size() == 1) return step(micro_batches.front());
+  const FastPathScope fast_paths(fast_paths_);
+  int64_t samples = 0;
+  for (const auto& batch : micro_batches) samples += batch.size();
+  torch::Tensor loss, metric_sums;
+  for (const auto& batch : micro_batches) {
+    const auto weight = static_cast<double>(batch.size()) / static_cast<double>(samples);
+    auto [micro_loss, micro_sums] = forward_backward(batch.to(device_), weight);
+    loss = loss.defined() ? loss + micro_loss * weight : micro_loss * weight;
+    metric_sums = metric_sums.defined() ? metric_sums + micro_sums : micro_sums;
+  }
+  apply_update();
+  ++step_;
+  return {loss, metric_sums};
+}
+
 std::pair<torch::Tensor, torch::Tensor> Trainer::compute_step(const Batch& batch) {
+  auto outputs = forward_backward(batch, 1.0);
+  apply_update();
+  return outputs;
+}
+
+std::pair<torch::Tensor, torch::Tensor> Trainer::forward_backward(const Batch& batch,
+                                                                  double weight) {
   // Under data parallelism, batch statistics (ExFusion-mb's w, the MoE's balance) are global.
   std::optional<GlobalBatchScope> global_batch;
   if (data_parallel_) {
@@ -140,14 +183,18 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::compute_step(const Batch& batch
     const auto aux = module->auxiliary_loss();
     if (aux.defined()) total = total + aux;
   }
+  if (weight != 1.0) total = total * weight;
   if (data_parallel_) data_parallel_->before_backward();
   total.backward();
   if (data_parallel_) data_parallel_->after_backward();
+  return {loss.detach(), task_->metric_sums(outputs, batch)};
+}
+
+void Trainer::apply_update() {
   fault_point("step");
   if (config_.clip_grad > 0) optimizer_.clip_grad_norm_async(config_.clip_grad);
   optimizer_.step();
   optimizer_.zero_grad();
-  return {loss.detach(), task_->metric_sums(outputs, batch)};
 }
 
 EvalResult Trainer::evaluate(BatchSource& source, bool keep_outputs, ModelImpl* other) {
@@ -178,12 +225,18 @@ EvalResult Trainer::evaluate(BatchSource& source, bool keep_outputs, ModelImpl* 
 TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
                          const std::vector<TrainerCallback*>& callbacks) {
   const auto& cfg = config_;
-  const int64_t per_epoch = train.batches_per_epoch();
+  // A step is accumulation_steps batches: an epoch's last incomplete step is left out.
+  const int64_t accumulation = cfg.accumulation_steps;
+  const int64_t per_epoch = train.batches_per_epoch() / accumulation;
   if (per_epoch == 0) {
     throw InputError("train.batch_size = " + std::to_string(cfg.batch_size) +
+                     (accumulation > 1
+                          ? " × train.accumulation_steps = " + std::to_string(accumulation)
+                          : std::string()) +
                      ": the training set has " + std::to_string(train.size()) +
-                     " samples, fewer than one batch, so no step would run");
+                     " samples, fewer than one step's, so no step would run");
   }
+  const int64_t epoch_batches = per_epoch * accumulation;  // the batches an epoch's steps read
   const int64_t schedule_steps = per_epoch * cfg.epochs;
   const int64_t total_steps =
       cfg.max_steps > 0 ? std::min(cfg.max_steps, schedule_steps) : schedule_steps;
@@ -232,15 +285,27 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
   while (epoch_ < cfg.epochs && step_ < total_steps && !result.interrupted) {
     train.start_epoch(epoch_, batch_in_epoch_);
     while (step_ < total_steps) {
-      auto batch = train.next();
-      if (!batch) break;
+      if (batch_in_epoch_ >= epoch_batches) break;
+      std::vector<Batch> micro_batches;
+      while (static_cast<int64_t>(micro_batches.size()) < accumulation) {
+        auto batch = train.next();
+        if (!batch) break;
+        micro_batches.push_back(std::move(*batch));
+      }
+      if (static_cast<int64_t>(micro_batches.size()) < accumulation) break;
+      int64_t step_samples = 0, step_tokens = 0, step_skipped = 0;
+      for (const auto& batch : micro_batches) {
+        step_samples += batch.size();
+        step_tokens += batch.tokens;
+        step_skipped += batch.skipped;
+      }
       const double lr = schedule.lr_at(step_);
       optimizer_.set_lr(lr);
-      auto [loss, metric_sums] = step(*batch);
-      ++batch_in_epoch_;
+      auto [loss, metric_sums] = step(micro_batches);
+      batch_in_epoch_ += accumulation;
       // A fill, not a copy: the count travels as a kernel argument, with no synchronisation.
-      auto tokens = counts_tokens ? torch::full({1}, static_cast<double>(batch->tokens), f64)
-                                  : torch::Tensor();
+      auto tokens =
+          counts_tokens ? torch::full({1}, static_cast<double>(step_tokens), f64) : torch::Tensor();
       if (data_parallel_) {
         // The global batch's loss and sums: the ranks' logs, and checkpoints, agree.
         // Skipped samples only where they can happen: their count is a host value, and its
@@ -248,7 +313,7 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
         const bool skips = train.may_skip();
         std::vector<torch::Tensor> values{loss.to(torch::kFloat64).reshape({1}), metric_sums};
         if (counts_tokens) values.push_back(tokens);
-        if (skips) values.push_back(torch::full({1}, static_cast<double>(batch->skipped), f64));
+        if (skips) values.push_back(torch::full({1}, static_cast<double>(step_skipped), f64));
         auto sums = torch::cat(values);
         data_parallel_->group().all_reduce_sum_(sums);
         const auto metric_count = metric_sums.size(0);
@@ -257,13 +322,13 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
         if (counts_tokens) tokens = sums.slice(0, 1 + metric_count, 2 + metric_count);
         if (skips) progress_.skipped_samples += std::llround(sums[-1].item<double>());
       } else {
-        progress_.skipped_samples += batch->skipped;
+        progress_.skipped_samples += step_skipped;
       }
       window_loss += loss.to(torch::kFloat64);
       window_metrics += metric_sums;
       if (counts_tokens) window_tokens += tokens.reshape({});
-      progress_.window_samples += batch->size() * ranks;
-      window_samples_timed += batch->size() * ranks;
+      progress_.window_samples += step_samples * ranks;
+      window_samples_timed += step_samples * ranks;
       ++progress_.window_steps;
       const bool closes = step_ % cfg.log_every == 0 || step_ == total_steps;
       TrainWindow closed;
@@ -304,7 +369,7 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
       add_train_time();
       closed.elapsed_s = progress_.train_seconds;
       if (train.may_skip()) closed.skipped_samples = progress_.skipped_samples;
-      const bool ends_epoch = batch_in_epoch_ >= per_epoch || step_ == total_steps;
+      const bool ends_epoch = batch_in_epoch_ >= epoch_batches || step_ == total_steps;
       const StepEvent event{step_, epoch_, lr, closes ? &closed : nullptr, ends_epoch};
       for (auto* callback : callbacks) callback->on_step(*this, event);
       if (closes) window_start = Clock::now();
@@ -323,7 +388,7 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource& test,
     timed_since = Clock::now();
     const EvalEvent eval_event{step_, epoch_, eval};
     for (auto* callback : callbacks) callback->on_eval(*this, eval_event);
-    if (batch_in_epoch_ >= per_epoch) {
+    if (batch_in_epoch_ >= epoch_batches) {
       ++epoch_;
       batch_in_epoch_ = 0;
     }

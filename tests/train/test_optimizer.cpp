@@ -1,5 +1,6 @@
-// Fused AdamW against LibTorch's reference AdamW, weight-decay grouping, state round trips
-// and gradient clipping against a direct computation of the global norm.
+// Fused AdamW against LibTorch's reference AdamW, AdamWScale against nanoT5's definition,
+// weight-decay grouping, state round trips and gradient clipping against a direct computation of
+// the norm.
 #include <gtest/gtest.h>
 #include <torch/optim/adamw.h>
 #include <torch/types.h>
@@ -373,6 +374,73 @@ TEST(FusedAdamW, BankWithFactoredAndOrdinaryGradientsClipsAndStepsTheirSum) {
   plain.step();
   EXPECT_FALSE(sink->pending());
   EXPECT_TRUE(torch::allclose(mixed_experts, plain_experts, 1e-6, kAdamTolerance));
+}
+
+}  // namespace
+}  // namespace exfusion
+
+namespace exfusion {
+namespace {
+
+// nanoT5's AdamWScale for one parameter, element by element in double precision, from its
+// definition (Hugging Face's AdamW with the step size times max(1e-3, RMS(p))).
+struct AdamWScaleReference {
+  std::vector<double> p, m, v;
+  int64_t step = 0;
+  void update(const std::vector<double>& grad, double lr, double wd) {
+    ++step;
+    double squares = 0;
+    for (const double value : p) squares += value * value;
+    const double rms = std::sqrt(squares / static_cast<double>(p.size()));
+    const double step_size = lr * std::sqrt(1 - std::pow(0.999, step)) /
+                             (1 - std::pow(0.9, static_cast<double>(step))) * std::max(1e-3, rms);
+    for (size_t i = 0; i < p.size(); ++i) {
+      m[i] = 0.9 * m[i] + 0.1 * grad[i];
+      v[i] = 0.999 * v[i] + 0.001 * grad[i] * grad[i];
+      p[i] -= step_size * m[i] / (std::sqrt(v[i]) + 1e-6);
+      p[i] -= lr * wd * p[i];
+    }
+  }
+};
+
+std::vector<double> values_of(const torch::Tensor& t) {
+  const auto flat = t.detach().to(torch::kFloat64).contiguous().flatten();
+  return {flat.data_ptr<double>(), flat.data_ptr<double>() + flat.numel()};
+}
+
+TEST(FusedAdamW, AdamWScaleMatchesNanoT5sDefinition) {
+  const double wd = 0.1;
+  auto params = make_params();
+  params[1].detach().mul_(1e-5);  // an RMS below 1e-3: its step is lr · 1e-3-scaled
+  FusedAdamW optimizer(
+      {{"decay", {"w", "v"}, {params[0], params[2]}, wd}, {"no_decay", {"b"}, {params[1]}, 0.0}},
+      AdamWOptions{kLr, 0.9, 0.999, 1e-6, wd}, UpdateRule::kAdamWScale);
+  std::vector<AdamWScaleReference> reference;
+  for (const auto& p : params) {
+    const auto values = values_of(p);
+    reference.push_back(
+        {values, std::vector<double>(values.size()), std::vector<double>(values.size())});
+  }
+  const double decay[] = {wd, 0.0, wd};
+  for (int step = 0; step < 4; ++step) {
+    const double lr = step < 2 ? kLr : 3e-3;
+    optimizer.set_lr(lr);
+    set_grads(params, step);
+    for (size_t i = 0; i < params.size(); ++i) {
+      reference[i].update(values_of(params[i].grad()), lr, decay[i]);
+    }
+    optimizer.step();
+    for (size_t i = 0; i < params.size(); ++i) {
+      const auto expected = torch::tensor(reference[i].p, torch::kFloat64);
+      // float32 parameters against a double reference: a few ulps of values near 1.
+      EXPECT_LE(
+          (params[i].detach().to(torch::kFloat64).flatten() - expected).abs().max().item<double>(),
+          1e-6)
+          << "param " << i << " after step " << step;
+    }
+  }
+  EXPECT_EQ(optimizer.rule(), UpdateRule::kAdamWScale);
+  EXPECT_EQ(snapshot(optimizer).at("b.step").item<float>(), 4.0f);
 }
 
 }  // namespace

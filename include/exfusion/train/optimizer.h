@@ -1,6 +1,7 @@
 // AdamW through PyTorch's fused multi-tensor kernel (at::_fused_adamw_: one call per
 // parameter group instead of LibTorch's per-parameter loop of small ops), the weight-decay
-// grouping timm/DeiT use, and global gradient-norm clipping.
+// grouping timm/DeiT use, and global gradient-norm clipping. nanoT5's AdamWScale (each
+// parameter's step scaled by max(1e-3, RMS(parameter))) is the other update rule it applies.
 #pragma once
 #include <torch/types.h>
 
@@ -12,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "exfusion/config/fields.h"
 #include "exfusion/fusion/expert_kernels.h"
 #include "exfusion/fusion/expert_mix.h"
 
@@ -32,9 +34,17 @@ std::vector<ParamGroup> split_weight_decay(
     const std::vector<std::pair<std::string, torch::Tensor>>& named_params, double weight_decay,
     const std::set<std::string>& exempt);
 
+// adamw: PyTorch's AdamW. adamw_scale: nanoT5's AdamWScale, Hugging Face's AdamW (ε added to
+// √v, the bias corrections folded into the step size, decay p ← p − lr·wd·p after the update)
+// with the step size times max(1e-3, RMS(p)) of each parameter p; nanoT5 runs it with ε = 1e-6.
+enum class UpdateRule { kAdamW, kAdamWScale };
+const config::Choices<UpdateRule>& update_rule_names();
+
 class FusedAdamW {
  public:
-  FusedAdamW(std::vector<ParamGroup> groups, AdamWOptions options);
+  FusedAdamW(std::vector<ParamGroup> groups, AdamWOptions options,
+             UpdateRule rule = UpdateRule::kAdamW);
+  UpdateRule rule() const { return rule_; }
 
   // On CUDA the kernels read the learning rate from a device scalar that set_lr fills (one
   // small kernel, no host synchronisation), so a captured CUDA graph follows the schedule.
@@ -91,9 +101,12 @@ class FusedAdamW {
   // which the multi-tensor step then applies.
   void fold_factored_into_ordinary();
   void step_factored();
+  // AdamWScale, one parameter at a time in plain tensor ops (it has no fused kernel).
+  void step_rms_scaled();
 
   std::vector<Group> groups_;
   AdamWOptions options_;
+  UpdateRule rule_;
   torch::Tensor lr_on_device_;  // float32 scalar beside CUDA parameters; undefined on the CPU
   int64_t steps_taken_ = 0;
   std::vector<Bucket> buckets_;

@@ -14,6 +14,8 @@
 #include "exfusion/models/ffn_config.h"
 #include "exfusion/models/model.h"
 #include "exfusion/tasks/task.h"
+#include "exfusion/train/optimizer.h"
+#include "exfusion/train/schedule.h"
 #include "exfusion/upcycling/upcycle.h"
 #include "exfusion/util/fast_paths.h"
 
@@ -26,9 +28,13 @@ struct TrainConfig {
   int64_t epochs = 5;
   int64_t max_steps = 0;  // > 0 stops early (smoke tests); the schedule still spans `epochs`
   int64_t batch_size = 128;
+  int64_t accumulation_steps = 1;  // batches per optimizer step (nanoT5's grad_acc)
   double lr = 2e-3;
   double min_lr = 1e-5;
   double warmup_epochs = 0.5;
+  double warmup_start = 0.0;  // share of lr the warmup starts from (nanoT5: 0.5)
+  ScheduleKind schedule = ScheduleKind::kCosine;
+  UpdateRule optimizer = UpdateRule::kAdamW;
   double weight_decay = 0.05;
   double label_smoothing = 0.1;
   double clip_grad = 1.0;  // global grad-norm limit; 0 disables
@@ -57,12 +63,27 @@ struct TrainConfig {
       config::Check<int64_t>{"0 (no limit) or a positive step count",
                              [](int64_t v) { return v >= 0; }});
     f("batch_size", batch_size, "batch size", config::in_range<int64_t>(1, 1 << 20));
+    f("accumulation_steps", accumulation_steps,
+      "batches whose gradients add up to one optimizer step (nanoT5's grad_acc): a step sees "
+      "batch_size × this samples per rank; epochs, the schedule and log_every count steps",
+      config::in_range<int64_t>(1, 1 << 16));
     f("lr", lr, "peak learning rate",
       config::Check<double>{"a positive learning rate", [](double v) { return v > 0; }});
     f("min_lr", min_lr, "learning rate at the end of the cosine decay",
       config::non_negative<double>());
     f("warmup_epochs", warmup_epochs, "linear warmup length in epochs",
       config::in_range<double>(0.0, 1000000.0));
+    f("warmup_start", warmup_start,
+      "the share of lr the warmup starts from (0: DeiT's; nanoT5's cosine: 0.5)",
+      config::in_range<double>(0.0, 1.0));
+    f("schedule", schedule,
+      "cosine: warmup, then cosine to min_lr; inverse_sqrt: T5's legacy min(1e-2, 1/sqrt(step)), "
+      "then linear to 0 over the last 10 % (ignores lr, as nanoT5's legacy)",
+      schedule_kind_names());
+    f("optimizer", optimizer,
+      "adamw, or adamw_scale: nanoT5's AdamWScale (each step times max(1e-3, RMS(param)), "
+      "eps 1e-6)",
+      update_rule_names());
     f("weight_decay", weight_decay, "AdamW weight decay (not on norms, biases, embeddings, m)",
       config::non_negative<double>());
     f("label_smoothing", label_smoothing, "label smoothing of the cross-entropy",

@@ -54,6 +54,10 @@ class Trainer {
   // sums (Task::metric_sums) as device tensors, so that nothing waits for the GPU. With
   // train.cuda_graph they are the graph's static outputs: read them before the next step.
   std::pair<torch::Tensor, torch::Tensor> step(const Batch& batch);
+  // One optimisation step over train.accumulation_steps micro-batches (their gradients summed,
+  // each loss weighted by its share of the step's samples); returns the mean task loss and the
+  // summed metric sums.
+  std::pair<torch::Tensor, torch::Tensor> step(const std::vector<Batch>& micro_batches);
   // Whether train.cuda_graph has captured the step yet (after kCudaGraphWarmupSteps steps).
   bool cuda_graph_captured() const;
   void set_lr(double lr) { optimizer_.set_lr(lr); }
@@ -85,6 +89,9 @@ class Trainer {
  private:
   // Forward, loss, backward, clipping and AdamW on a batch already on the device.
   std::pair<torch::Tensor, torch::Tensor> compute_step(const Batch& batch);
+  // Forward and backward of one batch with its loss times `weight`; the gradients add up.
+  std::pair<torch::Tensor, torch::Tensor> forward_backward(const Batch& batch, double weight);
+  void apply_update();  // clip, step, zero the gradients
 
   TrainConfig config_;
   ModelPtr model_;

@@ -28,8 +28,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-constexpr const char* kMetadataKey = "__metadata__";
-
 at::ScalarType scalar_type(SafetensorsDtype dtype) {
   switch (dtype) {
     case SafetensorsDtype::F64:
@@ -73,7 +71,7 @@ void save_safetensors(const fs::path& path, const NamedTensors& tensors,
   const std::string where = path.string();
   // Header keys in layout order, metadata first, as the reference writer does.
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
-  if (!metadata.empty()) header[kMetadataKey] = metadata;
+  if (!metadata.empty()) header[kSafetensorsMetadataKey] = metadata;
   std::set<std::string> seen;
   std::vector<torch::Tensor> payload;
   uint64_t offset = 0;
@@ -82,7 +80,7 @@ void save_safetensors(const fs::path& path, const NamedTensors& tensors,
     if (name.empty()) {
       throw InputError(where + ": tensor #" + std::to_string(i) + " has an empty name");
     }
-    if (name == kMetadataKey) {
+    if (name == kSafetensorsMetadataKey) {
       throw InputError(where + ": tensor name '" + name + "' is reserved for metadata");
     }
     if (!seen.insert(name).second) {

@@ -18,8 +18,6 @@ namespace {
 
 using nlohmann::json;
 
-constexpr const char* kMetadataKey = "__metadata__";
-
 struct DtypeInfo {
   SafetensorsDtype dtype;
   const char* name;
@@ -199,7 +197,7 @@ SafetensorsHeader parse_safetensors_header(std::string_view text, uint64_t buffe
   }
   SafetensorsHeader parsed;
   for (const auto& [name, value] : header.items()) {
-    if (name == kMetadataKey) {
+    if (name == kSafetensorsMetadataKey) {
       parsed.metadata = parse_metadata(where, value);
     } else {
       parsed.entries.push_back(parse_entry(where, name, value, buffer_size));

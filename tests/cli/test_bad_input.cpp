@@ -20,7 +20,7 @@ namespace {
 using testing::run_cli;
 
 // A tiny, fast model for runs whose output the tests only need to exist.
-const std::string kTinyRun =
+const std::string kTwoStepTinyRun =
     "--set model.embed_dim=16 model.depth=1 model.num_heads=2 train.max_steps=2 "
     "train.batch_size=8 train.epochs=1 --threads 1";
 
@@ -45,8 +45,8 @@ class BadInput : public ::testing::Test {
   }
 
   std::string train(const std::string& extra, const std::string& out = "run") {
-    return "train --data " + data_.string() + " --out " + (dir_ / out).string() + " " + kTinyRun +
-           " " + extra;
+    return "train --data " + data_.string() + " --out " + (dir_ / out).string() + " " +
+           kTwoStepTinyRun + " " + extra;
   }
 
   std::filesystem::path dir_, data_;

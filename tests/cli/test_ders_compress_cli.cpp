@@ -14,7 +14,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const std::string& kTiny = testing::kTinyRunArgs;
+using testing::kTinyRunArgs;
 
 int64_t data_bytes(const fs::path& file) {
   std::ifstream in(file, std::ios::binary);
@@ -30,7 +30,7 @@ class DersCompressCli : public ::testing::Test {
     testing::write_toy_idx_dataset(dir_, 64, 32);
     const auto data = " --data " + dir_.string();
     ASSERT_EQ(testing::run_cli("train" + data + " --out " + (dir_ / "dense").string() +
-                               " --set ffn.kind=dense" + kTiny)
+                               " --set ffn.kind=dense" + kTinyRunArgs)
                   .exit_code,
               0);
     ASSERT_EQ(testing::run_cli("upcycle " + (dir_ / "dense").string() + " --to moe --out " +
@@ -79,7 +79,7 @@ TEST_F(DersCompressCli, CompressedMoeIsEvaluatedDescribedAndTrainedFrom) {
 
   const auto run = dir_ / "from-compressed";
   const auto trained =
-      testing::run_cli("train --out " + run.string() + " --data " + dir_.string() + kTiny +
+      testing::run_cli("train --out " + run.string() + " --data " + dir_.string() + kTinyRunArgs +
                        " ffn.kind=moe ffn.num_experts=2 init.from=" + file.string());
   ASSERT_EQ(trained.exit_code, 0) << trained.output;
   std::ifstream metrics(run / "metrics.jsonl");
@@ -104,7 +104,7 @@ TEST_F(DersCompressCli, CompressedMoeIsEvaluatedDescribedAndTrainedFrom) {
 TEST_F(DersCompressCli, AOneCommandUpcycledRunCompressesAgainstItsDenseCheckpoint) {
   const auto run = dir_ / "moe-direct";
   ASSERT_EQ(
-      testing::run_cli("train --data " + dir_.string() + " --out " + run.string() + kTiny +
+      testing::run_cli("train --data " + dir_.string() + " --out " + run.string() + kTinyRunArgs +
                        " ffn.kind=moe ffn.num_experts=2 init.from=" + (dir_ / "dense").string())
           .exit_code,
       0);
@@ -117,7 +117,7 @@ TEST_F(DersCompressCli, AOneCommandUpcycledRunCompressesAgainstItsDenseCheckpoin
 
 TEST_F(DersCompressCli, ExFusionExpertsCompressAgainstTheirMeanAndBadOptionsAreRefused) {
   ASSERT_EQ(testing::run_cli("train --data " + dir_.string() + " --out " + (dir_ / "exf").string() +
-                             kTiny + " ffn.kind=exfusion ffn.num_experts=2")
+                             kTinyRunArgs + " ffn.kind=exfusion ffn.num_experts=2")
                 .exit_code,
             0);
   const auto file = dir_ / "exf-drop.safetensors";

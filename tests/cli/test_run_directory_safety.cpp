@@ -20,7 +20,7 @@ namespace {
 namespace fs = std::filesystem;
 using testing::run_cli;
 
-const std::string kTinyRun =
+const std::string kFourStepTinyRun =
     "--set model.embed_dim=16 model.depth=1 model.num_heads=2 train.max_steps=4 "
     "train.batch_size=8 train.epochs=1 --threads 1";
 
@@ -32,8 +32,8 @@ class RunDirectory : public ::testing::Test {
   }
   void TearDown() override { testing::remove_tree(dir_); }
   std::string train(const std::string& extra, const std::string& out = "run") {
-    return "train --data " + dir_.string() + " --out " + (dir_ / out).string() + " " + kTinyRun +
-           " " + extra;
+    return "train --data " + dir_.string() + " --out " + (dir_ / out).string() + " " +
+           kFourStepTinyRun + " " + extra;
   }
   fs::path dir_;
 };

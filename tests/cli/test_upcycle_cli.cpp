@@ -15,7 +15,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-const std::string& kTiny = testing::kTinyRunArgs;
+using testing::kTinyRunArgs;
 
 json start_line(const fs::path& run) {
   std::ifstream in(run / "metrics.jsonl");
@@ -31,7 +31,7 @@ class UpcycleCli : public ::testing::Test {
     testing::write_toy_idx_dataset(dir_, 64, 32);
     const auto dense =
         testing::run_cli("train --data " + dir_.string() + " --out " + (dir_ / "dense").string() +
-                         " --set ffn.kind=dense" + kTiny);
+                         " --set ffn.kind=dense" + kTinyRunArgs);
     ASSERT_EQ(dense.exit_code, 0) << dense.output;
   }
   void TearDown() override { testing::remove_tree(dir_); }
@@ -81,7 +81,7 @@ TEST_F(UpcycleCli, DropUpcycledMoeIsWrittenAndContinuedByTrainInit) {
 TEST_F(UpcycleCli, OneCommandFromADenseRunThroughInitFrom) {
   const auto run = dir_ / "sw";
   const auto result = testing::run_cli(
-      "train --data " + dir_.string() + " --out " + run.string() + kTiny +
+      "train --data " + dir_.string() + " --out " + run.string() + kTinyRunArgs +
       " ffn.kind=exfusion ffn.variant=sw ffn.num_experts=2 init.method=copy init.from=" +
       (dir_ / "dense").string());
   ASSERT_EQ(result.exit_code, 0) << result.output;
@@ -128,7 +128,7 @@ TEST_F(UpcycleCli, DersUpcyclingIntoBothKindsCountsTrainableAndStoredParameters)
 
   const auto fused = dir_ / "ders-exfusion";
   const auto one_command = testing::run_cli(
-      "train --data " + dir_.string() + " --out " + fused.string() + kTiny +
+      "train --data " + dir_.string() + " --out " + fused.string() + kTinyRunArgs +
       " ffn.kind=ders-exfusion ffn.variant=dw ffn.num_experts=3 ffn.delta=low-rank "
       "ffn.delta_rank=2 init.from=" +
       (dir_ / "dense").string());
@@ -143,7 +143,7 @@ TEST_F(UpcycleCli, DersUpcyclingIntoBothKindsCountsTrainableAndStoredParameters)
 TEST_F(UpcycleCli, ADenseRunContinuesFromADenseCheckpoint) {
   const auto run = dir_ / "continued";
   const auto result =
-      testing::run_cli("train --data " + dir_.string() + " --out " + run.string() + kTiny +
+      testing::run_cli("train --data " + dir_.string() + " --out " + run.string() + kTinyRunArgs +
                        " ffn.kind=dense train.max_steps=1 init.from=" + (dir_ / "dense").string());
   ASSERT_EQ(result.exit_code, 0) << result.output;
   EXPECT_EQ(start_line(run)["init"]["method"], "loaded");
@@ -151,7 +151,7 @@ TEST_F(UpcycleCli, ADenseRunContinuesFromADenseCheckpoint) {
 
 TEST_F(UpcycleCli, OnlyDenseModelsOfTheSameArchitectureUpcycle) {
   ASSERT_EQ(testing::run_cli("train --data " + dir_.string() + " --out " + (dir_ / "mb").string() +
-                             " --set ffn.kind=exfusion" + kTiny)
+                             " --set ffn.kind=exfusion" + kTinyRunArgs)
                 .exit_code,
             0);
   const auto state = dir_ / "mb" / "state.safetensors";
@@ -161,7 +161,7 @@ TEST_F(UpcycleCli, OnlyDenseModelsOfTheSameArchitectureUpcycle) {
   EXPECT_NE(refused.output.find("upcycling starts from a dense model"), std::string::npos)
       << refused.output;
   const auto other = testing::run_cli(
-      "train --data " + dir_.string() + " --out " + (dir_ / "wide").string() + kTiny +
+      "train --data " + dir_.string() + " --out " + (dir_ / "wide").string() + kTinyRunArgs +
       " model.embed_dim=32 ffn.kind=moe init.from=" + (dir_ / "dense").string());
   EXPECT_EQ(other.exit_code, 2) << other.output;
   EXPECT_NE(other.output.find("the upcycled model needs"), std::string::npos) << other.output;

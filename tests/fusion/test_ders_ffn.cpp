@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include "../support/module_snapshot.h"
 #include "../support/tiny_models.h"
 #include "exfusion/fusion/ders_ffn.h"
 #include "exfusion/io/module_tensors.h"
@@ -16,11 +17,7 @@
 namespace exfusion {
 namespace {
 
-DenseTensors tensors_of(const torch::nn::Module& model) {
-  DenseTensors tensors;
-  for (const auto& [name, tensor] : module_tensors(model)) tensors.emplace(name, tensor.clone());
-  return tensors;
-}
+using testing::tensors_of;
 
 torch::Tensor logits(const ModelPtr& model) {
   torch::NoGradGuard no_grad;

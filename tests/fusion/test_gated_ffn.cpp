@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/module_snapshot.h"
 #include "exfusion/fusion/ders_ffn.h"
 #include "exfusion/fusion/exfusion_ffn.h"
 #include "exfusion/fusion/moe.h"
@@ -53,11 +54,7 @@ Holder holder(const FfnConfig& config, const FfnForm& form) {
   return Holder(config.build(site_of(form)));
 }
 
-DenseTensors tensors_of(const torch::nn::Module& model) {
-  DenseTensors tensors;
-  for (const auto& [name, tensor] : module_tensors(model)) tensors.emplace(name, tensor.clone());
-  return tensors;
-}
+using testing::tensors_of;
 
 // A dense gated FFN away from its init: biases (where there are any) not zero.
 Holder trained_dense(const FfnForm& form) {

@@ -48,11 +48,6 @@ fs::path craft(const fs::path& dir, const std::string& header, const std::string
   return path;
 }
 
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 void expect_load_error(const fs::path& path, const std::string& phrase) {
   try {
     load_safetensors(path);
@@ -163,7 +158,7 @@ TEST(Safetensors, WritesTheExactByteLayout) {
       "\x00\x00\x00\x40",  // 2.0f
       9);
   ASSERT_EQ(header.size(), 136u);
-  EXPECT_EQ(read_bytes(path), length + header + data);
+  EXPECT_EQ(testing::read_text(path), length + header + data);
 }
 
 TEST(Safetensors, LoadsAnEmptyFileWithPaddingAndNullMetadata) {
@@ -310,12 +305,12 @@ TEST(Safetensors, FailedSaveLeavesNoFileAndKeepsAnExistingOne) {
 
   const auto existing = dir.path() / "keep.safetensors";
   save_safetensors(existing, {{"a", torch::ones({2})}});
-  const auto before = read_bytes(existing);
+  const auto before = testing::read_text(existing);
   EXPECT_THROW(save_safetensors(existing, {{"a", torch::ones({2})}, {"a", torch::zeros({2})}}),
                InputError);
   EXPECT_THROW(save_safetensors(existing, {{"c", torch::ones({2}, torch::kComplexFloat)}}),
                InputError);
-  EXPECT_EQ(read_bytes(existing), before);
+  EXPECT_EQ(testing::read_text(existing), before);
   EXPECT_TRUE(testing::temp_files_in(dir.path()).empty());
   EXPECT_EQ(std::distance(fs::directory_iterator(dir.path()), fs::directory_iterator()), 1);
 }

@@ -31,11 +31,6 @@ std::string varint(uint64_t value) {
   return out;
 }
 
-std::string read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 // Event{wall_time: 1.5, step: 300, summary {value {tag: "train/loss", simple_value: 0.25}}},
 // serialized by protobuf and framed by TensorBoard's writer (tensorboard 2.21).
 const char* const kScalarEventHex =
@@ -95,7 +90,7 @@ TEST(TensorBoardEvents, WriterFlushesWholeRecordsAndCutsBack) {
     TensorBoardWriter writer(path);
     // A new file starts with its file_version record (written at once).
     header = writer.size();
-    const auto bytes = read_bytes(path);
+    const auto bytes = testing::read_text(path);
     ASSERT_EQ(static_cast<int64_t>(bytes.size()), header);
     const auto version = bytes.substr(12, bytes.size() - 16);
     EXPECT_EQ(bytes, tfrecord(version));
@@ -104,11 +99,11 @@ TEST(TensorBoardEvents, WriterFlushesWholeRecordsAndCutsBack) {
     writer.add_scalar("train/loss", 0.25, 300, 1.5);
     EXPECT_EQ(writer.size(), header);  // queued, not written
     writer.flush();
-    EXPECT_EQ(read_bytes(path), bytes + from_hex(kScalarRecordHex));
+    EXPECT_EQ(testing::read_text(path), bytes + from_hex(kScalarRecordHex));
     writer.add_scalar("train/lr", 1e-3, 301, 1.5);
     writer.truncate(header);  // drops the queued record too
     writer.flush();
-    EXPECT_EQ(read_bytes(path), bytes);
+    EXPECT_EQ(testing::read_text(path), bytes);
     EXPECT_THROW(writer.truncate(header + 1), InputError);
   }
   {
@@ -118,7 +113,7 @@ TEST(TensorBoardEvents, WriterFlushesWholeRecordsAndCutsBack) {
     writer.add_scalar("train/loss", 0.25, 300, 1.5);
     writer.flush();
     EXPECT_EQ(writer.size(), header + static_cast<int64_t>(from_hex(kScalarRecordHex).size()));
-    EXPECT_EQ(read_bytes(path).substr(header), from_hex(kScalarRecordHex));
+    EXPECT_EQ(testing::read_text(path).substr(header), from_hex(kScalarRecordHex));
   }
   EXPECT_THROW(TensorBoardWriter(dir / "missing" / "events.out.tfevents.1.host"), InputError);
   testing::remove_tree(dir);

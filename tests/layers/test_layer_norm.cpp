@@ -15,7 +15,7 @@
 namespace exfusion {
 namespace {
 
-constexpr double kFloat64Tolerance = 1e-10;
+constexpr double kLayerNormFloat64Tolerance = 1e-10;
 
 TEST(LayerNormReference, ForwardMatchesAtLayerNorm) {
   torch::manual_seed(0);
@@ -26,9 +26,9 @@ TEST(LayerNormReference, ForwardMatchesAtLayerNorm) {
       reference::layer_norm_forward(x, gamma, beta, testing::kLayerNormEps, torch::kFloat64);
   const auto [want_y, want_mean, want_rstd] =
       at::native_layer_norm(x, {24}, gamma, beta, testing::kLayerNormEps);
-  EXPECT_TRUE(torch::allclose(y, want_y, 0, kFloat64Tolerance));
-  EXPECT_TRUE(torch::allclose(mean, want_mean.reshape({-1}), 0, kFloat64Tolerance));
-  EXPECT_TRUE(torch::allclose(rstd, want_rstd.reshape({-1}), 0, kFloat64Tolerance));
+  EXPECT_TRUE(torch::allclose(y, want_y, 0, kLayerNormFloat64Tolerance));
+  EXPECT_TRUE(torch::allclose(mean, want_mean.reshape({-1}), 0, kLayerNormFloat64Tolerance));
+  EXPECT_TRUE(torch::allclose(rstd, want_rstd.reshape({-1}), 0, kLayerNormFloat64Tolerance));
 }
 
 TEST(LayerNormReference, BackwardMatchesAutogradThroughAtLayerNorm) {
@@ -42,9 +42,9 @@ TEST(LayerNormReference, BackwardMatchesAutogradThroughAtLayerNorm) {
       x.detach(), gamma.detach(), beta.detach(), testing::kLayerNormEps, torch::kFloat64);
   const auto [dx, dgamma, dbeta] =
       reference::layer_norm_backward(dy, x.detach(), mean, rstd, gamma.detach());
-  EXPECT_TRUE(torch::allclose(dx, x.grad(), 0, kFloat64Tolerance));
-  EXPECT_TRUE(torch::allclose(dgamma, gamma.grad(), 0, kFloat64Tolerance));
-  EXPECT_TRUE(torch::allclose(dbeta, beta.grad(), 0, kFloat64Tolerance));
+  EXPECT_TRUE(torch::allclose(dx, x.grad(), 0, kLayerNormFloat64Tolerance));
+  EXPECT_TRUE(torch::allclose(dgamma, gamma.grad(), 0, kLayerNormFloat64Tolerance));
+  EXPECT_TRUE(torch::allclose(dbeta, beta.grad(), 0, kLayerNormFloat64Tolerance));
 }
 
 TEST(LayerNorm, IsLibTorchsOnTheCpu) {

@@ -22,7 +22,7 @@ namespace {
 using testing::max_abs_diff;
 using testing::run;
 
-constexpr double kFloat64Tolerance = 1e-12;
+constexpr double kLinearFloat64Tolerance = 1e-12;
 // bf16 values one rounding apart: 2^-8 relative, on gradients of magnitude ~sqrt(rows).
 constexpr double kBf16Tolerance = 1.0 / 64;
 
@@ -37,10 +37,10 @@ TEST(Linear, NodeMatchesAtLinearAndItsAutogradInFloat64) {
       run([](const auto& a, const auto& w, const auto& b) { return at::linear(a, w, b); }, x,
           weight, bias, dy);
   const auto got = run(linear_with_bias_grad_epilogue, x, weight, bias, dy);
-  EXPECT_LT(max_abs_diff(got.y, expected.y), kFloat64Tolerance);
-  EXPECT_LT(max_abs_diff(got.dx, expected.dx), kFloat64Tolerance);
-  EXPECT_LT(max_abs_diff(got.dweight, expected.dweight), kFloat64Tolerance);
-  EXPECT_LT(max_abs_diff(got.dbias, expected.dbias), kFloat64Tolerance);
+  EXPECT_LT(max_abs_diff(got.y, expected.y), kLinearFloat64Tolerance);
+  EXPECT_LT(max_abs_diff(got.dx, expected.dx), kLinearFloat64Tolerance);
+  EXPECT_LT(max_abs_diff(got.dweight, expected.dweight), kLinearFloat64Tolerance);
+  EXPECT_LT(max_abs_diff(got.dbias, expected.dbias), kLinearFloat64Tolerance);
   EXPECT_EQ(got.dx.sizes(), x.sizes());
 }
 
@@ -119,7 +119,8 @@ TEST(LinearReference, WeightAndBiasGradientsAreDyTransposedXAndRowSums) {
   EXPECT_EQ(dweight.scalar_type(), torch::kFloat32);
   EXPECT_EQ(dbias.scalar_type(), torch::kFloat64);
   for (int64_t o = 0; o < 4; ++o) {
-    EXPECT_NEAR(dbias[o].item<double>(), dy.select(1, o).sum().item<double>(), kFloat64Tolerance);
+    EXPECT_NEAR(dbias[o].item<double>(), dy.select(1, o).sum().item<double>(),
+                kLinearFloat64Tolerance);
     for (int64_t i = 0; i < 6; ++i) {
       EXPECT_NEAR(dweight[o][i].item<double>(),
                   (dy.select(1, o) * x.select(1, i)).sum().item<double>(), 1e-5);

@@ -88,8 +88,9 @@ inline void write_toy_idx_dataset(const std::filesystem::path& dir, uint32_t tra
   make("t10k", test);
 }
 
+// A file's bytes, text or binary.
 inline std::string read_text(const std::filesystem::path& path) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 

@@ -15,7 +15,7 @@
 namespace exfusion {
 namespace {
 
-constexpr int64_t kVocab = 6;
+constexpr int64_t kMetricVocab = 6;
 
 // Two sequences: the first has 4 tokens, all predicted right (targets = inputs); the second 1,
 // predicted wrong. Per token 4/5 are right; averaged per sample (1 + 0) / 2.
@@ -65,7 +65,7 @@ TEST(TaskMetrics, APerTokenMetricIsAveragedOverTokensNotSamples) {
   ASSERT_DOUBLE_EQ(per_sample, 0.5);
 
   auto task = std::make_shared<testing::TokenTask>();
-  auto model = std::make_shared<testing::EchoModelImpl>(kVocab);
+  auto model = std::make_shared<testing::EchoModelImpl>(kMetricVocab);
   Trainer trainer(config_for_tokens().train, model, task, torch::kCPU);
   testing::FixedBatches train({batch}), test({batch});
   Recorder recorder;
@@ -109,7 +109,7 @@ TEST(TaskMetrics, ACheckpointKeepsTheWindowSumsByNameAndRefusesAnotherTask) {
   config.train.log_every = 100;  // the window stays open after the first of two steps
   config.train.max_steps = 2;
   auto task = std::make_shared<testing::TokenTask>();
-  auto model = std::make_shared<testing::EchoModelImpl>(kVocab);
+  auto model = std::make_shared<testing::EchoModelImpl>(kMetricVocab);
   Trainer trainer(config.train, model, task, torch::kCPU);
   struct SaveAfterStep : TrainerCallback {
     std::filesystem::path path;
@@ -135,14 +135,14 @@ TEST(TaskMetrics, ACheckpointKeepsTheWindowSumsByNameAndRefusesAnotherTask) {
   EXPECT_EQ(loaded.progress.window_metric_sums[0], 4.0);  // right tokens
   EXPECT_EQ(loaded.progress.window_metric_sums[1], 1.0);  // right sequences
 
-  Trainer resumed(config.train, std::make_shared<testing::EchoModelImpl>(kVocab), task,
+  Trainer resumed(config.train, std::make_shared<testing::EchoModelImpl>(kMetricVocab), task,
                   torch::kCPU);
   resumed.restore(loaded);
   EXPECT_EQ(resumed.steps_done(), loaded.step);
 
   auto image_config = default_run_config();
   image_config.train.device = "cpu";
-  Trainer images(image_config.train, std::make_shared<testing::EchoModelImpl>(kVocab),
+  Trainer images(image_config.train, std::make_shared<testing::EchoModelImpl>(kMetricVocab),
                  make_task(image_config), torch::kCPU);
   try {
     images.restore(loaded);

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <set>
 
+#include "../support/module_snapshot.h"
 #include "../support/tiny_models.h"
 #include "exfusion/io/module_tensors.h"
 #include "exfusion/upcycling/upcycle.h"
@@ -24,11 +25,7 @@ VisionTransformerOptions wide_vit(const std::string& kind, int64_t experts = 4) 
   return options;
 }
 
-DenseTensors tensors_of(const torch::nn::Module& model) {
-  DenseTensors tensors;
-  for (const auto& [name, tensor] : module_tensors(model)) tensors.emplace(name, tensor.clone());
-  return tensors;
-}
+using testing::tensors_of;
 
 double max_logit_difference(const ModelPtr& a, const ModelPtr& b) {
   torch::NoGradGuard no_grad;

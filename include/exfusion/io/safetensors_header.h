@@ -11,6 +11,9 @@
 
 namespace exfusion {
 
+// The header's reserved entry for the file's string metadata (not a tensor).
+inline constexpr const char* kSafetensorsMetadataKey = "__metadata__";
+
 enum class SafetensorsDtype { F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL };
 
 // The format's name ("F32") and element size of a dtype.

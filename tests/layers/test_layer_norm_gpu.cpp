@@ -19,9 +19,9 @@ namespace exfusion {
 namespace {
 
 // float32 statistics summed in another order than the reference's.
-constexpr double kFloatTolerance = 1e-5;
+constexpr double kLayerNormFloatTolerance = 1e-5;
 // bf16 outputs are compared after both are rounded to bf16: one ulp is 2^-8 to 2^-7 relative.
-constexpr double kBf16Tolerance = 1.0 / 128;
+constexpr double kLayerNormBf16Tolerance = 1.0 / 128;
 
 // (rows, width, input dtype, output dtype): widths across the 8/16/32 values-per-lane
 // variants, partial last warps, one row and many; float32 out is plain float32 training,
@@ -45,7 +45,8 @@ TEST_P(LayerNormKernelsCuda, ForwardAndBackwardMatchTheReference) {
   ASSERT_EQ(y.scalar_type(), out_dtype);
   const auto [want_y, mean, rstd] = reference::layer_norm_forward(
       x_value, norm->weight.detach(), norm->bias.detach(), testing::kLayerNormEps, out_dtype);
-  const double out_tolerance = out_dtype == torch::kFloat32 ? kFloatTolerance : kBf16Tolerance;
+  const double out_tolerance =
+      out_dtype == torch::kFloat32 ? kLayerNormFloatTolerance : kLayerNormBf16Tolerance;
   EXPECT_TRUE(torch::allclose(y.to(torch::kFloat32), want_y.to(torch::kFloat32), out_tolerance,
                               out_tolerance));
 
@@ -53,13 +54,15 @@ TEST_P(LayerNormKernelsCuda, ForwardAndBackwardMatchTheReference) {
   y.backward(dy);
   const auto [dx, dgamma, dbeta] =
       reference::layer_norm_backward(dy, x_value, mean, rstd, norm->weight.detach());
-  const double in_tolerance = in_dtype == torch::kFloat32 ? kFloatTolerance : kBf16Tolerance;
+  const double in_tolerance =
+      in_dtype == torch::kFloat32 ? kLayerNormFloatTolerance : kLayerNormBf16Tolerance;
   EXPECT_TRUE(torch::allclose(x.grad().to(torch::kFloat32), dx.to(torch::kFloat32), in_tolerance,
                               in_tolerance));
   // Sums over the rows: the tolerance grows with their number.
-  const double sum_tolerance = kFloatTolerance * std::sqrt(static_cast<double>(rows));
-  EXPECT_TRUE(torch::allclose(norm->weight.grad(), dgamma, kFloatTolerance, sum_tolerance));
-  EXPECT_TRUE(torch::allclose(norm->bias.grad(), dbeta, kFloatTolerance, sum_tolerance));
+  const double sum_tolerance = kLayerNormFloatTolerance * std::sqrt(static_cast<double>(rows));
+  EXPECT_TRUE(
+      torch::allclose(norm->weight.grad(), dgamma, kLayerNormFloatTolerance, sum_tolerance));
+  EXPECT_TRUE(torch::allclose(norm->bias.grad(), dbeta, kLayerNormFloatTolerance, sum_tolerance));
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -93,17 +96,21 @@ TEST(LayerNormViewsCuda, TokensWithoutAndWithOnlyTheClassTokenMatchTheReference)
     const auto [want_y, mean, rstd] =
         reference::layer_norm_forward(x.detach(), norm->weight.detach(), norm->bias.detach(),
                                       testing::kLayerNormEps, torch::kFloat32);
-    EXPECT_TRUE(torch::allclose(y, want_y, kFloatTolerance, kFloatTolerance)) << class_token;
+    EXPECT_TRUE(torch::allclose(y, want_y, kLayerNormFloatTolerance, kLayerNormFloatTolerance))
+        << class_token;
     const auto dy = torch::randn(x.sizes(), torch::kCUDA);
     y.backward(dy);
     const auto [dx, dgamma, dbeta] =
         reference::layer_norm_backward(dy, x.detach(), mean, rstd, norm->weight.detach());
     auto want_grad = torch::zeros_like(tokens);
     (class_token ? want_grad.select(1, 0) : want_grad.narrow(1, 1, 196)).copy_(dx);
-    EXPECT_TRUE(torch::allclose(leaf.grad(), want_grad, kFloatTolerance, kFloatTolerance))
+    EXPECT_TRUE(
+        torch::allclose(leaf.grad(), want_grad, kLayerNormFloatTolerance, kLayerNormFloatTolerance))
         << class_token;
-    EXPECT_TRUE(torch::allclose(norm->weight.grad(), dgamma, kFloatTolerance, 1e-3)) << class_token;
-    EXPECT_TRUE(torch::allclose(norm->bias.grad(), dbeta, kFloatTolerance, 1e-3)) << class_token;
+    EXPECT_TRUE(torch::allclose(norm->weight.grad(), dgamma, kLayerNormFloatTolerance, 1e-3))
+        << class_token;
+    EXPECT_TRUE(torch::allclose(norm->bias.grad(), dbeta, kLayerNormFloatTolerance, 1e-3))
+        << class_token;
   }
 }
 

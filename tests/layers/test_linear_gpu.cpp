@@ -27,7 +27,7 @@ using testing::max_abs_diff;
 using testing::run;
 
 // bf16 values one rounding apart: 2^-8 relative, on gradients of magnitude ~sqrt(rows).
-constexpr double kBf16Tolerance = 1.0 / 64;
+constexpr double kLinearBf16Tolerance = 1.0 / 64;
 
 #ifdef EXFUSION_WITH_CUDA_KERNELS
 // dW and db from the epilogue GEMM against float64 sums of the same (rounded) inputs. float32
@@ -110,9 +110,9 @@ TEST(LinearEpilogueCudaNode, FollowsAtLinearUnderAutocast) {
       in_autocast([](const auto& a, const auto& w, const auto& b) { return at::linear(a, w, b); }),
       x, weight, bias, dy);
   EXPECT_TRUE(torch::equal(got.y, expected.y));
-  EXPECT_LT(max_abs_diff(got.dx, expected.dx), kBf16Tolerance);
-  EXPECT_LT(max_abs_diff(got.dweight, expected.dweight), kBf16Tolerance * 8);
-  EXPECT_LT(max_abs_diff(got.dbias, expected.dbias), kBf16Tolerance * 8);
+  EXPECT_LT(max_abs_diff(got.dx, expected.dx), kLinearBf16Tolerance);
+  EXPECT_LT(max_abs_diff(got.dweight, expected.dweight), kLinearBf16Tolerance * 8);
+  EXPECT_LT(max_abs_diff(got.dbias, expected.dbias), kLinearBf16Tolerance * 8);
 }
 
 // Four steps of a small ViT with ExFusion-mb on the GPU in float32, with and without the

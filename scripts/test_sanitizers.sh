@@ -9,8 +9,8 @@ scripts/setup.sh
 build_dir=build-sanitize
 source scripts/cuda_toolkit.sh
 use_cuda_toolkit
-# -g1: line tables are all a sanitizer report needs for its stack, and compile much faster than
-# full debug information.
+# -g1: line tables are all a sanitizer report needs for its stack; full debug information only
+# makes the objects larger and slower to build.
 if [ ! -f "$build_dir/build.ninja" ]; then
   cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g1" -DEXFUSION_SANITIZE=address,undefined \

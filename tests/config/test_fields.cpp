@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "../support/input_errors.h"
 #include "exfusion/config/fields.h"
 #include "exfusion/util/error.h"
 
@@ -153,14 +154,7 @@ struct Sample {
   }
 };
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const InputError& error) {
-    return error.what();
-  }
-  return "no error";
-}
+using testing::error_of;
 
 std::string apply_error(const json& patch) {
   Sample sample;

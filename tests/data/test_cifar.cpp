@@ -8,6 +8,7 @@
 
 #include <unistd.h>
 
+#include "../support/input_errors.h"
 #include "exfusion/data/cifar.h"
 #include "exfusion/util/error.h"
 
@@ -38,14 +39,7 @@ fs::path fresh_dir(const std::string& name) {
   return dir;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using testing::error_of;
 
 TEST(Cifar10, ReadsEveryBatchInOrderWithItsLabelsAndPlanarPixels) {
   const auto dir = fresh_dir("10");

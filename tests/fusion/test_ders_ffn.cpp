@@ -46,7 +46,7 @@ std::pair<ModelPtr, ModelPtr> upcycled_pair(const FfnConfig& ffn, const InitConf
 
 // Equal experts give the dense FFN up to the float32 rounding of a gate sum or of Σ m_i W_b:
 // 1e-5 is a few hundred ulps of these O(1) logits.
-constexpr double kSameLogits = 1e-5;
+constexpr double kDersSameLogits = 1e-5;
 
 TEST(DersUpcycling, DersMoeStartsAtTheDenseLogitsForAnyTopK) {
   for (const auto form : {DeltaForm::kSparse, DeltaForm::kLowRank}) {
@@ -55,7 +55,7 @@ TEST(DersUpcycling, DersMoeStartsAtTheDenseLogitsForAnyTopK) {
       options.moe.num_experts(4).top_k(k).capacity_factor(0).renormalize_top1(true);
       options.delta.form = form;
       const auto [dense, upcycled] = upcycled_pair(FfnConfig::of("ders-moe", options));
-      EXPECT_LE((logits(dense) - logits(upcycled)).abs().max().item<double>(), kSameLogits)
+      EXPECT_LE((logits(dense) - logits(upcycled)).abs().max().item<double>(), kDersSameLogits)
           << "k = " << k;
     }
   }
@@ -69,7 +69,7 @@ TEST(DersUpcycling, DersExFusionStartsAtTheDenseLogits) {
     options.exfusion.variant(variant).num_experts(3);
     options.delta.form = DeltaForm::kLowRank;
     const auto [dense, upcycled] = upcycled_pair(FfnConfig::of("ders-exfusion", options));
-    EXPECT_LE((logits(dense) - logits(upcycled)).abs().max().item<double>(), kSameLogits)
+    EXPECT_LE((logits(dense) - logits(upcycled)).abs().max().item<double>(), kDersSameLogits)
         << to_string(variant);
   }
 }
@@ -109,7 +109,7 @@ TEST(DersExFusion, FusesIntoADenseViTWithTheSameLogits) {
     model_options.ffn = FfnConfig::of("ders-exfusion", options);
     const auto fused = fuse_model(ModelConfig::of("vit", model_options), *model);
     EXPECT_GT((logits(dense) - logits(model)).abs().max().item<double>(), 1e-3);
-    EXPECT_LE((logits(fused) - logits(model)).abs().max().item<double>(), kSameLogits);
+    EXPECT_LE((logits(fused) - logits(model)).abs().max().item<double>(), kDersSameLogits);
     EXPECT_EQ(count_parameters(*fused), count_parameters(*dense));
   }
 }

@@ -124,7 +124,7 @@ TEST(LayerNormKernels, WiderRowsUseLibTorchsLayerNorm) {
 
 // Four steps of a small ViT on the GPU, float32, with the kernels and with LibTorch's
 // LayerNorm: the same trajectory up to float32 summation order.
-testing::NamedParams train_params(bool layer_norm_kernels) {
+testing::NamedParams layer_norm_run_params(bool layer_norm_kernels) {
   auto config = testing::tiny_training_config("cuda");
   config.train.layer_norm_kernels = layer_norm_kernels;
   return testing::train_tiny_vit(config, 4);
@@ -132,8 +132,8 @@ testing::NamedParams train_params(bool layer_norm_kernels) {
 
 TEST(LayerNormKernels, TrainingFollowsLibTorchsLayerNorm) {
   REQUIRE_CUDA_KERNELS();
-  const auto with_kernels = train_params(true);
-  const auto without = train_params(false);
+  const auto with_kernels = layer_norm_run_params(true);
+  const auto without = layer_norm_run_params(false);
   EXPECT_LT(testing::max_param_diff(with_kernels, without), testing::kTrajectoryTolerance);
 }
 

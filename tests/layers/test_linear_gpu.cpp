@@ -117,7 +117,7 @@ TEST(LinearEpilogueCudaNode, FollowsAtLinearUnderAutocast) {
 
 // Four steps of a small ViT with ExFusion-mb on the GPU in float32, with and without the
 // epilogue: the same trajectory up to float32 summation order.
-testing::NamedParams train_params(bool bias_grad_epilogue) {
+testing::NamedParams epilogue_run_params(bool bias_grad_epilogue) {
   auto config = testing::tiny_training_config("cuda");
   config.train.bias_grad_epilogue = bias_grad_epilogue;
   return testing::train_tiny_vit(config, 4);
@@ -125,8 +125,8 @@ testing::NamedParams train_params(bool bias_grad_epilogue) {
 
 TEST(LinearEpilogueCudaNode, TrainingFollowsAtLinear) {
   REQUIRE_CUDA_KERNELS();
-  const auto with_epilogue = train_params(true);
-  const auto without = train_params(false);
+  const auto with_epilogue = epilogue_run_params(true);
+  const auto without = epilogue_run_params(false);
   EXPECT_LT(testing::max_param_diff(with_epilogue, without), testing::kTrajectoryTolerance);
 }
 

@@ -18,7 +18,7 @@ namespace exfusion {
 namespace {
 
 // Fused against trained logits: float32 sums through a few blocks, far below a logit's O(1).
-constexpr double kSameLogits = 1e-5;
+constexpr double kT5SameLogits = 1e-5;
 
 T5Options tiny_t5() {
   T5Options options;
@@ -122,7 +122,7 @@ TEST(T5, ExFusionInBothStacksFusesToTheTrainedModel) {
     torch::NoGradGuard no_grad;
     const auto trained = model->forward_encoder_decoder(inputs, decoder_inputs);
     const auto dense = fused->forward_encoder_decoder(inputs, decoder_inputs);
-    EXPECT_LT((trained - dense).abs().max().item<double>(), kSameLogits)
+    EXPECT_LT((trained - dense).abs().max().item<double>(), kT5SameLogits)
         << "variant " << static_cast<int>(variant);
     EXPECT_EQ(static_cast<double>(count_parameters(*fused)),
               dense_model_parameters(DeclaredModelOptions<T5Options>(options)));

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "../support/cli.h"
+#include "../support/input_errors.h"
 #include "exfusion/config/config_file.h"
 #include "exfusion/data/image_data_config.h"
 #include "exfusion/fusion/exfusion_ffn.h"
@@ -20,14 +21,7 @@
 namespace exfusion {
 namespace {
 
-std::string error_of(const std::function<void()>& action) {
-  try {
-    action();
-  } catch (const InputError& error) {
-    return error.what();
-  }
-  return "no error";
-}
+using testing::error_of;
 
 RunConfig with(const std::string& assignment) {
   return build_run_config(default_run_config(), {"", {assignment}});

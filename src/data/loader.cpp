@@ -1,5 +1,5 @@
-// Background batch loader (see loader.h): one worker thread per epoch fills a bounded queue,
-// and start_epoch cancels and joins the previous worker before it starts the next.
+// Background batch loader (see loader.h): one producer thread per epoch fills a bounded queue
+// (PrefetchQueue), which cancels and joins the previous epoch's producer before it starts.
 #include "exfusion/data/loader.h"
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -29,7 +29,7 @@ at::Generator generator_for(uint64_t seed, int64_t epoch, int64_t batch) {
 }  // namespace
 
 BatchLoader::BatchLoader(ImageDataset data, LoaderOptions options)
-    : data_(std::move(data)), options_(std::move(options)) {
+    : data_(std::move(data)), options_(std::move(options)), queue_(options_.prefetch) {
   TORCH_CHECK(data_.images.scalar_type() == torch::kUInt8 && data_.images.dim() == 4,
               "BatchLoader expects uint8 [N, C, H, W] images, got ", data_.images.sizes());
   TORCH_CHECK(data_.labels.scalar_type() == torch::kInt64 && data_.labels.dim() == 1 &&
@@ -55,8 +55,6 @@ BatchLoader::BatchLoader(ImageDataset data, LoaderOptions options)
   mean_ = torch::tensor(options_.mean).view({1, channels, 1, 1});
   std_ = torch::tensor(options_.std).view({1, channels, 1, 1});
 }
-
-BatchLoader::~BatchLoader() { stop_worker(); }
 
 int64_t BatchLoader::batches_per_epoch() const {
   const auto n = size(), b = options_.batch_size;
@@ -105,60 +103,19 @@ Batch BatchLoader::assemble(const torch::Tensor& order, int64_t epoch, int64_t i
   return {images, data_.labels.index_select(0, indices)};
 }
 
-void BatchLoader::stop_worker() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    cancel_ = true;
-  }
-  changed_.notify_all();
-  if (worker_.joinable()) worker_.join();
-  queue_.clear();
-  cancel_ = false;
-  finished_ = true;
-  error_ = nullptr;
-}
-
 void BatchLoader::start_epoch(int64_t epoch, int64_t skip_batches) {
   TORCH_CHECK(skip_batches >= 0, "start_epoch: skip_batches must be non-negative, got ",
               skip_batches);
-  stop_worker();
-  finished_ = false;
-  const int64_t total = batches_per_epoch();
-  worker_ = std::thread([this, epoch, skip_batches, total, order = epoch_order(epoch)] {
+  queue_.start([this, epoch, skip_batches, total = batches_per_epoch(),
+                order = epoch_order(epoch)](const PrefetchQueue<Batch>::Push& push) {
     // The training thread's OpenMP team has the cores; this thread's operators are small.
     const SerialTorchOpsGuard serial;
-    try {
-      for (int64_t index = skip_batches; index < total; ++index) {
-        auto batch = assemble(order, epoch, index);
-        std::unique_lock<std::mutex> lock(mutex_);
-        changed_.wait(lock, [&] {
-          return cancel_ || static_cast<int64_t>(queue_.size()) < options_.prefetch;
-        });
-        if (cancel_) return;
-        queue_.push_back(std::move(batch));
-        changed_.notify_all();
-      }
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      error_ = std::current_exception();
+    for (int64_t index = skip_batches; index < total; ++index) {
+      if (!push(assemble(order, epoch, index))) return;
     }
-    std::lock_guard<std::mutex> lock(mutex_);
-    finished_ = true;
-    changed_.notify_all();
   });
 }
 
-std::optional<Batch> BatchLoader::next() {
-  std::unique_lock<std::mutex> lock(mutex_);
-  changed_.wait(lock, [&] { return !queue_.empty() || finished_; });
-  if (queue_.empty()) {
-    if (error_) std::rethrow_exception(error_);
-    return std::nullopt;
-  }
-  auto batch = std::move(queue_.front());
-  queue_.pop_front();
-  changed_.notify_all();
-  return batch;
-}
+std::optional<Batch> BatchLoader::next() { return queue_.next(); }
 
 }  // namespace exfusion

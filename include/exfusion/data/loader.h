@@ -4,16 +4,12 @@
 #pragma once
 #include <torch/types.h>
 
-#include <condition_variable>
-#include <deque>
-#include <exception>
-#include <mutex>
 #include <optional>
-#include <thread>
 #include <vector>
 
 #include "exfusion/data/batch.h"
 #include "exfusion/data/idx.h"
+#include "exfusion/data/prefetch_queue.h"
 
 namespace exfusion {
 
@@ -34,7 +30,6 @@ struct LoaderOptions {
 class BatchLoader : public BatchSource {
  public:
   BatchLoader(ImageDataset data, LoaderOptions options);
-  ~BatchLoader() override;  // cancels the epoch in progress and joins the worker
   BatchLoader(const BatchLoader&) = delete;
   BatchLoader& operator=(const BatchLoader&) = delete;
 
@@ -49,21 +44,13 @@ class BatchLoader : public BatchSource {
   std::optional<Batch> next() override;
 
  private:
-  void stop_worker();
   torch::Tensor epoch_order(int64_t epoch) const;
   Batch assemble(const torch::Tensor& order, int64_t epoch, int64_t index) const;
 
   ImageDataset data_;
   LoaderOptions options_;
-  torch::Tensor mean_, std_;  // [1, C, 1, 1]
-
-  std::thread worker_;
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::deque<Batch> queue_;
-  bool cancel_ = false;
-  bool finished_ = true;
-  std::exception_ptr error_;
+  torch::Tensor mean_, std_;    // [1, C, 1, 1]
+  PrefetchQueue<Batch> queue_;  // last: its producer, which reads the members above, stops first
 };
 
 }  // namespace exfusion

@@ -1,6 +1,7 @@
 // Fuzz target: a corpus file's bytes (plain text or JSON Lines, raw or gzip) through the text
-// reader in each document split, failing and skipping. Rejections are InputErrors; every
-// document returned must be non-empty, and in plain text, valid UTF-8.
+// reader in each document split, failing and skipping, and as a token file of each dtype.
+// Rejections are InputErrors; every document returned must be non-empty, in plain text valid
+// UTF-8, and every token block within its size with ids below the vocabulary.
 #include <unistd.h>
 
 #include <cstdint>
@@ -9,6 +10,7 @@
 #include <string>
 
 #include "exfusion/text/text_reader.h"
+#include "exfusion/text/token_file.h"
 #include "exfusion/util/error.h"
 
 namespace {
@@ -43,6 +45,24 @@ void read_all(exfusion::TextFormat format, exfusion::DocumentSplit split, bool s
   }
 }
 
+void read_tokens(exfusion::TokenDtype dtype, bool skip) {
+  exfusion::TokenFileOptions options;
+  options.dtype = dtype;
+  options.block_tokens = 7;
+  options.vocabulary = 1000;
+  options.skip_bad_records = skip;
+  try {
+    exfusion::TokenFileReader reader(input_path(), options);
+    while (auto block = reader.next()) {
+      if (block->empty() || block->size() > 7) std::abort();
+      for (const auto id : *block) {
+        if (id < 0 || id >= 1000) std::abort();
+      }
+    }
+  } catch (const exfusion::InputError&) {
+  }
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -55,6 +75,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const auto split : {exfusion::DocumentSplit::kFile, exfusion::DocumentSplit::kBlankLine,
                              exfusion::DocumentSplit::kLine, exfusion::DocumentSplit::kSeparator}) {
       read_all(exfusion::TextFormat::kPlain, split, skip);
+    }
+    for (const auto dtype : {exfusion::TokenDtype::kUint16, exfusion::TokenDtype::kUint32}) {
+      read_tokens(dtype, skip);
     }
   }
   return 0;

@@ -16,6 +16,7 @@
 #include "exfusion/dist/process_group.h"
 #include "exfusion/models/model_formats.h"
 #include "exfusion/sweep/sweep_runner.h"
+#include "exfusion/text/corpus_encoding.h"
 #include "exfusion/text/text_corpus.h"
 #include "exfusion/text/tokenizer.h"
 #include "exfusion/train/initialization.h"
@@ -435,6 +436,52 @@ T choice_of(const config::Choices<T>& choices, const std::string& option, const 
   throw InputError(option + " " + name + ": expected " + config::join_or(names));
 }
 
+void add_tokenizer_encode(CLI::App& tokenizer) {
+  struct Args {
+    CorpusEncoding encoding;
+    std::string out, tokenizer, format = "auto", documents = "blank_line", dtype = "uint16";
+  };
+  auto args = std::make_shared<Args>();
+  auto& encoding = args->encoding;
+  auto* encode = tokenizer.add_subcommand(
+      "encode",
+      "Tokenise a corpus once into a token file (uint16/uint32 ids, EOS after each document, "
+      "as nanoGPT's .bin) that data.train reads without tokenising; prints one JSON line");
+  encode->add_option("corpus", encoding.corpus, "files, folders or globs (text or JSON Lines)")
+      ->required();
+  encode->add_option("--tokenizer", args->tokenizer, "the SentencePiece model")->required();
+  encode->add_option("--out", args->out, "the token file to write (name it .bin)")->required();
+  encode->add_option("--dtype", args->dtype, "uint16 (default) or uint32");
+  encode->add_option("--workers", encoding.workers, "tokenising threads (default 1)");
+  encode->add_option("--format", args->format, "auto, text or jsonl (default auto)");
+  encode->add_option("--documents", args->documents,
+                     "plain text: file, blank_line, line or separator (default blank_line)");
+  encode->add_option("--separator", encoding.reading.separator,
+                     "the line between documents (default %)");
+  encode->add_option("--text-field", encoding.reading.text_field,
+                     "JSON Lines: the text's key (default text)");
+  encode->add_flag("--skip-bad-records", encoding.reading.skip_bad_records,
+                   "skip bad records instead of stopping");
+  encode->add_flag("--force", encoding.force, "replace an existing --out");
+  encode->callback([args] {
+    auto& encoding = args->encoding;
+    encoding.out = args->out;
+    encoding.tokenizer = args->tokenizer;
+    encoding.dtype = choice_of(token_dtype_names(), "--dtype", args->dtype);
+    encoding.reading.format = choice_of(text_format_names(), "--format", args->format);
+    encoding.reading.documents = choice_of(document_split_names(), "--documents", args->documents);
+    if (encoding.workers < 1) throw InputError("--workers: expected at least 1");
+    const auto encoded = encode_corpus(encoding);
+    std::cout << nlohmann::json{{"out", encoding.out.string()},
+                                {"files", encoded.files},
+                                {"documents", encoded.documents},
+                                {"tokens", encoded.tokens},
+                                {"skipped", encoded.skipped}}
+                     .dump()
+              << std::endl;
+  });
+}
+
 void add_tokenizer(CLI::App& app) {
   struct Args {
     TokenizerTraining training;
@@ -475,6 +522,7 @@ void add_tokenizer(CLI::App& app) {
                      .dump()
               << std::endl;
   });
+  add_tokenizer_encode(*tokenizer);
 }
 
 int parse_and_run(int argc, const char* const* argv) {

@@ -5,12 +5,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <condition_variable>
-#include <deque>
-#include <exception>
-#include <mutex>
-#include <thread>
 
+#include "exfusion/data/prefetch_queue.h"
 #include "exfusion/text/span_corruption.h"
 #include "exfusion/util/error.h"
 
@@ -52,7 +48,8 @@ Batch finish_batch(torch::Tensor inputs, torch::Tensor targets) {
 }
 
 // The training batches: chunks from the stream, each epoch a pass (wrapping into further
-// passes when samples_per_epoch asks for more), corrupted on a background thread.
+// passes when samples_per_epoch asks for more), read, tokenised and corrupted on the loader's
+// thread (and the stream's tokenising workers) ahead of the training step.
 class SpanCorruptionBatches : public BatchSource {
  public:
   SpanCorruptionBatches(TokenChunkStream stream, Corruption corruption, const TaskOptions& task,
@@ -63,37 +60,20 @@ class SpanCorruptionBatches : public BatchSource {
         task_(task),
         samples_(samples_per_epoch),
         shuffle_buffer_(shuffle_buffer),
-        prefetch_(prefetch),
-        may_skip_(may_skip) {}
-  ~SpanCorruptionBatches() override { stop_worker(); }
-  SpanCorruptionBatches(const SpanCorruptionBatches&) = delete;
-  SpanCorruptionBatches& operator=(const SpanCorruptionBatches&) = delete;
+        may_skip_(may_skip),
+        queue_(prefetch) {}
 
   int64_t batches_per_epoch() const override { return samples_ / global_batch(); }
   int64_t size() const override { return samples_; }
   bool may_skip() const override { return may_skip_; }
 
   void start_epoch(int64_t epoch, int64_t skip_batches) override {
-    stop_worker();
-    queue_.clear();
-    cancel_ = false;
-    finished_ = false;
-    error_ = nullptr;
-    worker_ = std::thread([this, epoch, skip_batches] { run(epoch, skip_batches); });
+    queue_.start([this, epoch, skip_batches](const PrefetchQueue<Batch>::Push& push) {
+      produce(epoch, skip_batches, push);
+    });
   }
 
-  std::optional<Batch> next() override {
-    std::unique_lock<std::mutex> lock(mutex_);
-    changed_.wait(lock, [&] { return !queue_.empty() || finished_; });
-    if (!queue_.empty()) {
-      auto batch = std::move(queue_.front());
-      queue_.pop_front();
-      changed_.notify_all();
-      return batch;
-    }
-    if (error_) std::rethrow_exception(error_);
-    return std::nullopt;
-  }
+  std::optional<Batch> next() override { return queue_.next(); }
 
  private:
   int64_t global_batch() const { return task_.batch_size * task_.shard.count; }
@@ -104,64 +84,44 @@ class SpanCorruptionBatches : public BatchSource {
                   /*shuffle=*/true, shuffle_buffer_);
   }
 
-  void run(int64_t epoch, int64_t skip_batches) {
-    try {
-      int64_t wrap = 0;
-      start_pass(epoch, wrap);
-      int64_t skipped_before = 0;
-      const auto per_rank = task_.batch_size;
-      const auto first = task_.shard.index * per_rank;
-      for (int64_t b = 0; b < batches_per_epoch(); ++b) {
-        const bool wanted = b >= skip_batches;
-        auto inputs = torch::empty({per_rank, corruption_.lengths.inputs}, torch::kInt64);
-        auto targets = torch::empty({per_rank, corruption_.lengths.targets}, torch::kInt64);
-        for (int64_t s = 0; s < global_batch(); ++s) {
-          auto chunk = stream_.next();
-          if (!chunk) {  // the pass is over before the epoch: the next pass goes on
-            skipped_before -= stream_.skipped();
-            start_pass(epoch, ++wrap);
-            chunk = stream_.next();
-            if (!chunk) throw InputError("data.train: the corpus holds no whole chunk");
-          }
-          if (wanted && s >= first && s < first + per_rank) {
-            corrupt_into(*chunk, corruption_,
-                         sample_random(static_cast<uint64_t>(task_.seed), epoch, b, s), inputs,
-                         targets, s - first);
-          }
+  // Every rank reads the whole global batch's chunks (the stream is one sequence) and corrupts
+  // its own rows; a resumed epoch reads past the batches it skips.
+  void produce(int64_t epoch, int64_t skip_batches, const PrefetchQueue<Batch>::Push& push) {
+    int64_t wrap = 0;
+    start_pass(epoch, wrap);
+    int64_t skipped_before = 0;
+    const auto per_rank = task_.batch_size;
+    const auto first = task_.shard.index * per_rank;
+    for (int64_t b = 0; b < batches_per_epoch(); ++b) {
+      const bool wanted = b >= skip_batches;
+      auto inputs = torch::empty({per_rank, corruption_.lengths.inputs}, torch::kInt64);
+      auto targets = torch::empty({per_rank, corruption_.lengths.targets}, torch::kInt64);
+      for (int64_t s = 0; s < global_batch(); ++s) {
+        auto chunk = stream_.next();
+        if (!chunk) {  // the pass is over before the epoch: the next pass goes on
+          skipped_before -= stream_.skipped();
+          start_pass(epoch, ++wrap);
+          chunk = stream_.next();
+          if (!chunk) throw InputError("data.train: the corpus holds no whole chunk");
         }
-        const auto skipped = stream_.skipped() - skipped_before;
-        skipped_before = stream_.skipped();
-        if (!wanted) continue;
-        auto batch = finish_batch(std::move(inputs), std::move(targets));
-        batch.skipped = skipped;
-        if (task_.pin_memory) {
-          batch.inputs = batch.inputs.pin_memory();
-          batch.targets = batch.targets.pin_memory();
-          batch.decoder_inputs = batch.decoder_inputs.pin_memory();
+        if (wanted && s >= first && s < first + per_rank) {
+          corrupt_into(*chunk, corruption_,
+                       sample_random(static_cast<uint64_t>(task_.seed), epoch, b, s), inputs,
+                       targets, s - first);
         }
-        std::unique_lock<std::mutex> lock(mutex_);
-        changed_.wait(lock,
-                      [&] { return cancel_ || static_cast<int64_t>(queue_.size()) < prefetch_; });
-        if (cancel_) return;
-        queue_.push_back(std::move(batch));
-        changed_.notify_all();
       }
-    } catch (...) {
-      const std::lock_guard<std::mutex> lock(mutex_);
-      error_ = std::current_exception();
+      const auto skipped = stream_.skipped() - skipped_before;
+      skipped_before = stream_.skipped();
+      if (!wanted) continue;
+      auto batch = finish_batch(std::move(inputs), std::move(targets));
+      batch.skipped = skipped;
+      if (task_.pin_memory) {
+        batch.inputs = batch.inputs.pin_memory();
+        batch.targets = batch.targets.pin_memory();
+        batch.decoder_inputs = batch.decoder_inputs.pin_memory();
+      }
+      if (!push(std::move(batch))) return;
     }
-    const std::lock_guard<std::mutex> lock(mutex_);
-    finished_ = true;
-    changed_.notify_all();
-  }
-
-  void stop_worker() {
-    {
-      const std::lock_guard<std::mutex> lock(mutex_);
-      cancel_ = true;
-      changed_.notify_all();
-    }
-    if (worker_.joinable()) worker_.join();
   }
 
   TokenChunkStream stream_;
@@ -169,15 +129,8 @@ class SpanCorruptionBatches : public BatchSource {
   TaskOptions task_;
   int64_t samples_;
   int64_t shuffle_buffer_;
-  int64_t prefetch_;
   bool may_skip_;
-  std::thread worker_;
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  std::deque<Batch> queue_;
-  bool cancel_ = false;
-  bool finished_ = true;
-  std::exception_ptr error_;
+  PrefetchQueue<Batch> queue_;  // last: its producer, which reads the members above, stops first
 };
 
 // Validation: the first samples of the held-out documents, corrupted once (a fixed stream, the
@@ -274,10 +227,10 @@ TaskData SpanCorruptionTask::load_data(DataSection& section, const ModelOptions&
   TaskData out;
   // Validation samples, in order, each from its own fixed stream.
   {
-    TokenChunkStream stream(own_validation ? expand_text_paths({data.validation}) : train_files,
-                            data.reading(), tokenizer, corruption.lengths.raw,
-                            own_validation ? DocumentSet::kAll : DocumentSet::kHeldOut,
-                            data.validation_share);
+    TokenChunkStream stream(
+        own_validation ? expand_text_paths({data.validation}) : train_files, tokenizer,
+        chunk_stream_options(data, corruption.lengths.raw,
+                             own_validation ? DocumentSet::kAll : DocumentSet::kHeldOut));
     stream.start(0, 0, /*shuffle=*/false, 1);
     std::vector<std::vector<int64_t>> chunks;
     while (static_cast<int64_t>(chunks.size()) < data.validation_samples) {
@@ -306,14 +259,14 @@ TaskData SpanCorruptionTask::load_data(DataSection& section, const ModelOptions&
     const auto set = own_validation ? DocumentSet::kAll : DocumentSet::kTraining;
     int64_t samples = data.samples_per_epoch;
     if (samples == 0) {  // one pass over the corpus, counting its chunks
-      TokenChunkStream counting(train_files, data.reading(), tokenizer, corruption.lengths.raw, set,
-                                data.validation_share);
+      TokenChunkStream counting(train_files, tokenizer,
+                                chunk_stream_options(data, corruption.lengths.raw, set));
       counting.start(0, 0, /*shuffle=*/false, 1);
       while (counting.next()) ++samples;
     }
     out.train = std::make_unique<SpanCorruptionBatches>(
-        TokenChunkStream(train_files, data.reading(), tokenizer, corruption.lengths.raw, set,
-                         data.validation_share),
+        TokenChunkStream(train_files, tokenizer,
+                         chunk_stream_options(data, corruption.lengths.raw, set)),
         corruption, options_, samples, data.shuffle_buffer, data.prefetch, data.skip_bad_records);
   }
   out.description = {{"format", "text"},

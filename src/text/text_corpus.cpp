@@ -4,12 +4,15 @@
 #include <algorithm>
 #include <numeric>
 
+#include "exfusion/util/index_threads.h"
+
 namespace exfusion {
 
 const config::Choices<TextFormat>& text_format_names() {
   static const config::Choices<TextFormat> names{{{"auto", TextFormat::kAuto},
                                                   {"text", TextFormat::kPlain},
-                                                  {"jsonl", TextFormat::kJsonLines}}};
+                                                  {"jsonl", TextFormat::kJsonLines},
+                                                  {"tokens", TextFormat::kTokens}}};
   return names;
 }
 
@@ -39,16 +42,22 @@ bool held_out(int64_t file, int64_t position, double share) {
   return static_cast<double>(hash >> 11) * 0x1.0p-53 < share;
 }
 
+ChunkStreamOptions chunk_stream_options(const TextCorpusOptions& options, int64_t length,
+                                        DocumentSet set) {
+  ChunkStreamOptions stream;
+  stream.reading = options.reading();
+  stream.token_dtype = options.token_dtype;
+  stream.length = length;
+  stream.set = set;
+  stream.share = options.validation_share;
+  stream.workers = options.workers;
+  return stream;
+}
+
 TokenChunkStream::TokenChunkStream(std::vector<std::filesystem::path> files,
-                                   TextReaderOptions reading,
-                                   std::shared_ptr<const Tokenizer> tokenizer, int64_t length,
-                                   DocumentSet set, double share)
-    : files_(std::move(files)),
-      reading_(std::move(reading)),
-      tokenizer_(std::move(tokenizer)),
-      length_(length),
-      set_(set),
-      share_(share) {}
+                                   std::shared_ptr<const Tokenizer> tokenizer,
+                                   ChunkStreamOptions options)
+    : files_(std::move(files)), tokenizer_(std::move(tokenizer)), options_(std::move(options)) {}
 
 void TokenChunkStream::start(uint64_t seed, int64_t pass, bool shuffle, int64_t buffer) {
   order_.resize(files_.size());
@@ -65,38 +74,104 @@ void TokenChunkStream::start(uint64_t seed, int64_t pass, bool shuffle, int64_t 
   next_file_ = 0;
   position_ = 0;
   reader_.reset();
+  token_reader_.reset();
   pending_.clear();
+  pending_start_ = 0;
   buffer_.clear();
   skipped_ = 0;
   exhausted_ = false;
 }
 
-std::optional<std::vector<int64_t>> TokenChunkStream::next_in_order() {
-  const auto length = static_cast<size_t>(length_);
-  while (pending_.size() < length) {
-    if (!reader_) {
-      if (next_file_ == order_.size()) return std::nullopt;
+int64_t TokenChunkStream::skipped() const {
+  return skipped_ + (reader_ ? reader_->skipped() : 0) +
+         (token_reader_ ? token_reader_->skipped() : 0);
+}
+
+void TokenChunkStream::close_file() {
+  skipped_ += (reader_ ? reader_->skipped() : 0) + (token_reader_ ? token_reader_->skipped() : 0);
+  reader_.reset();
+  token_reader_.reset();
+}
+
+bool TokenChunkStream::next_document(std::string& text, std::vector<int64_t>& ids) {
+  if (token_reader_) {
+    auto block = token_reader_->next();
+    if (!block) return false;
+    ids = std::move(*block);
+    return true;
+  }
+  auto document = reader_->next();
+  if (!document) return false;
+  text = std::move(document->text);
+  return true;
+}
+
+bool TokenChunkStream::read_block() {
+  // Documents per block: enough to keep the workers busy, fixed so that the reading (and the
+  // skipped counts it reports) is the same for any worker count.
+  constexpr size_t kBlockDocuments = 256;
+  struct Document {
+    std::string text;
+    std::vector<int64_t> ids;
+    bool is_text = false;
+  };
+  std::vector<Document> block;
+  while (block.size() < kBlockDocuments) {
+    if (!reader_ && !token_reader_) {
+      if (next_file_ == order_.size()) break;
       current_file_ = order_[next_file_++];
-      reader_ = std::make_unique<TextFileReader>(files_[current_file_], reading_);
+      const auto& file = files_[current_file_];
+      if (text_format_of(file, options_.reading) == TextFormat::kTokens) {
+        TokenFileOptions tokens;
+        tokens.dtype = options_.token_dtype;
+        tokens.block_tokens = options_.length;
+        tokens.vocabulary = tokenizer_->pieces();
+        tokens.skip_bad_records = options_.reading.skip_bad_records;
+        token_reader_ = std::make_unique<TokenFileReader>(file, tokens);
+      } else {
+        reader_ = std::make_unique<TextFileReader>(file, options_.reading);
+      }
       position_ = 0;
     }
-    auto document = reader_->next();
-    if (!document) {
-      skipped_ += reader_->skipped();
-      reader_.reset();
+    Document document;
+    document.is_text = reader_ != nullptr;
+    if (!next_document(document.text, document.ids)) {
+      close_file();
       continue;
     }
     const auto position = position_++;
-    if (set_ != DocumentSet::kAll && held_out(static_cast<int64_t>(current_file_), position,
-                                              share_) != (set_ == DocumentSet::kHeldOut)) {
+    if (options_.set != DocumentSet::kAll &&
+        held_out(static_cast<int64_t>(current_file_), position, options_.share) !=
+            (options_.set == DocumentSet::kHeldOut)) {
       continue;
     }
-    const auto ids = tokenizer_->encode(document->text);
-    pending_.insert(pending_.end(), ids.begin(), ids.end());
-    pending_.push_back(tokenizer_->eos_id());
+    block.push_back(std::move(document));
   }
-  std::vector<int64_t> chunk(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(length));
-  pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(length));
+  if (block.empty()) return false;
+  for_each_index_in_threads(static_cast<int64_t>(block.size()), options_.workers, [&](int64_t i) {
+    auto& document = block[static_cast<size_t>(i)];
+    if (document.is_text) document.ids = tokenizer_->encode(document.text);
+  });
+  if (pending_start_ > 0) {  // drop what earlier chunks took before the block goes in
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<ptrdiff_t>(pending_start_));
+    pending_start_ = 0;
+  }
+  for (const auto& document : block) {
+    pending_.insert(pending_.end(), document.ids.begin(), document.ids.end());
+    // A token file's blocks are cut from a stream that holds its EOS tokens already.
+    if (document.is_text) pending_.push_back(tokenizer_->eos_id());
+  }
+  return true;
+}
+
+std::optional<std::vector<int64_t>> TokenChunkStream::next_in_order() {
+  const auto length = static_cast<size_t>(options_.length);
+  while (pending_.size() - pending_start_ < length) {
+    if (!read_block()) return std::nullopt;
+  }
+  const auto first = pending_.begin() + static_cast<ptrdiff_t>(pending_start_);
+  std::vector<int64_t> chunk(first, first + static_cast<ptrdiff_t>(length));
+  pending_start_ += length;
   return chunk;
 }
 

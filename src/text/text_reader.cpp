@@ -64,6 +64,7 @@ bool valid_utf8(std::string_view text) {
 TextFormat text_format_of(const fs::path& file, const TextReaderOptions& options) {
   if (options.format != TextFormat::kAuto) return options.format;
   auto name = file.filename().string();
+  if (ends_with(name, ".bin")) return TextFormat::kTokens;
   if (ends_with(name, ".gz")) name.resize(name.size() - 3);
   return ends_with(name, ".jsonl") || ends_with(name, ".json") ? TextFormat::kJsonLines
                                                                : TextFormat::kPlain;
@@ -104,6 +105,9 @@ TextFileReader::TextFileReader(fs::path file, TextReaderOptions options)
     : file_(std::move(file)),
       options_(std::move(options)),
       format_(text_format_of(file_, options_)) {
+  if (format_ == TextFormat::kTokens) {
+    throw InputError(file_.string() + ": a token file, not text (TokenFileReader reads it)");
+  }
   // gzopen reads gzip and plain files alike.
   stream_ = gzopen(file_.c_str(), "rb");
   if (stream_ == nullptr) throw InputError(file_.string() + ": cannot be opened");

@@ -10,6 +10,7 @@
 
 #include "../support/cli.h"
 #include "../support/processes.h"
+#include "../support/run_comparison.h"
 #include "../support/training_states.h"
 
 namespace exfusion {
@@ -25,44 +26,7 @@ std::string run_args(const fs::path& data, const std::string& ffn) {
          "train.epochs=3 train.seed=5 train.log_every=3 train.checkpoint_every=2";
 }
 
-std::vector<json> logged_steps(const fs::path& run) {
-  std::vector<json> lines;
-  std::ifstream in(run / "metrics.jsonl");
-  for (std::string line; std::getline(in, line);) {
-    auto record = json::parse(line);
-    if (record["event"] != "train" && record["event"] != "eval") continue;
-    // Wall-clock readings differ between any two runs; everything else must not.
-    record.erase("images_per_s");
-    record.erase("elapsed_s");
-    lines.push_back(record);
-  }
-  return lines;
-}
-
-json summary_without_times(const fs::path& run) {
-  auto summary = json::parse(testing::read_text(run / "summary.json"));
-  for (const auto* key : {"train_seconds", "eval_seconds", "run_dir"}) summary.erase(key);
-  return summary;
-}
-
-// The resumed run equals the uninterrupted one: state tensors, the fused export and its
-// model.json, the summary (times aside), and the metrics log line for line.
-void expect_same_run(const fs::path& reference, const fs::path& resumed) {
-  testing::expect_same_training_state(reference / "state.safetensors",
-                                      resumed / "state.safetensors");
-  EXPECT_EQ(fs::exists(reference / "model.safetensors"), fs::exists(resumed / "model.safetensors"));
-  if (fs::exists(reference / "model.safetensors")) {
-    EXPECT_EQ(testing::read_text(reference / "model.safetensors"),
-              testing::read_text(resumed / "model.safetensors"));
-    EXPECT_EQ(testing::read_text(reference / "model.json"),
-              testing::read_text(resumed / "model.json"));
-  }
-  EXPECT_EQ(summary_without_times(reference), summary_without_times(resumed));
-  const auto expected = logged_steps(reference), got = logged_steps(resumed);
-  ASSERT_EQ(expected.size(), got.size());
-  for (size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(expected[i], got[i]) << "line " << i;
-  EXPECT_TRUE(testing::temp_files_in(resumed).empty());
-}
+using testing::expect_same_run;
 
 struct ResumeCase {
   const char* name;

@@ -17,11 +17,12 @@
 
 namespace exfusion {
 
-enum class TextFormat { kAuto, kPlain, kJsonLines };
+// kTokens: ids already tokenised (token_file.h), which TextFileReader does not read.
+enum class TextFormat { kAuto, kPlain, kJsonLines, kTokens };
 enum class DocumentSplit { kFile, kBlankLine, kLine, kSeparator };
 
 struct TextReaderOptions {
-  TextFormat format = TextFormat::kAuto;  // auto: .jsonl/.json (.gz) are JSON Lines, else plain
+  TextFormat format = TextFormat::kAuto;  // auto: .jsonl/.json (.gz) JSON Lines, .bin tokens
   std::string text_field = "text";        // JSON Lines: the record's key holding the document
   DocumentSplit documents = DocumentSplit::kBlankLine;  // plain text only
   std::string separator = "%";           // kSeparator: the line between two documents

@@ -117,10 +117,12 @@ def plot_run_curves(records, out, title):
     loss_axis.plot(steps, loss, label="train loss")
     steps, test_loss = events(records, "eval", "test_loss")
     loss_axis.plot(steps, test_loss, "o-", label="test loss")
-    steps, accuracy = events(records, "train", "accuracy")
-    accuracy_axis.plot(steps, [100 * a for a in accuracy], label="train accuracy")
-    steps, test_accuracy = events(records, "eval", "test_accuracy")
-    accuracy_axis.plot(steps, [100 * a for a in test_accuracy], "o-", label="test accuracy")
+    # Image tasks log accuracy per sample, language tasks token_accuracy per token.
+    name = "accuracy" if events(records, "train", "accuracy")[0] else "token_accuracy"
+    steps, accuracy = events(records, "train", name)
+    accuracy_axis.plot(steps, [100 * a for a in accuracy], label=f"train {name}")
+    steps, test_accuracy = events(records, "eval", f"test_{name}")
+    accuracy_axis.plot(steps, [100 * a for a in test_accuracy], "o-", label=f"test {name}")
     for axis, label in ((loss_axis, "loss"), (accuracy_axis, "accuracy (%)")):
         axis.set_xlabel("step")
         axis.set_ylabel(label)
@@ -146,12 +148,17 @@ def plot_sweep_curves(sweep, out):
     order = [row["configuration"] for row in json.loads((sweep / "results.json").read_text())]
     configurations.sort(key=lambda p: order.index(p.name) if p.name in order else len(order))
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    # The right panel: test accuracy where the task has it (image classification), else the
+    # validation loss (language tasks: the paper's Figure 4 plots loss).
+    right_key, right_scale, right_label = "test_loss", 1, "validation loss"
     for index, configuration in enumerate(configurations):
         logs = [read_log(m) for m in sorted(configuration.glob("seed-*/metrics.jsonl"))]
         if not logs:
             continue
+        if index == 0 and events(logs[0], "eval", "test_accuracy")[0]:
+            right_key, right_scale, right_label = "test_accuracy", 100, "test accuracy (%)"
         for axis, kind, key, scale in ((loss_axis, "train", "loss", 1),
-                                       (accuracy_axis, "eval", "test_accuracy", 100)):
+                                       (accuracy_axis, "eval", right_key, right_scale)):
             curves = [events(log, kind, key) for log in logs]
             length = min(len(steps) for steps, _ in curves)
             if length == 0:
@@ -164,7 +171,7 @@ def plot_sweep_curves(sweep, out):
             axis.fill_between(steps, [m - s for m, s in zip(means, stds)],
                               [m + s for m, s in zip(means, stds)], color=color, alpha=0.15)
     loss_axis.set_ylabel("train loss")
-    accuracy_axis.set_ylabel("test accuracy (%)")
+    accuracy_axis.set_ylabel(right_label)
     for axis in (loss_axis, accuracy_axis):
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)

@@ -118,3 +118,37 @@ def test_a_relu_t5_is_refused_by_name(exfusion_cli, tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "feed_forward_proj" in result.stderr and "gated-gelu" in result.stderr, result.stderr
     assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_a_directory_with_a_missing_or_mismatched_file_is_refused(exfusion_cli, tmp_path):
+    """No weights file, or a config.json whose sizes the weights do not have: one message naming
+    the file, exit code 2, nothing written."""
+    import shutil
+    import subprocess
+    from transformers import T5Config
+    config = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=24, num_layers=1, num_heads=2,
+                      feed_forward_proj="gated-gelu", tie_word_embeddings=False)
+    source = tmp_path / "t5"
+    T5ForConditionalGeneration(config).save_pretrained(source)
+
+    def refused(directory):
+        out = tmp_path / "out.safetensors"
+        result = subprocess.run([str(exfusion_cli), "import", str(directory), "--out", str(out)],
+                                capture_output=True, text=True)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert not out.exists()
+        return result.stderr
+
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(source, no_weights)
+    (no_weights / "model.safetensors").unlink()
+    message = refused(no_weights)
+    assert "no-weights" in message and "model.safetensors" in message, message
+
+    mismatched = tmp_path / "mismatched"
+    shutil.copytree(source, mismatched)
+    settings = json.loads((mismatched / "config.json").read_text())
+    settings["d_ff"] = 32
+    (mismatched / "config.json").write_text(json.dumps(settings))
+    message = refused(mismatched)
+    assert "wi_0" in message and "32" in message and "24" in message, message

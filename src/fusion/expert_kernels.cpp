@@ -117,6 +117,8 @@ torch::Tensor mix_experts(const torch::Tensor& experts, const torch::Tensor& coe
   cuda::mix_experts(e.data_ptr<float>(), c.data_ptr<float>(), e.size(0), out.numel(),
                     out.data_ptr(), kernel_dtype(out_dtype), at::cuda::getCurrentCUDAStream());
   return out;
+#else
+  TORCH_INTERNAL_ASSERT(false, "use_kernels is false in a build without the CUDA kernels");
 #endif
 }
 
@@ -136,6 +138,8 @@ torch::Tensor mix_coefficient_grad(const torch::Tensor& experts, const torch::Te
                                  n, numel, partials.data_ptr<float>(),
                                  at::cuda::getCurrentCUDAStream());
   return partials.sum(1);
+#else
+  TORCH_INTERNAL_ASSERT(false, "use_kernels is false in a build without the CUDA kernels");
 #endif
 }
 

@@ -436,10 +436,32 @@ T choice_of(const config::Choices<T>& choices, const std::string& option, const 
   throw InputError(option + " " + name + ": expected " + config::join_or(names));
 }
 
+// How the tokenizer commands read a corpus: the options both take, and their values.
+struct CorpusReadingArgs {
+  std::string format = "auto", documents = "blank_line";
+
+  void add_to(CLI::App& command, TextReaderOptions& reading) {
+    command.add_option("--format", format, "auto, text or jsonl (default auto)");
+    command.add_option("--documents", documents,
+                       "plain text: file, blank_line, line or separator (default blank_line)");
+    command.add_option("--separator", reading.separator, "the line between documents (default %)");
+    command.add_option("--text-field", reading.text_field,
+                       "JSON Lines: the text's key (default text)");
+    command.add_flag("--skip-bad-records", reading.skip_bad_records,
+                     "skip bad records instead of stopping");
+  }
+  // The parsed names into `reading`; InputError naming the option for an unknown one.
+  void apply(TextReaderOptions& reading) const {
+    reading.format = choice_of(text_format_names(), "--format", format);
+    reading.documents = choice_of(document_split_names(), "--documents", documents);
+  }
+};
+
 void add_tokenizer_encode(CLI::App& tokenizer) {
   struct Args {
     CorpusEncoding encoding;
-    std::string out, tokenizer, format = "auto", documents = "blank_line", dtype = "uint16";
+    CorpusReadingArgs reading;
+    std::string out, tokenizer, dtype = "uint16";
   };
   auto args = std::make_shared<Args>();
   auto& encoding = args->encoding;
@@ -453,23 +475,14 @@ void add_tokenizer_encode(CLI::App& tokenizer) {
   encode->add_option("--out", args->out, "the token file to write (name it .bin)")->required();
   encode->add_option("--dtype", args->dtype, "uint16 (default) or uint32");
   encode->add_option("--workers", encoding.workers, "tokenising threads (default 1)");
-  encode->add_option("--format", args->format, "auto, text or jsonl (default auto)");
-  encode->add_option("--documents", args->documents,
-                     "plain text: file, blank_line, line or separator (default blank_line)");
-  encode->add_option("--separator", encoding.reading.separator,
-                     "the line between documents (default %)");
-  encode->add_option("--text-field", encoding.reading.text_field,
-                     "JSON Lines: the text's key (default text)");
-  encode->add_flag("--skip-bad-records", encoding.reading.skip_bad_records,
-                   "skip bad records instead of stopping");
+  args->reading.add_to(*encode, encoding.reading);
   encode->add_flag("--force", encoding.force, "replace an existing --out");
   encode->callback([args] {
     auto& encoding = args->encoding;
     encoding.out = args->out;
     encoding.tokenizer = args->tokenizer;
     encoding.dtype = choice_of(token_dtype_names(), "--dtype", args->dtype);
-    encoding.reading.format = choice_of(text_format_names(), "--format", args->format);
-    encoding.reading.documents = choice_of(document_split_names(), "--documents", args->documents);
+    args->reading.apply(encoding.reading);
     if (encoding.workers < 1) throw InputError("--workers: expected at least 1");
     const auto encoded = encode_corpus(encoding);
     std::cout << nlohmann::json{{"out", encoding.out.string()},
@@ -485,7 +498,8 @@ void add_tokenizer_encode(CLI::App& tokenizer) {
 void add_tokenizer(CLI::App& app) {
   struct Args {
     TokenizerTraining training;
-    std::string out, format = "auto", documents = "blank_line";
+    CorpusReadingArgs reading;
+    std::string out;
   };
   auto args = std::make_shared<Args>();
   auto& training = args->training;
@@ -499,22 +513,13 @@ void add_tokenizer(CLI::App& app) {
       ->required();
   train->add_option("--vocab-size", training.vocab_size, "pieces (default 32000, as T5's)");
   train->add_option("--out", args->out, "the .model file to write")->required();
-  train->add_option("--format", args->format, "auto, text or jsonl (default auto)");
-  train->add_option("--documents", args->documents,
-                    "plain text: file, blank_line, line or separator (default blank_line)");
-  train->add_option("--separator", training.reading.separator,
-                    "the line between documents (default %)");
-  train->add_option("--text-field", training.reading.text_field,
-                    "JSON Lines: the text's key (default text)");
+  args->reading.add_to(*train, training.reading);
   train->add_option("--max-documents", training.max_documents,
                     "documents read at most, the first ones (default 1000000)");
-  train->add_flag("--skip-bad-records", training.reading.skip_bad_records,
-                  "skip bad records instead of stopping");
   train->callback([args] {
     auto& training = args->training;
     training.out = args->out;
-    training.reading.format = choice_of(text_format_names(), "--format", args->format);
-    training.reading.documents = choice_of(document_split_names(), "--documents", args->documents);
+    args->reading.apply(training.reading);
     const auto trained = train_tokenizer(training);
     std::cout << nlohmann::json{{"model", trained.model.string()},
                                 {"vocab_size", trained.vocab_size},

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "../support/cli.h"
+#include "../support/input_errors.h"
 #include "exfusion/config/config_file.h"
 #include "exfusion/util/error.h"
 
@@ -18,6 +19,7 @@ namespace {
 
 using nlohmann::json;
 namespace fs = std::filesystem;
+using exfusion::testing::error_of;
 
 class ConfigFile : public ::testing::Test {
  protected:
@@ -32,14 +34,6 @@ class ConfigFile : public ::testing::Test {
   json read_yaml(const std::string& text) const { return read_config_file(write("c.yaml", text)); }
   std::string yaml_error(const std::string& text) const {
     return error_of([&] { read_yaml(text); });
-  }
-  static std::string error_of(const std::function<void()>& action) {
-    try {
-      action();
-    } catch (const InputError& error) {
-      return error.what();
-    }
-    return "no error";
   }
 
   fs::path dir_;

@@ -9,6 +9,7 @@
 
 #include <unistd.h>
 
+#include "../support/batches.h"
 #include "exfusion/data/image_decode.h"
 #include "exfusion/data/image_folder.h"
 #include "exfusion/data/image_loader.h"
@@ -70,20 +71,14 @@ std::vector<Batch> epoch(ImageLoader& loader, int64_t e, int64_t skip = 0) {
   return batches;
 }
 
-void expect_same(const std::vector<Batch>& a, const std::vector<Batch>& b) {
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_TRUE(torch::equal(a[i].inputs, b[i].inputs)) << "batch " << i;
-    EXPECT_TRUE(torch::equal(a[i].targets, b[i].targets)) << "batch " << i;
-  }
-}
+using testing::expect_same_batches;
 
 TEST(ImageLoader, GivesTheSameBatchesWithOneAndFourWorkers) {
   const auto source = std::make_shared<TensorImageSource>(dataset(37));
   ImageLoader one(source, deit_like(1)), four(source, deit_like(4));
   const auto a = epoch(one, 2), b = epoch(four, 2);
   ASSERT_EQ(a.size(), 5u);  // 37 samples, batch 8, no drop_last
-  expect_same(a, b);
+  expect_same_batches(a, b);
   EXPECT_EQ(a[0].inputs.sizes(), (std::vector<int64_t>{8, 3, 8, 8}));
   EXPECT_EQ(a[0].targets.sizes(), (std::vector<int64_t>{8, 5}));     // soft targets
   EXPECT_FALSE(torch::equal(a[0].inputs, epoch(one, 3)[0].inputs));  // another epoch, other draws

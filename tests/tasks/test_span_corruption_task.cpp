@@ -12,6 +12,7 @@
 #include <set>
 #include <string>
 
+#include "../support/batches.h"
 #include "../support/cli.h"
 #include "../support/processes.h"
 #include "../support/run_comparison.h"
@@ -194,13 +195,7 @@ TEST_F(SpanCorruptionTaskTest, TrainsFromTheCliAndFuses) {
   ASSERT_EQ(eval.exit_code, 0) << eval.output;
 }
 
-void expect_same_batches(const std::vector<Batch>& expected, const std::vector<Batch>& got) {
-  ASSERT_EQ(expected.size(), got.size());
-  for (size_t i = 0; i < expected.size(); ++i) {
-    EXPECT_TRUE(torch::equal(expected[i].inputs, got[i].inputs)) << "batch " << i;
-    EXPECT_TRUE(torch::equal(expected[i].targets, got[i].targets)) << "batch " << i;
-  }
-}
+using testing::expect_same_batches;
 
 // Tokenising on 4 threads changes nothing but the speed; a token file that `tokenizer encode`
 // wrote from the same text gives the same chunks, hence the same batches and validation.

@@ -75,13 +75,16 @@ void DataParallel::after_backward() {
   std::vector<c10::intrusive_ptr<c10d::Work>> pending;
   factored_bytes_ = 0;
   for (auto& [param, sink] : factored_) {
-    // Which of the two a step fills is the same on every rank: it depends on the model only.
-    auto grad = sink->pending() ? sink->grad : param.mutable_grad();
-    if (!grad.defined()) continue;
-    grad.div_(group_->size());
-    factored_bytes_ += grad.numel() * grad.element_size();
-    std::vector<torch::Tensor> tensors{grad};
-    pending.push_back(group_->process_group()->allreduce(tensors));
+    // Which of the two a step fills is the same on every rank: it depends on the model and on
+    // train.accumulation_steps only. An accumulated step fills both: the first batch's dW̄ in
+    // the sink, the later batches' ordinary gradients beside it.
+    for (auto grad : {sink->pending() ? sink->grad : torch::Tensor(), param.mutable_grad()}) {
+      if (!grad.defined()) continue;
+      grad.div_(group_->size());
+      factored_bytes_ += grad.numel() * grad.element_size();
+      std::vector<torch::Tensor> tensors{grad};
+      pending.push_back(group_->process_group()->allreduce(tensors));
+    }
   }
   for (auto& work : pending) work->wait();
 }

@@ -69,13 +69,10 @@ Trainer::Trainer(const TrainConfig& config, ModelPtr model, std::shared_ptr<cons
         "train.cuda_graph = true: CUDA graphs need a CUDA device, and this run's device is " +
         device_.str());
   }
-  if (config.accumulation_steps > 1 && (config.cuda_graph || group)) {
+  if (config.accumulation_steps > 1 && config.cuda_graph) {
     throw InputError("train.accumulation_steps = " + std::to_string(config.accumulation_steps) +
-                     (config.cuda_graph
-                          ? " with train.cuda_graph = true"
-                          : " with " + std::to_string(group->size()) + " data-parallel ranks") +
-                     ": not supported yet; a larger train.batch_size per rank, or more ranks, "
-                     "give the same step");
+                     " with train.cuda_graph = true: a captured step holds one batch; set "
+                     "cuda_graph false, or use a larger train.batch_size or more ranks");
   }
   if (config.cuda_graph && config.optimizer == UpdateRule::kAdamWScale) {
     throw InputError(
@@ -146,9 +143,11 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::step(const std::vector<Batch>& 
   int64_t samples = 0;
   for (const auto& batch : micro_batches) samples += batch.size();
   torch::Tensor loss, metric_sums;
-  for (const auto& batch : micro_batches) {
+  for (size_t i = 0; i < micro_batches.size(); ++i) {
+    const auto& batch = micro_batches[i];
     const auto weight = static_cast<double>(batch.size()) / static_cast<double>(samples);
-    auto [micro_loss, micro_sums] = forward_backward(batch.to(device_), weight);
+    auto [micro_loss, micro_sums] =
+        forward_backward(batch.to(device_), weight, i + 1 == micro_batches.size());
     loss = loss.defined() ? loss + micro_loss * weight : micro_loss * weight;
     metric_sums = metric_sums.defined() ? metric_sums + micro_sums : micro_sums;
   }
@@ -163,14 +162,14 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::compute_step(const Batch& batch
   return outputs;
 }
 
-std::pair<torch::Tensor, torch::Tensor> Trainer::forward_backward(const Batch& batch,
-                                                                  double weight) {
-  // Under data parallelism, batch statistics (ExFusion-mb's w, the MoE's balance) are global.
+std::pair<torch::Tensor, torch::Tensor> Trainer::forward_backward(const Batch& batch, double weight,
+                                                                  bool last) {
+  // Under data parallelism, batch statistics (ExFusion-mb's w, the MoE's balance) are global,
+  // for every batch of an accumulated step: the ranks' k-th batches are one process's k-th.
+  const bool synchronise = data_parallel_ && last;
   std::optional<GlobalBatchScope> global_batch;
-  if (data_parallel_) {
-    data_parallel_->before_forward();
-    global_batch.emplace(data_parallel_->batch_mean());
-  }
+  if (data_parallel_) global_batch.emplace(data_parallel_->batch_mean());
+  if (synchronise) data_parallel_->before_forward();
   torch::Tensor outputs;
   {
     AutocastGuard autocast(bf16_);
@@ -184,9 +183,9 @@ std::pair<torch::Tensor, torch::Tensor> Trainer::forward_backward(const Batch& b
     if (aux.defined()) total = total + aux;
   }
   if (weight != 1.0) total = total * weight;
-  if (data_parallel_) data_parallel_->before_backward();
+  if (synchronise) data_parallel_->before_backward();
   total.backward();
-  if (data_parallel_) data_parallel_->after_backward();
+  if (synchronise) data_parallel_->after_backward();
   return {loss.detach(), task_->metric_sums(outputs, batch)};
 }
 

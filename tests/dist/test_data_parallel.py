@@ -265,3 +265,29 @@ def test_a_refusal_on_rank_0_ends_every_rank(exfusion_cli, data_dir, tmp_path):
     assert "rank 0 of 2 could not open the run directory" in err1, err1
     assert seconds1 < 60
     assert (run / "config.json").read_text() == "{}\n"
+
+
+@pytest.mark.parametrize("kind", ["dense", "mb", "moe"])
+def test_accumulated_steps_on_two_ranks_train_as_one_process(exfusion_cli, data_dir, tmp_path,
+                                                              kind):
+    # Each step sums two batches: the ranks' k-th batches of 32 are one process's k-th of 64,
+    # and only a step's last batch averages the gradients across the ranks (ExFusion-mb's
+    # factored dW̄ of the first batch and the second batch's ordinary gradient both).
+    one, two = tmp_path / "one", tmp_path / "two"
+    accumulated = KINDS[kind] + ["train.accumulation_steps=2"]
+    subprocess.run(train_args(exfusion_cli, data_dir, one, accumulated + ["train.batch_size=64"]),
+                   check=True, capture_output=True)
+    torchrun(exfusion_cli, data_dir, two, accumulated + ["train.batch_size=32"])
+
+    reference, parallel = model_tensors(one), model_tensors(two)
+    assert reference.keys() == parallel.keys()
+    for name, tensor in reference.items():
+        difference = (tensor.double() - parallel[name].double()).abs().max().item()
+        assert difference <= WEIGHT_TOLERANCE, (name, difference)
+    # 256 images, 4 batches of 64 per epoch, 2 per step, 2 epochs.
+    one_lines, two_lines = train_lines(one), train_lines(two)
+    assert [l["step"] for l in two_lines] == [1, 2, 3, 4]
+    for a, b in zip(one_lines, two_lines):
+        assert abs(a["loss"] - b["loss"]) <= 1e-4 * abs(a["loss"]), (a["step"], a, b)
+    summary = json.loads((two / "summary.json").read_text())
+    assert summary["data_parallel"]["replicas"] == {"identical": True, "differs": []}

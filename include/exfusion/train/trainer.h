@@ -89,8 +89,11 @@ class Trainer {
  private:
   // Forward, loss, backward, clipping and AdamW on a batch already on the device.
   std::pair<torch::Tensor, torch::Tensor> compute_step(const Batch& batch);
-  // Forward and backward of one batch with its loss times `weight`; the gradients add up.
-  std::pair<torch::Tensor, torch::Tensor> forward_backward(const Batch& batch, double weight);
+  // Forward and backward of one batch with its loss times `weight`; the gradients add up. Under
+  // data parallelism only a step's last batch averages them across the ranks (`last`): the
+  // earlier ones add up locally, as DDP's no_sync() leaves them.
+  std::pair<torch::Tensor, torch::Tensor> forward_backward(const Batch& batch, double weight,
+                                                           bool last = true);
   void apply_update();  // clip, step, zero the gradients
 
   TrainConfig config_;

@@ -16,47 +16,12 @@
 #include <new>
 #include <utility>
 
+#include "cpu_vectors.h"
+
 namespace exfusion::cpu {
 namespace {
 
-// A task's values are vectors of kLanes floats, one lane per (batch, head) pair, in GCC's
-// vector extension: every product, sum and exponential below is one vector operation for all
-// the pairs, whatever the compiler would prove about aliasing or trip counts. The task functions
-// are cloned for AVX-512 and for AVX2 + FMA (chosen once, at load time, where the CPU has them;
-// the build stays runnable on any x86-64, where each vector is four SSE registers), with the
-// helpers inlined into each clone. A scalar in an expression with a vector stands for all lanes.
-#define EXFUSION_SIMD_CLONES \
-  __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#define EXFUSION_INLINE inline __attribute__((always_inline))
-
-constexpr int64_t kLanes = 16;
-using Vec = float __attribute__((vector_size(kLanes * sizeof(float))));
-using IntVec = int32_t __attribute__((vector_size(kLanes * sizeof(int32_t))));
-
-// e^x for x ≤ 0 on every lane (scores minus their row's maximum or log Σ exp), as Cephes' expf:
-// x = n ln2 + r with |r| ≤ ln2/2, e^r by its degree-6 polynomial, 2^n into the exponent bits.
-// Relative error about 2 ulp; below -87 the result is 0 (true value under 2^-125).
-EXFUSION_INLINE void exp_nonpositive(Vec& x) {
-  const IntVec underflows = x < (Vec{} + -87.f);
-  const Vec clamped = underflows ? (Vec{} + -87.f) : x;
-  // n = floor(x log2 e + 1/2): truncation, one less where it rounded a negative value up.
-  const Vec rounded = clamped * 1.44269504088896341f + 0.5f;
-  const IntVec truncated = __builtin_convertvector(rounded, IntVec);
-  const IntVec n = truncated + (__builtin_convertvector(truncated, Vec) > rounded);
-  const Vec n_float = __builtin_convertvector(n, Vec);
-  Vec r = clamped - n_float * 0.693359375f;
-  r -= n_float * -2.12194440e-4f;
-  Vec p = (Vec{} + 1.9875691500e-4f);
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.f;
-  const Vec scale = __builtin_bit_cast(Vec, (n + 127) << 23);
-  x = underflows ? Vec{} : p * scale;
-}
-
+// A task's vectors (cpu_vectors.h) hold one lane per (batch, head) pair.
 // The task's layout: element (token t, dim d) of every pair at vector [t · head_dim + d].
 struct TaskShape {
   int64_t tokens, head_dim, heads, row_stride, out_stride, pairs, first;

@@ -37,6 +37,8 @@ FastPathPolicy fast_path_policy(const TrainConfig& train) {
   policy.layer_norm_kernels = train.layer_norm_kernels;
   policy.bias_grad_epilogue = train.bias_grad_epilogue;
   policy.attention_kernels = train.attention_kernels;
+  policy.rms_norm_kernels = train.rms_norm_kernels;
+  policy.gated_activation_kernels = train.gated_activation_kernels;
   return policy;
 }
 

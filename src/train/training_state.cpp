@@ -214,10 +214,12 @@ TrainingState TrainingState::load(const std::filesystem::path& path) {
       state.progress.skipped_samples = scalar(file, kSkipped, path);
     }
     if (file.tensors.count(kFastPathCalls) != 0) {
+      // States written before a path existed hold fewer: the later paths start at zero.
       auto& paths = state.fast_path_calls;
-      const auto calls = vector_of(file, kFastPathCalls, torch::kInt64,
-                                   2 * static_cast<int64_t>(paths.size()), path);
-      for (size_t i = 0; i < paths.size(); ++i) {
+      const auto& written = tensor_named(file, kFastPathCalls, path);
+      const int64_t held = std::min<int64_t>(written.numel() / 2, paths.size());
+      const auto calls = vector_of(file, kFastPathCalls, torch::kInt64, 2 * held, path);
+      for (size_t i = 0; i < static_cast<size_t>(held); ++i) {
         paths[i] = {calls[2 * i].item<int64_t>(), calls[2 * i + 1].item<int64_t>()};
       }
     }

@@ -24,6 +24,10 @@ std::string to_string(FastPath path) {
       return "bias_grad_epilogue";
     case FastPath::kAttentionKernels:
       return "attention_kernels";
+    case FastPath::kRmsNormKernels:
+      return "rms_norm_kernels";
+    case FastPath::kGatedActivationKernels:
+      return "gated_activation_kernels";
   }
   return "unknown";
 }
@@ -38,6 +42,10 @@ bool FastPathPolicy::allows(FastPath path) const {
       return bias_grad_epilogue;
     case FastPath::kAttentionKernels:
       return attention_kernels;
+    case FastPath::kRmsNormKernels:
+      return rms_norm_kernels;
+    case FastPath::kGatedActivationKernels:
+      return gated_activation_kernels;
   }
   return false;
 }

@@ -157,6 +157,8 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
       {"layer_norm_kernels", custom_kernels && config.train.layer_norm_kernels},
       {"bias_grad_epilogue", custom_kernels && config.train.bias_grad_epilogue},
       {"attention_kernels", device.is_cpu() && config.train.attention_kernels},
+      {"rms_norm_kernels", device.is_cpu() && config.train.rms_norm_kernels},
+      {"gated_activation_kernels", device.is_cpu() && config.train.gated_activation_kernels},
       {"cuda_graph", trainer.cuda_graph_captured()},
       {"params", params},
       {"warmup_steps", options.warmup_steps},

@@ -41,7 +41,9 @@ TEST(FastPathCounters, JsonAndMessageReportEachPath) {
   EXPECT_EQ(json, nlohmann::json::parse(R"({"expert_kernels": {"taken": 1, "fell_back": 0},
       "layer_norm_kernels": {"taken": 3, "fell_back": 1},
       "bias_grad_epilogue": {"taken": 0, "fell_back": 0},
-      "attention_kernels": {"taken": 0, "fell_back": 0}})"));
+      "attention_kernels": {"taken": 0, "fell_back": 0},
+      "rms_norm_kernels": {"taken": 0, "fell_back": 0},
+      "gated_activation_kernels": {"taken": 0, "fell_back": 0}})"));
   const std::string message =
       "1 of 4 layer_norm_kernels calls fell back to the ATen route (same math, slower; "
       "train.layer_norm_kernels)\n";
@@ -167,15 +169,19 @@ TEST(FastPathScope, ARunsPolicyHoldsInsideItsScopeOnly) {
   train.expert_kernels = false;
   train.bias_grad_epilogue = false;
   train.attention_kernels = false;
+  train.rms_norm_kernels = false;
   const auto policy = fast_path_policy(train);
   EXPECT_FALSE(policy.allows(FastPath::kExpertKernels));
   EXPECT_TRUE(policy.allows(FastPath::kLayerNormKernels));
   EXPECT_FALSE(policy.allows(FastPath::kBiasGradEpilogue));
   EXPECT_FALSE(policy.allows(FastPath::kAttentionKernels));
+  EXPECT_FALSE(policy.allows(FastPath::kRmsNormKernels));
+  EXPECT_TRUE(policy.allows(FastPath::kGatedActivationKernels));
 }
 
 // Three paths are CUDA-only: CPU training is neither a taken call nor a fallback of theirs;
-// the CPU attention kernels take each block's attention once per forward. The trainer's step
+// the CPU attention kernels take each block's attention once per forward; the ViT has no RMS
+// norm and no gated FFN. The trainer's step
 // leaves no scope open behind it.
 TEST(FastPathCounters, CpuTrainingCountsOnlyTheAttentionKernels) {
   RunConfig config = default_run_config();

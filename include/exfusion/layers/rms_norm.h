@@ -1,6 +1,7 @@
 // Root-mean-square norm without mean subtraction or bias (T5's T5LayerNorm, Llama's
 // LlamaRMSNorm): y = weight · x / sqrt(mean(x²) + eps), the statistic in float32 whatever the
-// input's dtype, as both Hugging Face models compute it.
+// input's dtype, as both Hugging Face models compute it. Float32 on the CPU goes through kernels
+// of our own (train.rms_norm_kernels, counted as a fast path).
 #pragma once
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
@@ -24,5 +25,8 @@ class RMSNormImpl : public torch::nn::Module, public ExemptFromWeightDecay {
   torch::Tensor weight;  // ones
 };
 TORCH_MODULE(RMSNorm);
+
+// The ATen composite every other input takes, and the kernels are tested against.
+torch::Tensor rms_norm_reference(const torch::Tensor& x, const torch::Tensor& weight, double eps);
 
 }  // namespace exfusion

@@ -50,6 +50,8 @@ struct TrainConfig {
   bool layer_norm_kernels = true;
   bool bias_grad_epilogue = true;
   bool attention_kernels = true;
+  bool rms_norm_kernels = true;
+  bool gated_activation_kernels = true;
   bool cuda_graph = false;
   int64_t dist_timeout_s = 300;  // data parallel: how long a rank waits for the others
   double dist_bucket_mb = 25.0;  // data parallel: gradient bucket size (DDP's bucket_cap_mb)
@@ -128,6 +130,11 @@ struct TrainConfig {
     f("attention_kernels", attention_kernels,
       "on the CPU, self-attention of sequences up to 64 tokens through its own kernels; false "
       "= scaled_dot_product_attention");
+    f("rms_norm_kernels", rms_norm_kernels,
+      "on the CPU, float32 RMS norms (T5) through their own kernels; false = the ATen composite");
+    f("gated_activation_kernels", gated_activation_kernels,
+      "on the CPU, a gated FFN's tanh-GELU or SiLU gate in float32 through its own kernels; "
+      "false = the ATen composite");
     f("cuda_graph", cuda_graph, "capture the training step in a CUDA graph and replay it");
     f("dist_timeout_s", dist_timeout_s,
       "data parallel (torchrun): seconds a rank waits for the others before it names the rank "

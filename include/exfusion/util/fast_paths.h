@@ -20,11 +20,20 @@ namespace exfusion {
 // kBiasGradEpilogue, one trained linear layer with a bias (counted in its backward, where
 // cuBLASLt may still decline, or in its forward when its dtypes are not covered);
 // kAttentionKernels, one self-attention on the CPU (a sequence the kernel does not cover falls
-// back to scaled_dot_product_attention).
-enum class FastPath { kExpertKernels, kLayerNormKernels, kBiasGradEpilogue, kAttentionKernels };
-inline constexpr std::array<FastPath, 4> kFastPaths = {
-    FastPath::kExpertKernels, FastPath::kLayerNormKernels, FastPath::kBiasGradEpilogue,
-    FastPath::kAttentionKernels};
+// back to scaled_dot_product_attention); kRmsNormKernels, one RMS norm on the CPU (with its
+// backward; other dtypes fall back to the ATen composite); kGatedActivationKernels, one gated
+// FFN's act(gate) ⊙ up on the CPU (likewise).
+enum class FastPath {
+  kExpertKernels,
+  kLayerNormKernels,
+  kBiasGradEpilogue,
+  kAttentionKernels,
+  kRmsNormKernels,
+  kGatedActivationKernels
+};
+inline constexpr std::array<FastPath, 6> kFastPaths = {
+    FastPath::kExpertKernels,    FastPath::kLayerNormKernels, FastPath::kBiasGradEpilogue,
+    FastPath::kAttentionKernels, FastPath::kRmsNormKernels,   FastPath::kGatedActivationKernels};
 
 // The name of the path's switch under `train.` (expert_kernels, ...).
 std::string to_string(FastPath path);
@@ -35,6 +44,8 @@ struct FastPathPolicy {
   bool layer_norm_kernels = true;
   bool bias_grad_epilogue = true;
   bool attention_kernels = true;
+  bool rms_norm_kernels = true;
+  bool gated_activation_kernels = true;
 
   bool allows(FastPath path) const;
 };

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "exfusion/data/prefetch_queue.h"
+#include "exfusion/layers/cross_entropy.h"
 #include "exfusion/text/span_corruption.h"
 #include "exfusion/util/error.h"
 
@@ -295,8 +296,8 @@ torch::Tensor SpanCorruptionTask::forward(ModelImpl& model, const Batch& batch) 
 }
 
 torch::Tensor SpanCorruptionTask::loss(const torch::Tensor& outputs, const Batch& batch) const {
-  return at::cross_entropy_loss(outputs.to(torch::kFloat32).flatten(0, 1), batch.targets.flatten(),
-                                {}, at::Reduction::Mean, -100, options_.label_smoothing);
+  return token_cross_entropy(outputs.to(torch::kFloat32).flatten(0, 1), batch.targets.flatten(),
+                             -100, options_.label_smoothing);
 }
 
 torch::Tensor SpanCorruptionTask::eval_loss_sum(const torch::Tensor& outputs,

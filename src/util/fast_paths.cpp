@@ -28,6 +28,8 @@ std::string to_string(FastPath path) {
       return "rms_norm_kernels";
     case FastPath::kGatedActivationKernels:
       return "gated_activation_kernels";
+    case FastPath::kCrossEntropyKernels:
+      return "cross_entropy_kernels";
   }
   return "unknown";
 }
@@ -46,6 +48,8 @@ bool FastPathPolicy::allows(FastPath path) const {
       return rms_norm_kernels;
     case FastPath::kGatedActivationKernels:
       return gated_activation_kernels;
+    case FastPath::kCrossEntropyKernels:
+      return cross_entropy_kernels;
   }
   return false;
 }

@@ -159,6 +159,7 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
       {"attention_kernels", device.is_cpu() && config.train.attention_kernels},
       {"rms_norm_kernels", device.is_cpu() && config.train.rms_norm_kernels},
       {"gated_activation_kernels", device.is_cpu() && config.train.gated_activation_kernels},
+      {"cross_entropy_kernels", device.is_cpu() && config.train.cross_entropy_kernels},
       {"cuda_graph", trainer.cuda_graph_captured()},
       {"params", params},
       {"warmup_steps", options.warmup_steps},

@@ -43,7 +43,8 @@ TEST(FastPathCounters, JsonAndMessageReportEachPath) {
       "bias_grad_epilogue": {"taken": 0, "fell_back": 0},
       "attention_kernels": {"taken": 0, "fell_back": 0},
       "rms_norm_kernels": {"taken": 0, "fell_back": 0},
-      "gated_activation_kernels": {"taken": 0, "fell_back": 0}})"));
+      "gated_activation_kernels": {"taken": 0, "fell_back": 0},
+      "cross_entropy_kernels": {"taken": 0, "fell_back": 0}})"));
   const std::string message =
       "1 of 4 layer_norm_kernels calls fell back to the ATen route (same math, slower; "
       "train.layer_norm_kernels)\n";

@@ -52,6 +52,7 @@ struct TrainConfig {
   bool attention_kernels = true;
   bool rms_norm_kernels = true;
   bool gated_activation_kernels = true;
+  bool cross_entropy_kernels = true;
   bool cuda_graph = false;
   int64_t dist_timeout_s = 300;  // data parallel: how long a rank waits for the others
   double dist_bucket_mb = 25.0;  // data parallel: gradient bucket size (DDP's bucket_cap_mb)
@@ -135,6 +136,9 @@ struct TrainConfig {
     f("gated_activation_kernels", gated_activation_kernels,
       "on the CPU, a gated FFN's tanh-GELU or SiLU gate in float32 through its own kernels; "
       "false = the ATen composite");
+    f("cross_entropy_kernels", cross_entropy_kernels,
+      "on the CPU, a language model's float32 token cross-entropy through its own kernels; "
+      "false = ATen's cross_entropy_loss");
     f("cuda_graph", cuda_graph, "capture the training step in a CUDA graph and replay it");
     f("dist_timeout_s", dist_timeout_s,
       "data parallel (torchrun): seconds a rank waits for the others before it names the rank "

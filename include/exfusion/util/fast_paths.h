@@ -22,18 +22,21 @@ namespace exfusion {
 // kAttentionKernels, one self-attention on the CPU (a sequence the kernel does not cover falls
 // back to scaled_dot_product_attention); kRmsNormKernels, one RMS norm on the CPU (with its
 // backward; other dtypes fall back to the ATen composite); kGatedActivationKernels, one gated
-// FFN's act(gate) ⊙ up on the CPU (likewise).
+// FFN's act(gate) ⊙ up on the CPU (likewise); kCrossEntropyKernels, one token cross-entropy of
+// a language model's logits on the CPU (likewise).
 enum class FastPath {
   kExpertKernels,
   kLayerNormKernels,
   kBiasGradEpilogue,
   kAttentionKernels,
   kRmsNormKernels,
-  kGatedActivationKernels
+  kGatedActivationKernels,
+  kCrossEntropyKernels
 };
-inline constexpr std::array<FastPath, 6> kFastPaths = {
-    FastPath::kExpertKernels,    FastPath::kLayerNormKernels, FastPath::kBiasGradEpilogue,
-    FastPath::kAttentionKernels, FastPath::kRmsNormKernels,   FastPath::kGatedActivationKernels};
+inline constexpr std::array<FastPath, 7> kFastPaths = {
+    FastPath::kExpertKernels,      FastPath::kLayerNormKernels, FastPath::kBiasGradEpilogue,
+    FastPath::kAttentionKernels,   FastPath::kRmsNormKernels,   FastPath::kGatedActivationKernels,
+    FastPath::kCrossEntropyKernels};
 
 // The name of the path's switch under `train.` (expert_kernels, ...).
 std::string to_string(FastPath path);
@@ -46,6 +49,7 @@ struct FastPathPolicy {
   bool attention_kernels = true;
   bool rms_norm_kernels = true;
   bool gated_activation_kernels = true;
+  bool cross_entropy_kernels = true;
 
   bool allows(FastPath path) const;
 };

@@ -5,6 +5,8 @@
 #include "exfusion/fusion/exfusion_ffn.h"
 #include "exfusion/fusion/moe.h"
 #include "exfusion/layers/mlp.h"
+#include "exfusion/models/swin.h"
+#include "exfusion/models/swin_formats.h"
 #include "exfusion/models/t5.h"
 #include "exfusion/models/t5_formats.h"
 #include "exfusion/models/vit.h"
@@ -31,6 +33,7 @@ ModelRegistry& model_kinds() {
     ModelRegistry models;
     models.add<VisionTransformerOptions>("vit", "Vision Transformer / DeiT with timm's names");
     models.add<T5Options>("t5", "T5 v1.1 encoder-decoder with Hugging Face's names");
+    models.add<SwinOptions>("swin", "Swin Transformer (v1) with timm's names");
     return models;
   }();
   return registry;
@@ -45,6 +48,8 @@ ImportFormatRegistry& import_formats() {
                 std::make_shared<HuggingFaceVitFormat>());
     formats.add("huggingface", "t5", "Hugging Face's T5ForConditionalGeneration (T5 v1.1)",
                 std::make_shared<HuggingFaceT5Format>());
+    formats.add("timm", "swin", "timm's SwinTransformer state_dict",
+                std::make_shared<TimmSwinFormat>());
     return formats;
   }();
   return registry;
@@ -58,6 +63,8 @@ ExportFormatRegistry& export_formats() {
     formats.add("huggingface", "t5",
                 "a T5ForConditionalGeneration directory (hf/: config.json, spiece.model)",
                 std::make_shared<HuggingFaceT5Export>());
+    formats.add("timm", "swin", "timm's SwinTransformer names, model.json with timm's kwargs",
+                std::make_shared<TimmSwinExport>());
     return formats;
   }();
   return registry;

@@ -20,7 +20,8 @@ class TimmVitExport : public ExportFormat {
 
 class TimmVitFormat : public ImportFormat {
  public:
-  std::string signature() const override { return "patch_embed.proj.weight"; }
+  // Not patch_embed.proj.weight, which timm's Swin and PVT v2 have too.
+  std::string signature() const override { return "pos_embed"; }
   ForeignArchitecture architecture(const SafetensorsFile& file, const std::filesystem::path& path,
                                    const nlohmann::json& model_patch) const override;
   std::vector<std::string> names_in_file(const std::string& ours) const override;

@@ -78,7 +78,8 @@ void DataParallel::after_backward() {
     // Which of the two a step fills is the same on every rank: it depends on the model and on
     // train.accumulation_steps only. An accumulated step fills both: the first batch's dW̄ in
     // the sink, the later batches' ordinary gradients beside it.
-    for (auto grad : {sink->pending() ? sink->grad : torch::Tensor(), param.mutable_grad()}) {
+    for (const auto& grad :
+         {sink->pending() ? sink->grad : torch::Tensor(), param.mutable_grad()}) {
       if (!grad.defined()) continue;
       grad.div_(group_->size());
       factored_bytes_ += grad.numel() * grad.element_size();

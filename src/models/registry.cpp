@@ -5,6 +5,8 @@
 #include "exfusion/fusion/exfusion_ffn.h"
 #include "exfusion/fusion/moe.h"
 #include "exfusion/layers/mlp.h"
+#include "exfusion/models/pvt.h"
+#include "exfusion/models/pvt_formats.h"
 #include "exfusion/models/swin.h"
 #include "exfusion/models/swin_formats.h"
 #include "exfusion/models/t5.h"
@@ -34,6 +36,7 @@ ModelRegistry& model_kinds() {
     models.add<VisionTransformerOptions>("vit", "Vision Transformer / DeiT with timm's names");
     models.add<T5Options>("t5", "T5 v1.1 encoder-decoder with Hugging Face's names");
     models.add<SwinOptions>("swin", "Swin Transformer (v1) with timm's names");
+    models.add<PvtOptions>("pvt_v1", "PVT v1 (the paper's PVT-T/S/M/L) with its authors' names");
     return models;
   }();
   return registry;
@@ -65,6 +68,9 @@ ExportFormatRegistry& export_formats() {
                 std::make_shared<HuggingFaceT5Export>());
     formats.add("timm", "swin", "timm's SwinTransformer names, model.json with timm's kwargs",
                 std::make_shared<TimmSwinExport>());
+    formats.add("pvt", "pvt_v1",
+                "the PVT authors' names (classification/pvt.py), model.json with their kwargs",
+                std::make_shared<PvtAuthorsExport>());
     return formats;
   }();
   return registry;

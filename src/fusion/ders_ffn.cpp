@@ -74,6 +74,9 @@ DersExFusionMlpImpl::DersExFusionMlpImpl(int64_t dim, int64_t hidden, DersExFusi
   };
   if (form.gated) gate = register_module(form.gate_name, bank(form.gate_name, dim, hidden));
   fc1 = register_module(form.up_name, bank(form.up_name, dim, hidden));
+  if (form.depthwise_kernel > 0) {
+    dwconv = register_module("dwconv", DepthwiseGridConv(hidden, form.depthwise_kernel));
+  }
   fc2 = register_module(form.down_name, bank(form.down_name, hidden, dim));
   fusion = register_module("fusion", make_fusion_weights(exfusion, dim));
   if (exfusion.router_per_set() && exfusion.variant() == FusionVariant::kMemoryBank) {
@@ -84,13 +87,15 @@ DersExFusionMlpImpl::DersExFusionMlpImpl(int64_t dim, int64_t hidden, DersExFusi
 torch::Tensor DersExFusionMlpImpl::forward(const torch::Tensor& x) {
   return fused_experts_forward(
       x, *fusion, fusion_down.get(),
-      FormBanks<DeltaExpertBankImpl>{form, gate ? gate.get() : nullptr, *fc1, *fc2});
+      FormBanks<DeltaExpertBankImpl>{form, gate ? gate.get() : nullptr, *fc1, *fc2,
+                                     dwconv ? dwconv.get() : nullptr});
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> DersExFusionMlpImpl::dense_tensors() const {
   return fused_experts_dense_tensors(
       *fusion, fusion_down.get(),
-      FormBanks<DeltaExpertBankImpl>{form, gate ? gate.get() : nullptr, *fc1, *fc2},
+      FormBanks<DeltaExpertBankImpl>{form, gate ? gate.get() : nullptr, *fc1, *fc2,
+                                     dwconv ? dwconv.get() : nullptr},
       fc1->base.device());
 }
 

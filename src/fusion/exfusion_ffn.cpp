@@ -91,6 +91,9 @@ ExFusionMlpImpl::ExFusionMlpImpl(int64_t dim, int64_t hidden, ExFusionOptions op
   };
   if (form.gated) gate = register_module(form.gate_name, bank(form.gate_name, dim, hidden));
   fc1 = register_module(form.up_name, bank(form.up_name, dim, hidden));
+  if (form.depthwise_kernel > 0) {
+    dwconv = register_module("dwconv", DepthwiseGridConv(hidden, form.depthwise_kernel));
+  }
   fc2 = register_module(form.down_name, bank(form.down_name, hidden, dim));
   fusion = register_module("fusion", make_fusion_weights(options, dim));
   if (options.router_per_set() && options.variant() == FusionVariant::kMemoryBank) {
@@ -99,15 +102,16 @@ ExFusionMlpImpl::ExFusionMlpImpl(int64_t dim, int64_t hidden, ExFusionOptions op
 }
 
 torch::Tensor ExFusionMlpImpl::forward(const torch::Tensor& x) {
-  return fused_experts_forward(
-      x, *fusion, fusion_down.get(),
-      FormBanks<ExpertBankImpl>{form, gate ? gate.get() : nullptr, *fc1, *fc2});
+  return fused_experts_forward(x, *fusion, fusion_down.get(),
+                               FormBanks<ExpertBankImpl>{form, gate ? gate.get() : nullptr, *fc1,
+                                                         *fc2, dwconv ? dwconv.get() : nullptr});
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> ExFusionMlpImpl::dense_tensors() const {
   return fused_experts_dense_tensors(
       *fusion, fusion_down.get(),
-      FormBanks<ExpertBankImpl>{form, gate ? gate.get() : nullptr, *fc1, *fc2},
+      FormBanks<ExpertBankImpl>{form, gate ? gate.get() : nullptr, *fc1, *fc2,
+                                dwconv ? dwconv.get() : nullptr},
       fc1->weight.device());
 }
 

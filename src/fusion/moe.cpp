@@ -41,6 +41,13 @@ double MoeOptions::forward_macs_per_token(const FfnSite& site) const {
 TopKMixtureImpl::TopKMixtureImpl(int64_t dim, MoeOptions options_, FfnForm form_)
     : options(options_), form(std::move(form_)) {
   options.validate({"", "ffn"});
+  if (form.depthwise_kernel > 0) {
+    throw InputError(
+        "ffn.kind: a routed mixture of experts cannot replace this model's FFN: its depthwise "
+        "convolution (PVT v2's dwconv) mixes neighbouring tokens between fc1 and fc2, and a "
+        "routed expert sees only the tokens sent to it; use dense, exfusion or ders-exfusion "
+        "(which keep the convolution as one shared layer), or a PVT v1 (model.kind pvt_v1)");
+  }
   router = register_module("router", Linear(LinearOptions(dim, options.num_experts()).bias(false)));
 }
 

@@ -58,12 +58,17 @@ double FfnSite::dense_parameters() const {
   const double d = static_cast<double>(dim), h = static_cast<double>(hidden);
   const double into_hidden = d * h + (form.bias ? h : 0.0);
   const double out_of_hidden = h * d + (form.bias ? d : 0.0);
-  return (form.gated ? 2.0 : 1.0) * into_hidden + out_of_hidden;
+  const double grid_conv =
+      form.depthwise_kernel > 0
+          ? h * static_cast<double>(form.depthwise_kernel * form.depthwise_kernel) + h
+          : 0.0;
+  return (form.gated ? 2.0 : 1.0) * into_hidden + out_of_hidden + grid_conv;
 }
 
 double FfnSite::dense_macs_per_token() const {
   return static_cast<double>(form.matrices()) * static_cast<double>(dim) *
-         static_cast<double>(hidden);
+             static_cast<double>(hidden) +
+         static_cast<double>(hidden * form.depthwise_kernel * form.depthwise_kernel);
 }
 
 }  // namespace exfusion

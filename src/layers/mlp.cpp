@@ -24,6 +24,9 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden, FfnForm form_) : form(std::move(fo
   // Registered gate first: the gated form's names list it first (FfnForm::layer_names).
   if (form.gated) gate = register_module(form.gate_name, make(dim, hidden));
   fc1 = register_module(form.up_name, make(dim, hidden));
+  if (form.depthwise_kernel > 0) {
+    dwconv = register_module("dwconv", DepthwiseGridConv(hidden, form.depthwise_kernel));
+  }
   fc2 = register_module(form.down_name, make(hidden, dim));
   const torch::NoGradGuard no_grad;
   for (const auto& name : form.layer_names()) {
@@ -34,7 +37,7 @@ MlpImpl::MlpImpl(int64_t dim, int64_t hidden, FfnForm form_) : form(std::move(fo
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  const auto up = fc1->forward(x);
+  const auto up = dwconv ? dwconv->forward(fc1->forward(x)) : fc1->forward(x);
   return fc2->forward(hidden_activation(form, up, gate ? gate->forward(x) : torch::Tensor()));
 }
 

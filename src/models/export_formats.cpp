@@ -11,8 +11,6 @@ namespace exfusion {
 
 namespace {
 
-constexpr const char* kOurs = "exfusion";
-
 std::string description_name(const std::string& weights_file) {
   return std::filesystem::path(weights_file).replace_extension(".json").string();
 }
@@ -54,8 +52,8 @@ ExportFormatRegistry::Entry ExportFormatRegistry::find(const std::string& model_
   for (const auto& entry : entries_) {
     if (entry.model_kind == model_kind && (name.empty() || entry.name == name)) return entry;
   }
-  if (name.empty() || name == kOurs) {
-    return {kOurs, model_kind, "our names, with a model.json of the run's config",
+  if (name.empty() || name == kOurFormat) {
+    return {kOurFormat, model_kind, "our names, with a model.json of the run's config",
             std::make_shared<ExfusionFormat>()};
   }
   throw InputError("--format " + name + ": a model of kind " + model_kind + " is exported as " +
@@ -67,7 +65,7 @@ std::vector<std::string> ExportFormatRegistry::names(const std::string& model_ki
   for (const auto& entry : entries_) {
     if (entry.model_kind == model_kind) names.push_back(entry.name);
   }
-  names.emplace_back(kOurs);
+  names.emplace_back(kOurFormat);
   return names;
 }
 

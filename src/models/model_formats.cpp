@@ -18,8 +18,6 @@ namespace exfusion {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr const char* kOurs = "exfusion";
-
 // Our tensors made from the file's: each of `sources`' parts present, floating-point and of its
 // share of the rows, concatenated along dim 0; no tensor under `prefix` left unused. Otherwise
 // one InputError listing every difference.
@@ -117,7 +115,7 @@ std::pair<nlohmann::json, nlohmann::json> our_architecture(const SafetensorsFile
   if (entry == file.metadata.end()) {
     std::vector<std::string> others;
     for (const auto& name : import_formats().names()) {
-      if (name != "auto" && name != kOurs) others.push_back(name);
+      if (name != "auto" && name != kOurFormat) others.push_back(name);
     }
     throw InputError(path.string() + ": no '" + kConfigMetadataKey +
                      "' metadata: not one of our checkpoints (--from " + config::join_or(others) +
@@ -170,7 +168,7 @@ std::vector<const ImportFormatRegistry::Entry*> ImportFormatRegistry::named(
 }
 
 std::vector<std::string> ImportFormatRegistry::names() const {
-  std::vector<std::string> names{"auto", kOurs};
+  std::vector<std::string> names{"auto", kOurFormat};
   for (const auto& entry : entries_) {
     if (std::find(names.begin(), names.end(), entry.name) == names.end()) {
       names.push_back(entry.name);
@@ -185,7 +183,7 @@ ImportedModel import_dense_model(const fs::path& source, const nlohmann::json& m
   std::vector<const ImportFormatRegistry::Entry*> candidates;
   if (from == "auto") {
     for (const auto& entry : formats.entries()) candidates.push_back(&entry);
-  } else if (from != kOurs) {
+  } else if (from != kOurFormat) {
     candidates = formats.named(from);
     if (candidates.empty()) {
       throw InputError("--from " + from + ": expected " + config::join_or(formats.names()));
@@ -200,7 +198,7 @@ ImportedModel import_dense_model(const fs::path& source, const nlohmann::json& m
   } else if (!candidates.empty()) {
     registered = candidates.front();
   }
-  result.format = registered != nullptr ? registered->name : kOurs;
+  result.format = registered != nullptr ? registered->name : kOurFormat;
 
   // The architecture as the format states it (a model section), and where that came from.
   ForeignArchitecture read;

@@ -7,6 +7,8 @@
 #include "exfusion/layers/mlp.h"
 #include "exfusion/models/pvt.h"
 #include "exfusion/models/pvt_formats.h"
+#include "exfusion/models/pvt_v2.h"
+#include "exfusion/models/pvt_v2_formats.h"
 #include "exfusion/models/swin.h"
 #include "exfusion/models/swin_formats.h"
 #include "exfusion/models/t5.h"
@@ -37,6 +39,7 @@ ModelRegistry& model_kinds() {
     models.add<T5Options>("t5", "T5 v1.1 encoder-decoder with Hugging Face's names");
     models.add<SwinOptions>("swin", "Swin Transformer (v1) with timm's names");
     models.add<PvtOptions>("pvt_v1", "PVT v1 (the paper's PVT-T/S/M/L) with its authors' names");
+    models.add<PvtV2Options>("pvt_v2", "PVT v2 (b0-b5) with timm's names");
     return models;
   }();
   return registry;
@@ -53,6 +56,8 @@ ImportFormatRegistry& import_formats() {
                 std::make_shared<HuggingFaceT5Format>());
     formats.add("timm", "swin", "timm's SwinTransformer state_dict",
                 std::make_shared<TimmSwinFormat>());
+    formats.add("timm", "pvt_v2", "timm's PyramidVisionTransformerV2 state_dict",
+                std::make_shared<TimmPvtV2Format>());
     return formats;
   }();
   return registry;
@@ -68,6 +73,9 @@ ExportFormatRegistry& export_formats() {
                 std::make_shared<HuggingFaceT5Export>());
     formats.add("timm", "swin", "timm's SwinTransformer names, model.json with timm's kwargs",
                 std::make_shared<TimmSwinExport>());
+    formats.add("timm", "pvt_v2",
+                "timm's PyramidVisionTransformerV2 names, model.json with timm's kwargs",
+                std::make_shared<TimmPvtV2Export>());
     formats.add("pvt", "pvt_v1",
                 "the PVT authors' names (classification/pvt.py), model.json with their kwargs",
                 std::make_shared<PvtAuthorsExport>());

@@ -212,7 +212,14 @@ UpcycleReport upcycle_into(torch::nn::Module& model, const DenseTensors& dense,
     const bool in_upcycled_ffn = std::any_of(ffns.begin(), ffns.end(), [&](const ExpertFfn& ffn) {
       return name.rfind(ffn.path + ".", 0) == 0;
     });
-    if (in_upcycled_ffn) continue;
+    // Inside an upcycled FFN only a layer its experts share (PVT v2's depthwise convolution)
+    // has the dense model's name and shape: the expert sets have the experts' axis, and the
+    // router and the fusion weights are new.
+    const auto dense_twin = dense.find(tensor_name);
+    if (in_upcycled_ffn &&
+        (dense_twin == dense.end() || dense_twin->second.sizes() != tensor.sizes())) {
+      continue;
+    }
     auto target = tensor;  // shares storage with the module's tensor
     target.copy_(dense_tensor(dense, tensor_name, tensor.sizes(), source));
     used.insert(tensor_name);

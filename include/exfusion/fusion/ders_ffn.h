@@ -102,6 +102,7 @@ class DersExFusionMlpImpl : public FeedForwardImpl,
   DersExFusionOptions options;
   FfnForm form;
   DeltaExpertBank fc1{nullptr}, gate{nullptr}, fc2{nullptr};
+  DepthwiseGridConv dwconv{nullptr};  // the form's depthwise grid convolution (PVT v2), shared
   std::shared_ptr<FusionWeightsImpl> fusion, fusion_down;
 };
 TORCH_MODULE(DersExFusionMlp);

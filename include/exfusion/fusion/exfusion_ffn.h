@@ -13,6 +13,7 @@
 #include "exfusion/fusion/expert_bank.h"
 #include "exfusion/fusion/fusion_weights.h"
 #include "exfusion/layers/capabilities.h"
+#include "exfusion/layers/depthwise_grid_conv.h"
 #include "exfusion/layers/ffn_kind.h"
 #include "exfusion/layers/linear.h"
 #include "exfusion/layers/mlp.h"
@@ -78,6 +79,8 @@ struct FormBanks {
   const Bank* gate;
   const Bank& fc1;
   const Bank& fc2;
+  // The form's depthwise grid convolution (PVT v2), one dense layer the experts share; or null.
+  const DepthwiseGridConvImpl* grid_conv = nullptr;
 };
 
 // ExFusion's function over any expert banks whose fuse(m) gives (W̄, b̄): the forward, the
@@ -94,7 +97,9 @@ torch::Tensor fused_experts_forward(const torch::Tensor& x, FusionWeightsImpl& f
     const auto [wg, bg] = banks.gate->fuse(m_up);
     gate_out = linear(x, wg, bg);
   }
-  const auto h = hidden_activation(banks.form, linear(x, w1, b1), gate_out);
+  auto up = linear(x, w1, b1);
+  if (banks.grid_conv != nullptr) up = banks.grid_conv->forward(up);
+  const auto h = hidden_activation(banks.form, up, gate_out);
   const auto m_down = fusion_down != nullptr ? fusion_down->forward(h) : m_up;
   const auto [w2, b2] = banks.fc2.fuse(m_down);
   return linear(h, w2, b2);
@@ -117,6 +122,10 @@ std::vector<std::pair<std::string, torch::Tensor>> fused_experts_dense_tensors(
   };
   if (banks.gate != nullptr) add(banks.form.gate_name, *banks.gate, m_up);
   add(banks.form.up_name, banks.fc1, m_up);
+  if (banks.grid_conv != nullptr) {
+    out.emplace_back("dwconv.weight", banks.grid_conv->weight.detach());
+    out.emplace_back("dwconv.bias", banks.grid_conv->bias.detach());
+  }
   add(banks.form.down_name, banks.fc2, m_down);
   return out;
 }
@@ -149,6 +158,7 @@ class ExFusionMlpImpl : public FeedForwardImpl,
   // Registered under the form's names: fc1 into the hidden units (the gated form's up), gate
   // beside it (gated form only), fc2 out of them.
   ExpertBank fc1{nullptr}, gate{nullptr}, fc2{nullptr};
+  DepthwiseGridConv dwconv{nullptr};  // the form's depthwise grid convolution (PVT v2), shared
   std::shared_ptr<FusionWeightsImpl> fusion;       // m for fc1, and for fc2 when shared
   std::shared_ptr<FusionWeightsImpl> fusion_down;  // per-set router only
 };

@@ -34,6 +34,11 @@ struct FfnForm {
   double up_std = 0.02;
   double down_std = 0.02;
   bool truncated = true;
+  // PVT v2's FFN: a depthwise k × k convolution over the token grid between the layer into the
+  // hidden units and the activation (0: none). It is one dense layer (`dwconv`) that every
+  // expert shares: it mixes neighbouring tokens, which routed experts never see together, so the
+  // kinds that fuse (dense, exfusion, ders-exfusion) take it and the routed ones refuse it.
+  int64_t depthwise_kernel = 0;
 
   // fc1/fc2 with biases: timm's Mlp.
   static FfnForm plain(Activation activation = Activation::kGelu, bool bias = true);

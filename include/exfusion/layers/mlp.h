@@ -8,6 +8,7 @@
 #include <string>
 
 #include "exfusion/layers/capabilities.h"
+#include "exfusion/layers/depthwise_grid_conv.h"
 #include "exfusion/layers/ffn_kind.h"
 #include "exfusion/layers/ffn_site.h"
 #include "exfusion/layers/linear.h"
@@ -26,6 +27,7 @@ class MlpImpl : public FeedForwardImpl, public HasDenseForm {
   // fc1 into the hidden units (the gated form's up), gate beside it (gated only), fc2 out of
   // them; registered under the form's names.
   Linear fc1{nullptr}, gate{nullptr}, fc2{nullptr};
+  DepthwiseGridConv dwconv{nullptr};  // the form's depthwise grid convolution (PVT v2) only
 };
 TORCH_MODULE(Mlp);
 

@@ -19,6 +19,10 @@
 
 namespace exfusion {
 
+// The name of our own checkpoint format among the import and export formats ("exfusion"): every
+// model kind's, never registered.
+inline constexpr const char* kOurFormat = "exfusion";
+
 // Tensor names with their shapes.
 using TensorShapes = std::vector<std::pair<std::string, std::vector<int64_t>>>;
 

@@ -183,9 +183,9 @@ double PvtV2Options::forward_flops_per_sample(const FfnConfig& config) const {
     const double in = static_cast<double>(i == 0 ? in_chans : embed_dims[s - 1]);
     macs += tokens * d * in * kernel * kernel;  // the patch embedding
     const auto r = sr_ratios[s];
-    const double reduced_side =
-        r > 1 ? static_cast<double>(stage_resolution(i) / r) : side;  // floor, as the conv's
-    const double reduced = reduced_side * reduced_side;
+    // The keys' grid: floored, as the reduction's convolution floors it.
+    const int64_t reduced_side = r > 1 ? stage_resolution(i) / r : stage_resolution(i);
+    const double reduced = static_cast<double>(reduced_side * reduced_side);
     for (int64_t j = 0; j < depths[s]; ++j, ++site) {
       macs += tokens * 2.0 * d * d + reduced * 2.0 * d * d;             // q and proj; kv
       if (r > 1) macs += reduced * d * d * static_cast<double>(r * r);  // the reduction

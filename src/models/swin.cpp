@@ -175,7 +175,8 @@ double SwinOptions::parameters_outside_ffns() const {
 }
 
 double SwinOptions::forward_flops_per_sample(const FfnConfig& config) const {
-  const double grid = static_cast<double>(img_size / patch_size);
+  const int64_t patches_per_side = img_size / patch_size;  // validate() makes it exact
+  const double grid = static_cast<double>(patches_per_side);
   double macs = grid * grid * static_cast<double>(embed_dim * in_chans * patch_size * patch_size);
   auto options = *this;
   options.ffn = config;

@@ -1,12 +1,28 @@
 // Model configs, building a model and fusing it (see model.h).
 #include "exfusion/models/model.h"
 
+#include <algorithm>
+
 #include "exfusion/fusion/fuse.h"
 #include "exfusion/io/module_tensors.h"
 #include "exfusion/models/registry.h"
 #include "exfusion/util/error.h"
 
 namespace exfusion {
+
+double values_outside_ffns(const TensorShapes& shapes, const std::vector<FfnSite>& sites) {
+  double total = 0;
+  for (const auto& [name, shape] : shapes) {
+    const bool in_ffn = std::any_of(sites.begin(), sites.end(), [&](const FfnSite& site) {
+      return name.rfind(site.path + ".", 0) == 0;
+    });
+    if (in_ffn) continue;
+    double values = 1;
+    for (const auto size : shape) values *= static_cast<double>(size);
+    total += values;
+  }
+  return total;
+}
 
 int64_t count_parameters(const torch::nn::Module& module) {
   int64_t total = 0;

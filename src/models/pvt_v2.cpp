@@ -158,14 +158,7 @@ TensorShapes PvtV2Options::dense_tensor_shapes() const {
 }
 
 double PvtV2Options::parameters_outside_ffns() const {
-  double total = 0;
-  for (const auto& [name, shape] : dense_tensor_shapes()) {
-    if (name.find(".mlp.") != std::string::npos) continue;
-    double values = 1;
-    for (const auto size : shape) values *= static_cast<double>(size);
-    total += values;
-  }
-  return total;
+  return values_outside_ffns(dense_tensor_shapes(), ffn_sites());
 }
 
 double PvtV2Options::forward_flops_per_sample(const FfnConfig& config) const {

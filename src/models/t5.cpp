@@ -142,14 +142,7 @@ TensorShapes T5Options::dense_tensor_shapes() const {
 }
 
 double T5Options::parameters_outside_ffns() const {
-  double total = 0;
-  for (const auto& [name, shape] : dense_tensor_shapes()) {
-    if (name.find(".DenseReluDense.") != std::string::npos) continue;
-    double values = 1;
-    for (const auto size : shape) values *= static_cast<double>(size);
-    total += values;
-  }
-  return total;
+  return values_outside_ffns(dense_tensor_shapes(), ffn_sites());
 }
 
 double T5Options::forward_flops_per_sample(const FfnConfig& ffn) const {

@@ -45,6 +45,10 @@ class EncoderDecoder {
 };
 
 int64_t count_parameters(const torch::nn::Module& module);
+// The values of the tensors in `shapes` that lie in no FFN of `sites` (a model's
+// parameters_outside_ffns from its dense_tensor_shapes and ffn_sites); a double, since a forged
+// config's product can overflow int64.
+double values_outside_ffns(const TensorShapes& shapes, const std::vector<FfnSite>& sites);
 // Values a checkpoint of `module` stores: its parameters and its buffers (memory banks, the
 // positions of sparse DeRS deltas).
 int64_t count_stored_values(const torch::nn::Module& module);

@@ -2,7 +2,7 @@
 `transformers` (T5ForConditionalGeneration, fp32, dropout 0, untied lm_head), trained on random
 token batches of the same batch size and lengths with torch's AdamW and gradient clipping, as a
 user would write it in PyTorch. Prints one JSON line: target tokens/s and ms/step over the timed
-steps. bench/compare_t5_cpu.sh runs it beside `exfusion bench` on the same model.
+steps. bench/t5_step_cpu.sh runs it beside `exfusion bench` on the same model.
 Usage: .venv/bin/python bench/t5_peer.py [--batch 32] [--input-length 128] [--target-length 29]
        [--d-model 256 --d-kv 32 --d-ff 512 --heads 8 --layers 4 --vocab 8192] [--steps 20]"""
 import argparse, json, os, time

@@ -1,9 +1,10 @@
-// CPU attention kernels for short sequences (see attention_cpu_kernels.h). With 17 tokens per
-// image (the main job), LibTorch's CPU flash attention and the heads' permutes and copies around
-// it took a fifth of the step: its blocks and vectors run along the tokens, which are too few.
-// Here the vectors run across heads instead: a task takes kLanes (batch, head) pairs, lays their
-// q, k and v out with the pair innermost, and does every product and exponential for all of them
-// at once, then writes each pair's slice of the output (or of grad_qkv) back in place.
+// CPU attention kernels (see attention_cpu_kernels.h). LibTorch's CPU attention runs its blocks
+// and vectors along the tokens: with 17 tokens per image (the main job) they are too few, and
+// with a bias that needs a gradient (T5) it takes its math path, several passes over the scores
+// and the heads' permutes and copies around them. Here the vectors run across heads instead: a
+// task takes kLanes (batch, head) pairs, lays their q, k and v out with the pair innermost, and
+// does every product, exponential and softmax for all of them at once, then writes each pair's
+// slice of the output (or of the gradients) back in place.
 #include "attention_cpu_kernels.h"
 
 #include <ATen/Parallel.h>
@@ -13,37 +14,15 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <new>
 #include <utility>
+#include <vector>
 
 #include "cpu_vectors.h"
 
 namespace exfusion::cpu {
 namespace {
-
-// A task's vectors (cpu_vectors.h) hold one lane per (batch, head) pair.
-// The task's layout: element (token t, dim d) of every pair at vector [t · head_dim + d].
-struct TaskShape {
-  int64_t tokens, head_dim, heads, row_stride, out_stride, pairs, first;
-};
-
-TaskShape task_shape(const ShortAttentionShape& s, int64_t task) {
-  const int64_t width = s.heads * s.head_dim;
-  const int64_t first = task * kLanes;
-  return {s.tokens,  s.head_dim, s.heads,
-          3 * width, width,      std::min(kLanes, s.batch * s.heads - first),
-          first};
-}
-
-// Offsets of pair p's row 0 in the packed qkv rows and in the output rows.
-int64_t qkv_offset(const TaskShape& t, int64_t pair) {
-  const int64_t b = pair / t.heads, h = pair % t.heads;
-  return b * t.tokens * t.row_stride + h * t.head_dim;
-}
-int64_t out_offset(const TaskShape& t, int64_t pair) {
-  const int64_t b = pair / t.heads, h = pair % t.heads;
-  return b * t.tokens * t.out_stride + h * t.head_dim;
-}
 
 // One stage of a 16 × 16 transpose in registers: rows r and r + W (r without bit W) exchange
 // bit W of the column index with bit W of the row index, in two two-source shuffles (index
@@ -67,241 +46,422 @@ EXFUSION_INLINE void transpose(Vec* rows) {
   transpose_stage<1>(rows, columns);
 }
 
-// Where each of the task's pairs' [tokens, head_dim] block starts (rows `stride` apart).
-struct PairBlocks {
-  const TaskShape& t;
-  int64_t stride;
-  bool output_layout;
-  int64_t offset(int64_t lane) const {
-    const int64_t pair = t.first + lane;
-    return output_layout ? out_offset(t, pair) : qkv_offset(t, pair);
+// lanes[c] = {rows[0][c], …, rows[15][c]} for c < n: 16 columns at a time through a transpose.
+EXFUSION_INLINE void gather_columns(const float* const* rows, int64_t n, Vec* lanes) {
+  for (int64_t c = 0; c < n; c += kLanes) {
+    const int64_t width = std::min(kLanes, n - c);
+    Vec block[kLanes];
+    for (int64_t l = 0; l < kLanes; ++l) {
+      block[l] = width == kLanes ? load(rows[l] + c) : load_partial(rows[l] + c, width);
+    }
+    transpose(block);
+    std::copy_n(block, width, lanes + c);
   }
-  // A full task with whole 16-float groups per row moves in 16 × 16 transposes; anything else
-  // (a short last task, an odd head width) element by element.
-  bool transposes() const { return t.pairs == kLanes && t.head_dim % kLanes == 0; }
+}
+
+// The inverse: rows[l][c] = lanes[c][l] for c < n, or rows[l][c] += lanes[c][l] (Accumulate).
+template <bool Accumulate>
+EXFUSION_INLINE void scatter_columns(const Vec* lanes, int64_t n, float* const* rows) {
+  for (int64_t c = 0; c < n; c += kLanes) {
+    const int64_t width = std::min(kLanes, n - c);
+    Vec block[kLanes];
+    std::copy_n(lanes + c, width, block);
+    std::fill(block + width, block + kLanes, Vec{});
+    transpose(block);
+    for (int64_t l = 0; l < kLanes; ++l) {
+      float* row = rows[l] + c;
+      if (width == kLanes) {
+        store(Accumulate ? load(row) + block[l] : block[l], row);
+      } else {
+        store_partial(Accumulate ? load_partial(row, width) + block[l] : block[l], row, width);
+      }
+    }
+  }
+}
+
+// Where each lane's rows of one operand lie: row i at base[l] + i · stride[l]. Lanes past the
+// last pair of a short task read a row of zeros and write to a scratch row (stride 0).
+template <typename Float>
+struct LaneRows {
+  Float* base[kLanes];
+  int64_t stride[kLanes];
+  void rows(int64_t i, Float** out) const {
+    for (int64_t l = 0; l < kLanes; ++l) out[l] = base[l] + i * stride[l];
+  }
 };
 
-// Copies the task's pairs' blocks into the lane layout; missing pairs of a short last task are
-// zeros. The element-by-element path goes token by token, so that its 16 passes over one
-// token's vectors (a few KB) stay in L1, and through a float view of the vectors (GCC's vector
-// types alias their element type): writing one lane of a vector in memory would load, insert
-// and store the whole vector.
-EXFUSION_SIMD_CLONES
-void gather(const PairBlocks& blocks, const float* source, Vec* lanes) {
-  const auto& t = blocks.t;
-  if (blocks.transposes()) {
-    const float* rows_of[kLanes];
-    for (int64_t l = 0; l < kLanes; ++l) rows_of[l] = source + blocks.offset(l);
-    for (int64_t i = 0; i < t.tokens; ++i) {
-      for (int64_t d = 0; d < t.head_dim; d += kLanes) {
-        Vec rows[kLanes];
-        for (int64_t l = 0; l < kLanes; ++l) {
-          std::memcpy(&rows[l], rows_of[l] + i * blocks.stride + d, sizeof(Vec));
-        }
-        transpose(rows);
-        std::copy_n(rows, kLanes, lanes + i * t.head_dim + d);
-      }
-    }
-    return;
+// A matrix of lane vectors read with strides: element (row, k) at data[row · row_stride +
+// k · depth_stride]; and one written: element (row, column) at data[row · row_stride + column ·
+// column_stride].
+struct LaneMatrix {
+  const Vec* data;
+  int64_t row_stride, depth_stride;
+  LaneMatrix from(int64_t row) const { return {data + row * row_stride, row_stride, depth_stride}; }
+};
+struct LaneTarget {
+  Vec* data;
+  int64_t row_stride, column_stride;
+  LaneTarget at(int64_t row, int64_t column) const {
+    return {data + row * row_stride + column * column_stride, row_stride, column_stride};
   }
-  std::fill_n(lanes, t.tokens * t.head_dim, Vec{});
-  auto* floats = reinterpret_cast<float*>(lanes);
-  for (int64_t i = 0; i < t.tokens; ++i) {
-    for (int64_t l = 0; l < t.pairs; ++l) {
-      const float* row = source + blocks.offset(l) + i * blocks.stride;
-      float* lane = floats + i * t.head_dim * kLanes + l;
-      for (int64_t d = 0; d < t.head_dim; ++d) lane[d * kLanes] = row[d];
-    }
-  }
-}
+};
 
-// The inverse of gather: each pair's lanes back into its block.
-EXFUSION_SIMD_CLONES
-void scatter(const PairBlocks& blocks, const Vec* lanes, float* target) {
-  const auto& t = blocks.t;
-  if (blocks.transposes()) {
-    float* rows_of[kLanes];
-    for (int64_t l = 0; l < kLanes; ++l) rows_of[l] = target + blocks.offset(l);
-    for (int64_t i = 0; i < t.tokens; ++i) {
-      for (int64_t d = 0; d < t.head_dim; d += kLanes) {
-        Vec rows[kLanes];
-        std::copy_n(lanes + i * t.head_dim + d, kLanes, rows);
-        transpose(rows);
-        for (int64_t l = 0; l < kLanes; ++l) {
-          std::memcpy(rows_of[l] + i * blocks.stride + d, &rows[l], sizeof(Vec));
-        }
-      }
+// c (+)= a bᵀ on a Rows × Columns block, its sums held in registers across the whole depth: each
+// vector loaded from a and b serves Columns (or Rows) products, where one row at a time would
+// load a vector per product and wait on the L2 cache.
+template <int Rows, int Columns>
+EXFUSION_INLINE void product_block(const LaneMatrix& a, const LaneMatrix& b, int64_t depth,
+                                   const LaneTarget& c, bool accumulate) {
+  Vec sum[Rows][Columns];
+  for (int r = 0; r < Rows; ++r) {
+    for (int col = 0; col < Columns; ++col) {
+      sum[r][col] = accumulate ? c.data[r * c.row_stride + col * c.column_stride] : Vec{};
     }
-    return;
   }
-  const auto* floats = reinterpret_cast<const float*>(lanes);
-  for (int64_t i = 0; i < t.tokens; ++i) {
-    for (int64_t l = 0; l < t.pairs; ++l) {
-      float* row = target + blocks.offset(l) + i * blocks.stride;
-      const float* lane = floats + i * t.head_dim * kLanes + l;
-      for (int64_t d = 0; d < t.head_dim; ++d) row[d] = lane[d * kLanes];
+  for (int64_t k = 0; k < depth; ++k) {
+    Vec x[Rows];
+    for (int r = 0; r < Rows; ++r) x[r] = a.data[r * a.row_stride + k * a.depth_stride];
+    for (int col = 0; col < Columns; ++col) {
+      const Vec y = b.data[col * b.row_stride + k * b.depth_stride];
+      for (int r = 0; r < Rows; ++r) sum[r][col] += x[r] * y;
+    }
+  }
+  for (int r = 0; r < Rows; ++r) {
+    for (int col = 0; col < Columns; ++col) {
+      c.data[r * c.row_stride + col * c.column_stride] = sum[r][col];
     }
   }
 }
 
-// scores[j] = scale · a_i · b_j over the head's dims, for every token j.
-EXFUSION_INLINE void row_products(const Vec* a_i, const Vec* b, int64_t tokens, int64_t head_dim,
-                                  float scale, Vec* scores) {
-  for (int64_t j = 0; j < tokens; ++j) {
-    const Vec* b_j = b + j * head_dim;
-    Vec acc{};
-    for (int64_t d = 0; d < head_dim; ++d) acc += a_i[d] * b_j[d];
-    scores[j] = acc * scale;
+// c[i][j] (+)= Σ_k a[i][k] · b[j][k] for i < rows, j < columns, k < depth: every product of the
+// kernels (scores, the weighted sums of values, and each gradient) is one of these, lane-wise.
+// Blocks of 4 × 4 keep 16 sums, 4 + 4 loaded vectors and the addresses in registers.
+EXFUSION_INLINE void products(const LaneMatrix& a, const LaneMatrix& b, int64_t rows,
+                              int64_t columns, int64_t depth, const LaneTarget& c,
+                              bool accumulate) {
+  constexpr int64_t kBlock = 4;
+  int64_t i = 0;
+  for (; i + kBlock <= rows; i += kBlock) {
+    int64_t j = 0;
+    for (; j + kBlock <= columns; j += kBlock) {
+      product_block<kBlock, kBlock>(a.from(i), b.from(j), depth, c.at(i, j), accumulate);
+    }
+    for (; j < columns; ++j) {
+      product_block<kBlock, 1>(a.from(i), b.from(j), depth, c.at(i, j), accumulate);
+    }
+  }
+  for (; i < rows; ++i) {
+    int64_t j = 0;
+    for (; j + kBlock <= columns; j += kBlock) {
+      product_block<1, kBlock>(a.from(i), b.from(j), depth, c.at(i, j), accumulate);
+    }
+    for (; j < columns; ++j) {
+      product_block<1, 1>(a.from(i), b.from(j), depth, c.at(i, j), accumulate);
+    }
   }
 }
 
-// row[d] += Σ_j weights[j] · m_j[d], m_j the token j's row of a lane-layout block.
-EXFUSION_INLINE void weighted_rows(const Vec* weights, const Vec* m, int64_t tokens,
-                                   int64_t head_dim, Vec* row) {
-  for (int64_t j = 0; j < tokens; ++j) {
-    const Vec* m_j = m + j * head_dim;
-    const Vec w = weights[j];
-    for (int64_t d = 0; d < head_dim; ++d) row[d] += w * m_j[d];
-  }
+// The keys query i sees.
+int64_t visible_keys(const AttentionShape& s, int64_t i) {
+  return s.causal ? std::min(s.keys, i + s.keys - s.queries + 1) : s.keys;
 }
 
-// One task's blocks, in one allocation aligned for the widest clone's vectors (the default
+// Query rows of the score block held at once: the scores' and the values' products run over 16
+// rows together, and in the backward the probabilities and score gradients (2 · 16 rows of up to
+// 256 lane vectors, 512 KB) are reused for every key's gradient.
+constexpr int64_t kScoreRows = 16;
+
+// One chunk's scratch, in one allocation aligned for the widest clone's vectors (the default
 // target's alignof(Vec) is less, so std::vector would not do).
-struct Buffers {
-  Vec *q = nullptr, *k = nullptr, *v = nullptr, *o = nullptr, *g = nullptr, *dq = nullptr,
-      *dk = nullptr, *dv = nullptr, *p = nullptr, *dp = nullptr, *log_sum_exp = nullptr;
-
-  Buffers(const TaskShape& t, bool backward) {
-    const int64_t block = t.tokens * t.head_dim;
-    const int64_t count = (backward ? 8 : 4) * block + 3 * t.tokens;
-    storage_.reset(static_cast<Vec*>(std::aligned_alloc(64, count * sizeof(Vec))));
+class Scratch {
+ public:
+  Scratch(const AttentionShape& s, bool backward) {
+    const int64_t query_block = s.queries * s.head_dim, key_block = s.keys * s.head_dim;
+    const int64_t score_rows = kScoreRows;
+    const int64_t row = std::max(s.head_dim, s.keys);
+    const int64_t vectors = (backward ? 4 : 2) * (query_block + key_block) +
+                            2 * score_rows * s.keys + s.keys + s.queries;
+    const int64_t bytes = vectors * static_cast<int64_t>(sizeof(Vec)) +
+                          2 * ((row * static_cast<int64_t>(sizeof(float)) + 63) / 64 * 64);
+    storage_.reset(static_cast<char*>(std::aligned_alloc(64, bytes)));
     if (!storage_) throw std::bad_alloc();
-    Vec* next = storage_.get();
+    auto* next = reinterpret_cast<Vec*>(storage_.get());
     const auto take = [&](int64_t n) { return std::exchange(next, next + n); };
-    for (auto** b : {&q, &k, &v, &o}) *b = take(block);
+    q = take(query_block), o = take(query_block), k = take(key_block), v = take(key_block);
     if (backward) {
-      for (auto** b : {&g, &dq, &dk, &dv}) *b = take(block);
+      g = take(query_block), dq = take(query_block), dk = take(key_block), dv = take(key_block);
     }
-    for (auto** b : {&p, &dp, &log_sum_exp}) *b = take(t.tokens);
+    p = take(score_rows * s.keys), ds = take(score_rows * s.keys);
+    additive = take(s.keys), log_sum_exp = take(s.queries);
+    zeros = reinterpret_cast<float*>(next);
+    discard = zeros + (row + 15) / 16 * 16;
+    std::fill_n(zeros, row, 0.f);
   }
+
+  Vec *q = nullptr, *o = nullptr, *k = nullptr, *v = nullptr, *g = nullptr, *dq = nullptr,
+      *dk = nullptr, *dv = nullptr, *p = nullptr, *ds = nullptr, *additive = nullptr,
+      *log_sum_exp = nullptr;
+  float* zeros = nullptr;    // the rows lanes past the last pair read
+  float* discard = nullptr;  // and write
 
  private:
   struct Free {
-    void operator()(Vec* pointer) const { std::free(pointer); }
+    void operator()(char* pointer) const { std::free(pointer); }
   };
-  std::unique_ptr<Vec, Free> storage_;
+  std::unique_ptr<char, Free> storage_;
 };
 
-EXFUSION_SIMD_CLONES
-void forward_lanes(const TaskShape& t, float scale, Buffers& b) {
-  const int64_t tokens = t.tokens, head_dim = t.head_dim;
-  std::fill_n(b.o, tokens * head_dim, Vec{});
-  Vec* p = b.p;
-  for (int64_t i = 0; i < tokens; ++i) {
-    row_products(b.q + i * head_dim, b.k, tokens, head_dim, scale, p);
-    Vec max = p[0];
-    for (int64_t j = 1; j < tokens; ++j) max = p[j] > max ? p[j] : max;
-    Vec sum{};
-    for (int64_t j = 0; j < tokens; ++j) {
-      p[j] -= max;
-      exp_nonpositive(p[j]);
-      sum += p[j];
-    }
-    const Vec inverse = (Vec{} + 1.f) / sum;
-    for (int64_t j = 0; j < tokens; ++j) p[j] *= inverse;
-    weighted_rows(p, b.v, tokens, head_dim, b.o + i * head_dim);
-    for (int64_t l = 0; l < kLanes; ++l) b.log_sum_exp[i][l] = max[l] + std::log(sum[l]);
-  }
-}
+// A task: kLanes consecutive pairs from `first` (fewer in the last task).
+struct Task {
+  const AttentionShape& s;
+  int64_t first, pairs;
 
-// dS_ij = P_ij (dO_i · v_j − dO_i · o_i); dq_i = scale Σ_j dS_ij k_j, dk_j = scale Σ_i dS_ij q_i,
-// dv_j = Σ_i P_ij dO_i, with P recomputed from the forward's log Σ exp.
-EXFUSION_SIMD_CLONES
-void backward_lanes(const TaskShape& t, float scale, Buffers& b) {
-  const int64_t tokens = t.tokens, head_dim = t.head_dim;
-  for (auto* buffer : {b.dq, b.dk, b.dv}) std::fill_n(buffer, tokens * head_dim, Vec{});
-  Vec* p = b.p;
-  Vec* ds = b.dp;
-  for (int64_t i = 0; i < tokens; ++i) {
-    const Vec* q_i = b.q + i * head_dim;
-    const Vec* g_i = b.g + i * head_dim;
-    const Vec* o_i = b.o + i * head_dim;
-    row_products(q_i, b.k, tokens, head_dim, scale, p);
-    for (int64_t j = 0; j < tokens; ++j) {
-      p[j] -= b.log_sum_exp[i];
-      exp_nonpositive(p[j]);
-    }
-    Vec delta{};
-    for (int64_t d = 0; d < head_dim; ++d) delta += g_i[d] * o_i[d];
-    row_products(g_i, b.v, tokens, head_dim, 1.f, ds);
-    for (int64_t j = 0; j < tokens; ++j) ds[j] = p[j] * (ds[j] - delta) * scale;
-    weighted_rows(ds, b.k, tokens, head_dim, b.dq + i * head_dim);
-    for (int64_t j = 0; j < tokens; ++j) {
-      Vec* dk_j = b.dk + j * head_dim;
-      Vec* dv_j = b.dv + j * head_dim;
-      const Vec ds_ij = ds[j], p_ij = p[j];
-      for (int64_t d = 0; d < head_dim; ++d) {
-        dk_j[d] += ds_ij * q_i[d];
-        dv_j[d] += p_ij * g_i[d];
+  Task(const AttentionShape& shape, int64_t task)
+      : s(shape),
+        first(task * kLanes),
+        pairs(std::min(kLanes, shape.batch * shape.heads - task * kLanes)) {}
+
+  // An operand's rows: `tokens` rows per batch element, `row_stride` apart, head h's columns
+  // from h · head_dim; Float is const float for inputs and float for gradients and outputs.
+  template <typename Float>
+  LaneRows<Float> rows(Float* data, int64_t tokens, int64_t row_stride, float* missing) const {
+    LaneRows<Float> r{};
+    for (int64_t l = 0; l < kLanes; ++l) {
+      if (l < pairs) {
+        const int64_t b = (first + l) / s.heads, h = (first + l) % s.heads;
+        r.base[l] = data + b * tokens * row_stride + h * s.head_dim;
+        r.stride[l] = row_stride;
+      } else {
+        r.base[l] = missing;
+        r.stride[l] = 0;
       }
     }
+    return r;
+  }
+
+  // The additive term's (or its gradient's) rows: pair (b, h)'s slice (b mod batches, h); all
+  // `missing` without a term.
+  template <typename Float>
+  LaneRows<Float> additive_rows(Float* data, float* missing) const {
+    LaneRows<Float> r{};
+    for (int64_t l = 0; l < kLanes; ++l) {
+      if (data != nullptr && l < pairs) {
+        const int64_t b = (first + l) / s.heads, h = (first + l) % s.heads;
+        r.base[l] = data + ((b % s.additive_batches) * s.heads + h) * s.queries * s.keys;
+        r.stride[l] = s.keys;
+      } else {
+        r.base[l] = missing;
+        r.stride[l] = 0;
+      }
+    }
+    return r;
+  }
+};
+
+// Copies `tokens` rows of every lane's operand into a lane block ([token][dim] vectors).
+EXFUSION_INLINE void gather_block(const LaneRows<const float>& from, int64_t tokens,
+                                  int64_t head_dim, Vec* block) {
+  const float* rows[kLanes];
+  for (int64_t i = 0; i < tokens; ++i) {
+    from.rows(i, rows);
+    gather_columns(rows, head_dim, block + i * head_dim);
   }
 }
 
-// q, k and v: the three D-wide thirds of each packed qkv row.
-void gather_qkv(const PairBlocks& blocks, const float* qkv, Buffers& b) {
-  const int64_t width = blocks.t.out_stride;
-  gather(blocks, qkv, b.q);
-  gather(blocks, qkv + width, b.k);
-  gather(blocks, qkv + 2 * width, b.v);
+EXFUSION_INLINE void scatter_block(const Vec* block, int64_t tokens, int64_t head_dim,
+                                   const LaneRows<float>& to) {
+  float* rows[kLanes];
+  for (int64_t i = 0; i < tokens; ++i) {
+    to.rows(i, rows);
+    scatter_columns<false>(block + i * head_dim, head_dim, rows);
+  }
 }
 
-int64_t task_count(const ShortAttentionShape& s) {
-  return (s.batch * s.heads + kLanes - 1) / kLanes;
+// The scores of query rows [first, first + rows) against their first `seen` keys (rows 16 apart,
+// as LaneTarget score_rows), scaled and with the additive term's rows added; a row's keys past
+// the ones it sees are left for the caller to mask.
+EXFUSION_INLINE void scores(const AttentionShape& s, const Scratch& b,
+                            const LaneRows<const float>* additive, int64_t first, int64_t rows,
+                            int64_t seen, Vec* out) {
+  const int64_t head_dim = s.head_dim;
+  products({b.q + first * head_dim, head_dim, 1}, {b.k, head_dim, 1}, rows, seen, head_dim,
+           {out, s.keys, 1}, false);
+  const Vec scale = Vec{} + s.scale;
+  for (int64_t r = 0; r < rows; ++r) {
+    Vec* row = out + r * s.keys;
+    for (int64_t j = 0; j < seen; ++j) row[j] *= scale;
+    if (additive == nullptr) continue;
+    const float* lanes[kLanes];
+    additive->rows(first + r, lanes);
+    gather_columns(lanes, seen, b.additive);
+    for (int64_t j = 0; j < seen; ++j) row[j] += b.additive[j];
+  }
 }
+
+EXFUSION_SIMD_CLONES
+void forward_task(const Task& t, const AttentionOperands& in, float* out, Scratch& b) {
+  const auto& s = t.s;
+  const int64_t head_dim = s.head_dim, keys = s.keys;
+  gather_block(t.rows(in.q, s.queries, in.q_row_stride, b.zeros), s.queries, head_dim, b.q);
+  gather_block(t.rows(in.k, keys, in.kv_row_stride, b.zeros), keys, head_dim, b.k);
+  gather_block(t.rows(in.v, keys, in.kv_row_stride, b.zeros), keys, head_dim, b.v);
+  const auto additive = t.additive_rows(in.additive, b.zeros);
+  const auto* additive_rows = in.additive != nullptr ? &additive : nullptr;
+  for (int64_t first = 0; first < s.queries; first += kScoreRows) {
+    const int64_t rows = std::min(kScoreRows, s.queries - first);
+    const int64_t seen = visible_keys(s, first + rows - 1);  // the most any of these rows sees
+    scores(s, b, additive_rows, first, rows, seen, b.p);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t n = visible_keys(s, first + r);
+      Vec* p = b.p + r * keys;
+      Vec max = p[0];
+      for (int64_t j = 1; j < n; ++j) max = p[j] > max ? p[j] : max;
+      Vec sum{};
+      for (int64_t j = 0; j < n; ++j) {
+        p[j] -= max;
+        exp_nonpositive(p[j]);
+        sum += p[j];
+      }
+      const Vec inverse = (Vec{} + 1.f) / sum;
+      for (int64_t j = 0; j < n; ++j) p[j] *= inverse;
+      std::fill(p + n, p + seen, Vec{});
+      for (int64_t l = 0; l < kLanes; ++l) {
+        b.log_sum_exp[first + r][l] = max[l] + std::log(sum[l]);
+      }
+    }
+    // o_i = Σ_j P_ij v_j: the values read as rows of dims, their depth the keys.
+    products({b.p, keys, 1}, {b.v, 1, head_dim}, rows, head_dim, seen,
+             {b.o + first * head_dim, head_dim, 1}, false);
+  }
+  const int64_t width = s.heads * head_dim;
+  scatter_block(b.o, s.queries, head_dim, t.rows(out, s.queries, width, b.discard));
+}
+
+// dS_ij = P_ij (dO_i · v_j − dO_i · o_i) is the gradient of score (and additive term) ij;
+// dq_i = scale Σ_j dS_ij k_j, dk_j = scale Σ_i dS_ij q_i, dv_j = Σ_i P_ij dO_i, with P recomputed
+// from the forward's log Σ exp, kScoreRows query rows at a time.
+EXFUSION_SIMD_CLONES
+void backward_task(const Task& t, const AttentionOperands& in, const float* out,
+                   const float* grad_out, const AttentionGradients& grads,
+                   float* grad_additive_of_chunk, Scratch& b) {
+  const auto& s = t.s;
+  const int64_t head_dim = s.head_dim, keys = s.keys, width = s.heads * head_dim;
+  gather_block(t.rows(in.q, s.queries, in.q_row_stride, b.zeros), s.queries, head_dim, b.q);
+  gather_block(t.rows(in.k, keys, in.kv_row_stride, b.zeros), keys, head_dim, b.k);
+  gather_block(t.rows(in.v, keys, in.kv_row_stride, b.zeros), keys, head_dim, b.v);
+  gather_block(t.rows(out, s.queries, width, b.zeros), s.queries, head_dim, b.o);
+  gather_block(t.rows(grad_out, s.queries, width, b.zeros), s.queries, head_dim, b.g);
+  const auto additive = t.additive_rows(in.additive, b.zeros);
+  const auto* additive_rows = in.additive != nullptr ? &additive : nullptr;
+  const auto grad_additive = t.additive_rows(grad_additive_of_chunk, b.discard);
+  std::fill_n(b.dk, keys * head_dim, Vec{});
+  std::fill_n(b.dv, keys * head_dim, Vec{});
+  for (int64_t first = 0; first < s.queries; first += kScoreRows) {
+    const int64_t rows = std::min(kScoreRows, s.queries - first);
+    const int64_t seen = visible_keys(s, first + rows - 1);
+    const Vec* q = b.q + first * head_dim;
+    const Vec* g = b.g + first * head_dim;
+    scores(s, b, additive_rows, first, rows, seen, b.p);
+    // dP = dO vᵀ
+    products({g, head_dim, 1}, {b.v, head_dim, 1}, rows, seen, head_dim, {b.ds, keys, 1}, false);
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t i = first + r, n = visible_keys(s, i);
+      Vec* p = b.p + r * keys;
+      Vec* ds = b.ds + r * keys;
+      Vec delta{};
+      for (int64_t d = 0; d < head_dim; ++d) delta += g[r * head_dim + d] * b.o[i * head_dim + d];
+      for (int64_t j = 0; j < n; ++j) {
+        p[j] -= b.log_sum_exp[i];
+        exp_nonpositive(p[j]);
+        ds[j] = p[j] * (ds[j] - delta);
+      }
+      std::fill(p + n, p + seen, Vec{});
+      std::fill(ds + n, ds + seen, Vec{});
+      if (grad_additive_of_chunk != nullptr) {
+        float* targets[kLanes];
+        grad_additive.rows(i, targets);
+        scatter_columns<true>(ds, n, targets);
+      }
+    }
+    // dq = scale dS k (the keys read as rows of dims); dk += dSᵀ q and dv += Pᵀ dO (the score
+    // blocks read by column, their depth these rows), scaled once at the end.
+    Vec* dq = b.dq + first * head_dim;
+    products({b.ds, keys, 1}, {b.k, 1, head_dim}, rows, head_dim, seen, {dq, head_dim, 1}, false);
+    for (int64_t e = 0; e < rows * head_dim; ++e) dq[e] *= s.scale;
+    products({b.ds, 1, keys}, {q, 1, head_dim}, seen, head_dim, rows, {b.dk, head_dim, 1}, true);
+    products({b.p, 1, keys}, {g, 1, head_dim}, seen, head_dim, rows, {b.dv, head_dim, 1}, true);
+  }
+  for (int64_t e = 0; e < keys * head_dim; ++e) b.dk[e] *= s.scale;
+  scatter_block(b.dq, s.queries, head_dim, t.rows(grads.q, s.queries, in.q_row_stride, b.discard));
+  scatter_block(b.dk, keys, head_dim, t.rows(grads.k, keys, in.kv_row_stride, b.discard));
+  scatter_block(b.dv, keys, head_dim, t.rows(grads.v, keys, in.kv_row_stride, b.discard));
+}
+
+// Each score row's log Σ exp between the task's lane vectors and [pair, query] floats.
+void store_log_sum_exp(const Task& t, const Scratch& b, float* log_sum_exp) {
+  for (int64_t l = 0; l < t.pairs; ++l) {
+    for (int64_t i = 0; i < t.s.queries; ++i) {
+      log_sum_exp[(t.first + l) * t.s.queries + i] = b.log_sum_exp[i][l];
+    }
+  }
+}
+
+void load_log_sum_exp(const Task& t, const float* log_sum_exp, Scratch& b) {
+  std::fill_n(b.log_sum_exp, t.s.queries, Vec{});
+  for (int64_t l = 0; l < t.pairs; ++l) {
+    for (int64_t i = 0; i < t.s.queries; ++i) {
+      b.log_sum_exp[i][l] = log_sum_exp[(t.first + l) * t.s.queries + i];
+    }
+  }
+}
+
+int64_t task_count(const AttentionShape& s) { return (s.batch * s.heads + kLanes - 1) / kLanes; }
 
 }  // namespace
 
-void short_attention_forward(const ShortAttentionShape& s, const float* qkv, float* out,
-                             float* log_sum_exp) {
+bool attention_kernels_cover(const AttentionShape& s) {
+  const bool sizes = s.batch >= 1 && s.heads >= 1 && s.queries >= 1 && s.keys >= 1 &&
+                     s.head_dim >= 1 && s.queries <= kAttentionMaxTokens &&
+                     s.keys <= kAttentionMaxTokens && s.head_dim <= kAttentionMaxHeadDim &&
+                     std::max(s.queries, s.keys) * s.head_dim <= kAttentionMaxBlock;
+  const bool additive =
+      s.additive_batches == 0 || (s.additive_batches >= 1 && s.batch % s.additive_batches == 0);
+  return sizes && additive && (!s.causal || s.keys >= s.queries);
+}
+
+void attention_forward(const AttentionShape& s, const AttentionOperands& operands, float* out,
+                       float* log_sum_exp) {
   at::parallel_for(0, task_count(s), 1, [&](int64_t begin, int64_t end) {
-    Buffers b(task_shape(s, begin), false);
+    Scratch scratch(s, false);
     for (int64_t task = begin; task < end; ++task) {
-      const auto t = task_shape(s, task);
-      const PairBlocks in_qkv{t, t.row_stride, false}, in_out{t, t.out_stride, true};
-      gather_qkv(in_qkv, qkv, b);
-      forward_lanes(t, s.scale, b);
-      scatter(in_out, b.o, out);
-      for (int64_t l = 0; l < t.pairs; ++l) {
-        for (int64_t i = 0; i < t.tokens; ++i) {
-          log_sum_exp[(t.first + l) * t.tokens + i] = b.log_sum_exp[i][l];
-        }
-      }
+      const Task t(s, task);
+      forward_task(t, operands, out, scratch);
+      store_log_sum_exp(t, scratch, log_sum_exp);
     }
   });
 }
 
-void short_attention_backward(const ShortAttentionShape& s, const float* qkv, const float* out,
-                              const float* log_sum_exp, const float* grad_out, float* grad_qkv) {
+void attention_backward(const AttentionShape& s, const AttentionOperands& operands,
+                        const float* out, const float* log_sum_exp, const float* grad_out,
+                        const AttentionGradients& gradients) {
+  // Pairs of several tasks add into one slice of the additive term's gradient (the batch shares
+  // it), so each chunk of tasks sums into its own copy and the copies are added at the end.
+  const int64_t additive_size =
+      gradients.additive != nullptr ? s.additive_batches * s.heads * s.queries * s.keys : 0;
+  std::fill_n(gradients.additive, additive_size, 0.f);
+  std::mutex adding;
   at::parallel_for(0, task_count(s), 1, [&](int64_t begin, int64_t end) {
-    Buffers b(task_shape(s, begin), true);
+    Scratch scratch(s, true);
+    std::vector<float> grad_additive(additive_size, 0.f);
     for (int64_t task = begin; task < end; ++task) {
-      const auto t = task_shape(s, task);
-      const PairBlocks in_qkv{t, t.row_stride, false}, in_out{t, t.out_stride, true};
-      gather_qkv(in_qkv, qkv, b);
-      gather(in_out, out, b.o);
-      gather(in_out, grad_out, b.g);
-      std::fill_n(b.log_sum_exp, t.tokens, Vec{});
-      for (int64_t l = 0; l < t.pairs; ++l) {
-        for (int64_t i = 0; i < t.tokens; ++i) {
-          b.log_sum_exp[i][l] = log_sum_exp[(t.first + l) * t.tokens + i];
-        }
-      }
-      backward_lanes(t, s.scale, b);
-      scatter(in_qkv, b.dq, grad_qkv);
-      scatter(in_qkv, b.dk, grad_qkv + t.out_stride);
-      scatter(in_qkv, b.dv, grad_qkv + 2 * t.out_stride);
+      const Task t(s, task);
+      load_log_sum_exp(t, log_sum_exp, scratch);
+      backward_task(t, operands, out, grad_out, gradients,
+                    additive_size > 0 ? grad_additive.data() : nullptr, scratch);
     }
+    if (additive_size == 0) return;
+    const std::lock_guard<std::mutex> lock(adding);
+    for (int64_t e = 0; e < additive_size; ++e) gradients.additive[e] += grad_additive[e];
   });
 }
 

@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "exfusion/layers/attention.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/init.h"
 
@@ -228,20 +229,20 @@ std::vector<std::string> SpatialReductionAttentionImpl::exempt_from_weight_decay
 
 torch::Tensor SpatialReductionAttentionImpl::forward(const torch::Tensor& x, int64_t height,
                                                      int64_t width) {
-  const auto batch = x.size(0), tokens = x.size(1), dim = x.size(2);
+  const auto batch = x.size(0), dim = x.size(2);
   const auto head_dim = dim / heads_;
-  const auto heads = [&](const torch::Tensor& t) {
-    return t.view({batch, -1, heads_, head_dim}).transpose(1, 2);
-  };
   auto source = x;
   if (sr) {
     const auto grid = x.transpose(1, 2).reshape({batch, dim, height, width});
     source = norm->forward(sr->forward(grid).flatten(2).transpose(1, 2));
   }
   const auto packed = kv->forward(source);  // [B, M, 2D]: the keys' rows, then the values'
-  const auto attended = at::scaled_dot_product_attention(
-      heads(q->forward(x)), heads(packed.narrow(-1, 0, dim)), heads(packed.narrow(-1, dim, dim)));
-  return proj->forward(attended.transpose(1, 2).reshape({batch, tokens, dim}));
+  AttentionOptions options;
+  options.heads = heads_;
+  options.head_dim = head_dim;
+  options.scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  return proj->forward(
+      multi_head_attention({q->forward(x), 0, packed, 0, dim}, options, is_training()));
 }
 
 PvtBlockImpl::PvtBlockImpl(int64_t dim, int64_t heads, int64_t sr_ratio,

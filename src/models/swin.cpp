@@ -6,6 +6,7 @@
 
 #include <cmath>
 
+#include "exfusion/layers/attention.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/init.h"
 
@@ -259,34 +260,25 @@ WindowAttentionImpl::WindowAttentionImpl(int64_t dim, int64_t heads, int64_t win
 
 torch::Tensor WindowAttentionImpl::forward(const torch::Tensor& windows,
                                            const torch::Tensor& mask) {
-  const auto count = windows.size(0), tokens = windows.size(1), dim = windows.size(2);
+  const auto tokens = windows.size(1), dim = windows.size(2);
   const auto head_dim = dim / heads_;
   if (index_.device() != windows.device()) index_ = index_.to(windows.device());
-  // [3, B·nW, heads, w², head_dim]
-  const auto packed =
-      qkv->forward(windows).view({count, tokens, 3, heads_, head_dim}).permute({2, 0, 3, 1, 4});
-  const auto q = (packed[0] * (1.0 / std::sqrt(static_cast<double>(head_dim))))
-                     .reshape({count * heads_, tokens, head_dim});
-  const auto k = packed[1].reshape({count * heads_, tokens, head_dim}).transpose(1, 2);
-  const auto v = packed[2].reshape({count * heads_, tokens, head_dim});
-  // The table's rows for every (query, key) pair: [heads, w², w²], plus the shift's mask.
+  // The table's rows for every (query, key) pair: [1, heads, w², w²], plus the shift's mask,
+  // one per window of an image: [nW, heads, w², w²].
   auto bias = relative_position_bias_table.index_select(0, index_.view(-1))
                   .view({tokens, tokens, heads_})
                   .permute({2, 0, 1})
-                  .to(q.scalar_type());
-  int64_t per_image = 1;
-  if (mask.defined()) {
-    per_image = mask.size(0);
-    bias = bias.unsqueeze(0) + mask.to(bias.device(), bias.scalar_type()).unsqueeze(1);
-  }
-  const auto scores =
-      at::baddbmm(bias.expand({count / per_image, per_image, heads_, tokens, tokens})
-                      .reshape({-1, tokens, tokens}),
-                  q, k);
-  const auto attended = at::bmm(at::softmax(scores, -1), v);
-  return proj->forward(attended.view({count, heads_, tokens, head_dim})
-                           .transpose(1, 2)
-                           .reshape({count, tokens, dim}));
+                  .unsqueeze(0)
+                  .to(windows.scalar_type());
+  if (mask.defined()) bias = bias + mask.to(bias.device(), bias.scalar_type()).unsqueeze(1);
+  AttentionOptions options;
+  options.heads = heads_;
+  options.head_dim = head_dim;
+  options.scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  options.additive = bias;
+  const auto packed = qkv->forward(windows);
+  return proj->forward(
+      multi_head_attention({packed, 0, packed, dim, 2 * dim}, options, is_training()));
 }
 
 SwinBlockImpl::SwinBlockImpl(const SwinOptions& options, int64_t stage, int64_t block,

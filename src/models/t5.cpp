@@ -4,9 +4,8 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
-#include <limits>
-#include <optional>
 
+#include "exfusion/layers/attention.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/init.h"
 
@@ -35,30 +34,6 @@ Linear bias_free(int64_t in, int64_t out, double std) {
   torch::NoGradGuard no_grad;
   linear->weight.normal_(0.0, std);
   return linear;
-}
-
-// T5's attention on the CPU: the scores as one baddbmm (the bias added inside the GEMM, its
-// gradient summed over the batch by autograd), softmax, dropout and one bmm. For a bias that
-// needs a gradient scaled_dot_product_attention takes its math path, whose safe softmax makes
-// three more passes over the scores (fortunes T5, one encoder layer's attention forward and
-// backward on 2 cores: 24 ms this way against 32), and for the cross-attention its flash kernel
-// runs along the 29 queries (6.3 ms against 8.6).
-torch::Tensor attention_on_cpu(const torch::Tensor& query, const torch::Tensor& key,
-                               const torch::Tensor& value, const torch::Tensor& bias,
-                               double dropout, bool training) {
-  const auto batch = query.size(0), heads = query.size(1), queries = query.size(2);
-  const auto keys = key.size(2), head_dim = query.size(3);
-  const auto q = query.reshape({batch * heads, queries, head_dim});
-  const auto k = key.reshape({batch * heads, keys, head_dim}).transpose(1, 2);
-  const auto scores =
-      bias.defined()
-          ? at::baddbmm(bias.expand({batch, heads, queries, keys}).reshape({-1, queries, keys}), q,
-                        k)
-          : at::bmm(q, k);
-  auto probabilities = at::softmax(scores, -1);
-  if (training && dropout > 0) probabilities = at::dropout(probabilities, dropout, true);
-  return at::bmm(probabilities, value.reshape({batch * heads, keys, head_dim}))
-      .view({batch, heads, queries, head_dim});
 }
 
 }  // namespace
@@ -236,32 +211,27 @@ torch::Tensor T5AttentionImpl::position_bias(int64_t queries, int64_t keys,
 
 torch::Tensor T5AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& memory,
                                        const torch::Tensor& bias) {
-  const auto batch = x.size(0);
-  const auto heads = [&](const torch::Tensor& t) {
-    return t.view({batch, -1, heads_, head_dim_}).transpose(1, 2);
-  };
-  torch::Tensor query, key, value;
+  const auto width = q->weight.size(0);
+  AttentionOptions options;
+  options.heads = heads_;
+  options.head_dim = head_dim_;
+  options.scale = 1.0;  // T5 scales its initialisation instead
+  options.dropout = dropout_;
+  if (bias.defined()) options.additive = bias.to(x.scalar_type());
+  AttentionInputs inputs;
   if (memory.is_same(x)) {
     // Self-attention: q, k and v as one GEMM of three times the width (fortunes T5, an
-    // encoder layer's projections forward and backward on 2 cores: 29 ms against 34).
-    const auto width = q->weight.size(0);
+    // encoder layer's projections forward and backward on 2 cores: 29 ms against 34); the
+    // decoder's sees only the past.
     const auto packed = at::linear(x, torch::cat({q->weight, k->weight, v->weight}));
-    query = heads(packed.narrow(-1, 0, width));
-    key = heads(packed.narrow(-1, width, width));
-    value = heads(packed.narrow(-1, 2 * width, width));
+    inputs = {packed, 0, packed, width, 2 * width};
+    options.causal = !bidirectional_;
   } else {
-    query = heads(q->forward(x));
-    key = heads(k->forward(memory));
-    value = heads(v->forward(memory));
+    // Cross-attention: k and v of the encoder's states as one GEMM.
+    const auto key_values = at::linear(memory, torch::cat({k->weight, v->weight}));
+    inputs = {q->forward(x), 0, key_values, 0, width};
   }
-  const auto mask = bias.defined() ? bias.to(query.scalar_type()) : torch::Tensor();
-  // On CUDA the fused kernels take the bias and give its gradient.
-  const auto attended =
-      x.is_cpu() ? attention_on_cpu(query, key, value, mask, dropout_, is_training())
-                 : at::scaled_dot_product_attention(
-                       query, key, value, mask.defined() ? std::optional(mask) : std::nullopt,
-                       is_training() ? dropout_ : 0.0, /*is_causal=*/false, /*scale=*/1.0);
-  return o->forward(attended.transpose(1, 2).reshape({batch, -1, heads_ * head_dim_}));
+  return o->forward(multi_head_attention(inputs, options, is_training()));
 }
 
 T5LayerSelfAttentionImpl::T5LayerSelfAttentionImpl(const T5Options& options,
@@ -323,7 +293,7 @@ torch::Tensor T5BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& 
 
 T5StackImpl::T5StackImpl(const T5Options& options, bool is_decoder,
                          const std::vector<FfnSite>& sites)
-    : is_decoder_(is_decoder), dropout_(options.dropout_rate) {
+    : dropout_(options.dropout_rate) {
   block = register_module("block", torch::nn::ModuleList());
   const auto blocks = is_decoder ? options.num_decoder_layers : options.num_layers;
   for (int64_t i = 0; i < blocks; ++i) {
@@ -339,14 +309,10 @@ torch::Tensor T5StackImpl::forward(const torch::Tensor& embedded,
                                    const torch::Tensor& encoder_states) {
   auto x = torch::dropout(embedded, dropout_, is_training());
   const auto length = x.size(1);
-  // Block 0's table, shared by every block of the stack; the decoder's masks the future.
-  auto bias =
+  // Block 0's table, shared by every block of the stack (the decoder's self-attention masks
+  // the future itself).
+  const auto bias =
       blocks_.front()->self_attention->SelfAttention->position_bias(length, length, x.device());
-  if (is_decoder_) {
-    const auto future =
-        torch::ones({length, length}, torch::TensorOptions(x.device()).dtype(torch::kBool)).triu(1);
-    bias = bias.masked_fill(future, -std::numeric_limits<float>::infinity());
-  }
   for (auto& one : blocks_) x = one->forward(x, bias, encoder_states);
   return torch::dropout(final_layer_norm->forward(x), dropout_, is_training());
 }

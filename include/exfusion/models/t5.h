@@ -184,7 +184,6 @@ class T5StackImpl : public torch::nn::Module {
 
  private:
   std::vector<T5Block> blocks_;  // block's, typed
-  bool is_decoder_;
   double dropout_;
 };
 TORCH_MODULE(T5Stack);

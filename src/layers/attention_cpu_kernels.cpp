@@ -14,7 +14,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
-#include <mutex>
 #include <new>
 #include <utility>
 #include <vector>
@@ -444,25 +443,41 @@ void attention_forward(const AttentionShape& s, const AttentionOperands& operand
 void attention_backward(const AttentionShape& s, const AttentionOperands& operands,
                         const float* out, const float* log_sum_exp, const float* grad_out,
                         const AttentionGradients& gradients) {
+  const int64_t tasks = task_count(s);
+  if (gradients.additive == nullptr) {
+    at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
+      Scratch scratch(s, true);
+      for (int64_t task = begin; task < end; ++task) {
+        const Task t(s, task);
+        load_log_sum_exp(t, log_sum_exp, scratch);
+        backward_task(t, operands, out, grad_out, gradients, nullptr, scratch);
+      }
+    });
+    return;
+  }
   // Pairs of several tasks add into one slice of the additive term's gradient (the batch shares
-  // it), so each chunk of tasks sums into its own copy and the copies are added at the end.
-  const int64_t additive_size =
-      gradients.additive != nullptr ? s.additive_batches * s.heads * s.queries * s.keys : 0;
-  std::fill_n(gradients.additive, additive_size, 0.f);
-  std::mutex adding;
-  at::parallel_for(0, task_count(s), 1, [&](int64_t begin, int64_t end) {
+  // it). Fixed groups of consecutive tasks, as many as kAdditiveGroups, each sum into a copy of
+  // their own, and the copies are added in group order: the same bits at any thread count.
+  constexpr int64_t kAdditiveGroups = 16;
+  const int64_t size = s.additive_batches * s.heads * s.queries * s.keys;
+  const int64_t groups = std::min(tasks, kAdditiveGroups);
+  std::vector<float> partial(static_cast<size_t>(groups * size), 0.f);
+  at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
     Scratch scratch(s, true);
-    std::vector<float> grad_additive(additive_size, 0.f);
-    for (int64_t task = begin; task < end; ++task) {
-      const Task t(s, task);
-      load_log_sum_exp(t, log_sum_exp, scratch);
-      backward_task(t, operands, out, grad_out, gradients,
-                    additive_size > 0 ? grad_additive.data() : nullptr, scratch);
+    for (int64_t group = begin; group < end; ++group) {
+      for (int64_t task = group * tasks / groups; task < (group + 1) * tasks / groups; ++task) {
+        const Task t(s, task);
+        load_log_sum_exp(t, log_sum_exp, scratch);
+        backward_task(t, operands, out, grad_out, gradients, partial.data() + group * size,
+                      scratch);
+      }
     }
-    if (additive_size == 0) return;
-    const std::lock_guard<std::mutex> lock(adding);
-    for (int64_t e = 0; e < additive_size; ++e) gradients.additive[e] += grad_additive[e];
   });
+  std::copy_n(partial.data(), size, gradients.additive);
+  for (int64_t group = 1; group < groups; ++group) {
+    const float* copy = partial.data() + group * size;
+    for (int64_t e = 0; e < size; ++e) gradients.additive[e] += copy[e];
+  }
 }
 
 }  // namespace exfusion::cpu

@@ -54,7 +54,8 @@ struct AttentionGradients {
 void attention_forward(const AttentionShape& shape, const AttentionOperands& operands, float* out,
                        float* log_sum_exp);
 
-// The gradients from grad_out (laid out as out), with out and log_sum_exp of the forward.
+// The gradients from grad_out (laid out as out), with out and log_sum_exp of the forward; the
+// same bits at any thread count.
 void attention_backward(const AttentionShape& shape, const AttentionOperands& operands,
                         const float* out, const float* log_sum_exp, const float* grad_out,
                         const AttentionGradients& gradients);

@@ -8,6 +8,7 @@
 // decoders), also with fewer queries than keys; queries and keys of different lengths from
 // different rows (T5's cross-attention, PVT's reduced keys); q, k and v columns that leave
 // others in their rows; and dropout, which the kernels do not take, falling back.
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -269,6 +270,26 @@ TEST(AttentionKernels, AnAdditiveTermSharedByTheBatchAndItsGradient) {
   call.options.scale = 1.0;
   call.additive = torch::randn({1, 8, 40, 40});
   expect_equal_to_written_out(call);
+}
+
+// The bias's gradient sums over the batch in fixed groups of tasks: the same bits at 1, 2 and 3
+// threads (GPU machines' CPUs have many).
+TEST(AttentionKernels, TheAdditiveGradientDoesNotDependOnTheThreadCount) {
+  torch::manual_seed(18);
+  auto call = packed_self_attention(9, 33, 8, 16);  // 72 pairs: 5 tasks
+  call.additive = torch::randn({1, 8, 33, 33});
+  const auto grad_out = torch::randn({9, 33, 128});
+  const int threads = at::get_num_threads();
+  std::vector<Result> results;
+  for (const int count : {1, 2, 3}) {
+    at::set_num_threads(count);
+    results.push_back(attend(call, grad_out, true));
+  }
+  at::set_num_threads(threads);
+  for (size_t i = 1; i < results.size(); ++i) {
+    EXPECT_TRUE(torch::equal(results[i].grad_additive, results[0].grad_additive));
+    EXPECT_TRUE(torch::equal(results[i].grad_query_rows, results[0].grad_query_rows));
+  }
 }
 
 // Swin's shifted windows: one bias per head plus one mask per window of an image (−100 where

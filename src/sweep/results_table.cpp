@@ -29,7 +29,8 @@ struct RunResult {
   double value = 0.0;  // the headline metric, in percent for a fraction
   double ms_per_step = 0.0;
   int64_t params_train = 0, params_deployed = 0;
-  double peak_rss_mib = -1.0;  // unknown
+  double gflops_deployed = -1.0;  // the deployed model's forward per sample; unknown
+  double peak_rss_mib = -1.0;     // unknown
 };
 
 std::string read_text(const fs::path& path) {
@@ -57,6 +58,9 @@ std::optional<RunResult> read_result(const SweepRunSpec& run) {
       steps > 0 ? 1000.0 * summary.value("train_seconds", 0.0) / static_cast<double>(steps) : 0.0;
   result.params_train = summary.value("params_train", int64_t{0});
   result.params_deployed = summary.value("params_fused", result.params_train);
+  const auto flops =
+      summary.value("fused_flops_per_sample", summary.value("flops_per_sample", -1.0));
+  if (flops >= 0) result.gflops_deployed = flops / 1e9;
   const auto resources = run.dir / kSweepResourcesFile;
   if (fs::exists(resources)) {
     result.peak_rss_mib =
@@ -90,8 +94,6 @@ SweepTable sweep_table(const SweepPlan& plan) {
     for (const auto& result : results[name]) values.push_back(result.value);
     return values;
   };
-  const auto baseline = values_of(plan.baseline);
-  const auto baseline_mean = summarize(baseline).mean;
   Headline headline;
   for (const auto& [name, runs] : results) {
     if (!runs.empty()) headline = runs.front().headline;
@@ -103,23 +105,28 @@ SweepTable sweep_table(const SweepPlan& plan) {
   table.rows = json::array();
   std::ostringstream md, csv;
   md << "| configuration | seeds | test " << headline.name << (headline.fraction ? " (%)" : "")
-     << " | Δ vs " << plan.baseline << (headline.fraction ? " (points)" : "")
-     << " | p (Welch) | trainable params | deployed params | ms/step | peak RSS (MiB) |\n"
-     << "|---|---|---|---|---|---|---|---|---|\n";
+     << " | Δ vs " << (plan.own_baselines.empty() ? plan.baseline : "its baseline")
+     << (headline.fraction ? " (points)" : "")
+     << " | p (Welch) | trainable params | deployed params | deployed GFLOPs | ms/step | peak RSS "
+        "(MiB) |\n"
+     << "|---|---|---|---|---|---|---|---|---|---|\n";
   csv << "configuration,seeds,planned_seeds," << mean_key << "," << std_key
       << ",delta_vs_baseline,p_welch,"
-         "params_train,params_deployed,ms_per_step_mean,ms_per_step_std,peak_rss_mib_max\n";
+         "params_train,params_deployed,gflops_deployed,ms_per_step_mean,ms_per_step_std,"
+         "peak_rss_mib_max\n";
   for (const auto& name : plan.configurations) {
     const auto& runs = results[name];
     const auto metric = summarize(values_of(name));
     std::vector<double> ms;
     double peak = -1.0;
     int64_t params_train = 0, params_deployed = 0;
+    double gflops = -1.0;
     for (const auto& result : runs) {
       ms.push_back(result.ms_per_step);
       peak = std::max(peak, result.peak_rss_mib);
       params_train = result.params_train;
       params_deployed = result.params_deployed;
+      gflops = result.gflops_deployed;
     }
     const auto step = summarize(ms);
     json row = {{"configuration", name},
@@ -129,16 +136,21 @@ SweepTable sweep_table(const SweepPlan& plan) {
                 {std_key, metric.std},
                 {"params_train", params_train},
                 {"params_deployed", params_deployed},
+                {"gflops_deployed", gflops >= 0 ? json(gflops) : json(nullptr)},
                 {"ms_per_step_mean", step.mean},
                 {"ms_per_step_std", step.std},
                 {"peak_rss_mib_max", peak >= 0 ? json(peak) : json(nullptr)},
-                {"baseline", name == plan.baseline}};
+                {"baseline", name == plan.baseline_of(name)},
+                {"compared_with", plan.baseline_of(name)}};
+    const auto baseline = values_of(plan.baseline_of(name));
+    const auto baseline_mean = summarize(baseline).mean;
     std::string delta = "—", p = "—";
-    if (name == plan.baseline) {
+    if (name == plan.baseline_of(name)) {
       delta = "(baseline)";
     } else if (metric.n > 0 && !baseline.empty()) {
       row["delta_vs_baseline"] = metric.mean - baseline_mean;
       delta = format("%+.2f", metric.mean - baseline_mean);
+      if (!plan.own_baselines.empty()) delta += " (vs " + plan.baseline_of(name) + ")";
       if (const auto test = welch_t_test(values_of(name), baseline)) {
         row["p_welch"] = test->p;
         row["t_welch"] = test->t;
@@ -149,15 +161,17 @@ SweepTable sweep_table(const SweepPlan& plan) {
     md << "| " << name << " | " << metric.n << "/" << planned[name] << " | "
        << mean_std(metric, "%.2f") << " | " << delta << " | " << p << " | "
        << (metric.n > 0 ? std::to_string(params_train) : "—") << " | "
-       << (metric.n > 0 ? std::to_string(params_deployed) : "—") << " | " << mean_std(step, "%.1f")
-       << " | " << (peak >= 0 ? format("%.0f", peak) : "—") << " |\n";
+       << (metric.n > 0 ? std::to_string(params_deployed) : "—") << " | "
+       << (gflops >= 0 ? format("%.4g", gflops) : "—") << " | " << mean_std(step, "%.1f") << " | "
+       << (peak >= 0 ? format("%.0f", peak) : "—") << " |\n";
     const auto field = [&](const char* key) {
       return row.contains(key) && !row[key].is_null() ? row[key].dump() : std::string();
     };
     csv << name << "," << metric.n << "," << planned[name] << "," << field(mean_key.c_str()) << ","
         << field(std_key.c_str()) << "," << field("delta_vs_baseline") << "," << field("p_welch")
-        << "," << params_train << "," << params_deployed << "," << field("ms_per_step_mean") << ","
-        << field("ms_per_step_std") << "," << field("peak_rss_mib_max") << "\n";
+        << "," << params_train << "," << params_deployed << "," << field("gflops_deployed") << ","
+        << field("ms_per_step_mean") << "," << field("ms_per_step_std") << ","
+        << field("peak_rss_mib_max") << "\n";
     table.rows.push_back(row);
   }
   table.markdown = md.str();

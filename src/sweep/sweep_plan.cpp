@@ -54,13 +54,15 @@ std::string value_text(const json& value) {
 struct Configuration {
   std::string name;
   std::vector<std::string> assignments;
+  std::string base;      // its own config file, relative to the sweep file; empty: the sweep's
+  std::string baseline;  // the configuration it is compared with; empty: the sweep's baseline
 };
 
 std::vector<Configuration> grid_configurations(const json& grid, const std::string& where) {
   if (!grid.is_object() || grid.empty()) {
     throw InputError(where + ": expected a mapping of config keys to lists of values");
   }
-  std::vector<Configuration> out{{"", {}}};
+  std::vector<Configuration> out{{"", {}, {}, {}}};
   for (const auto& [key, values] : grid.items()) {
     if (!values.is_array() || values.empty()) {
       throw InputError(where + "." + key + ": expected a non-empty list of values");
@@ -94,12 +96,22 @@ std::vector<Configuration> listed_configurations(const json& list, const std::st
       throw InputError(at + ": expected {name: ..., set: {...}}");
     }
     for (const auto& [key, value] : item.items()) {
-      if (key != "name" && key != "set") {
-        throw InputError(at + "." + key + ": unknown key (expected name and set)");
+      if (key != "name" && key != "set" && key != "base" && key != "baseline") {
+        throw InputError(at + "." + key + ": unknown key (expected name, set, base, baseline)");
       }
     }
-    Configuration configuration{item["name"].get<std::string>(), {}};
+    Configuration configuration{item["name"].get<std::string>(), {}, {}, {}};
     if (item.contains("set")) configuration.assignments = assignments_of(item["set"], at + ".set");
+    if (item.contains("base")) {
+      if (!item["base"].is_string()) throw InputError(at + ".base: expected a config file");
+      configuration.base = item["base"].get<std::string>();
+    }
+    if (item.contains("baseline")) {
+      if (!item["baseline"].is_string()) {
+        throw InputError(at + ".baseline: expected the name of a configuration");
+      }
+      configuration.baseline = item["baseline"].get<std::string>();
+    }
     out.push_back(std::move(configuration));
   }
   return out;
@@ -126,6 +138,11 @@ std::vector<int64_t> seeds_of(const json& seeds, const std::string& where) {
 }
 
 }  // namespace
+
+const std::string& SweepPlan::baseline_of(const std::string& configuration) const {
+  const auto own = own_baselines.find(configuration);
+  return own != own_baselines.end() ? own->second : baseline;
+}
 
 SweepPlan read_sweep_plan(const fs::path& file, const fs::path& out,
                           const std::vector<std::string>& extra) {
@@ -173,6 +190,14 @@ SweepPlan read_sweep_plan(const fs::path& file, const fs::path& out,
     }
     plan.baseline = sweep["baseline"].get<std::string>();
   }
+  for (const auto& configuration : configurations) {
+    if (configuration.baseline.empty()) continue;
+    if (names.count(configuration.baseline) == 0) {
+      throw InputError(where + ": configuration '" + configuration.name + "': baseline '" +
+                       configuration.baseline + "' is not one of its configurations");
+    }
+    plan.own_baselines[configuration.name] = configuration.baseline;
+  }
   if (static_cast<int64_t>(configurations.size() * plan.seeds.size()) > kMaxRuns) {
     throw InputError(where + ": more than " + std::to_string(kMaxRuns) + " runs");
   }
@@ -187,8 +212,10 @@ SweepPlan read_sweep_plan(const fs::path& file, const fs::path& out,
       run.assignments.push_back("train.seed=" + std::to_string(seed));
       run.assignments.insert(run.assignments.end(), extra.begin(), extra.end());
       run.dir = out / "runs" / configuration.name / ("seed-" + std::to_string(seed));
+      run.base_config =
+          configuration.base.empty() ? plan.base_config : file.parent_path() / configuration.base;
       try {
-        build_run_config(default_run_config(), {plan.base_config.string(), run.assignments});
+        build_run_config(default_run_config(), {run.base_config.string(), run.assignments});
       } catch (const InputError& error) {
         throw InputError(where + ": configuration '" + configuration.name + "': " + error.what());
       }

@@ -46,11 +46,10 @@ const char* state_name(RunState state) {
   return "";
 }
 
-std::vector<std::string> train_arguments(const SweepPlan& plan, const SweepRunSpec& run,
-                                         RunState state) {
+std::vector<std::string> train_arguments(const SweepRunSpec& run, RunState state) {
   if (state == RunState::kStarted) return {"train", "--resume", run.dir.string()};
   std::vector<std::string> args{"train"};
-  if (!plan.base_config.empty()) args.insert(args.end(), {"--config", plan.base_config.string()});
+  if (!run.base_config.empty()) args.insert(args.end(), {"--config", run.base_config.string()});
   args.emplace_back("--set");
   args.insert(args.end(), run.assignments.begin(), run.assignments.end());
   // --force: a directory left by a run killed before it saved its config holds nothing of use.
@@ -143,7 +142,7 @@ json run_sweep(const SweepRun& run, std::ostream& report, std::ostream& progress
     for (const auto& spec : plan.runs) {
       const auto state = state_of(spec);
       std::string command = "exfusion";
-      for (const auto& arg : train_arguments(plan, spec, state)) command += " " + arg;
+      for (const auto& arg : train_arguments(spec, state)) command += " " + arg;
       listed.push_back({{"configuration", spec.configuration},
                         {"seed", spec.seed},
                         {"dir", spec.dir.string()},
@@ -182,7 +181,7 @@ json run_sweep(const SweepRun& run, std::ostream& report, std::ostream& progress
     progress << std::endl;
     const auto log =
         out / "logs" / (spec.configuration + "-seed-" + std::to_string(spec.seed) + ".log");
-    const auto result = run_child(train_arguments(plan, spec, state), log);
+    const auto result = run_child(train_arguments(spec, state), log);
     if (WIFEXITED(result.status) && WEXITSTATUS(result.status) == 0) {
       write_text_atomically(spec.dir / kSweepResourcesFile,
                             json{{"peak_rss_mib", result.peak_rss_mib}}.dump() + "\n");

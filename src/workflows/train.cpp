@@ -297,6 +297,8 @@ nlohmann::json finish(const RunStart& start, PreparedRun& run, const TrainResult
     summary["fused_test_" + name] = value;
   summary["fused_max_abs_logit_diff"] = logit_diff.item<double>();
   summary["params_fused"] = count_parameters(*fused);
+  const auto twin = dense_twin(config);
+  summary["fused_flops_per_sample"] = twin.model.options->forward_flops_per_sample(twin.ffn);
   if (writer) outputs.record_summary(result.steps, summary, out / kSummaryFile);
   report << "test " << headline.name
          << " (fused, dense):     " << metric_text(headline, fused_eval.metrics.at(headline.name))

@@ -96,8 +96,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionKernels,
 TEST(AttentionKernels, ScoresFarApartAreAsAccurateAsTheReference) {
   torch::manual_seed(3);
   Attention attention(4 * 32, 4);
-  const auto x = torch::randn({5, 17, 4 * 32}) * 200.0;
-  const auto grad_out = torch::randn({5, 17, 4 * 32});
+  const auto x = torch::randn({5, 17, 128}) * 200.0;
+  const auto grad_out = torch::randn({5, 17, 128});
   const auto kernel = run(attention, x, grad_out, true);
   const auto reference = run(attention, x, grad_out, false);
   EXPECT_EQ(kernel.calls.taken, 1);
@@ -319,9 +319,9 @@ TEST(AttentionKernels, ACausalMaskWithABias) {
 TEST(AttentionKernels, ACausalMaskWithFewerQueriesThanKeys) {
   torch::manual_seed(14);
   Call call;
-  call.query_rows = torch::randn({2, 7, 4 * 16});
-  call.key_value_rows = torch::randn({2, 19, 2 * 4 * 16});
-  call.value_column = 4 * 16;
+  call.query_rows = torch::randn({2, 7, 64});
+  call.key_value_rows = torch::randn({2, 19, 128});
+  call.value_column = 64;  // 4 heads × 16
   call.options.heads = 4, call.options.head_dim = 16, call.options.scale = 0.25;
   call.options.causal = true;
   expect_equal_to_written_out(call);
@@ -335,8 +335,8 @@ TEST(AttentionKernels, QueriesAndKeysFromDifferentRowsOfDifferentLengths) {
   Call call;
   call.query_rows = torch::randn({6, 29, 3 + 6 * 8 + 5});
   call.query_column = 3;
-  call.key_value_rows = torch::randn({6, 70, 2 * 6 * 8});
-  call.key_column = 6 * 8, call.value_column = 0;  // values first
+  call.key_value_rows = torch::randn({6, 70, 96});
+  call.key_column = 48, call.value_column = 0;  // values first, 6 heads × 8
   call.options.heads = 6, call.options.head_dim = 8, call.options.scale = 0.3;
   expect_equal_to_written_out(call);
   const auto result = attend(call, torch::randn({6, 29, 48}), true);
@@ -349,9 +349,9 @@ TEST(AttentionKernels, QueriesAndKeysFromDifferentRowsOfDifferentLengths) {
 TEST(AttentionKernels, MoreKeysThanTheKernelsTakeFallBackWithTheTerm) {
   torch::manual_seed(16);
   Call call;
-  call.query_rows = torch::randn({2, 5, 2 * 8});
-  call.key_value_rows = torch::randn({2, 300, 2 * 2 * 8});
-  call.key_column = 0, call.value_column = 2 * 8;
+  call.query_rows = torch::randn({2, 5, 16});
+  call.key_value_rows = torch::randn({2, 300, 32});
+  call.key_column = 0, call.value_column = 16;
   call.options.heads = 2, call.options.head_dim = 8, call.options.scale = 0.35;
   call.additive = torch::randn({1, 2, 5, 300});
   expect_equal_to_written_out(call, /*expect_kernels=*/false);

@@ -84,6 +84,10 @@ TEST_F(SweepCli, TwoConfigurationsTwoSeedsMakeATableAndASecondRunSkipsThem) {
   // sw fuses into the dense model: deployed = the dense row's parameters.
   EXPECT_EQ(rows[1]["params_deployed"], rows[0]["params_train"]);
   EXPECT_GT(rows[1]["params_train"].get<int64_t>(), rows[0]["params_train"].get<int64_t>());
+  // ... and the dense model's forward FLOPs.
+  EXPECT_GT(rows[0]["gflops_deployed"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(rows[1]["gflops_deployed"].get<double>(),
+                   rows[0]["gflops_deployed"].get<double>());
   const auto markdown = testing::read_text(out / "table.md");
   EXPECT_EQ(count(markdown, "\n"), 4U) << markdown;  // header, rule, two rows
   EXPECT_NE(markdown.find("| sw | 2/2 |"), std::string::npos) << markdown;

@@ -1,13 +1,17 @@
 // The shipped sweep files (configs/sweeps/) expand into valid runs: every run's config builds,
 // 3 seeds at least, the baseline is one of the configurations, and each run's assignments end
-// with its seed and the command line's keys.
+// with its seed and the command line's keys. A configuration with a base of its own (another
+// model) runs from that file, the others from the sweep's.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <set>
 
+#include "../support/cli.h"
 #include "exfusion/sweep/sweep_plan.h"
+#include "exfusion/util/error.h"
 
 namespace exfusion {
 namespace {
@@ -33,8 +37,8 @@ TEST(SweepPlan, ShippedSweepsExpandIntoValidRuns) {
     }
   }
   for (const auto* table :
-       {"table1-moe-vs-exfusion", "table6-variants", "table7-experts", "table8-momentum",
-        "table9-router", "table10-layers", "table11-step-time", "upcycling"}) {
+       {"table1-moe-vs-exfusion", "table2-backbones", "table6-variants", "table7-experts",
+        "table8-momentum", "table9-router", "table10-layers", "table11-step-time", "upcycling"}) {
     EXPECT_EQ(found.count(table), 1U) << table;
   }
   const auto momentum = read_sweep_plan(dir / "table8-momentum.yaml", "/tmp/unused");
@@ -42,6 +46,33 @@ TEST(SweepPlan, ShippedSweepsExpandIntoValidRuns) {
             (std::vector<std::string>{"momentum=0.9", "momentum=0.93", "momentum=0.95",
                                       "momentum=0.97", "momentum=0.99"}));
   EXPECT_EQ(momentum.baseline, "momentum=0.95");
+}
+
+TEST(SweepPlan, AConfigurationWithItsOwnBaseRunsFromIt) {
+  const auto dir = testing::fresh_temp_dir("sweep-plan-base");
+  const auto configs = fs::path(EXFUSION_SOURCE_DIR) / "configs";
+  std::ofstream(dir / "models.yaml")
+      << "base: " << (configs / "fmnist-vit-mb.yaml").string()
+      << "\nseeds: 3\nconfigurations:\n"
+         "  - {name: vit, set: {ffn.kind: dense}}\n"
+         "  - {name: swin, base: "
+      << (configs / "fmnist-swin-dense.yaml").string() << ", set: {train.epochs: 1}}\n";
+  const auto plan = read_sweep_plan(dir / "models.yaml", dir / "out");
+  ASSERT_EQ(plan.runs.size(), 6U);
+  EXPECT_EQ(plan.runs[0].base_config, configs / "fmnist-vit-mb.yaml");
+  EXPECT_EQ(plan.runs[1].base_config, configs / "fmnist-swin-dense.yaml");
+  // A key the configuration's own model does not have is refused, naming the configuration.
+  std::ofstream(dir / "wrong.yaml")
+      << "seeds: 3\nconfigurations:\n  - {name: swin, base: "
+      << (configs / "fmnist-swin-dense.yaml").string() << ", set: {model.depth: 3}}\n";
+  try {
+    read_sweep_plan(dir / "wrong.yaml", dir / "out");
+    ADD_FAILURE() << "a Swin run with a ViT's key was accepted";
+  } catch (const InputError& error) {
+    EXPECT_NE(std::string(error.what()).find("configuration 'swin'"), std::string::npos)
+        << error.what();
+  }
+  testing::remove_tree(dir);
 }
 
 }  // namespace

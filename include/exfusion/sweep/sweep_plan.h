@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -17,13 +18,21 @@ struct SweepRunSpec {
   // train.seed, then the command line's.
   std::vector<std::string> assignments;
   std::filesystem::path dir;  // <out>/runs/<configuration>/seed-<seed>
+  // Its config file: the configuration's own base, else the sweep's; empty: the default run.
+  std::filesystem::path base_config;
 };
 
 struct SweepPlan {
+  // The configuration a row is compared with: its own baseline, else the sweep's.
+  const std::string& baseline_of(const std::string& configuration) const;
+
   std::filesystem::path file;
   std::filesystem::path base_config;        // empty: the default run
   std::vector<std::string> configurations;  // names, in the file's order
   std::string baseline;                     // one of them (default: the first)
+  // Each configuration's own baseline where it names one (several models in one sweep, each
+  // against its own dense run); the others compare with `baseline`.
+  std::map<std::string, std::string> own_baselines;
   std::vector<int64_t> seeds;
   std::filesystem::path out;
   std::vector<SweepRunSpec> runs;  // seed-major: every configuration of seed 1, then seed 2, …
@@ -36,6 +45,8 @@ struct SweepPlan {
 //   baseline: dense                   # optional: the first configuration
 //   configurations:                   # a list ...
 //     - {name: dense, set: {ffn.kind: dense}}
+//     - {name: swin, base: ../fmnist-swin-mb.yaml, baseline: swin-dense}  # its own base (another
+//       model) and its own baseline (a configuration naming itself is a baseline)
 //   grid: {ffn.num_experts: [2, 4]}   # ... or a grid: one configuration per combination,
 //                                     # named "num_experts=2" (the keys' last parts)
 // `extra` assignments (the command line's --set) go last in every run. Every run's config is

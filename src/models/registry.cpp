@@ -5,6 +5,8 @@
 #include "exfusion/fusion/exfusion_ffn.h"
 #include "exfusion/fusion/moe.h"
 #include "exfusion/layers/mlp.h"
+#include "exfusion/models/llama.h"
+#include "exfusion/models/llama_formats.h"
 #include "exfusion/models/pvt.h"
 #include "exfusion/models/pvt_formats.h"
 #include "exfusion/models/pvt_v2.h"
@@ -40,6 +42,7 @@ ModelRegistry& model_kinds() {
     models.add<SwinOptions>("swin", "Swin Transformer (v1) with timm's names");
     models.add<PvtOptions>("pvt_v1", "PVT v1 (the paper's PVT-T/S/M/L) with its authors' names");
     models.add<PvtV2Options>("pvt_v2", "PVT v2 (b0-b5) with timm's names");
+    models.add<LlamaOptions>("llama", "Llama decoder language model with Hugging Face's names");
     return models;
   }();
   return registry;
@@ -56,6 +59,8 @@ ImportFormatRegistry& import_formats() {
                 std::make_shared<HuggingFaceT5Format>());
     formats.add("timm", "swin", "timm's SwinTransformer state_dict",
                 std::make_shared<TimmSwinFormat>());
+    formats.add("huggingface", "llama", "Hugging Face's LlamaForCausalLM",
+                std::make_shared<HuggingFaceLlamaFormat>());
     formats.add("timm", "pvt_v2", "timm's PyramidVisionTransformerV2 state_dict",
                 std::make_shared<TimmPvtV2Format>());
     return formats;
@@ -73,6 +78,9 @@ ExportFormatRegistry& export_formats() {
                 std::make_shared<HuggingFaceT5Export>());
     formats.add("timm", "swin", "timm's SwinTransformer names, model.json with timm's kwargs",
                 std::make_shared<TimmSwinExport>());
+    formats.add("huggingface", "llama",
+                "a LlamaForCausalLM directory (hf/: config.json, tokenizer.model)",
+                std::make_shared<HuggingFaceLlamaExport>());
     formats.add("timm", "pvt_v2",
                 "timm's PyramidVisionTransformerV2 names, model.json with timm's kwargs",
                 std::make_shared<TimmPvtV2Export>());

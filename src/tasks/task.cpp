@@ -1,6 +1,7 @@
 // The task registry, with the built-in task on one line (see task.h).
 #include "exfusion/tasks/task.h"
 
+#include "exfusion/tasks/causal_lm.h"
 #include "exfusion/tasks/image_classification.h"
 #include "exfusion/tasks/span_corruption.h"
 #include "exfusion/util/error.h"
@@ -41,6 +42,12 @@ TaskRegistry& task_kinds() {
         "loss per token, perplexity",
         [](const TaskOptions& options) { return std::make_unique<SpanCorruptionTask>(options); },
         SpanCorruptionDataOptions{});
+    tasks.add(
+        "causal_lm",
+        "a decoder language model on a text corpus: packed sequences, the next token at every "
+        "position, loss per token, perplexity",
+        [](const TaskOptions& options) { return std::make_unique<CausalLmTask>(options); },
+        CausalLmDataOptions{});
     return tasks;
   }();
   return registry;

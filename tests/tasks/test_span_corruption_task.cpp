@@ -8,7 +8,6 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <random>
 #include <set>
 #include <string>
 
@@ -16,6 +15,7 @@
 #include "../support/cli.h"
 #include "../support/processes.h"
 #include "../support/run_comparison.h"
+#include "../support/word_corpus.h"
 #include "exfusion/tasks/span_corruption.h"
 #include "exfusion/text/corpus_encoding.h"
 #include "exfusion/text/tokenizer.h"
@@ -27,33 +27,11 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// Made-up words in sentences, one JSON record each, over three shards.
-void write_corpus(const fs::path& dir) {
-  fs::create_directories(dir);
-  std::mt19937 random(5);
-  std::vector<std::string> words;
-  for (int w = 0; w < 300; ++w) {
-    std::string word;
-    const auto length = 2 + random() % 7;
-    for (size_t c = 0; c < length; ++c) word += static_cast<char>('a' + random() % 26);
-    words.push_back(word);
-  }
-  for (int shard = 0; shard < 3; ++shard) {
-    std::ofstream out(dir / ("shard-" + std::to_string(shard) + ".jsonl"));
-    for (int line = 0; line < 250; ++line) {
-      std::string sentence;
-      const auto count = 5 + random() % 25;
-      for (size_t k = 0; k < count; ++k) sentence += (k ? " " : "") + words[random() % 300];
-      out << json{{"text", sentence + "."}}.dump() << "\n";
-    }
-  }
-}
-
 class SpanCorruptionTaskTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = testing::fresh_temp_dir("span-task");
-    write_corpus(dir_ / "corpus");
+    testing::write_word_corpus(dir_ / "corpus");
     TokenizerTraining training;
     training.corpus = {(dir_ / "corpus" / "*.jsonl").string()};
     training.vocab_size = 360;

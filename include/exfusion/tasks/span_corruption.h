@@ -5,7 +5,7 @@
 // after the decoder start (pad, 0). Loss and token accuracy per target token, perplexity the
 // headline. The model is an EncoderDecoder (T5) whose input_shapes() give the two lengths.
 #pragma once
-#include "exfusion/tasks/task.h"
+#include "exfusion/tasks/token_prediction.h"
 #include "exfusion/text/text_corpus.h"
 
 namespace exfusion {
@@ -27,23 +27,15 @@ struct SpanCorruptionDataOptions : TextCorpusOptions {
   void validate_with(const ModelOptions& model, const config::Location& at) const;
 };
 
-class SpanCorruptionTask : public Task {
+class SpanCorruptionTask : public TokenPredictionTask {
  public:
-  explicit SpanCorruptionTask(TaskOptions options) : options_(options) {}
+  explicit SpanCorruptionTask(TaskOptions options) : TokenPredictionTask(options) {}
   TaskData load_data(DataSection& data, const ModelOptions& model, bool with_train) const override;
   // The folder as the validation corpus.
   nlohmann::json data_dir_patch(const std::string& dir) const override;
   torch::Tensor forward(ModelImpl& model, const Batch& batch) const override;
-  torch::Tensor loss(const torch::Tensor& outputs, const Batch& batch) const override;
-  torch::Tensor eval_loss_sum(const torch::Tensor& outputs, const Batch& batch) const override;
-  const TaskMetrics& metrics() const override;  // token accuracy; perplexity the headline
-  torch::Tensor metric_sums(const torch::Tensor& outputs, const Batch& batch) const override;
-  void derive(MetricValues& values) const override;
   Batch synthetic_batch(const ModelOptions& model, int64_t batch_size) const override;
   double tokens_per_sample(const ModelOptions& model) const override;
-
- private:
-  TaskOptions options_;
 };
 
 // The decoder's inputs: `targets` [B, L] shifted right by one, `start` first.

@@ -1,0 +1,33 @@
+// Llama's Hugging Face formats, registered for model kind "llama" in models/registry.cpp.
+// Export: a directory LlamaForCausalLM.from_pretrained reads (config.json as LlamaConfig,
+// generation_config.json, the run's SentencePiece model as tokenizer.model), beside weights
+// whose names are already Hugging Face's. Import: such a directory (a model.safetensors with its
+// config.json), the architecture from the config; what is not a plain Llama (biases in the
+// attention or the FFN, another activation, rope scaling) is refused by name.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "exfusion/models/export_formats.h"
+#include "exfusion/models/model_formats.h"
+
+namespace exfusion {
+
+class HuggingFaceLlamaExport : public ExportFormat {
+ public:
+  // Its own directory: Hugging Face's config.json would clash with a run's.
+  std::string directory() const override { return "hf"; }
+  std::vector<DescriptionFile> description_files(const ExportContext& context) const override;
+};
+
+class HuggingFaceLlamaFormat : public ImportFormat {
+ public:
+  std::string signature() const override { return "model.layers.0.self_attn.q_proj.weight"; }
+  ForeignArchitecture architecture(const SafetensorsFile& file, const std::filesystem::path& path,
+                                   const nlohmann::json& model_patch) const override;
+  std::vector<std::string> names_in_file(const std::string& ours) const override { return {ours}; }
+  // The rotary frequencies older transformers saved as buffers.
+  bool ignored(const std::string& name) const override;
+};
+
+}  // namespace exfusion

@@ -1,0 +1,219 @@
+// Llama: Llama 2 7B's parameter count and the CPU preset's from the options alone, the module's
+// tensors against dense_tensor_shapes() (untied and tied lm_head), causality, the rotary
+// embedding against its definition, bad sizes refused by name, ExFusion in every FFN (fused
+// equals trained for sw/dw/mb), a top-2 MoE that learns, and upcycling by copy starting at the
+// dense logits. transformers' own logits are checked in test_llama_huggingface.py.
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cmath>
+#include <vector>
+
+#include "../support/module_snapshot.h"
+#include "exfusion/fusion/exfusion_ffn.h"
+#include "exfusion/fusion/moe.h"
+#include "exfusion/io/module_tensors.h"
+#include "exfusion/models/llama.h"
+#include "exfusion/models/registry.h"
+#include "exfusion/train/run_files.h"
+#include "exfusion/upcycling/upcycle.h"
+#include "exfusion/util/error.h"
+
+namespace exfusion {
+namespace {
+
+// Fused against trained logits: float32 sums through a few layers, far below a logit's O(1).
+constexpr double kLlamaSameLogits = 1e-5;
+
+LlamaOptions tiny_llama(bool tied = false) {
+  LlamaOptions options;
+  options.vocab_size = 40;
+  options.hidden_size = 16;
+  options.intermediate_size = 24;
+  options.num_hidden_layers = 2;
+  options.num_attention_heads = 4;
+  options.num_key_value_heads = 2;
+  options.max_position_embeddings = 32;
+  options.sequence_length = 9;
+  options.tie_word_embeddings = tied;
+  return options;
+}
+
+std::shared_ptr<LlamaImpl> build_llama(const LlamaOptions& options, const FfnConfig& ffn) {
+  return std::dynamic_pointer_cast<LlamaImpl>(options.build(ffn));
+}
+
+// meta-llama/Llama-2-7b-hf as transformers counts it: 6,738,415,616 parameters.
+TEST(Llama, PresetsHaveTheirParameterCounts) {
+  LlamaOptions seven;
+  seven.apply_preset("llama-2-7b", {"test", "model"});
+  EXPECT_EQ(dense_model_parameters(DeclaredModelOptions<LlamaOptions>(seven)), 6738415616.0);
+  // 2 · 8192 · 256 (embedding, lm_head) + 8 · (256² · 2 + 256 · 128 · 2 + 3 · 256 · 704 + 2 · 256)
+  // + 256.
+  LlamaOptions cpu;
+  cpu.apply_preset("llama-cpu-10m", {"test", "model"});
+  EXPECT_EQ(dense_model_parameters(DeclaredModelOptions<LlamaOptions>(cpu)), 10096896.0);
+}
+
+TEST(Llama, ModuleTensorsAreTheDeclaredShapes) {
+  for (const bool tied : {false, true}) {
+    const auto options = tiny_llama(tied);
+    const auto model = build_llama(options, FfnConfig{});
+    const auto tensors = module_tensors(*model);
+    const auto declared = options.dense_tensor_shapes();
+    ASSERT_EQ(tensors.size(), declared.size()) << "tied " << tied;
+    for (size_t i = 0; i < declared.size(); ++i) {
+      EXPECT_EQ(tensors[i].first, declared[i].first);
+      EXPECT_EQ(tensors[i].second.sizes().vec(), declared[i].second) << declared[i].first;
+    }
+    EXPECT_EQ(static_cast<double>(count_parameters(*model)),
+              dense_model_parameters(DeclaredModelOptions<LlamaOptions>(options)));
+  }
+}
+
+// A position's logits depend on it and the positions before it only.
+TEST(Llama, EachPositionSeesOnlyThePast) {
+  torch::manual_seed(3);
+  const auto model = build_llama(tiny_llama(), FfnConfig{});
+  model->eval();
+  torch::NoGradGuard no_grad;
+  auto tokens = torch::randint(0, 40, {2, 9});
+  const auto before = model->forward(tokens);
+  ASSERT_EQ(before.sizes().vec(), (std::vector<int64_t>{2, 9, 40}));
+  tokens.select(1, 6).add_(1).remainder_(40);
+  const auto after = model->forward(tokens);
+  EXPECT_TRUE(torch::equal(before.narrow(1, 0, 6), after.narrow(1, 0, 6)));
+  EXPECT_FALSE(torch::allclose(before.narrow(1, 6, 1), after.narrow(1, 6, 1)));
+}
+
+// Hugging Face's rotary embedding written out for one position and frequency pair: dims i and
+// i + d/2 of each head rotate by the angle position · θ^(−2i/d).
+TEST(Llama, RotaryEmbeddingRotatesHalvesByThePositionsAngle) {
+  const int64_t head_dim = 8, position = 5;
+  const double theta = 500.0;
+  const auto [cos, sin] = rotary_tables(7, head_dim, theta, torch::kCPU);
+  const auto x = torch::randn({1, 7, 1, head_dim});
+  const auto rotated = apply_rotary(x, cos, sin);
+  for (int64_t i = 0; i < head_dim / 2; ++i) {
+    const double angle = position * std::pow(theta, -2.0 * i / head_dim);
+    const double a = x[0][position][0][i].item<double>();
+    const double b = x[0][position][0][i + head_dim / 2].item<double>();
+    EXPECT_NEAR(rotated[0][position][0][i].item<double>(),
+                a * std::cos(angle) - b * std::sin(angle), 1e-5);
+    EXPECT_NEAR(rotated[0][position][0][i + head_dim / 2].item<double>(),
+                b * std::cos(angle) + a * std::sin(angle), 1e-5);
+  }
+}
+
+TEST(Llama, SizesThatDoNotFitAreRefusedByName) {
+  const auto refused = [](LlamaOptions options, const char* key) {
+    try {
+      options.validate();
+      ADD_FAILURE() << "accepted: " << key;
+    } catch (const InputError& error) {
+      EXPECT_NE(std::string(error.what()).find(key), std::string::npos) << error.what();
+    }
+  };
+  auto heads = tiny_llama();
+  heads.num_key_value_heads = 3;
+  refused(heads, "num_key_value_heads");
+  auto width = tiny_llama();
+  width.num_attention_heads = 5;
+  refused(width, "num_attention_heads");
+  auto length = tiny_llama();
+  length.sequence_length = 33;
+  refused(length, "sequence_length");
+}
+
+// ExFusion (each variant) in every FFN, trained a few steps so that the experts differ, fuses
+// into a dense Llama with the same logits.
+TEST(Llama, ExFusionFusesToTheTrainedModel) {
+  for (const auto variant :
+       {FusionVariant::kStatic, FusionVariant::kLearned, FusionVariant::kMemoryBank}) {
+    torch::manual_seed(5);
+    const auto options = tiny_llama();
+    const auto model =
+        build_llama(options, FfnConfig::of("exfusion", ExFusionOptions().variant(variant)));
+    const auto tokens = torch::randint(0, 40, {4, 9});
+    const auto targets = torch::randint(0, 40, {4, 9});
+    torch::optim::SGD sgd(model->parameters(), 0.5);
+    for (int step = 0; step < 3; ++step) {
+      sgd.zero_grad();
+      torch::nn::functional::cross_entropy(model->forward(tokens).flatten(0, 1), targets.flatten())
+          .backward();
+      sgd.step();
+    }
+    model->eval();
+    const auto fused =
+        std::dynamic_pointer_cast<LlamaImpl>(fuse_model(ModelConfig::of("llama", options), *model));
+    ASSERT_NE(fused, nullptr);
+    fused->eval();
+    torch::NoGradGuard no_grad;
+    EXPECT_LT((model->forward(tokens) - fused->forward(tokens)).abs().max().item<double>(),
+              kLlamaSameLogits)
+        << "variant " << static_cast<int>(variant);
+    EXPECT_EQ(static_cast<double>(count_parameters(*fused)),
+              dense_model_parameters(DeclaredModelOptions<LlamaOptions>(options)));
+  }
+}
+
+// Mixtral's layout in our terms: 4 whole SwiGLU experts, top-2, in every layer, learns a fixed
+// batch (Adam at 1e-2 for 40 steps takes the loss to under half its start, ln 40 ≈ 3.7: a wide
+// margin for a model that can memorise 36 tokens), and its router gets a gradient.
+TEST(Llama, MoeTopTwoLearnsAFixedBatch) {
+  torch::manual_seed(8);
+  const auto model = build_llama(
+      tiny_llama(), FfnConfig::of("moe", MoeOptions().num_experts(4).top_k(2).capacity_factor(0)));
+  const auto tokens = torch::randint(0, 40, {4, 9});
+  const auto targets = torch::randint(0, 40, {4, 9});
+  torch::optim::Adam adam(model->parameters(), 1e-2);
+  double first = 0, last = 0;
+  bool router_moved = false;
+  for (int step = 0; step < 40; ++step) {
+    adam.zero_grad();
+    const auto loss = torch::nn::functional::cross_entropy(model->forward(tokens).flatten(0, 1),
+                                                           targets.flatten());
+    loss.backward();
+    for (const auto& parameter : model->named_parameters()) {
+      if (parameter.key().find("router") != std::string::npos &&
+          parameter.value().grad().defined()) {
+        router_moved = router_moved || parameter.value().grad().abs().sum().item<double>() > 0;
+      }
+    }
+    adam.step();
+    (step == 0 ? first : last) = loss.item<double>();
+  }
+  EXPECT_LT(last, 0.5 * first) << "first " << first << ", last " << last;
+  EXPECT_TRUE(router_moved);
+}
+
+// Upcycling a dense Llama by copy into ExFusion (static weights 1/N) and into a renormalised
+// top-1 MoE starts at the dense model's logits.
+TEST(Llama, UpcyclingByCopyStartsAtTheDenseLogits) {
+  torch::manual_seed(9);
+  const auto dense = build_llama(tiny_llama(), FfnConfig{});
+  {  // away from the init, as a trained model is
+    torch::NoGradGuard no_grad;
+    for (auto& parameter : dense->parameters()) parameter.add_(torch::randn_like(parameter) * 0.1);
+  }
+  const auto tokens = torch::randint(0, 40, {3, 9});
+  dense->eval();
+  torch::NoGradGuard no_grad;
+  const auto expected = dense->forward(tokens);
+  for (const auto& ffn :
+       {FfnConfig::of("exfusion", ExFusionOptions().variant(FusionVariant::kStatic)),
+        FfnConfig::of(
+            "moe",
+            MoeOptions().num_experts(4).top_k(1).capacity_factor(0).renormalize_top1(true))}) {
+    const auto upcycled = build_llama(tiny_llama(), ffn);
+    const auto report =
+        upcycle_into(*upcycled, testing::tensors_of(*dense), InitConfig{}, "dense.safetensors");
+    EXPECT_EQ(report.layers, 2);
+    upcycled->eval();
+    EXPECT_LT((upcycled->forward(tokens) - expected).abs().max().item<double>(), kLlamaSameLogits)
+        << ffn.kind;
+  }
+}
+
+}  // namespace
+}  // namespace exfusion

@@ -5,7 +5,7 @@ on random images of the config's size with the config's batch, torch's AdamW (it
 on every weight of two or more dimensions), label smoothing and gradient clipping, fp32, as a
 user would write it in PyTorch; no stochastic depth (timm's Swin default is 0.1; our models have
 none). Prints one JSON line: images/s and ms/step over the timed steps.
-bench/backbone_step_cpu.sh runs it beside `exfusion bench` on the same config.
+bench/cpu_step_vs_peer.sh runs it beside `exfusion bench` on the same config.
 Usage: .venv/bin/python bench/backbone_peer.py CONFIG [--steps 30] [--warmup 5] [--threads N]"""
 import argparse, json, os, time
 

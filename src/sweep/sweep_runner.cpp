@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 
@@ -58,7 +59,7 @@ std::vector<std::string> train_arguments(const SweepRunSpec& run, RunState state
 }
 
 std::string duration_text(double seconds) {
-  const auto total = static_cast<int64_t>(seconds + 0.5);
+  const auto total = std::llround(seconds);
   char text[32];
   if (total >= 3600) {
     std::snprintf(text, sizeof text, "%lldh%02lldm", static_cast<long long>(total / 3600),
@@ -83,6 +84,7 @@ ChildResult run_child(const std::vector<std::string>& args, const fs::path& log)
   std::vector<std::string> all{self.string()};
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;
+  argv.reserve(all.size() + 1);
   for (auto& arg : all) argv.push_back(arg.data());
   argv.push_back(nullptr);
   fs::create_directories(log.parent_path());

@@ -106,7 +106,7 @@ TEST(Llama, RotaryEmbeddingRotatesHalvesByThePositionsAngle) {
 }
 
 TEST(Llama, SizesThatDoNotFitAreRefusedByName) {
-  const auto refused = [](LlamaOptions options, const char* key) {
+  const auto refused = [](const LlamaOptions& options, const char* key) {
     try {
       options.validate();
       ADD_FAILURE() << "accepted: " << key;

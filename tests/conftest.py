@@ -76,3 +76,13 @@ def run_cli(cli, *args):
     result = subprocess.run([str(cli), *map(str, args)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
+
+
+def our_logits(cli, checkpoint, tmp_path):
+    """The logits `exfusion eval --save-logits` writes for a checkpoint's validation samples,
+    with the inputs they were computed on (safetensors, loaded as a dict of tensors)."""
+    from safetensors.torch import load_file
+    saved = tmp_path / "logits.safetensors"
+    run_cli(cli, "eval", checkpoint, "--save-logits", saved, "--force")
+    return load_file(str(saved))
+

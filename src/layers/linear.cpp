@@ -189,6 +189,13 @@ void init_vit_linear(const Linear& layer) {
   if (layer->bias.defined()) layer->bias.zero_();
 }
 
+Linear bias_free_linear(int64_t in_features, int64_t out_features, double std) {
+  Linear layer(LinearOptions(in_features, out_features).bias(false));
+  const torch::NoGradGuard no_grad;
+  layer->weight.normal_(0.0, std);
+  return layer;
+}
+
 namespace reference {
 
 std::tuple<torch::Tensor, torch::Tensor> linear_weight_bias_grad(const torch::Tensor& dy,

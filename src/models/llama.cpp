@@ -23,13 +23,6 @@ FfnForm llama_ffn_form(const LlamaOptions& options) {
   return form;
 }
 
-Linear bias_free(int64_t in, int64_t out, double std) {
-  Linear linear(LinearOptions(in, out).bias(false));
-  const torch::NoGradGuard no_grad;
-  linear->weight.normal_(0.0, std);
-  return linear;
-}
-
 std::string layer_path(int64_t layer) { return "model.layers." + std::to_string(layer); }
 
 }  // namespace
@@ -158,10 +151,10 @@ LlamaAttentionImpl::LlamaAttentionImpl(const LlamaOptions& options)
       head_dim_(options.head_width()) {
   const int64_t d = options.hidden_size;
   const double std = options.initializer_range;
-  q_proj = register_module("q_proj", bias_free(d, heads_ * head_dim_, std));
-  k_proj = register_module("k_proj", bias_free(d, kv_heads_ * head_dim_, std));
-  v_proj = register_module("v_proj", bias_free(d, kv_heads_ * head_dim_, std));
-  o_proj = register_module("o_proj", bias_free(heads_ * head_dim_, d, std));
+  q_proj = register_module("q_proj", bias_free_linear(d, heads_ * head_dim_, std));
+  k_proj = register_module("k_proj", bias_free_linear(d, kv_heads_ * head_dim_, std));
+  v_proj = register_module("v_proj", bias_free_linear(d, kv_heads_ * head_dim_, std));
+  o_proj = register_module("o_proj", bias_free_linear(heads_ * head_dim_, d, std));
 }
 
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
@@ -240,8 +233,8 @@ LlamaImpl::LlamaImpl(LlamaOptions options_) : options(std::move(options_)) {
   options.validate_ffn(options.ffn, {"", "ffn"});
   model = register_module("model", LlamaBody(options));
   if (!options.tie_word_embeddings) {
-    lm_head = register_module(
-        "lm_head", bias_free(options.hidden_size, options.vocab_size, options.initializer_range));
+    lm_head = register_module("lm_head", bias_free_linear(options.hidden_size, options.vocab_size,
+                                                          options.initializer_range));
   }
 }
 

@@ -29,13 +29,6 @@ std::string block_path(bool decoder, int64_t block) {
   return std::string(decoder ? "decoder" : "encoder") + ".block." + std::to_string(block);
 }
 
-Linear bias_free(int64_t in, int64_t out, double std) {
-  Linear linear(LinearOptions(in, out).bias(false));
-  torch::NoGradGuard no_grad;
-  linear->weight.normal_(0.0, std);
-  return linear;
-}
-
 }  // namespace
 
 void T5Options::apply_preset(const std::string& name, const config::Location& at) {
@@ -179,12 +172,13 @@ T5AttentionImpl::T5AttentionImpl(const T5Options& options, bool has_relative_att
   const double d = static_cast<double>(options.d_model);
   const int64_t inner = options.num_heads * options.d_kv;
   // nanoT5's (Hugging Face's) init, which leaves out the 1/√d of the scores.
-  q = register_module("q", bias_free(options.d_model, inner,
-                                     1.0 / std::sqrt(d * static_cast<double>(options.d_kv))));
-  k = register_module("k", bias_free(options.d_model, inner, 1.0 / std::sqrt(d)));
-  v = register_module("v", bias_free(options.d_model, inner, 1.0 / std::sqrt(d)));
+  q = register_module("q",
+                      bias_free_linear(options.d_model, inner,
+                                       1.0 / std::sqrt(d * static_cast<double>(options.d_kv))));
+  k = register_module("k", bias_free_linear(options.d_model, inner, 1.0 / std::sqrt(d)));
+  v = register_module("v", bias_free_linear(options.d_model, inner, 1.0 / std::sqrt(d)));
   o = register_module(
-      "o", bias_free(inner, options.d_model, 1.0 / std::sqrt(static_cast<double>(inner))));
+      "o", bias_free_linear(inner, options.d_model, 1.0 / std::sqrt(static_cast<double>(inner))));
   if (has_relative_attention_bias) {
     relative_attention_bias = register_module(
         "relative_attention_bias",
@@ -324,7 +318,7 @@ T5Impl::T5Impl(T5Options options_) : options(std::move(options_)) {
   shared = register_module("shared", torch::nn::Embedding(options.vocab_size, options.d_model));
   encoder = register_module("encoder", T5Stack(options, /*is_decoder=*/false, sites));
   decoder = register_module("decoder", T5Stack(options, /*is_decoder=*/true, sites));
-  lm_head = register_module("lm_head", bias_free(options.d_model, options.vocab_size, 1.0));
+  lm_head = register_module("lm_head", bias_free_linear(options.d_model, options.vocab_size, 1.0));
   torch::NoGradGuard no_grad;
   shared->weight.normal_(0.0, 1.0);
 }

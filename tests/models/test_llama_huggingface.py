@@ -11,10 +11,9 @@ import subprocess
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from conftest import run_cli
+from conftest import our_logits, run_cli
 
 LOGIT_TOLERANCE = 1e-4
 SEQUENCE_LENGTH = 48
@@ -53,11 +52,6 @@ def train(cli, tmp_path, text_corpus, tokenizer, ffn, tied=False):
     run_cli(cli, "train", "--config", tmp_path / "config.json", "--out", run, "--threads", "1")
     return run
 
-
-def our_logits(cli, checkpoint, tmp_path):
-    saved = tmp_path / "logits.safetensors"
-    run_cli(cli, "eval", checkpoint, "--save-logits", saved, "--force")
-    return load_file(str(saved))
 
 
 def transformers_logits(model, saved):

@@ -9,10 +9,9 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from transformers import T5ForConditionalGeneration
 
-from conftest import run_cli
+from conftest import our_logits, run_cli
 
 LOGIT_TOLERANCE = 1e-4
 INPUT_LENGTH, TARGET_LENGTH = 64, 14  # nanoT5's lengths at 64 inputs
@@ -46,11 +45,6 @@ def train(cli, tmp_path, text_corpus, tokenizer, ffn):
     run_cli(cli, "train", "--config", tmp_path / "config.json", "--out", run, "--threads", "1")
     return run
 
-
-def our_logits(cli, checkpoint, tmp_path):
-    saved = tmp_path / "logits.safetensors"
-    run_cli(cli, "eval", checkpoint, "--save-logits", saved, "--force")
-    return load_file(str(saved))
 
 
 def transformers_logits(model, saved):

@@ -62,6 +62,10 @@ TORCH_MODULE(Linear);
 // ViT's init for a linear layer: truncated normal weight (std 0.02), zero bias (if any).
 void init_vit_linear(const Linear& linear);
 
+// A linear layer without a bias, its weight from an untruncated normal(0, std): Hugging Face's
+// init of T5's and Llama's projections.
+Linear bias_free_linear(int64_t in_features, int64_t out_features, double std);
+
 // The same as linear(), always through the autograd node that linear() uses on CUDA, on any
 // device: on CUDA its weight and bias gradients come from one cuBLASLt GEMM, elsewhere from
 // reference::linear_weight_bias_grad. linear() is the call to use; this one is for the tests.

@@ -7,7 +7,6 @@
 #include <torch/autograd.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <limits>
 #include <optional>

@@ -7,11 +7,12 @@ user would write it in PyTorch; no stochastic depth (timm's Swin default is 0.1;
 none). Prints one JSON line: images/s and ms/step over the timed steps.
 bench/cpu_step_vs_peer.sh runs it beside `exfusion bench` on the same config.
 Usage: .venv/bin/python bench/backbone_peer.py CONFIG [--steps 30] [--warmup 5] [--threads N]"""
-import argparse, json, os, time
+import argparse, json, os
 
 import timm
 import torch
 import yaml
+from peer_training import adamw_like_ours, timed_seconds
 from timm.models.pvt_v2 import PyramidVisionTransformerV2
 from timm.models.swin_transformer import SwinTransformer
 
@@ -50,11 +51,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = timm_model(model_config).train()
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": train.get("weight_decay", 0.05)},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=train.get("lr", 2e-3))
+    optimizer = adamw_like_ours(model, train, default_lr=2e-3)
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=train.get("label_smoothing", 0.1))
     batch = train.get("batch_size", 128)
     size = model_config["img_size"]
@@ -68,12 +65,7 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), train.get("clip_grad", 1.0))
         optimizer.step()
 
-    for _ in range(args.warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    seconds = time.perf_counter() - start
+    seconds = timed_seconds(step, args.warmup, args.steps)
     print(json.dumps({
         "peer": f"timm {type(model).__name__}, torch AdamW",
         "timm": timm.__version__,

@@ -6,11 +6,12 @@ weight of two or more dimensions, as ours), gradient clipping, loss per token, a
 write it in PyTorch. Prints one JSON line: tokens/s and ms/step over the timed steps.
 bench/cpu_step_vs_peer.sh runs it beside `exfusion bench` on the same config.
 Usage: .venv/bin/python bench/llama_peer.py CONFIG [--steps 20] [--warmup 3] [--threads N]"""
-import argparse, json, os, time
+import argparse, json, os
 
 import torch
 import transformers
 import yaml
+from peer_training import adamw_like_ours, timed_seconds
 from transformers import LlamaConfig, LlamaForCausalLM
 
 
@@ -33,11 +34,7 @@ def main():
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(**settings)).train()
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": train.get("weight_decay", 0.05)},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=train.get("lr", 1e-3))
+    optimizer = adamw_like_ours(model, train, default_lr=1e-3)
     batch = train.get("batch_size", 32)
     length = model_config.get("sequence_length", 256)
     vocab = model_config["vocab_size"]
@@ -52,12 +49,7 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), train.get("clip_grad", 1.0))
         optimizer.step()
 
-    for _ in range(args.warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    seconds = time.perf_counter() - start
+    seconds = timed_seconds(step, args.warmup, args.steps)
     print(json.dumps({
         "peer": "transformers LlamaForCausalLM, torch AdamW",
         "transformers": transformers.__version__,

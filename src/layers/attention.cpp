@@ -206,6 +206,14 @@ torch::Tensor reference_attention(const AttentionInputs& inputs, const Attention
 
 }  // namespace
 
+AttentionOptions AttentionOptions::standard(int64_t heads, int64_t head_dim) {
+  AttentionOptions options;
+  options.heads = heads;
+  options.head_dim = head_dim;
+  options.scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  return options;
+}
+
 torch::Tensor multi_head_attention(const AttentionInputs& inputs, const AttentionOptions& options,
                                    bool training) {
   if (use_attention_kernels(inputs, options, training)) {
@@ -232,12 +240,9 @@ AttentionImpl::AttentionImpl(int64_t dim, int64_t num_heads_) : num_heads(num_he
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x) {
   const auto dim = x.size(2);
   const auto packed = qkv->forward(x);
-  AttentionOptions options;
-  options.heads = num_heads;
-  options.head_dim = dim / num_heads;
-  options.scale = 1.0 / std::sqrt(static_cast<double>(options.head_dim));
-  return proj->forward(
-      multi_head_attention({packed, 0, packed, dim, 2 * dim}, options, is_training()));
+  return proj->forward(multi_head_attention({packed, 0, packed, dim, 2 * dim},
+                                            AttentionOptions::standard(num_heads, dim / num_heads),
+                                            is_training()));
 }
 
 }  // namespace exfusion

@@ -3,8 +3,6 @@
 
 #include <ATen/ATen.h>
 
-#include <cmath>
-
 #include "exfusion/layers/attention.h"
 #include "exfusion/util/error.h"
 
@@ -178,10 +176,7 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
   }
   const auto key_value_rows =
       torch::cat({k.reshape({batch, length, queries}), v.reshape({batch, length, queries})}, -1);
-  AttentionOptions options;
-  options.heads = heads_;
-  options.head_dim = head_dim_;
-  options.scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
+  auto options = AttentionOptions::standard(heads_, head_dim_);
   options.causal = true;
   const auto attended = multi_head_attention(
       {q.reshape({batch, length, queries}), 0, key_value_rows, 0, queries}, options, is_training());

@@ -4,8 +4,6 @@
 
 #include <ATen/ATen.h>
 
-#include <cmath>
-
 #include "exfusion/layers/attention.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/init.h"
@@ -237,12 +235,9 @@ torch::Tensor SpatialReductionAttentionImpl::forward(const torch::Tensor& x, int
     source = norm->forward(sr->forward(grid).flatten(2).transpose(1, 2));
   }
   const auto packed = kv->forward(source);  // [B, M, 2D]: the keys' rows, then the values'
-  AttentionOptions options;
-  options.heads = heads_;
-  options.head_dim = head_dim;
-  options.scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
-  return proj->forward(
-      multi_head_attention({q->forward(x), 0, packed, 0, dim}, options, is_training()));
+  return proj->forward(multi_head_attention({q->forward(x), 0, packed, 0, dim},
+                                            AttentionOptions::standard(heads_, head_dim),
+                                            is_training()));
 }
 
 PvtBlockImpl::PvtBlockImpl(int64_t dim, int64_t heads, int64_t sr_ratio,

@@ -4,8 +4,6 @@
 
 #include <ATen/ATen.h>
 
-#include <cmath>
-
 #include "exfusion/layers/attention.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/init.h"
@@ -271,10 +269,7 @@ torch::Tensor WindowAttentionImpl::forward(const torch::Tensor& windows,
                   .unsqueeze(0)
                   .to(windows.scalar_type());
   if (mask.defined()) bias = bias + mask.to(bias.device(), bias.scalar_type()).unsqueeze(1);
-  AttentionOptions options;
-  options.heads = heads_;
-  options.head_dim = head_dim;
-  options.scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  auto options = AttentionOptions::standard(heads_, head_dim);
   options.additive = bias;
   const auto packed = qkv->forward(windows);
   return proj->forward(

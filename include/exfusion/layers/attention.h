@@ -30,6 +30,10 @@ struct AttentionOptions {
   // batch element b taking slice b mod P; its gradient flows where it requires one.
   torch::Tensor additive;
   double dropout = 0.0;  // on the probabilities, in training
+
+  // `heads` of `head_dim`, the scores scaled by 1/√head_dim (scaled_dot_product_attention's
+  // default; T5 alone scales its initialisation instead).
+  static AttentionOptions standard(int64_t heads, int64_t head_dim);
 };
 
 // softmax(scale · q kᵀ + additive, masked) v per head, as [B, Tq, heads · head_dim] rows, the

@@ -25,7 +25,8 @@ def has_expert_banks(row):
     return row["ffn"] not in ("dense", "moe")
 
 
-LAYER_SPECIFIC_PATHS = {"rms_norm_kernels", "gated_activation_kernels", "cross_entropy_kernels"}
+LAYER_SPECIFIC_PATHS = {"rms_norm_kernels", "gated_activation_kernels", "cross_entropy_kernels",
+                        "depthwise_conv_kernels"}
 
 
 def fallbacks(row):
@@ -36,8 +37,9 @@ def fallbacks(row):
         return "–"
     missed = [f"{path} {c['fell_back']}" for path, c in calls.items() if c["fell_back"]]
     for path, c in calls.items():
-        # The norm, gate and loss kernels serve layers and tasks only some runs have (T5's RMS
-        # norms and gated FFNs, a language model's loss): a ViT's step has none to take.
+        # The norm, gate, loss and grid-convolution kernels serve layers and tasks only some runs
+        # have (T5's RMS norms and gated FFNs, a language model's loss, PVT v2's FFN
+        # convolution): a ViT's step has none to take.
         if path in LAYER_SPECIFIC_PATHS:
             continue
         applies = path != "expert_kernels" or has_expert_banks(row)

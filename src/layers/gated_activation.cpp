@@ -4,8 +4,7 @@
 
 #include <torch/csrc/autograd/custom_function.h>
 
-#include <optional>
-
+#include "cpu_activation_function.h"
 #include "exfusion/util/fast_paths.h"
 #include "gated_activation_cpu_kernels.h"
 
@@ -21,7 +20,7 @@ struct GatedActivationOnCpu : public torch::autograd::Function<GatedActivationOn
     const auto gate_values = gate.contiguous();
     const auto up_values = up.contiguous();
     auto out = torch::empty_like(gate_values);
-    cpu::gated_activation_forward(static_cast<cpu::GatingFunction>(function), out.numel(),
+    cpu::gated_activation_forward(static_cast<cpu::ActivationFunction>(function), out.numel(),
                                   gate_values.data_ptr<float>(), up_values.data_ptr<float>(),
                                   out.data_ptr<float>());
     ctx->save_for_backward({gate_values, up_values});
@@ -37,39 +36,26 @@ struct GatedActivationOnCpu : public torch::autograd::Function<GatedActivationOn
     auto grad_gate = torch::empty_like(gate);
     auto grad_up = torch::empty_like(up);
     cpu::gated_activation_backward(
-        static_cast<cpu::GatingFunction>(ctx->saved_data["function"].toInt()), gate.numel(),
+        static_cast<cpu::ActivationFunction>(ctx->saved_data["function"].toInt()), gate.numel(),
         gate.data_ptr<float>(), up.data_ptr<float>(), grad_out.data_ptr<float>(),
         grad_gate.data_ptr<float>(), grad_up.data_ptr<float>());
     return {grad_gate, grad_up, torch::Tensor()};
   }
 };
 
-std::optional<cpu::GatingFunction> kernel_function(Activation activation) {
-  switch (activation) {
-    case Activation::kGeluTanh:
-      return cpu::GatingFunction::kGeluTanh;
-    case Activation::kSilu:
-      return cpu::GatingFunction::kSilu;
-    case Activation::kGelu:
-    case Activation::kRelu:
-      break;
-  }
-  return std::nullopt;
-}
-
 }  // namespace
 
 torch::Tensor gated_activation(Activation activation, const torch::Tensor& gate,
                                const torch::Tensor& up) {
   // Counted where the kernels could apply (CPU inputs), as a fallback where they do not cover
-  // the activation, the dtype or unequal shapes.
+  // the dtype or unequal shapes.
   if (FastPathScope::policy().gated_activation_kernels && gate.is_cpu() && up.is_cpu()) {
-    const auto function = kernel_function(activation);
-    const bool covered = function && gate.scalar_type() == torch::kFloat32 &&
+    const bool covered = gate.scalar_type() == torch::kFloat32 &&
                          up.scalar_type() == torch::kFloat32 && gate.sizes() == up.sizes();
     count_fast_path_call(FastPath::kGatedActivationKernels, covered);
     if (covered) {
-      return GatedActivationOnCpu::apply(gate, up, static_cast<int64_t>(*function));
+      return GatedActivationOnCpu::apply(gate, up,
+                                         static_cast<int64_t>(cpu_activation_function(activation)));
     }
   }
   return gated_activation_reference(activation, gate, up);

@@ -5,7 +5,7 @@
 
 #include <ATen/Parallel.h>
 
-#include "cpu_vectors.h"
+#include "cpu_activations.h"
 
 namespace exfusion::cpu {
 namespace {
@@ -13,32 +13,7 @@ namespace {
 // Floats per task: a few hundred KB of the three or five streams, in L2.
 constexpr int64_t kGatedFloatsPerTask = 16384;
 
-constexpr float kSqrtTwoOverPi = 0.7978845608028654f;
-constexpr float kGeluCubic = 0.044715f;
-
-// act(x) and, where `derivative` is given, act'(x), for one vector. Both through σ and 1 − σ
-// (cpu_vectors.h), which do not cancel: tanh GELU's 0.5 x (1 + tanh u) is x σ(2u), and its
-// 1 − tanh² u is 4 σ(2u) σ(−2u).
-template <GatingFunction function>
-EXFUSION_INLINE Vec activation(const Vec& x, Vec* derivative) {
-  Vec s, complement;
-  if constexpr (function == GatingFunction::kGeluTanh) {
-    // u = √(2/π)(x + 0.044715 x³); act = x σ(2u); act' = σ(2u) + x σ(2u) σ(−2u) 2u'.
-    const Vec x2 = x * x;
-    sigmoid_pair(2.f * kSqrtTwoOverPi * (x + kGeluCubic * x2 * x), s, complement);
-    if (derivative) {
-      *derivative = s + x * s * complement * (2.f * kSqrtTwoOverPi) * (1.f + 3.f * kGeluCubic * x2);
-    }
-    return x * s;
-  } else {
-    // x σ(x); its derivative σ(x)(1 + x σ(−x)).
-    sigmoid_pair(x, s, complement);
-    if (derivative) *derivative = s * (1.f + x * complement);
-    return x * s;
-  }
-}
-
-template <GatingFunction function>
+template <ActivationFunction function>
 EXFUSION_INLINE void forward_range(int64_t begin, int64_t end, const float* gate, const float* up,
                                    float* out) {
   int64_t i = begin;
@@ -53,7 +28,7 @@ EXFUSION_INLINE void forward_range(int64_t begin, int64_t end, const float* gate
   }
 }
 
-template <GatingFunction function>
+template <ActivationFunction function>
 EXFUSION_INLINE void backward_vector(const Vec& gate, const Vec& up, const Vec& grad_out,
                                      Vec& grad_gate, Vec& grad_up) {
   Vec derivative;
@@ -62,7 +37,7 @@ EXFUSION_INLINE void backward_vector(const Vec& gate, const Vec& up, const Vec& 
   grad_up = grad_out * act;
 }
 
-template <GatingFunction function>
+template <ActivationFunction function>
 EXFUSION_INLINE void backward_range(int64_t begin, int64_t end, const float* gate, const float* up,
                                     const float* grad_out, float* grad_gate, float* grad_up) {
   int64_t i = begin;
@@ -84,44 +59,53 @@ EXFUSION_INLINE void backward_range(int64_t begin, int64_t end, const float* gat
 
 // The cloned entry points (target_clones takes functions, not templates).
 EXFUSION_SIMD_CLONES
-void gelu_tanh_forward_range(int64_t begin, int64_t end, const float* gate, const float* up,
-                             float* out) {
-  forward_range<GatingFunction::kGeluTanh>(begin, end, gate, up, out);
+void gated_forward_range(ActivationFunction function, int64_t begin, int64_t end, const float* gate,
+                         const float* up, float* out) {
+  switch (function) {
+    case ActivationFunction::kGelu:
+      return forward_range<ActivationFunction::kGelu>(begin, end, gate, up, out);
+    case ActivationFunction::kGeluTanh:
+      return forward_range<ActivationFunction::kGeluTanh>(begin, end, gate, up, out);
+    case ActivationFunction::kSilu:
+      return forward_range<ActivationFunction::kSilu>(begin, end, gate, up, out);
+    case ActivationFunction::kRelu:
+      return forward_range<ActivationFunction::kRelu>(begin, end, gate, up, out);
+  }
 }
 EXFUSION_SIMD_CLONES
-void silu_forward_range(int64_t begin, int64_t end, const float* gate, const float* up,
-                        float* out) {
-  forward_range<GatingFunction::kSilu>(begin, end, gate, up, out);
-}
-EXFUSION_SIMD_CLONES
-void gelu_tanh_backward_range(int64_t begin, int64_t end, const float* gate, const float* up,
-                              const float* grad_out, float* grad_gate, float* grad_up) {
-  backward_range<GatingFunction::kGeluTanh>(begin, end, gate, up, grad_out, grad_gate, grad_up);
-}
-EXFUSION_SIMD_CLONES
-void silu_backward_range(int64_t begin, int64_t end, const float* gate, const float* up,
-                         const float* grad_out, float* grad_gate, float* grad_up) {
-  backward_range<GatingFunction::kSilu>(begin, end, gate, up, grad_out, grad_gate, grad_up);
+void gated_backward_range(ActivationFunction function, int64_t begin, int64_t end,
+                          const float* gate, const float* up, const float* grad_out,
+                          float* grad_gate, float* grad_up) {
+  switch (function) {
+    case ActivationFunction::kGelu:
+      return backward_range<ActivationFunction::kGelu>(begin, end, gate, up, grad_out, grad_gate,
+                                                       grad_up);
+    case ActivationFunction::kGeluTanh:
+      return backward_range<ActivationFunction::kGeluTanh>(begin, end, gate, up, grad_out,
+                                                           grad_gate, grad_up);
+    case ActivationFunction::kSilu:
+      return backward_range<ActivationFunction::kSilu>(begin, end, gate, up, grad_out, grad_gate,
+                                                       grad_up);
+    case ActivationFunction::kRelu:
+      return backward_range<ActivationFunction::kRelu>(begin, end, gate, up, grad_out, grad_gate,
+                                                       grad_up);
+  }
 }
 
 }  // namespace
 
-void gated_activation_forward(GatingFunction function, int64_t count, const float* gate,
+void gated_activation_forward(ActivationFunction function, int64_t count, const float* gate,
                               const float* up, float* out) {
   at::parallel_for(0, count, kGatedFloatsPerTask, [&](int64_t begin, int64_t end) {
-    const auto range =
-        function == GatingFunction::kGeluTanh ? gelu_tanh_forward_range : silu_forward_range;
-    range(begin, end, gate, up, out);
+    gated_forward_range(function, begin, end, gate, up, out);
   });
 }
 
-void gated_activation_backward(GatingFunction function, int64_t count, const float* gate,
+void gated_activation_backward(ActivationFunction function, int64_t count, const float* gate,
                                const float* up, const float* grad_out, float* grad_gate,
                                float* grad_up) {
   at::parallel_for(0, count, kGatedFloatsPerTask, [&](int64_t begin, int64_t end) {
-    const auto range =
-        function == GatingFunction::kGeluTanh ? gelu_tanh_backward_range : silu_backward_range;
-    range(begin, end, gate, up, grad_out, grad_gate, grad_up);
+    gated_backward_range(function, begin, end, gate, up, grad_out, grad_gate, grad_up);
   });
 }
 

@@ -5,17 +5,16 @@
 #pragma once
 #include <cstdint>
 
+#include "activation_cpu_kernels.h"
+
 namespace exfusion::cpu {
 
-// The activations the kernels cover: T5's tanh GELU and Llama's SiLU (SwiGLU).
-enum class GatingFunction { kGeluTanh, kSilu };
-
 // out = act(gate) ⊙ up over `count` floats.
-void gated_activation_forward(GatingFunction function, int64_t count, const float* gate,
+void gated_activation_forward(ActivationFunction function, int64_t count, const float* gate,
                               const float* up, float* out);
 
 // grad_gate = grad_out ⊙ up ⊙ act'(gate), grad_up = grad_out ⊙ act(gate).
-void gated_activation_backward(GatingFunction function, int64_t count, const float* gate,
+void gated_activation_backward(ActivationFunction function, int64_t count, const float* gate,
                                const float* up, const float* grad_out, float* grad_gate,
                                float* grad_up);
 

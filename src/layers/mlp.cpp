@@ -1,6 +1,7 @@
 // The dense FFN (see mlp.h).
 #include "exfusion/layers/mlp.h"
 
+#include "exfusion/layers/activation.h"
 #include "exfusion/layers/gated_activation.h"
 #include "exfusion/layers/linear.h"
 #include "exfusion/util/init.h"
@@ -11,7 +12,7 @@ torch::Tensor exact_gelu(const torch::Tensor& x) { return at::gelu(x); }
 
 torch::Tensor hidden_activation(const FfnForm& form, const torch::Tensor& up,
                                 const torch::Tensor& gate) {
-  if (!form.gated) return activate(form.activation, up);
+  if (!form.gated) return hidden_units_activation(form.activation, up);
   return gated_activation(form.activation, gate, up);
 }
 

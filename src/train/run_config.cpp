@@ -39,6 +39,8 @@ FastPathPolicy fast_path_policy(const TrainConfig& train) {
   policy.attention_kernels = train.attention_kernels;
   policy.rms_norm_kernels = train.rms_norm_kernels;
   policy.gated_activation_kernels = train.gated_activation_kernels;
+  policy.activation_kernels = train.activation_kernels;
+  policy.depthwise_conv_kernels = train.depthwise_conv_kernels;
   policy.cross_entropy_kernels = train.cross_entropy_kernels;
   return policy;
 }

@@ -30,6 +30,10 @@ std::string to_string(FastPath path) {
       return "gated_activation_kernels";
     case FastPath::kCrossEntropyKernels:
       return "cross_entropy_kernels";
+    case FastPath::kActivationKernels:
+      return "activation_kernels";
+    case FastPath::kDepthwiseConvKernels:
+      return "depthwise_conv_kernels";
   }
   return "unknown";
 }
@@ -50,6 +54,10 @@ bool FastPathPolicy::allows(FastPath path) const {
       return gated_activation_kernels;
     case FastPath::kCrossEntropyKernels:
       return cross_entropy_kernels;
+    case FastPath::kActivationKernels:
+      return activation_kernels;
+    case FastPath::kDepthwiseConvKernels:
+      return depthwise_conv_kernels;
   }
   return false;
 }

@@ -160,6 +160,8 @@ nlohmann::json benchmark_training_step(const RunConfig& config, const BenchmarkO
       {"rms_norm_kernels", device.is_cpu() && config.train.rms_norm_kernels},
       {"gated_activation_kernels", device.is_cpu() && config.train.gated_activation_kernels},
       {"cross_entropy_kernels", device.is_cpu() && config.train.cross_entropy_kernels},
+      {"activation_kernels", device.is_cpu() && config.train.activation_kernels},
+      {"depthwise_conv_kernels", device.is_cpu() && config.train.depthwise_conv_kernels},
       {"cuda_graph", trainer.cuda_graph_captured()},
       {"params", params},
       {"warmup_steps", options.warmup_steps},

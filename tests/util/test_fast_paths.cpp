@@ -44,7 +44,9 @@ TEST(FastPathCounters, JsonAndMessageReportEachPath) {
       "attention_kernels": {"taken": 0, "fell_back": 0},
       "rms_norm_kernels": {"taken": 0, "fell_back": 0},
       "gated_activation_kernels": {"taken": 0, "fell_back": 0},
-      "cross_entropy_kernels": {"taken": 0, "fell_back": 0}})"));
+      "cross_entropy_kernels": {"taken": 0, "fell_back": 0},
+      "activation_kernels": {"taken": 0, "fell_back": 0},
+      "depthwise_conv_kernels": {"taken": 0, "fell_back": 0}})"));
   const std::string message =
       "1 of 4 layer_norm_kernels calls fell back to the ATen route (same math, slower; "
       "train.layer_norm_kernels)\n";
@@ -181,10 +183,10 @@ TEST(FastPathScope, ARunsPolicyHoldsInsideItsScopeOnly) {
 }
 
 // Three paths are CUDA-only: CPU training is neither a taken call nor a fallback of theirs;
-// the CPU attention kernels take each block's attention once per forward; the ViT has no RMS
-// norm and no gated FFN. The trainer's step
-// leaves no scope open behind it.
-TEST(FastPathCounters, CpuTrainingCountsOnlyTheAttentionKernels) {
+// the CPU attention and activation kernels take each block's attention and FFN activation once
+// per forward; the ViT has no RMS norm, no gated FFN and no depthwise convolution. The trainer's
+// step leaves no scope open behind it.
+TEST(FastPathCounters, CpuTrainingCountsTheAttentionAndActivationKernels) {
   RunConfig config = default_run_config();
   testing::use_vit(config, testing::tiny_vit("exfusion", FusionVariant::kMemoryBank, 3));
   config.train.device = "cpu";
@@ -196,7 +198,9 @@ TEST(FastPathCounters, CpuTrainingCountsOnlyTheAttentionKernels) {
   trainer.step({torch::randn({2, m.in_chans, m.img_size, m.img_size}),
                 torch::randint(0, m.num_classes, {2})});
   for (const auto path : kFastPaths) {
-    const int64_t expected = path == FastPath::kAttentionKernels ? m.depth : 0;
+    const bool per_block =
+        path == FastPath::kAttentionKernels || path == FastPath::kActivationKernels;
+    const int64_t expected = per_block ? m.depth : 0;
     EXPECT_EQ(trainer.fast_path_calls().calls(path).taken, expected) << to_string(path);
     EXPECT_EQ(trainer.fast_path_calls().calls(path).fell_back, 0) << to_string(path);
   }

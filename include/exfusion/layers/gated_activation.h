@@ -1,6 +1,6 @@
 // A gated FFN's hidden units act(gate) ⊙ up (T5's gated GELU, Llama's SwiGLU): float32 on the
-// CPU with tanh GELU or SiLU through kernels of our own (train.gated_activation_kernels, counted
-// as a fast path), everything else through the ATen composite they are tested against.
+// CPU through kernels of our own (train.gated_activation_kernels, counted as a fast path),
+// everything else through the ATen composite they are tested against.
 #pragma once
 #include <torch/types.h>
 

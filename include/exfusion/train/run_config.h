@@ -53,6 +53,8 @@ struct TrainConfig {
   bool rms_norm_kernels = true;
   bool gated_activation_kernels = true;
   bool cross_entropy_kernels = true;
+  bool activation_kernels = true;
+  bool depthwise_conv_kernels = true;
   bool cuda_graph = false;
   int64_t dist_timeout_s = 300;  // data parallel: how long a rank waits for the others
   double dist_bucket_mb = 25.0;  // data parallel: gradient bucket size (DDP's bucket_cap_mb)
@@ -134,11 +136,17 @@ struct TrainConfig {
     f("rms_norm_kernels", rms_norm_kernels,
       "on the CPU, float32 RMS norms (T5) through their own kernels; false = the ATen composite");
     f("gated_activation_kernels", gated_activation_kernels,
-      "on the CPU, a gated FFN's tanh-GELU or SiLU gate in float32 through its own kernels; "
-      "false = the ATen composite");
+      "on the CPU, a gated FFN's float32 act(gate) * up through its own kernels; false = the "
+      "ATen composite");
     f("cross_entropy_kernels", cross_entropy_kernels,
       "on the CPU, a language model's float32 token cross-entropy through its own kernels; "
       "false = ATen's cross_entropy_loss");
+    f("activation_kernels", activation_kernels,
+      "on the CPU, a plain FFN's float32 activation (GELU, ReLU, ...) through its own kernels, "
+      "which keep its derivative for the backward; false = ATen's activation");
+    f("depthwise_conv_kernels", depthwise_conv_kernels,
+      "on the CPU, PVT v2's float32 FFN depthwise convolution through its own kernels on the "
+      "tokens' layout; false = ATen's conv2d");
     f("cuda_graph", cuda_graph, "capture the training step in a CUDA graph and replay it");
     f("dist_timeout_s", dist_timeout_s,
       "data parallel (torchrun): seconds a rank waits for the others before it names the rank "

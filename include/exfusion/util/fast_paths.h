@@ -23,7 +23,9 @@ namespace exfusion {
 // back to scaled_dot_product_attention); kRmsNormKernels, one RMS norm on the CPU (with its
 // backward; other dtypes fall back to the ATen composite); kGatedActivationKernels, one gated
 // FFN's act(gate) ⊙ up on the CPU (likewise); kCrossEntropyKernels, one token cross-entropy of
-// a language model's logits on the CPU (likewise).
+// a language model's logits on the CPU (likewise); kActivationKernels, one plain FFN's act(x) on
+// the CPU (likewise); kDepthwiseConvKernels, one FFN depthwise grid convolution (PVT v2) on the
+// CPU (likewise).
 enum class FastPath {
   kExpertKernels,
   kLayerNormKernels,
@@ -31,12 +33,14 @@ enum class FastPath {
   kAttentionKernels,
   kRmsNormKernels,
   kGatedActivationKernels,
-  kCrossEntropyKernels
+  kCrossEntropyKernels,
+  kActivationKernels,
+  kDepthwiseConvKernels
 };
-inline constexpr std::array<FastPath, 7> kFastPaths = {
-    FastPath::kExpertKernels,      FastPath::kLayerNormKernels, FastPath::kBiasGradEpilogue,
-    FastPath::kAttentionKernels,   FastPath::kRmsNormKernels,   FastPath::kGatedActivationKernels,
-    FastPath::kCrossEntropyKernels};
+inline constexpr std::array<FastPath, 9> kFastPaths = {
+    FastPath::kExpertKernels,       FastPath::kLayerNormKernels,  FastPath::kBiasGradEpilogue,
+    FastPath::kAttentionKernels,    FastPath::kRmsNormKernels,    FastPath::kGatedActivationKernels,
+    FastPath::kCrossEntropyKernels, FastPath::kActivationKernels, FastPath::kDepthwiseConvKernels};
 
 // The name of the path's switch under `train.` (expert_kernels, ...).
 std::string to_string(FastPath path);
@@ -50,6 +54,8 @@ struct FastPathPolicy {
   bool rms_norm_kernels = true;
   bool gated_activation_kernels = true;
   bool cross_entropy_kernels = true;
+  bool activation_kernels = true;
+  bool depthwise_conv_kernels = true;
 
   bool allows(FastPath path) const;
 };

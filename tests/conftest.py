@@ -78,11 +78,12 @@ def run_cli(cli, *args):
     return result.stdout
 
 
-def our_logits(cli, checkpoint, tmp_path):
+def our_logits(cli, checkpoint, tmp_path, *eval_options):
     """The logits `exfusion eval --save-logits` writes for a checkpoint's validation samples,
-    with the inputs they were computed on (safetensors, loaded as a dict of tensors)."""
+    with the inputs they were computed on (safetensors, loaded as a dict of tensors);
+    eval_options go to eval (--unfused for a training state)."""
     from safetensors.torch import load_file
     saved = tmp_path / "logits.safetensors"
-    run_cli(cli, "eval", checkpoint, "--save-logits", saved, "--force")
+    run_cli(cli, "eval", checkpoint, "--save-logits", saved, "--force", *eval_options)
     return load_file(str(saved))
 

@@ -27,6 +27,7 @@
 #include "exfusion/workflows/compress.h"
 #include "exfusion/workflows/data_inspection.h"
 #include "exfusion/workflows/evaluate.h"
+#include "exfusion/workflows/export_mixture.h"
 #include "exfusion/workflows/fuse.h"
 #include "exfusion/workflows/import.h"
 #include "exfusion/workflows/info.h"
@@ -285,6 +286,26 @@ void add_fuse(CLI::App& app) {
   });
 }
 
+void add_export(CLI::App& app) {
+  struct Args {
+    ExportMixtureRun run;
+    std::string path, out;
+  };
+  auto args = std::make_shared<Args>();
+  auto* command = app.add_subcommand(
+      "export",
+      "Write a trained mixture of experts in its model kind's sparse format (a Llama's top-k "
+      "MoE: a MixtralForCausalLM directory)");
+  command->add_option("path", args->path, "run directory or state.safetensors")->required();
+  command->add_option("--out", args->out, "output directory (default: hf/ beside the state)");
+  command->add_flag("--force", args->run.force, "overwrite an existing output");
+  command->callback([args] {
+    args->run.path = args->path;
+    args->run.out = args->out;
+    print_json(export_mixture(args->run));
+  });
+}
+
 void add_import(CLI::App& app) {
   struct Args {
     ImportRun run;
@@ -536,8 +557,9 @@ int parse_and_run(int argc, const char* const* argv) {
       "Train with N experts per FFN, fuse them into one dense FFN, export for timm."};
   app.require_subcommand(1);
   app.set_version_flag("--version", "exfusion 0.1.0");
-  for (const auto add : {add_train, add_upcycle, add_compress, add_sweep, add_eval, add_fuse,
-                         add_import, add_info, add_config, add_bench, add_data, add_tokenizer}) {
+  for (const auto add :
+       {add_train, add_upcycle, add_compress, add_sweep, add_eval, add_fuse, add_export, add_import,
+        add_info, add_config, add_bench, add_data, add_tokenizer}) {
     add(app);
   }
   try {

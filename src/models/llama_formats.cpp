@@ -6,6 +6,7 @@
 #include <iterator>
 #include <stdexcept>
 
+#include "exfusion/fusion/moe.h"
 #include "exfusion/models/hugging_face_config.h"
 #include "exfusion/models/llama.h"
 #include "exfusion/text/tokenizer.h"
@@ -14,37 +15,48 @@
 namespace exfusion {
 namespace fs = std::filesystem;
 
-std::vector<DescriptionFile> HuggingFaceLlamaExport::description_files(
-    const ExportContext& context) const {
+namespace {
+
+const LlamaOptions& llama_of(const ExportContext& context) {
   const auto* llama = context.model.as<LlamaOptions>();
   if (llama == nullptr) {
-    throw std::logic_error("the Hugging Face Llama export given another model kind");
+    throw std::logic_error("a Hugging Face Llama export given another model kind");
   }
-  nlohmann::json config = {{"architectures", {"LlamaForCausalLM"}},
-                           {"model_type", "llama"},
-                           {"vocab_size", llama->vocab_size},
-                           {"hidden_size", llama->hidden_size},
-                           {"intermediate_size", llama->intermediate_size},
-                           {"num_hidden_layers", llama->num_hidden_layers},
-                           {"num_attention_heads", llama->num_attention_heads},
-                           {"num_key_value_heads", llama->num_key_value_heads},
-                           {"head_dim", llama->head_width()},
-                           {"hidden_act", "silu"},
-                           {"max_position_embeddings", llama->max_position_embeddings},
-                           {"rms_norm_eps", llama->rms_norm_eps},
-                           {"rope_theta", llama->rope_theta},
-                           {"rope_scaling", nullptr},
-                           {"attention_bias", false},
-                           {"mlp_bias", false},
-                           {"attention_dropout", 0.0},
-                           {"initializer_range", llama->initializer_range},
-                           {"tie_word_embeddings", llama->tie_word_embeddings},
-                           {"use_cache", true},
-                           {"dtype", "float32"}};
+  return *llama;
+}
+
+// config.json as LlamaConfig reads it (MixtralConfig too: its keys are a superset).
+nlohmann::json llama_config(const LlamaOptions& llama) {
+  return {{"architectures", {"LlamaForCausalLM"}},
+          {"model_type", "llama"},
+          {"vocab_size", llama.vocab_size},
+          {"hidden_size", llama.hidden_size},
+          {"intermediate_size", llama.intermediate_size},
+          {"num_hidden_layers", llama.num_hidden_layers},
+          {"num_attention_heads", llama.num_attention_heads},
+          {"num_key_value_heads", llama.num_key_value_heads},
+          {"head_dim", llama.head_width()},
+          {"hidden_act", "silu"},
+          {"max_position_embeddings", llama.max_position_embeddings},
+          {"rms_norm_eps", llama.rms_norm_eps},
+          {"rope_theta", llama.rope_theta},
+          {"rope_scaling", nullptr},
+          {"attention_bias", false},
+          {"mlp_bias", false},
+          {"attention_dropout", 0.0},
+          {"initializer_range", llama.initializer_range},
+          {"tie_word_embeddings", llama.tie_word_embeddings},
+          {"use_cache", true},
+          {"dtype", "float32"}};
+}
+
+// config.json, generation_config.json and, where the run's tokenizer still lies where the run
+// read it, that SentencePiece model as tokenizer.model (LlamaTokenizer's file), its EOS (and
+// pad) ids in both configs.
+std::vector<DescriptionFile> hugging_face_files(nlohmann::json config,
+                                                const ExportContext& context) {
   nlohmann::json generation = nlohmann::json::object();
   std::vector<DescriptionFile> files;
-  // The run's tokenizer as transformers' LlamaTokenizer reads it, where it still lies where the
-  // run read it; its EOS (and pad) ids go into both configs.
   const auto tokenizer = context.run_config.value("/data/tokenizer"_json_pointer, std::string());
   if (!tokenizer.empty() && fs::is_regular_file(tokenizer)) {
     const Tokenizer pieces(tokenizer, 0);
@@ -56,6 +68,90 @@ std::vector<DescriptionFile> HuggingFaceLlamaExport::description_files(
   files.push_back({"config.json", config.dump(2) + "\n"});
   files.push_back({"generation_config.json", generation.dump(2) + "\n"});
   return files;
+}
+
+}  // namespace
+
+std::vector<DescriptionFile> HuggingFaceLlamaExport::description_files(
+    const ExportContext& context) const {
+  return hugging_face_files(llama_config(llama_of(context)), context);
+}
+
+void HuggingFaceMixtralExport::check(const FfnConfig& ffn, int64_t sites) const {
+  const auto* moe = ffn.as<MoeOptions>();
+  if (moe == nullptr || ffn.kind != "moe") {
+    throw InputError("ffn.kind = " + ffn.kind +
+                     ": a Mixtral export is written from a top-k mixture of experts (ffn.kind "
+                     "moe); a fusing kind exports a dense Llama (exfusion fuse)");
+  }
+  for (int64_t block = 0; block < sites; ++block) {
+    if (!ffn.replaces(block)) {
+      throw InputError("ffn.layers leaves block " + std::to_string(block) +
+                       " dense: Mixtral has a mixture of experts in every layer (ffn.layers: [] "
+                       "for all)");
+    }
+  }
+  if (moe->top_k() == 1 && !moe->renormalize_top1()) {
+    throw InputError(
+        "ffn.top_k = 1 with renormalize_top1 false: Mixtral renormalises its top-k gates, so "
+        "its one gate is 1, where this model scales by the router's probability (train with "
+        "ffn.renormalize_top1 true)");
+  }
+}
+
+NamedTensors HuggingFaceMixtralExport::tensors(const NamedTensors& ours) const {
+  // Our MoE FFN at model.layers.L.mlp stacks its experts: gate_proj/up_proj [E, F, D],
+  // down_proj [E, D, F], router [E, D]. The Hub's Mixtral checkpoints (what transformers'
+  // conversion mapping and vLLM and llama.cpp's converters read) keep one matrix per expert:
+  // block_sparse_moe.experts.i.w1 (gate), w3 (up), w2 (down), and the router as
+  // block_sparse_moe.gate.
+  static const std::string mlp = ".mlp.";
+  static const std::vector<std::pair<std::string, std::string>> experts = {
+      {"gate_proj.weight", "w1.weight"},
+      {"up_proj.weight", "w3.weight"},
+      {"down_proj.weight", "w2.weight"}};
+  NamedTensors out;
+  for (const auto& [name, tensor] : ours) {
+    const auto at = name.find(mlp);
+    if (at == std::string::npos) {
+      out.emplace_back(name, tensor);
+      continue;
+    }
+    const auto block = name.substr(0, at) + ".block_sparse_moe.";
+    const auto leaf = name.substr(at + mlp.size());
+    if (leaf == "router.weight") {
+      out.emplace_back(block + "gate.weight", tensor);
+      continue;
+    }
+    const auto expert = std::find_if(experts.begin(), experts.end(),
+                                     [&](const auto& pair) { return pair.first == leaf; });
+    if (expert == experts.end()) {
+      throw std::logic_error("the Mixtral export met an FFN tensor it does not know: " + name);
+    }
+    for (int64_t i = 0; i < tensor.size(0); ++i) {
+      out.emplace_back(block + "experts." + std::to_string(i) + "." + expert->second,
+                       tensor[i].contiguous());
+    }
+  }
+  return out;
+}
+
+std::vector<DescriptionFile> HuggingFaceMixtralExport::description_files(
+    const ExportContext& context, const FfnConfig& ffn) const {
+  const auto* moe = ffn.as<MoeOptions>();
+  if (moe == nullptr) throw std::logic_error("a Mixtral export given another FFN kind");
+  auto config = llama_config(llama_of(context));
+  config["architectures"] = {"MixtralForCausalLM"};
+  config["model_type"] = "mixtral";
+  config.erase("mlp_bias");
+  config.erase("attention_bias");
+  config["num_local_experts"] = moe->num_experts();
+  config["num_experts_per_tok"] = moe->top_k();
+  config["router_aux_loss_coef"] = moe->aux_loss_coef();
+  config["output_router_logits"] = false;
+  config["router_jitter_noise"] = 0.0;
+  config["sliding_window"] = nullptr;
+  return hugging_face_files(config, context);
 }
 
 ForeignArchitecture HuggingFaceLlamaFormat::architecture(

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "exfusion/io/run_names.h"
+#include "exfusion/io/sharded_safetensors.h"
 #include "exfusion/util/error.h"
 #include "exfusion/util/json_input.h"
 #include "exfusion/util/shape_text.h"
@@ -85,11 +86,11 @@ fs::path model_file(const fs::path& source) {
     if (!fs::exists(source)) throw InputError(source.string() + ": no such file or directory");
     return source;
   }
-  for (const auto* name : {kModelFile, kStateFile}) {
+  for (const auto* name : {kModelFile, kStateFile, kShardIndexFile}) {
     if (fs::exists(source / name)) return source / name;
   }
-  throw InputError(source.string() + ": no " + kModelFile + " or " + kStateFile +
-                   " in this directory");
+  throw InputError(source.string() + ": no " + kModelFile + ", " + kStateFile + " or " +
+                   kShardIndexFile + " (a sharded save_pretrained) in this directory");
 }
 
 // The registered format of `candidates` whose signature `file` holds: "auto" (every format) or
@@ -191,7 +192,8 @@ ImportedModel import_dense_model(const fs::path& source, const nlohmann::json& m
   }
   ImportedModel result;
   result.file = model_file(source);
-  const auto file = load_safetensors(result.file);
+  const auto file = is_shard_index(result.file) ? load_sharded_safetensors(result.file)
+                                                : load_safetensors(result.file);
   const ImportFormatRegistry::Entry* registered = nullptr;
   if (from == "auto" || candidates.size() > 1) {
     registered = detect_format(candidates, from == "auto", file, result.file);

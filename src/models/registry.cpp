@@ -93,3 +93,19 @@ ExportFormatRegistry& export_formats() {
 }
 
 }  // namespace exfusion
+
+namespace exfusion {
+
+MixtureExportRegistry& mixture_export_formats() {
+  static MixtureExportRegistry registry = [] {
+    MixtureExportRegistry formats;
+    formats.add("mixtral", "llama",
+                "a MixtralForCausalLM directory (hf/: config.json, tokenizer.model) in the Hub's "
+                "layout",
+                std::make_shared<HuggingFaceMixtralExport>());
+    return formats;
+  }();
+  return registry;
+}
+
+}  // namespace exfusion

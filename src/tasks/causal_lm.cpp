@@ -9,7 +9,7 @@
 namespace exfusion {
 namespace {
 
-Batch finish_batch(torch::Tensor inputs, torch::Tensor targets) {
+Batch next_token_batch(torch::Tensor inputs, torch::Tensor targets) {
   Batch batch;
   batch.tokens = targets.numel();
   batch.inputs = std::move(inputs);
@@ -47,7 +47,7 @@ TaskData CausalLmTask::load_data(DataSection& section, const ModelOptions& model
     std::copy_n(chunk.begin(), length, inputs[row].data_ptr<int64_t>());
     std::copy_n(chunk.begin() + 1, length, targets[row].data_ptr<int64_t>());
   };
-  sampling.finish = finish_batch;
+  sampling.finish = next_token_batch;
   auto out = load_text_chunks(data, tokenizer, sampling, options_, with_train);
   out.description["sequence_tokens"] = length;
   return out;
@@ -59,8 +59,8 @@ nlohmann::json CausalLmTask::data_dir_patch(const std::string& dir) const {
 
 Batch CausalLmTask::synthetic_batch(const ModelOptions& model, int64_t batch_size) const {
   const auto length = sequence_length(model);
-  return finish_batch(torch::randint(0, model.num_outputs(), {batch_size, length}),
-                      torch::randint(0, model.num_outputs(), {batch_size, length}));
+  return next_token_batch(torch::randint(0, model.num_outputs(), {batch_size, length}),
+                          torch::randint(0, model.num_outputs(), {batch_size, length}));
 }
 
 double CausalLmTask::tokens_per_sample(const ModelOptions& model) const {

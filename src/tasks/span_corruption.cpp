@@ -36,7 +36,7 @@ void corrupt_into(const std::vector<int64_t>& chunk, const Corruption& corruptio
   std::copy(pair.targets.begin(), pair.targets.end(), targets[row].data_ptr<int64_t>());
 }
 
-Batch finish_batch(torch::Tensor inputs, torch::Tensor targets) {
+Batch span_corruption_batch(torch::Tensor inputs, torch::Tensor targets) {
   Batch batch;
   batch.decoder_inputs = shift_right(targets, 0);
   batch.tokens = targets.numel();
@@ -93,7 +93,7 @@ TaskData SpanCorruptionTask::load_data(DataSection& section, const ModelOptions&
                                torch::Tensor& inputs, torch::Tensor& targets, int64_t row) {
     corrupt_into(chunk, corruption, random, inputs, targets, row);
   };
-  sampling.finish = finish_batch;
+  sampling.finish = span_corruption_batch;
   auto out = load_text_chunks(data, tokenizer, sampling, options_, with_train);
   out.description["input_tokens"] = corruption.lengths.inputs;
   out.description["target_tokens"] = corruption.lengths.targets;
@@ -114,8 +114,9 @@ torch::Tensor SpanCorruptionTask::forward(ModelImpl& model, const Batch& batch) 
 
 Batch SpanCorruptionTask::synthetic_batch(const ModelOptions& model, int64_t batch_size) const {
   const auto shapes = model.input_shapes();
-  return finish_batch(torch::randint(0, model.num_outputs(), {batch_size, shapes.at(0).at(0)}),
-                      torch::randint(0, model.num_outputs(), {batch_size, shapes.at(1).at(0)}));
+  return span_corruption_batch(
+      torch::randint(0, model.num_outputs(), {batch_size, shapes.at(0).at(0)}),
+      torch::randint(0, model.num_outputs(), {batch_size, shapes.at(1).at(0)}));
 }
 
 double SpanCorruptionTask::tokens_per_sample(const ModelOptions& model) const {

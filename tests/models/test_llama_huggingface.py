@@ -1,5 +1,8 @@
 """Llama exports load into transformers' LlamaForCausalLM unchanged and give our logits; a
-directory transformers writes imports as a dense Llama with transformers' logits.
+directory transformers writes (one file, or bf16/fp16 shards with their index) imports as a
+dense Llama with transformers' logits, and a damaged one is refused by name; a Llama with a
+top-k mixture of experts in every layer exports (`exfusion export`) as a MixtralForCausalLM
+directory in the Hub's layout that transformers loads with our logits.
 
 A tiny Llama (grouped-query attention: 4 query heads over 2 key/value heads) is trained a few
 steps through the CLI as a causal language model on a made-up corpus (dense, and ExFusion-mb in
@@ -11,7 +14,8 @@ import subprocess
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from safetensors import safe_open
+from transformers import LlamaConfig, LlamaForCausalLM, MixtralForCausalLM
 
 from conftest import our_logits, run_cli
 
@@ -107,6 +111,84 @@ def test_transformers_directory_imports(exfusion_cli, text_corpus, tokenizer, tm
     assert diff <= LOGIT_TOLERANCE, f"max abs logit difference {diff}"
 
 
+def transformers_llama(tmp_path, dtype, max_shard_size="30KB"):
+    """A Llama that transformers initialised, saved in `dtype` over several shards with their
+    index, and that model as float32 (the weights as the shards hold them)."""
+    settings = {key: value for key, value in model_section().items()
+                if key not in ("kind", "sequence_length")}
+    torch.manual_seed(5)
+    model = LlamaForCausalLM(LlamaConfig(**settings)).to(dtype).eval()
+    source = tmp_path / f"transformers-llama-{str(dtype).split('.')[-1]}"
+    model.save_pretrained(source, max_shard_size=max_shard_size)
+    return source, model.float()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_a_sharded_half_precision_directory_imports(exfusion_cli, text_corpus, tokenizer,
+                                                    tmp_path, dtype):
+    """save_pretrained's shards with their model.safetensors.index.json, in bf16 or fp16: the
+    import reads every shard and gives the logits of the same weights in float32."""
+    source, model = transformers_llama(tmp_path, dtype)
+    shards = sorted(source.glob("model-*.safetensors"))
+    assert len(shards) > 1 and (source / "model.safetensors.index.json").exists(), shards
+    imported = tmp_path / "imported.safetensors"
+    data = data_section(text_corpus, tokenizer)
+    result = json.loads(run_cli(
+        exfusion_cli, "import", source, "--out", imported, "--set", "task=causal_lm",
+        f"model.sequence_length={SEQUENCE_LENGTH}",
+        *[f"data.{key}={value}" for key, value in data.items()]))
+    assert result["params"] == sum(p.numel() for p in model.parameters())
+    saved = our_logits(exfusion_cli, imported, tmp_path)
+    diff = (transformers_logits(model, saved) - saved["logits"]).abs().max().item()
+    print(f"sharded {dtype}: {len(shards)} shards, max abs logit difference {diff:.3e}")
+    assert diff <= LOGIT_TOLERANCE, f"max abs logit difference {diff}"
+
+
+def break_missing_shard(source):
+    sorted(source.glob("model-*.safetensors"))[-1].unlink()
+
+
+def break_index_names_wrong_shard(source):
+    index_path = source / "model.safetensors.index.json"
+    index = json.loads(index_path.read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    name = next(key for key, shard in index["weight_map"].items() if shard == shards[0])
+    index["weight_map"][name] = shards[-1]
+    index_path.write_text(json.dumps(index))
+
+
+def break_config_sizes(source):
+    config = json.loads((source / "config.json").read_text())
+    config["intermediate_size"] = 64
+    (source / "config.json").write_text(json.dumps(config))
+
+
+def break_architecture(source):
+    config = json.loads((source / "config.json").read_text())
+    config["model_type"] = "gpt2"
+    (source / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("damage,message", [
+    (break_missing_shard, ["which is not in"]),
+    # The shard that lost it or the one named for it, whichever is read first.
+    (break_index_names_wrong_shard, ["which does not hold it", "does not map to this shard"]),
+    (break_config_sizes, ["mlp.gate_proj.weight: shape [48, 32] in file, expected [64, 32]"]),
+    (break_architecture, ["supported architectures: LlamaForCausalLM"])],
+    ids=["missing-shard", "index-names-wrong-shard", "config-disagrees", "architecture"])
+def test_a_damaged_directory_is_refused(exfusion_cli, tmp_path, damage, message):
+    """Each bad input class: one message naming the file and what differs, exit code 2,
+    nothing written."""
+    source, _ = transformers_llama(tmp_path, torch.bfloat16)
+    damage(source)
+    out = tmp_path / "out.safetensors"
+    result = subprocess.run([str(exfusion_cli), "import", str(source), "--out", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert any(text in result.stderr for text in message), result.stderr
+    assert not out.exists()
+
+
 def test_an_unsupported_architecture_is_refused_by_name(exfusion_cli, tmp_path):
     """A Llama with biases in its attention is another model: one message naming the key and
     what is supported, exit code 2, nothing written."""
@@ -120,3 +202,52 @@ def test_an_unsupported_architecture_is_refused_by_name(exfusion_cli, tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "attention_bias" in result.stderr, result.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("top_k", [1, 2], ids=["top1", "top2"])
+def test_mixture_exports_as_mixtral(exfusion_cli, text_corpus, tokenizer, tmp_path, top_k):
+    """MoE-4-k in both layers, no token dropped (capacity_factor 0: Mixtral keeps every token),
+    top-1 with its gate renormalised to 1 as Mixtral's is: the hf/ directory `exfusion export`
+    writes loads into MixtralForCausalLM with no missing or unexpected keys, one matrix per
+    expert under the Hub's names, and gives our logits."""
+    ffn = {"kind": "moe", "num_experts": 4, "top_k": top_k, "capacity_factor": 0,
+           "renormalize_top1": True}
+    run = train(exfusion_cli, tmp_path, text_corpus, tokenizer, ffn)
+    result = json.loads(run_cli(exfusion_cli, "export", run))
+    export = run / "hf"
+    assert result["format"] == "mixtral" and result["exported"] == str(export)
+    with safe_open(str(export / "model.safetensors"), "pt") as weights:
+        names = set(weights.keys())
+        assert weights.get_tensor("model.layers.1.block_sparse_moe.experts.3.w2.weight").shape \
+            == (32, 48)
+    assert "model.layers.0.block_sparse_moe.gate.weight" in names
+    assert not any(".mlp." in name for name in names), sorted(names)
+    config = json.loads((export / "config.json").read_text())
+    assert config["num_local_experts"] == 4 and config["num_experts_per_tok"] == top_k
+    assert (export / "tokenizer.model").read_bytes() == tokenizer.read_bytes()
+    model, info = MixtralForCausalLM.from_pretrained(export, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    assert not info["mismatched_keys"], info
+    model.eval()
+    saved = our_logits(exfusion_cli, run, tmp_path, "--unfused")
+    diff = (transformers_logits(model, saved) - saved["logits"]).abs().max().item()
+    print(f"mixtral top-{top_k}: max abs logit difference {diff:.3e}")
+    assert diff <= LOGIT_TOLERANCE, f"max abs logit difference {diff}"
+
+
+@pytest.mark.parametrize("ffn,message", [
+    ({"kind": "moe", "num_experts": 4, "top_k": 1, "renormalize_top1": False},
+     "renormalize_top1"),
+    ({"kind": "moe", "num_experts": 4, "top_k": 2, "layers": [1]}, "leaves block 0 dense"),
+    ({"kind": "exfusion", "variant": "mb", "num_experts": 3}, "ffn.kind = exfusion")],
+    ids=["top1-unnormalised", "dense-block", "fusing-kind"])
+def test_a_mixture_mixtral_cannot_express_is_refused(exfusion_cli, text_corpus, tokenizer,
+                                                     tmp_path, ffn, message):
+    """What a MixtralForCausalLM cannot be (a top-1 gate that is not 1, a dense layer, a kind
+    that fuses): one message naming the key, exit code 2, nothing written."""
+    run = train(exfusion_cli, tmp_path, text_corpus, tokenizer, ffn)
+    result = subprocess.run([str(exfusion_cli), "export", str(run), "--out",
+                             str(tmp_path / "mixtral")], capture_output=True, text=True)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr, result.stderr
+    assert not (tmp_path / "mixtral").exists()

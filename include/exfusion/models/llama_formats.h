@@ -3,12 +3,14 @@
 // generation_config.json, the run's SentencePiece model as tokenizer.model), beside weights
 // whose names are already Hugging Face's. Import: such a directory (a model.safetensors with its
 // config.json), the architecture from the config; what is not a plain Llama (biases in the
-// attention or the FFN, another activation, rope scaling) is refused by name.
+// attention or the FFN, another activation, rope scaling) is refused by name. A Llama whose FFNs
+// are top-k mixtures leaves as a MixtralForCausalLM directory in the Hub's layout.
 #pragma once
 #include <string>
 #include <vector>
 
 #include "exfusion/models/export_formats.h"
+#include "exfusion/models/mixture_export.h"
 #include "exfusion/models/model_formats.h"
 
 namespace exfusion {
@@ -18,6 +20,18 @@ class HuggingFaceLlamaExport : public ExportFormat {
   // Its own directory: Hugging Face's config.json would clash with a run's.
   std::string directory() const override { return "hf"; }
   std::vector<DescriptionFile> description_files(const ExportContext& context) const override;
+};
+
+// A Llama with a top-k mixture of experts in every layer as the Hub's Mixtral checkpoints lay it
+// out (block_sparse_moe.gate, block_sparse_moe.experts.i.w1/w2/w3: what transformers' conversion
+// mapping, vLLM and llama.cpp's converters read), with a MixtralConfig.
+class HuggingFaceMixtralExport : public MixtureExportFormat {
+ public:
+  std::string directory() const override { return "hf"; }
+  void check(const FfnConfig& ffn, int64_t sites) const override;
+  NamedTensors tensors(const NamedTensors& ours) const override;
+  std::vector<DescriptionFile> description_files(const ExportContext& context,
+                                                 const FfnConfig& ffn) const override;
 };
 
 class HuggingFaceLlamaFormat : public ImportFormat {

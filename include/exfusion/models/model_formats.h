@@ -84,8 +84,9 @@ struct ImportedModel {
   nlohmann::json stored_config;
 };
 
-// Reads `source`: a .safetensors file, or a directory holding model.safetensors (else
-// state.safetensors), in format `from` ("auto": ours when the file's metadata holds our config,
+// Reads `source`: a .safetensors file, a shard index (model.safetensors.index.json: the shards
+// it names, as one file), or a directory holding model.safetensors (else state.safetensors,
+// else a shard index), in format `from` ("auto": ours when the file's metadata holds our config,
 // else the registered format that recognises it):
 //  - ours: a dense export, or a training state of a run with ffn.kind dense; the architecture
 //    from the config in its metadata;

@@ -29,7 +29,7 @@ class ShardedSafetensors : public ::testing::Test {
   void TearDown() override { testing::remove_tree(dir_); }
 
   fs::path write_index(const std::string& weight_map) {
-    const auto path = dir_ / kShardIndexFile;
+    auto path = dir_ / kShardIndexFile;
     std::ofstream(path) << R"({"metadata": {"total_size": 0}, "weight_map": )" << weight_map << "}";
     return path;
   }

@@ -29,6 +29,7 @@
 #include "exfusion/workflows/evaluate.h"
 #include "exfusion/workflows/export_mixture.h"
 #include "exfusion/workflows/fuse.h"
+#include "exfusion/workflows/generate.h"
 #include "exfusion/workflows/import.h"
 #include "exfusion/workflows/info.h"
 #include "exfusion/workflows/step_benchmark.h"
@@ -306,6 +307,38 @@ void add_export(CLI::App& app) {
   });
 }
 
+void add_generate(CLI::App& app) {
+  struct Args {
+    GenerateRun run;
+    std::string path, tokenizer;
+  };
+  auto args = std::make_shared<Args>();
+  auto* command = app.add_subcommand(
+      "generate",
+      "Continue a prompt with a decoder language model (Llama: dense, fused or MoE) through its "
+      "key/value cache");
+  command->add_option("path", args->path, "run directory or checkpoint")->required();
+  command->add_option("--prompt", args->run.prompt, "the text to continue")->required();
+  command->add_option("--max-new-tokens", args->run.max_new_tokens,
+                      "tokens to generate at most (EOS stops sooner; default 64)");
+  command->add_option("--temperature", args->run.sampling.temperature,
+                      "0 (default): greedy, the most likely token; above 0: sampled from the "
+                      "softmax of the logits over it");
+  command->add_option("--top-k", args->run.sampling.top_k,
+                      "sample among the k most likely tokens (0, default: all)");
+  command->add_option("--top-p", args->run.sampling.top_p,
+                      "sample among the most likely tokens whose probabilities reach p "
+                      "(default 1: all)");
+  command->add_option("--seed", args->run.sampling.seed, "seed of the sampling (default 0)");
+  command->add_option("--tokenizer", args->tokenizer,
+                      "SentencePiece model (default: the run's data.tokenizer)");
+  command->callback([args] {
+    args->run.path = args->path;
+    args->run.tokenizer = args->tokenizer;
+    print_json(generate_text(args->run));
+  });
+}
+
 void add_import(CLI::App& app) {
   struct Args {
     ImportRun run;
@@ -558,8 +591,8 @@ int parse_and_run(int argc, const char* const* argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "exfusion 0.1.0");
   for (const auto add :
-       {add_train, add_upcycle, add_compress, add_sweep, add_eval, add_fuse, add_export, add_import,
-        add_info, add_config, add_bench, add_data, add_tokenizer}) {
+       {add_train, add_upcycle, add_compress, add_sweep, add_eval, add_fuse, add_export,
+        add_generate, add_import, add_info, add_config, add_bench, add_data, add_tokenizer}) {
     add(app);
   }
   try {

@@ -156,7 +156,8 @@ LlamaAttentionImpl::LlamaAttentionImpl(const LlamaOptions& options)
 }
 
 torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
-                                          const torch::Tensor& sin) {
+                                          const torch::Tensor& sin, LlamaLayerCache* cache,
+                                          int64_t past) {
   const auto batch = x.size(0), length = x.size(1);
   const auto queries = heads_ * head_dim_, key_values = kv_heads_ * head_dim_;
   // q, k and v as one GEMM.
@@ -167,20 +168,34 @@ torch::Tensor LlamaAttentionImpl::forward(const torch::Tensor& x, const torch::T
       packed.narrow(-1, queries, key_values).view({batch, length, kv_heads_, head_dim_}), cos, sin);
   auto v = packed.narrow(-1, queries + key_values, key_values)
                .view({batch, length, kv_heads_, head_dim_});
+  if (cache != nullptr) {
+    cache->keys.narrow(1, past, length).copy_(k);
+    cache->values.narrow(1, past, length).copy_(v);
+    k = cache->keys.narrow(1, 0, past + length);
+    v = cache->values.narrow(1, 0, past + length);
+  }
+  const auto keys = k.size(1);
   if (kv_heads_ < heads_) {
     // Each key/value head serves heads / kv_heads consecutive query heads (transformers'
     // repeat_kv); autograd sums the copies' gradients back.
     const auto group = heads_ / kv_heads_;
-    k = k.unsqueeze(3).expand({batch, length, kv_heads_, group, head_dim_});
-    v = v.unsqueeze(3).expand({batch, length, kv_heads_, group, head_dim_});
+    k = k.unsqueeze(3).expand({batch, keys, kv_heads_, group, head_dim_});
+    v = v.unsqueeze(3).expand({batch, keys, kv_heads_, group, head_dim_});
   }
   const auto key_value_rows =
-      torch::cat({k.reshape({batch, length, queries}), v.reshape({batch, length, queries})}, -1);
+      torch::cat({k.reshape({batch, keys, queries}), v.reshape({batch, keys, queries})}, -1);
   auto options = AttentionOptions::standard(heads_, head_dim_);
+  // With a cache, query i (position past + i) sees keys j ≤ i + past: causal with Tk − Tq = past.
   options.causal = true;
   const auto attended = multi_head_attention(
       {q.reshape({batch, length, queries}), 0, key_value_rows, 0, queries}, options, is_training());
   return o_proj->forward(attended);
+}
+
+LlamaLayerCache LlamaAttentionImpl::empty_cache(int64_t batch, int64_t capacity) const {
+  const auto options = q_proj->weight.options().requires_grad(false);
+  return {torch::zeros({batch, capacity, kv_heads_, head_dim_}, options),
+          torch::zeros({batch, capacity, kv_heads_, head_dim_}, options)};
 }
 
 LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaOptions& options,
@@ -194,8 +209,9 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaOptions& options,
 }
 
 torch::Tensor LlamaDecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos,
-                                             const torch::Tensor& sin) {
-  const auto y = x + self_attn->forward(input_layernorm->forward(x), cos, sin);
+                                             const torch::Tensor& sin, LlamaLayerCache* cache,
+                                             int64_t past) {
+  const auto y = x + self_attn->forward(input_layernorm->forward(x), cos, sin, cache, past);
   return y + mlp->forward(post_attention_layernorm->forward(y));
 }
 
@@ -216,11 +232,25 @@ LlamaBodyImpl::LlamaBodyImpl(const LlamaOptions& options)
   norm = register_module("norm", RMSNorm(options.hidden_size, options.rms_norm_eps));
 }
 
-torch::Tensor LlamaBodyImpl::forward(const torch::Tensor& inputs) {
+torch::Tensor LlamaBodyImpl::forward(const torch::Tensor& inputs, LlamaCache* cache) {
   auto x = embed_tokens->forward(inputs);
-  const auto [cos, sin] = rotary_tables(inputs.size(1), head_dim_, theta_, inputs.device());
-  for (auto& layer : layers_) x = layer->forward(x, cos, sin);
+  const int64_t past = cache != nullptr ? cache->filled : 0, length = inputs.size(1);
+  auto [cos, sin] = rotary_tables(past + length, head_dim_, theta_, inputs.device());
+  cos = cos.narrow(0, past, length);
+  sin = sin.narrow(0, past, length);
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    x = layers_[i]->forward(x, cos, sin, cache != nullptr ? &cache->layers[i] : nullptr, past);
+  }
+  if (cache != nullptr) cache->filled += length;
   return norm->forward(x);
+}
+
+std::unique_ptr<LlamaCache> LlamaBodyImpl::empty_cache(int64_t batch, int64_t capacity) const {
+  auto cache = std::make_unique<LlamaCache>();
+  for (const auto& layer : layers_) {
+    cache->layers.push_back(layer->self_attn->empty_cache(batch, capacity));
+  }
+  return cache;
 }
 
 LlamaImpl::LlamaImpl(LlamaOptions options_) : options(std::move(options_)) {
@@ -235,6 +265,26 @@ LlamaImpl::LlamaImpl(LlamaOptions options_) : options(std::move(options_)) {
 
 torch::Tensor LlamaImpl::forward(const torch::Tensor& inputs) {
   const auto hidden = model->forward(inputs);
+  return lm_head ? lm_head->forward(hidden) : at::linear(hidden, model->embed_tokens->weight);
+}
+
+std::unique_ptr<DecodingState> LlamaImpl::start_decoding(int64_t batch, int64_t capacity) const {
+  if (capacity > options.max_position_embeddings) {
+    throw InputError("decoding " + std::to_string(capacity) +
+                     " positions: past this model's max_position_embeddings (" +
+                     std::to_string(options.max_position_embeddings) + ")");
+  }
+  return model->empty_cache(batch, capacity);
+}
+
+torch::Tensor LlamaImpl::decode(const torch::Tensor& tokens, DecodingState& state) {
+  auto& cache = dynamic_cast<LlamaCache&>(state);
+  const auto capacity = cache.layers.empty() ? 0 : cache.layers.front().keys.size(1);
+  if (cache.filled + tokens.size(1) > capacity) {
+    throw InputError("decoding past the " + std::to_string(capacity) +
+                     " positions the decoding state was made for");
+  }
+  const auto hidden = model->forward(tokens, &cache);
   return lm_head ? lm_head->forward(hidden) : at::linear(hidden, model->embed_tokens->weight);
 }
 

@@ -1,8 +1,10 @@
 // Llama: Llama 2 7B's parameter count and the CPU preset's from the options alone, the module's
 // tensors against dense_tensor_shapes() (untied and tied lm_head), causality, the rotary
 // embedding against its definition, bad sizes refused by name, ExFusion in every FFN (fused
-// equals trained for sw/dw/mb), a top-2 MoE that learns, and upcycling by copy starting at the
-// dense logits. transformers' own logits are checked in test_llama_huggingface.py.
+// equals trained for sw/dw/mb), a top-2 MoE that learns, upcycling by copy starting at the
+// dense logits, Drop-Upcycling's re-initialised units, and decoding through the key/value cache
+// equal to the full forward. transformers' own logits are checked in
+// test_llama_huggingface.py.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -187,8 +189,8 @@ TEST(Llama, MoeTopTwoLearnsAFixedBatch) {
   EXPECT_TRUE(router_moved);
 }
 
-// Upcycling a dense Llama by copy into ExFusion (static weights 1/N) and into a renormalised
-// top-1 MoE starts at the dense model's logits.
+// Upcycling a dense Llama by copy into ExFusion (static weights 1/N) and into renormalised top-1
+// and top-2 MoEs starts at the dense model's logits.
 TEST(Llama, UpcyclingByCopyStartsAtTheDenseLogits) {
   torch::manual_seed(9);
   const auto dense = build_llama(tiny_llama(), FfnConfig{});
@@ -203,8 +205,8 @@ TEST(Llama, UpcyclingByCopyStartsAtTheDenseLogits) {
   for (const auto& ffn :
        {FfnConfig::of("exfusion", ExFusionOptions().variant(FusionVariant::kStatic)),
         FfnConfig::of(
-            "moe",
-            MoeOptions().num_experts(4).top_k(1).capacity_factor(0).renormalize_top1(true))}) {
+            "moe", MoeOptions().num_experts(4).top_k(1).capacity_factor(0).renormalize_top1(true)),
+        FfnConfig::of("moe", MoeOptions().num_experts(4).top_k(2).capacity_factor(0))}) {
     const auto upcycled = build_llama(tiny_llama(), ffn);
     const auto report =
         upcycle_into(*upcycled, testing::tensors_of(*dense), InitConfig{}, "dense.safetensors");
@@ -213,6 +215,99 @@ TEST(Llama, UpcyclingByCopyStartsAtTheDenseLogits) {
     EXPECT_LT((upcycled->forward(tokens) - expected).abs().max().item<double>(), kLlamaSameLogits)
         << ffn.kind;
   }
+}
+
+// Drop-Upcycling into MoE-4-2 as the authors' code does it (ratio 0.5, one index set per
+// matrix): in every layer, expert and matrix exactly ⌊0.5 · 24⌋ = 12 hidden units (rows of
+// gate_proj and up_proj, columns of down_proj) differ from the dense FFN, the rest are copies,
+// and the new values are drawn with the replaced values' mean and std. Tolerances: 12 units of 16
+// values are n = 192 draws, whose mean lies within 5 σ/√n of the target (a 1-in-10⁶ miss) and
+// whose std within 40 % of it (the sample std's own spread is σ/√(2n) ≈ 5 %).
+TEST(Llama, DropUpcyclingReinitialisesHalfTheUnitsOfEachMatrix) {
+  torch::manual_seed(10);
+  const auto dense = build_llama(tiny_llama(), FfnConfig{});
+  {  // weights of a trained model's spread, away from the init
+    torch::NoGradGuard no_grad;
+    for (auto& parameter : dense->parameters()) parameter.add_(torch::randn_like(parameter) * 0.1);
+  }
+  const auto dense_tensors = testing::tensors_of(*dense);
+  const auto moe =
+      build_llama(tiny_llama(), FfnConfig::of("moe", MoeOptions().num_experts(4).top_k(2)));
+  InitConfig init;
+  init.method = UpcycleMethod::kDrop;
+  init.ratio = 0.5;
+  init.independent_indices = true;
+  init.seed = 3;
+  upcycle_into(*moe, dense_tensors, init, "dense.safetensors");
+  const auto ours = testing::tensors_of(*moe);
+  const int64_t hidden = 24, dropped = 12;
+  for (int64_t layer = 0; layer < 2; ++layer) {
+    for (const std::string matrix : {"gate_proj", "up_proj", "down_proj"}) {
+      const auto name = "model.layers." + std::to_string(layer) + ".mlp." + matrix + ".weight";
+      // Units as rows: [hidden, dim] (down_proj transposed).
+      auto base = dense_tensors.at(name);
+      if (matrix == "down_proj") base = base.t();
+      const auto experts = ours.at(name);
+      std::vector<torch::Tensor> changed_sets;
+      for (int64_t e = 0; e < 4; ++e) {
+        auto expert = experts[e];
+        if (matrix == "down_proj") expert = expert.t();
+        const auto changed = (expert != base).any(1);
+        EXPECT_EQ(changed.sum().item<int64_t>(), dropped) << name << " expert " << e;
+        // Unchanged units are exact copies; the replaced ones were drawn from their stats.
+        EXPECT_TRUE(torch::equal(expert.index({~changed}), base.index({~changed})));
+        const auto drawn = expert.index({changed});
+        const auto replaced = base.index({changed});
+        const double sigma = replaced.std(/*unbiased=*/false).item<double>();
+        const double n = static_cast<double>(drawn.numel());
+        EXPECT_LT(std::abs(drawn.mean().item<double>() - replaced.mean().item<double>()),
+                  5 * sigma / std::sqrt(n))
+            << name << " expert " << e;
+        EXPECT_NEAR(drawn.std(/*unbiased=*/false).item<double>() / sigma, 1.0, 0.4)
+            << name << " expert " << e;
+        changed_sets.push_back(changed);
+      }
+      // One index set per expert: the experts do not all re-initialise the same units.
+      EXPECT_FALSE(torch::equal(changed_sets[0], changed_sets[1]) &&
+                   torch::equal(changed_sets[1], changed_sets[2]) &&
+                   torch::equal(changed_sets[2], changed_sets[3]))
+          << name;
+    }
+  }
+}
+
+// Decoding a prompt and then one token at a time through the key/value cache gives the full
+// forward's logits at every position: dense (grouped-query attention, untied and tied),
+// MoE-4-2 with no token dropped, and ExFusion-mb unfused. The same float32 sums in another
+// grouping: 1e-5, as fused against trained.
+TEST(Llama, DecodingThroughTheCacheEqualsTheFullForward) {
+  torch::manual_seed(12);
+  const auto tokens = torch::randint(0, 40, {2, 9});
+  for (const auto& [ffn, tied] : std::vector<std::pair<FfnConfig, bool>>{
+           {FfnConfig{}, false},
+           {FfnConfig{}, true},
+           {FfnConfig::of("moe", MoeOptions().num_experts(4).top_k(2).capacity_factor(0)), false},
+           {FfnConfig::of("exfusion", ExFusionOptions().variant(FusionVariant::kMemoryBank)),
+            false}}) {
+    const auto model = build_llama(tiny_llama(tied), ffn);
+    model->eval();
+    torch::NoGradGuard no_grad;
+    const auto full = model->forward(tokens);
+    auto state = model->start_decoding(2, 12);
+    const auto prompt = model->decode(tokens.narrow(1, 0, 5), *state);
+    EXPECT_LT((prompt - full.narrow(1, 0, 5)).abs().max().item<double>(), kLlamaSameLogits)
+        << ffn.kind << " prompt";
+    for (int64_t position = 5; position < 9; ++position) {
+      const auto step = model->decode(tokens.narrow(1, position, 1), *state);
+      EXPECT_LT((step - full.narrow(1, position, 1)).abs().max().item<double>(), kLlamaSameLogits)
+          << ffn.kind << " position " << position;
+    }
+    EXPECT_EQ(state->length(), 9);
+    // Three more would pass the 12 positions the state was made for.
+    EXPECT_THROW(model->decode(tokens.narrow(1, 0, 4), *state), InputError);
+  }
+  // Past max_position_embeddings (32).
+  EXPECT_THROW(build_llama(tiny_llama(), FfnConfig{})->start_decoding(1, 33), InputError);
 }
 
 }  // namespace

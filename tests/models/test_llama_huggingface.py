@@ -251,3 +251,43 @@ def test_a_mixture_mixtral_cannot_express_is_refused(exfusion_cli, text_corpus, 
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr, result.stderr
     assert not (tmp_path / "mixtral").exists()
+
+
+@pytest.mark.parametrize("ffn", [{"kind": "dense"},
+                                 {"kind": "moe", "num_experts": 4, "top_k": 2,
+                                  "capacity_factor": 0}], ids=["llama", "mixtral"])
+def test_greedy_generation_equals_transformers(exfusion_cli, text_corpus, tokenizer, tmp_path,
+                                               ffn):
+    """`exfusion generate` (greedy, through the key/value cache) continues a prompt with the
+    tokens transformers' generate picks (do_sample=False) from the exported model: LlamaForCausalLM
+    from the dense run's hf/, MixtralForCausalLM from `exfusion export`. Our logits agree with
+    theirs within LOGIT_TOLERANCE, so every step whose two best logits are further apart than
+    twice that must pick the same token; the comparison runs up to the first step that is not
+    (at least 6 of the 24 steps: a model trained 4 steps has near ties)."""
+    run = train(exfusion_cli, tmp_path, text_corpus, tokenizer, ffn)
+    architecture = LlamaForCausalLM
+    if ffn["kind"] == "moe":
+        run_cli(exfusion_cli, "export", run)
+        architecture = MixtralForCausalLM
+    steps = 24
+    ours = json.loads(run_cli(exfusion_cli, "generate", run, "--prompt", "Ab cde fgh ijk",
+                              "--max-new-tokens", steps))
+    assert ours["new_tokens"] == len(ours["generated_ids"]) <= steps
+    model = architecture.from_pretrained(run / "hf").eval()
+    prompt = torch.tensor([ours["prompt_ids"]])
+    with torch.no_grad():
+        out = model.generate(prompt, max_new_tokens=steps, do_sample=False,
+                             output_scores=True, return_dict_in_generate=True)
+    theirs = out.sequences[0, prompt.shape[1]:].tolist()
+    decided = 0
+    for score in out.scores:
+        best = score[0].topk(2).values
+        if best[0] - best[1] <= 2 * LOGIT_TOLERANCE:
+            break
+        decided += 1
+    decided = min(decided, len(theirs))
+    print(f"{ffn['kind']}: {len(theirs)} tokens, {decided} decided by a clear margin")
+    assert decided >= 6, "too few steps with a clear best token to compare"
+    assert ours["generated_ids"][:decided] == theirs[:decided]
+    if decided == len(theirs):
+        assert ours["generated_ids"] == theirs

@@ -19,6 +19,7 @@
 #include "exfusion/layers/capabilities.h"
 #include "exfusion/layers/linear.h"
 #include "exfusion/layers/rms_norm.h"
+#include "exfusion/models/decoding.h"
 #include "exfusion/models/ffn_config.h"
 #include "exfusion/models/model.h"
 
@@ -96,12 +97,28 @@ std::pair<torch::Tensor, torch::Tensor> rotary_tables(int64_t length, int64_t he
 torch::Tensor apply_rotary(const torch::Tensor& x, const torch::Tensor& cos,
                            const torch::Tensor& sin);
 
+// Incremental decoding's keys (rotated) and values of one layer, [B, capacity, kv_heads,
+// head_dim], the first `length` positions (LlamaCache's) filled.
+struct LlamaLayerCache {
+  torch::Tensor keys, values;
+};
+struct LlamaCache : DecodingState {
+  std::vector<LlamaLayerCache> layers;
+  int64_t filled = 0;
+  int64_t length() const override { return filled; }
+};
+
 // Causal self-attention with q/k/v/o projections (no biases), rotary positions on q and k, and
 // key/value heads shared by groups of query heads.
 class LlamaAttentionImpl : public torch::nn::Module {
  public:
   explicit LlamaAttentionImpl(const LlamaOptions& options);
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  // x [B, L, D] at positions past … past + L − 1 (cos and sin theirs); with a cache, its keys
+  // and values go into it there and the queries see every position cached before them.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        LlamaLayerCache* cache = nullptr, int64_t past = 0);
+  // An empty cache of this layer for `batch` sequences of up to `capacity` positions.
+  LlamaLayerCache empty_cache(int64_t batch, int64_t capacity) const;
 
   Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
 
@@ -114,7 +131,8 @@ TORCH_MODULE(LlamaAttention);
 class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   LlamaDecoderLayerImpl(const LlamaOptions& options, std::shared_ptr<FeedForwardImpl> ffn);
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                        LlamaLayerCache* cache = nullptr, int64_t past = 0);
 
   LlamaAttention self_attn{nullptr};
   std::shared_ptr<FeedForwardImpl> mlp;
@@ -126,7 +144,10 @@ TORCH_MODULE(LlamaDecoderLayer);
 class LlamaBodyImpl : public torch::nn::Module, public ExemptFromWeightDecay {
  public:
   explicit LlamaBodyImpl(const LlamaOptions& options);
-  torch::Tensor forward(const torch::Tensor& inputs);  // token ids [B, L] → hidden [B, L, D]
+  // Token ids [B, L] → hidden [B, L, D]; with a cache, at the positions after its own, which
+  // it then holds too.
+  torch::Tensor forward(const torch::Tensor& inputs, LlamaCache* cache = nullptr);
+  std::unique_ptr<LlamaCache> empty_cache(int64_t batch, int64_t capacity) const;
   std::vector<std::string> exempt_from_weight_decay() const override {
     return {"embed_tokens.weight"};
   }
@@ -142,11 +163,13 @@ class LlamaBodyImpl : public torch::nn::Module, public ExemptFromWeightDecay {
 };
 TORCH_MODULE(LlamaBody);
 
-class LlamaImpl : public ModelImpl {
+class LlamaImpl : public ModelImpl, public DecodesIncrementally {
  public:
   explicit LlamaImpl(LlamaOptions options);
   // Logits [B, L, vocab] for token ids [B, L], each position seeing itself and the past.
   torch::Tensor forward(const torch::Tensor& inputs) override;
+  std::unique_ptr<DecodingState> start_decoding(int64_t batch, int64_t capacity) const override;
+  torch::Tensor decode(const torch::Tensor& tokens, DecodingState& state) override;
 
   LlamaOptions options;
   LlamaBody model{nullptr};

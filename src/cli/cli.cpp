@@ -332,6 +332,8 @@ void add_generate(CLI::App& app) {
   command->add_option("--seed", args->run.sampling.seed, "seed of the sampling (default 0)");
   command->add_option("--tokenizer", args->tokenizer,
                       "SentencePiece model (default: the run's data.tokenizer)");
+  command->add_flag("--ignore-eos", args->run.ignore_eos,
+                    "go on past EOS to --max-new-tokens (for timing)");
   command->callback([args] {
     args->run.path = args->path;
     args->run.tokenizer = args->tokenizer;

@@ -99,7 +99,7 @@ nlohmann::json generate_text(const GenerateRun& run) {
   while (static_cast<int64_t>(generated.size()) < run.max_new_tokens) {
     const auto token = next_token(logits[0][-1], run.sampling, generator);
     generated.push_back(token);
-    if (token == tokenizer.eos_id()) {
+    if (token == tokenizer.eos_id() && !run.ignore_eos) {
       stopped = "eos";
       break;
     }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../support/module_snapshot.h"
+#include "exfusion/fusion/ders_ffn.h"
 #include "exfusion/fusion/exfusion_ffn.h"
 #include "exfusion/fusion/moe.h"
 #include "exfusion/io/module_tensors.h"
@@ -273,6 +274,59 @@ TEST(Llama, DropUpcyclingReinitialisesHalfTheUnitsOfEachMatrix) {
                    torch::equal(changed_sets[2], changed_sets[3]))
           << name;
     }
+  }
+}
+
+// DeRS on Llama's gated FFNs (gate_proj, up_proj, down_proj each a base and N deltas): upcycled
+// by copy from a dense Llama, ders-moe (top-2, sparse deltas) and ders-exfusion (sw, low-rank
+// deltas) start at the dense logits; ders-exfusion with moved deltas and fusion weights fuses
+// into a plain Llama with the unfused logits and the dense parameter count. 1e-5 as above.
+TEST(Llama, DersUpcyclesAndFusesOnTheGatedFfn) {
+  torch::manual_seed(13);
+  const auto dense = build_llama(tiny_llama(), FfnConfig{});
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& parameter : dense->parameters()) parameter.add_(torch::randn_like(parameter) * 0.1);
+  }
+  const auto tokens = torch::randint(0, 40, {3, 9});
+  dense->eval();
+  torch::Tensor expected;
+  {
+    torch::NoGradGuard no_grad;
+    expected = dense->forward(tokens);
+  }
+  DersMoeOptions moe;
+  moe.moe.num_experts(4).top_k(2).capacity_factor(0);
+  moe.delta.form = DeltaForm::kSparse;
+  DersExFusionOptions exfusion;
+  exfusion.exfusion.variant(FusionVariant::kStatic).num_experts(3);
+  exfusion.delta.form = DeltaForm::kLowRank;
+  for (const auto& ffn :
+       {FfnConfig::of("ders-moe", moe), FfnConfig::of("ders-exfusion", exfusion)}) {
+    const auto upcycled = build_llama(tiny_llama(), ffn);
+    EXPECT_EQ(
+        upcycle_into(*upcycled, testing::tensors_of(*dense), InitConfig{}, "dense.safetensors")
+            .layers,
+        2);
+    upcycled->eval();
+    torch::NoGradGuard no_grad;
+    EXPECT_LT((upcycled->forward(tokens) - expected).abs().max().item<double>(), kLlamaSameLogits)
+        << ffn.kind;
+    if (ffn.kind != "ders-exfusion") continue;
+    for (auto& parameter : upcycled->named_parameters()) {
+      if (parameter.key().find("delta") != std::string::npos ||
+          parameter.key().find("fusion") != std::string::npos) {
+        parameter.value().add_(torch::randn_like(parameter.value()) * 0.1);
+      }
+    }
+    auto options = tiny_llama();
+    options.ffn = ffn;
+    const auto fused = fuse_model(ModelConfig::of("llama", options), *upcycled);
+    fused->eval();
+    const auto trained = upcycled->forward(tokens);
+    EXPECT_GT((trained - expected).abs().max().item<double>(), 1e-3);
+    EXPECT_LT((fused->forward(tokens) - trained).abs().max().item<double>(), kLlamaSameLogits);
+    EXPECT_EQ(count_parameters(*fused), count_parameters(*dense));
   }
 }
 

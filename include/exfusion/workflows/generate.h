@@ -31,6 +31,7 @@ struct GenerateRun {
   int64_t max_new_tokens = 64;
   SamplingOptions sampling;
   std::filesystem::path tokenizer;  // default: the run's data.tokenizer
+  bool ignore_eos = false;          // generate max_new_tokens whatever comes (benchmarks)
 };
 // {prompt_ids, generated_ids, completion, text, stopped ("eos" or "max_new_tokens"),
 //  new_tokens, tokens_per_s}.

@@ -2,16 +2,17 @@
 # Builds the libFuzzer targets in fuzz/ (clang, ASan + UBSan, torch-free readers only) and
 # runs each for SECONDS (default 60) from a copy of its seed corpus in fuzz/corpus/<target>,
 # one per core at a time (EXFUSION_FUZZ_JOBS sets how many).
-# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]; targets: safetensors_header idx config_json
-# config_yaml text_reader. A crash, leak or sanitizer report fails the script and leaves the input that
-# caused it in build-fuzz/findings/<target>/ (copy it into the corpus once it is fixed).
+# Usage: scripts/fuzz.sh [SECONDS] [TARGET...]; targets: safetensors_header shard_index idx
+# config_json config_yaml text_reader. A crash, leak or sanitizer report fails the script and
+# leaves the input that caused it in build-fuzz/findings/<target>/ (copy it into the corpus once
+# it is fixed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${1:-60}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(safetensors_header idx config_json config_yaml text_reader)
+((${#targets[@]})) || targets=(safetensors_header shard_index idx config_json config_yaml text_reader)
 
 # clang 14 and its libFuzzer runtime, from Debian's packages, beside what setup.sh installs.
 scripts/install_debian_packages.sh fuzz clang-14 libclang-rt-14-dev ninja-build cmake \

@@ -1,13 +1,9 @@
 // Sharded safetensors checkpoints read as one file (see sharded_safetensors.h).
 #include "exfusion/io/sharded_safetensors.h"
 
-#include <fstream>
-#include <iterator>
-#include <map>
-#include <set>
-
+#include "exfusion/io/shard_index.h"
 #include "exfusion/util/error.h"
-#include "exfusion/util/json_input.h"
+#include "exfusion/util/file_bytes.h"
 
 namespace exfusion {
 namespace fs = std::filesystem;
@@ -20,29 +16,8 @@ bool is_shard_index(const fs::path& path) {
 }
 
 SafetensorsFile load_sharded_safetensors(const fs::path& index) {
-  std::ifstream in(index, std::ios::binary);
-  if (!in) throw InputError(index.string() + ": cannot be read");
-  const auto json =
-      parse_json_input(std::string(std::istreambuf_iterator<char>(in), {}), index.string());
-  if (!json.is_object() || !json.contains("weight_map") || !json["weight_map"].is_object() ||
-      json["weight_map"].empty()) {
-    throw InputError(index.string() +
-                     ": weight_map: expected an object mapping each tensor to its shard file");
-  }
-  // The shards in the index's order of first mention, and the tensors each should hold.
-  std::map<std::string, std::set<std::string>> shard_tensors;
-  for (const auto& [tensor, shard] : json["weight_map"].items()) {
-    if (!shard.is_string()) {
-      throw InputError(index.string() + ": weight_map." + tensor +
-                       ": expected the name of a shard file, got " + brief_json(shard));
-    }
-    const fs::path name = shard.get<std::string>();
-    if (name.empty() || name.has_parent_path() || name == "." || name == "..") {
-      throw InputError(index.string() + ": weight_map." + tensor + ": \"" + name.string() +
-                       "\": expected a file name beside the index");
-    }
-    shard_tensors[name.string()].insert(tensor);
-  }
+  const auto shard_tensors = parse_shard_index(
+      read_file_bytes(index, "a shard index (model.safetensors.index.json)"), index.string());
   SafetensorsFile merged;
   const auto directory = index.parent_path();
   for (const auto& [shard, expected] : shard_tensors) {

@@ -205,6 +205,15 @@ ForeignArchitecture HuggingFaceLlamaFormat::architecture(
   return {model, config_path.string(), "its config " + config_path.string() + " describes"};
 }
 
+nlohmann::json HuggingFaceLlamaFormat::run_defaults(const fs::path& file) const {
+  nlohmann::json defaults = {{"task", "causal_lm"}};
+  const auto tokenizer = file.parent_path() / "tokenizer.model";
+  if (fs::is_regular_file(tokenizer)) {
+    defaults["data"] = {{"tokenizer", fs::absolute(tokenizer).lexically_normal().string()}};
+  }
+  return defaults;
+}
+
 bool HuggingFaceLlamaFormat::ignored(const std::string& name) const {
   const std::string buffer = "rotary_emb.inv_freq";
   return name.size() >= buffer.size() &&

@@ -213,6 +213,7 @@ ImportedModel import_dense_model(const fs::path& source, const nlohmann::json& m
     if (kind != file.metadata.end() && kind->second == kTrainingStateKind) prefix = "model.";
   } else {
     read = registered->format->architecture(file, result.file, model_patch);
+    result.run_defaults = registered->format->run_defaults(result.file);
   }
   result.model.apply(read.model, {read.read_from, "model"});
   if (!model_patch.empty()) {

@@ -2,6 +2,7 @@
 #include "exfusion/tasks/causal_lm.h"
 
 #include <algorithm>
+#include <filesystem>
 
 #include "exfusion/tasks/text_chunks.h"
 #include "exfusion/util/error.h"
@@ -29,6 +30,17 @@ void CausalLmDataOptions::validate_with(const ModelOptions& model,
                      ": task causal_lm feeds a decoder language model one token sequence "
                      "(model.kind llama), and the model takes " +
                      nlohmann::json(shapes).dump() + " per sample");
+  }
+  // A tokenizer that is there already is checked against the embedding's rows now, before a
+  // run or an import writes anything (the loader checks it again when it opens it).
+  if (!tokenizer.empty() && std::filesystem::is_regular_file(tokenizer)) {
+    const Tokenizer pieces(tokenizer, extra_ids);
+    if (pieces.size() > model.num_outputs()) {
+      throw InputError(at.source + ": data.tokenizer " + tokenizer + ": " +
+                       std::to_string(pieces.size()) + " pieces, more than the model's " +
+                       std::to_string(model.num_outputs()) +
+                       " token ids (vocab_size: its embedding's rows)");
+    }
   }
 }
 

@@ -118,6 +118,7 @@ nlohmann::json generate_text(const GenerateRun& run) {
           {"completion", completion},
           {"text", tokenizer.decode(all_ids)},
           {"stopped", stopped},
+          {"eos_id", tokenizer.eos_id()},
           {"new_tokens", generated.size()},
           {"tokens_per_s", static_cast<double>(generated.size()) / seconds}};
 }

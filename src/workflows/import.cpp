@@ -38,6 +38,9 @@ nlohmann::json import_checkpoint(const ImportRun& run) {
     kept.erase("ffn");
     apply_config(config, kept, imported.file.string() + " (metadata " + kConfigMetadataKey + ")");
   }
+  if (!imported.run_defaults.empty()) {
+    apply_config(config, imported.run_defaults, imported.file.parent_path().string());
+  }
   for (const auto& [patch, source] : config_patches) apply_config(config, patch, source);
   config.validate({"", ""});
   const auto missing = config.data.options->missing_for_evaluation();

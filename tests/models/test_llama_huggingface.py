@@ -10,6 +10,7 @@ every FFN, fused; untied and tied lm_head), its hf/ directory loaded with from_p
 missing or unexpected keys) and run on the validation samples `exfusion eval --save-logits` saved
 with their inputs; max abs logit difference <= 1e-4 (fp32, CPU)."""
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -272,12 +273,20 @@ def test_greedy_generation_equals_transformers(exfusion_cli, text_corpus, tokeni
     steps = 24
     ours = json.loads(run_cli(exfusion_cli, "generate", run, "--prompt", "Ab cde fgh ijk",
                               "--max-new-tokens", steps))
-    assert ours["new_tokens"] == len(ours["generated_ids"]) <= steps
     model = architecture.from_pretrained(run / "hf").eval()
+    assert_same_greedy_tokens(ours, model, steps, ffn["kind"])
+
+
+def assert_same_greedy_tokens(ours, model, steps, what):
+    """`exfusion generate`'s JSON against transformers' greedy generate from the same prompt ids
+    and the same EOS, up to the first step whose two best logits are within twice
+    LOGIT_TOLERANCE (at least 6)."""
+    assert ours["new_tokens"] == len(ours["generated_ids"]) <= steps
     prompt = torch.tensor([ours["prompt_ids"]])
     with torch.no_grad():
         out = model.generate(prompt, max_new_tokens=steps, do_sample=False,
-                             output_scores=True, return_dict_in_generate=True)
+                             eos_token_id=ours["eos_id"], output_scores=True,
+                             return_dict_in_generate=True)
     theirs = out.sequences[0, prompt.shape[1]:].tolist()
     decided = 0
     for score in out.scores:
@@ -286,8 +295,42 @@ def test_greedy_generation_equals_transformers(exfusion_cli, text_corpus, tokeni
             break
         decided += 1
     decided = min(decided, len(theirs))
-    print(f"{ffn['kind']}: {len(theirs)} tokens, {decided} decided by a clear margin")
+    print(f"{what}: {len(theirs)} tokens, {decided} decided by a clear margin")
     assert decided >= 6, "too few steps with a clear best token to compare"
     assert ours["generated_ids"][:decided] == theirs[:decided]
     if decided == len(theirs):
         assert ours["generated_ids"] == theirs
+
+
+def test_a_directory_with_its_tokenizer_imports_and_generates(exfusion_cli, tokenizer, tmp_path):
+    """A transformers Llama directory holding its tokenizer.model imports with no --set at all:
+    task causal_lm, and that tokenizer as data.tokenizer; `exfusion generate` on the import
+    continues a prompt as transformers' generate does on the directory."""
+    source, model = transformers_llama(tmp_path, torch.float32)
+    shutil.copy(tokenizer, source / "tokenizer.model")
+    imported = tmp_path / "imported.safetensors"
+    run_cli(exfusion_cli, "import", source, "--out", imported)
+    with safe_open(str(imported), "pt") as weights:
+        stored = json.loads(weights.metadata()["exfusion.config"])
+    assert stored["task"] == "causal_lm"
+    assert stored["data"]["tokenizer"] == str((source / "tokenizer.model").resolve())
+    ours = json.loads(run_cli(exfusion_cli, "generate", imported, "--prompt", "Ab cde fgh",
+                              "--max-new-tokens", 16))
+    assert_same_greedy_tokens(ours, model, 16, "imported")
+
+
+def test_a_tokenizer_larger_than_the_vocabulary_is_refused(exfusion_cli, tokenizer, tmp_path):
+    """A tokenizer.model with more pieces (360) than the model has token ids (300): one message
+    naming both, exit code 2, nothing written."""
+    settings = {key: value for key, value in model_section().items()
+                if key not in ("kind", "sequence_length")}
+    settings["vocab_size"] = 300
+    source = tmp_path / "small-vocabulary"
+    LlamaForCausalLM(LlamaConfig(**settings)).save_pretrained(source)
+    shutil.copy(tokenizer, source / "tokenizer.model")
+    out = tmp_path / "out.safetensors"
+    result = subprocess.run([str(exfusion_cli), "import", str(source), "--out", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "360 pieces, more than the model's 300 token ids" in result.stderr, result.stderr
+    assert not out.exists()

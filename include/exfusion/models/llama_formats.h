@@ -42,6 +42,8 @@ class HuggingFaceLlamaFormat : public ImportFormat {
   std::vector<std::string> names_in_file(const std::string& ours) const override { return {ours}; }
   // The rotary frequencies older transformers saved as buffers.
   bool ignored(const std::string& name) const override;
+  // task causal_lm, and the directory's tokenizer.model (LlamaTokenizer's) as data.tokenizer.
+  nlohmann::json run_defaults(const std::filesystem::path& file) const override;
 };
 
 }  // namespace exfusion

@@ -47,6 +47,12 @@ class ImportFormat {
   // The file's tensor that stands for `name` where the file leaves `name` out because the two
   // are tied (transformers 5 saves T5's lm_head only as `shared`); "" for none.
   virtual std::string tied_to(const std::string& /*name*/) const { return {}; }
+  // What the file's directory says of the run beyond the model, as a run-config patch that
+  // `exfusion import` lays under the --set ones (a Llama directory: the causal_lm task and its
+  // tokenizer.model as data.tokenizer); {} for nothing.
+  virtual nlohmann::json run_defaults(const std::filesystem::path& /*file*/) const {
+    return nlohmann::json::object();
+  }
 };
 
 // The formats a model kind reads, by name ("timm", "huggingface"); "exfusion" (ours) and "auto"
@@ -82,6 +88,8 @@ struct ImportedModel {
   // The run config in the metadata of one of our checkpoints (its data normalisation, its
   // train section); null for other formats, which hold none.
   nlohmann::json stored_config;
+  // The format's run_defaults for the file ({} for ours and most formats).
+  nlohmann::json run_defaults = nlohmann::json::object();
 };
 
 // Reads `source`: a .safetensors file, a shard index (model.safetensors.index.json: the shards

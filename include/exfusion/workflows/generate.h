@@ -33,7 +33,7 @@ struct GenerateRun {
   std::filesystem::path tokenizer;  // default: the run's data.tokenizer
   bool ignore_eos = false;          // generate max_new_tokens whatever comes (benchmarks)
 };
-// {prompt_ids, generated_ids, completion, text, stopped ("eos" or "max_new_tokens"),
+// {prompt_ids, generated_ids, completion, text, stopped ("eos" or "max_new_tokens"), eos_id,
 //  new_tokens, tokens_per_s}.
 nlohmann::json generate_text(const GenerateRun& run);
 

@@ -248,7 +248,7 @@ TEST(Llama, DropUpcyclingReinitialisesHalfTheUnitsOfEachMatrix) {
       // Units as rows: [hidden, dim] (down_proj transposed).
       auto base = dense_tensors.at(name);
       if (matrix == "down_proj") base = base.t();
-      const auto experts = ours.at(name);
+      const auto& experts = ours.at(name);
       std::vector<torch::Tensor> changed_sets;
       for (int64_t e = 0; e < 4; ++e) {
         auto expert = experts[e];

@@ -2,7 +2,8 @@
 directory transformers writes (one file, or bf16/fp16 shards with their index) imports as a
 dense Llama with transformers' logits, and a damaged one is refused by name; a Llama with a
 top-k mixture of experts in every layer exports (`exfusion export`) as a MixtralForCausalLM
-directory in the Hub's layout that transformers loads with our logits.
+directory in the Hub's layout that transformers loads with our logits; and DeRS compression of
+such a mixture through the CLI.
 
 A tiny Llama (grouped-query attention: 4 query heads over 2 key/value heads) is trained a few
 steps through the CLI as a causal language model on a made-up corpus (dense, and ExFusion-mb in
@@ -334,3 +335,20 @@ def test_a_tokenizer_larger_than_the_vocabulary_is_refused(exfusion_cli, tokeniz
     assert result.returncode == 2, result.stdout + result.stderr
     assert "360 pieces, more than the model's 300 token ids" in result.stderr, result.stderr
     assert not out.exists()
+
+
+def test_ders_compression_of_a_llama_mixture(exfusion_cli, text_corpus, tokenizer, tmp_path):
+    """`exfusion compress` on a Llama MoE-4-2: the three matrices of both layers' experts (6
+    banks) as 8-bit deltas from their mean, in fewer bytes, with the test loss it had (8-bit
+    steps move it by about 1e-6 here; a wrong dequantisation or a missed bank moves it by a
+    sizeable fraction of a nat, so 0.05 is a wide margin), and the file evaluates."""
+    run = train(exfusion_cli, tmp_path, text_corpus, tokenizer,
+                {"kind": "moe", "num_experts": 4, "top_k": 2, "capacity_factor": 0})
+    out = tmp_path / "compressed.safetensors"
+    text = run_cli(exfusion_cli, "compress", run, "--method", "quant", "--bits", 8, "--out", out)
+    result = json.loads(text[text.index("{"):])
+    assert result["banks"] == 6
+    assert result["bytes_after"] < result["bytes_before"]
+    assert abs(result["test_loss_after"] - result["test_loss_before"]) < 0.05, result
+    saved = our_logits(exfusion_cli, out, tmp_path)
+    assert saved["logits"].shape[-1] == model_section()["vocab_size"]

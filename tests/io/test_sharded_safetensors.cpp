@@ -9,8 +9,8 @@
 #include <fstream>
 #include <string>
 
-#include "exfusion/util/error.h"
 #include "../support/cli.h"
+#include "exfusion/util/error.h"
 
 namespace exfusion {
 namespace {

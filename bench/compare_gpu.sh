@@ -3,7 +3,7 @@
 # run, times our training step and the peer benchmark (timm in Python, eager and compiled)
 # for the same model and batch, then prints one side-by-side table (bench/compare_table.py).
 # Ours: dense with and without the LayerNorm kernels and the bias-gradient epilogue,
-# ExFusion-mb N=4 with and without the expert kernels, MoE-4-2, and dense and ExFusion-mb N=4
+# ExFusion-mb N=4 with and without the expert kernels, MoE-4-2, EWA N=4, and dense and ExFusion-mb N=4
 # with the step captured in a CUDA graph, for ViT-B/16 at batch 128 and DeiT-Ti/16 at 256,
 # then ExFusion-mb N = 8, 16, 32 on DeiT-Ti (overhead vs N).
 # Usage: bench/compare_gpu.sh [PEER_SCRIPT]   (default .peer/timm_anchor.py, see ../shared/bench)
@@ -62,6 +62,7 @@ for config in "base:128" "tiny:256"; do
   bench --preset "$preset" --batch-size "$batch" "${mb[@]}" --experts 4
   bench --preset "$preset" --batch-size "$batch" "${mb[@]}" --experts 4 --set train.expert_kernels=false
   bench --preset "$preset" --batch-size "$batch" --ffn moe --experts 4 --top-k 2
+  bench --preset "$preset" --batch-size "$batch" --ffn ewa --experts 4
   bench --preset "$preset" --batch-size "$batch" --ffn dense --cuda-graph true
   bench --preset "$preset" --batch-size "$batch" "${mb[@]}" --experts 4 --cuda-graph true
 done

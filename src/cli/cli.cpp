@@ -61,6 +61,7 @@ void add_config_shortcuts(CLI::App& command, ShortcutValues& values) {
       {"--top-k", "ffn.top_k"},
       {"--capacity-factor", "ffn.capacity_factor"},
       {"--aux-loss-coef", "ffn.aux_loss_coef"},
+      {"--share-rate", "ffn.share_rate"},
       {"--layers", "ffn.layers"},
       {"--preset", "model.preset"},
       {"--epochs", "train.epochs"},

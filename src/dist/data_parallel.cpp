@@ -23,6 +23,8 @@ class GroupMean : public CrossRankMean {
     group_->all_reduce_sum_(tensor);
     tensor.div_(group_->size());
   }
+  int64_t rank() const override { return group_->rank(); }
+  int64_t ranks() const override { return group_->size(); }
 
  private:
   std::shared_ptr<DistributedGroup> group_;

@@ -2,6 +2,7 @@
 #include "exfusion/models/registry.h"
 
 #include "exfusion/fusion/ders_ffn.h"
+#include "exfusion/fusion/ewa_ffn.h"
 #include "exfusion/fusion/exfusion_ffn.h"
 #include "exfusion/fusion/moe.h"
 #include "exfusion/layers/mlp.h"
@@ -29,6 +30,9 @@ FfnRegistry& ffn_kinds() {
     kinds.add<DersMoeOptions>("ders-moe", "top-k MoE over DeRS experts: shared base + deltas");
     kinds.add<DersExFusionOptions>("ders-exfusion",
                                    "ExFusion over DeRS experts: shared base + deltas, fused");
+    kinds.add<EwaOptions>("ewa",
+                          "N experts over a random uniform partition of the tokens, averaged "
+                          "after every step (Experts Weights Averaging)");
     return kinds;
   }();
   return registry;

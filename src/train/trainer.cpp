@@ -64,6 +64,13 @@ Trainer::Trainer(const TrainConfig& config, ModelPtr model, std::shared_ptr<cons
       bf16_(use_bf16(config.precision, device)),
       fast_paths_{fast_path_policy(config), std::make_shared<FastPathCounters>()},
       optimizer_(make_optimizer(*model_, config, device_)) {
+  if (config.cuda_graph) {
+    for_each_capable<BlocksCudaGraphCapture>(
+        *model_, [&](const std::string& path, const BlocksCudaGraphCapture& m) {
+          throw InputError("train.cuda_graph = true: the FFN at " + path + " " +
+                           m.cuda_graph_obstacle() + "; set train.cuda_graph false");
+        });
+  }
   if (config.cuda_graph && !device_.is_cuda()) {
     throw InputError(
         "train.cuda_graph = true: CUDA graphs need a CUDA device, and this run's device is " +
@@ -113,6 +120,9 @@ Trainer::Trainer(const TrainConfig& config, ModelPtr model, std::shared_ptr<cons
   for_each_capable<AddsAuxiliaryLoss>(*model_, [&](const std::string&, const AddsAuxiliaryLoss& m) {
     auxiliary_losses_.push_back(&m);
   });
+  for_each_capable<UpdatesAfterOptimizerStep>(
+      *model_,
+      [&](const std::string&, UpdatesAfterOptimizerStep& m) { after_step_updates_.push_back(&m); });
   if (config.cuda_graph) {
     graph_step_ = std::make_unique<CudaGraphStep>(
         [this](const Batch& batch) { return compute_step(batch); }, kCudaGraphWarmupSteps);
@@ -194,6 +204,7 @@ void Trainer::apply_update() {
   if (config_.clip_grad > 0) optimizer_.clip_grad_norm_async(config_.clip_grad);
   optimizer_.step();
   optimizer_.zero_grad();
+  for (auto* module : after_step_updates_) module->after_optimizer_step();
 }
 
 EvalResult Trainer::evaluate(BatchSource& source, bool keep_outputs, ModelImpl* other) {

@@ -48,4 +48,10 @@ torch::Tensor global_batch_mean(const torch::Tensor& local_mean) {
   return global;
 }
 
+GlobalBatchPlace global_batch_place() {
+  const auto& mean = GlobalBatchScope::current();
+  if (!mean) return {};
+  return {mean->rank(), mean->ranks()};
+}
+
 }  // namespace exfusion

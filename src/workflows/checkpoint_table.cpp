@@ -54,7 +54,7 @@ std::string reported_for(const nlohmann::json& info, const std::string& path) {
   const auto dot = path.rfind('.');
   const auto owner = dot == std::string::npos ? std::string() : path.substr(0, dot);
   std::string text;
-  for (const auto* group : {"fusion_weights", "routing"}) {
+  for (const auto* group : {"fusion_weights", "routing", "expert_spread"}) {
     if (!info.contains(group) || !info[group].contains(owner)) continue;
     for (const auto& [name, value] : info[group][owner].items()) {
       text += (text.empty() ? "" : "; ") + name + " " + number(value, 3);

@@ -65,17 +65,18 @@ TEST_P(KillAndResume, AtEveryKindOfPointEqualsTheUninterruptedRun) {
   testing::remove_tree(dir);
 }
 
-INSTANTIATE_TEST_SUITE_P(EveryFfnKind, KillAndResume,
-                         ::testing::Values(ResumeCase{"dense", "--set ffn.kind=dense"},
-                                           ResumeCase{"sw", "--variant sw --experts 3"},
-                                           ResumeCase{"dw", "--variant dw --experts 3"},
-                                           ResumeCase{"mb", "--variant mb --experts 3"},
-                                           ResumeCase{"moe",
-                                                      "--set ffn.kind=moe ffn.num_experts=4"},
-                                           ResumeCase{"ders_exfusion",
-                                                      "--set ffn.kind=ders-exfusion "
-                                                      "ffn.num_experts=3 ffn.delta_keep=0.2"}),
-                         [](const auto& info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(
+    EveryFfnKind, KillAndResume,
+    ::testing::Values(ResumeCase{"dense", "--set ffn.kind=dense"},
+                      ResumeCase{"sw", "--variant sw --experts 3"},
+                      ResumeCase{"dw", "--variant dw --experts 3"},
+                      ResumeCase{"mb", "--variant mb --experts 3"},
+                      ResumeCase{"moe", "--set ffn.kind=moe ffn.num_experts=4"},
+                      ResumeCase{"ewa", "--set ffn.kind=ewa ffn.num_experts=3"},
+                      ResumeCase{"ders_exfusion",
+                                 "--set ffn.kind=ders-exfusion "
+                                 "ffn.num_experts=3 ffn.delta_keep=0.2"}),
+    [](const auto& info) { return std::string(info.param.name); });
 
 // SIGKILL at random moments, as often as it takes for the run to finish.
 // A run of `ffn` stopped once by `kill` (EXFUSION_KILL_AT) with `exit_code`, then resumed to

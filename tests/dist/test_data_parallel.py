@@ -124,6 +124,12 @@ KINDS = {
     "mb": ["ffn.kind=exfusion", "ffn.variant=mb"],
     "mb-unfactored": ["ffn.kind=exfusion", "ffn.variant=mb", "train.expert_kernels=false"],
     "moe": ["ffn.kind=moe"],
+    # The partition is drawn over the global batch on every rank; Eq. (6) runs on every rank.
+    # Experts drawn apart and pulled together slowly: a token in another group than one
+    # process's would give another loss (copies would hide it, being nearly equal throughout).
+    "ewa": ["ffn.kind=ewa", "ffn.expert_init=independent", "ffn.share_rate=0.05"],
+    "ewa-sample": ["ffn.kind=ewa", "ffn.partition=sample", "ffn.expert_init=independent",
+                   "ffn.share_rate=0.05"],
 }
 
 

@@ -1,6 +1,6 @@
 """The fused export loads into timm's VisionTransformer unchanged and gives our logits.
 
-Trains a small ExFusion model for a few steps through the CLI (each variant), then builds
+Trains a small ExFusion model (each variant) or EWA model for a few steps through the CLI, then builds
 timm's VisionTransformer from model.json's kwargs, loads model.safetensors with strict
 names, and compares its logits on the test images with the ones `exfusion eval` saved
 (max abs diff <= 1e-4, fp32 on CPU)."""
@@ -16,10 +16,14 @@ from conftest import read_idx, run_cli
 LOGIT_TOLERANCE = 1e-4
 
 
-@pytest.mark.parametrize("variant", ["sw", "dw", "mb"])
+KINDS = {"sw": ["--variant", "sw"], "dw": ["--variant", "dw"], "mb": ["--variant", "mb"],
+         "ewa": ["--ffn", "ewa"]}
+
+
+@pytest.mark.parametrize("variant", KINDS)
 def test_fused_export_matches_timm(exfusion_cli, toy_idx_dir, tmp_path, variant):
     run = tmp_path / f"run-{variant}"
-    run_cli(exfusion_cli, "train", "--data", toy_idx_dir, "--out", run, "--variant", variant,
+    run_cli(exfusion_cli, "train", "--data", toy_idx_dir, "--out", run, *KINDS[variant],
             "--threads", "1", "--set", "model.embed_dim=32", "model.depth=2", "model.num_heads=2",
             "train.max_steps=6", "train.batch_size=16", "train.epochs=1")
     logits_file = tmp_path / "logits.safetensors"

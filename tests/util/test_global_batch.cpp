@@ -14,12 +14,22 @@ class TwoRankMean : public CrossRankMean {
  public:
   explicit TwoRankMean(std::vector<torch::Tensor> other) : other_(std::move(other)) {}
   void mean_(torch::Tensor& tensor) override { tensor.add_(other_.at(calls_++)).div_(2); }
+  int64_t rank() const override { return 0; }
+  int64_t ranks() const override { return 2; }
   int calls() const { return calls_; }
 
  private:
   std::vector<torch::Tensor> other_;
   int calls_ = 0;
 };
+
+TEST(GlobalBatchPlace, IsRankZeroOfOneOutsideAScopeAndTheReducersInside) {
+  EXPECT_EQ(global_batch_place().rank, 0);
+  EXPECT_EQ(global_batch_place().ranks, 1);
+  const GlobalBatchScope scope(std::make_shared<TwoRankMean>(std::vector<torch::Tensor>{}));
+  EXPECT_EQ(global_batch_place().rank, 0);
+  EXPECT_EQ(global_batch_place().ranks, 2);
+}
 
 TEST(GlobalBatchMean, IsTheIdentityOutsideAScope) {
   const auto x = torch::tensor({1.0, 2.0}, torch::requires_grad());

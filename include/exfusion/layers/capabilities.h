@@ -32,6 +32,23 @@ class AddsAuxiliaryLoss {
   virtual torch::Tensor auxiliary_loss() const = 0;
 };
 
+// A module that changes its own parameters after every optimizer step, outside autograd (EWA
+// pulls each expert towards the others). The trainer calls it once per step, after the update,
+// on every data-parallel rank alike; the optimizer's moments are left as they are.
+class UpdatesAfterOptimizerStep {
+ public:
+  virtual ~UpdatesAfterOptimizerStep() = default;
+  virtual void after_optimizer_step() = 0;
+};
+
+// A module whose training step cannot be captured once in a CUDA graph and replayed (EWA draws
+// its token partition on the host every step); the reason, for the trainer's error.
+class BlocksCudaGraphCapture {
+ public:
+  virtual ~BlocksCudaGraphCapture() = default;
+  virtual std::string cuda_graph_obstacle() const = 0;
+};
+
 // Metrics of the module's current state, by group: {"fusion_weights": {"m": [...]}} or
 // {"routing": {"dropped_fraction": ..., "aux_loss": ...}}. Reads values back to the host.
 class ReportsMetrics {

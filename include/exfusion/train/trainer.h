@@ -110,6 +110,8 @@ class Trainer {
   // The modules that add a loss term, found once: walking the module tree every step would
   // put string-keyed dictionary building on the training step.
   std::vector<const AddsAuxiliaryLoss*> auxiliary_losses_;
+  // The modules that change their parameters after each optimizer step (EWA), found once.
+  std::vector<UpdatesAfterOptimizerStep*> after_step_updates_;
   std::unique_ptr<DataParallel> data_parallel_;  // null in one process
   int64_t step_ = 0;
   int64_t epoch_ = 0;           // the epoch of the next batch

@@ -15,6 +15,9 @@ class CrossRankMean {
  public:
   virtual ~CrossRankMean() = default;
   virtual void mean_(torch::Tensor& tensor) = 0;
+  // This process's rank and the number of ranks: where its samples lie in the global batch.
+  virtual int64_t rank() const = 0;
+  virtual int64_t ranks() const = 0;
 };
 
 // Makes `mean` current for this thread until destroyed (scopes nest, like c10::InferenceMode).
@@ -37,5 +40,13 @@ class GlobalBatchScope {
 // over the global batch: itself outside a scope. Differentiable: its gradient is the mean of
 // the ranks' gradients, so that K ranks step as one process with the global batch.
 torch::Tensor global_batch_mean(const torch::Tensor& local_mean);
+
+// Where this process's batch lies in the global batch: rank r of `ranks` holds the r-th of
+// `ranks` equal slices. Rank 0 of 1 outside a scope.
+struct GlobalBatchPlace {
+  int64_t rank = 0;
+  int64_t ranks = 1;
+};
+GlobalBatchPlace global_batch_place();
 
 }  // namespace exfusion

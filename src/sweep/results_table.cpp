@@ -106,13 +106,17 @@ SweepTable sweep_table(const SweepPlan& plan) {
   std::ostringstream md, csv;
   md << "| configuration | seeds | test " << headline.name << (headline.fraction ? " (%)" : "")
      << " | Δ vs " << (plan.own_baselines.empty() ? plan.baseline : "its baseline")
-     << (headline.fraction ? " (points)" : "")
-     << " | p (Welch) | trainable params | deployed params | deployed GFLOPs | ms/step | peak RSS "
-        "(MiB) |\n"
-     << "|---|---|---|---|---|---|---|---|---|---|\n";
+     << (headline.fraction ? " (points)" : "") << " | p (Welch)";
+  for (const auto& other : plan.compare_also) md << " | Δ vs " << other << " | p vs " << other;
+  md << " | trainable params | deployed params | deployed GFLOPs | ms/step | peak RSS (MiB) |\n|";
+  for (size_t column = 0; column < 10 + 2 * plan.compare_also.size(); ++column) md << "---|";
+  md << "\n";
   csv << "configuration,seeds,planned_seeds," << mean_key << "," << std_key
-      << ",delta_vs_baseline,p_welch,"
-         "params_train,params_deployed,gflops_deployed,ms_per_step_mean,ms_per_step_std,"
+      << ",delta_vs_baseline,p_welch,";
+  for (const auto& other : plan.compare_also) {
+    csv << "delta_vs_" << other << ",p_welch_vs_" << other << ",";
+  }
+  csv << "params_train,params_deployed,gflops_deployed,ms_per_step_mean,ms_per_step_std,"
          "peak_rss_mib_max\n";
   for (const auto& name : plan.configurations) {
     const auto& runs = results[name];
@@ -159,8 +163,31 @@ SweepTable sweep_table(const SweepPlan& plan) {
       }
     }
     md << "| " << name << " | " << metric.n << "/" << planned[name] << " | "
-       << mean_std(metric, "%.2f") << " | " << delta << " | " << p << " | "
-       << (metric.n > 0 ? std::to_string(params_train) : "—") << " | "
+       << mean_std(metric, "%.2f") << " | " << delta << " | " << p << " | ";
+    // The same comparison against each of compare_also, in "compared_also" of the row.
+    auto also = json::object();
+    for (const auto& other : plan.compare_also) {
+      const auto reference = values_of(other);
+      std::string other_delta = "—", other_p = "—";
+      json comparison = json::object();
+      if (name == other) {
+        other_delta = "(itself)";
+      } else if (metric.n > 0 && !reference.empty()) {
+        const double difference = metric.mean - summarize(reference).mean;
+        comparison["delta"] = difference;
+        other_delta = format("%+.2f", difference);
+        if (const auto test = welch_t_test(values_of(name), reference)) {
+          comparison["p_welch"] = test->p;
+          comparison["t_welch"] = test->t;
+          comparison["df_welch"] = test->df;
+          other_p = format("%.3g", test->p);
+        }
+      }
+      also[other] = comparison;
+      md << other_delta << " | " << other_p << " | ";
+    }
+    if (!plan.compare_also.empty()) row["compared_also"] = also;
+    md << (metric.n > 0 ? std::to_string(params_train) : "—") << " | "
        << (metric.n > 0 ? std::to_string(params_deployed) : "—") << " | "
        << (gflops >= 0 ? format("%.4g", gflops) : "—") << " | " << mean_std(step, "%.1f") << " | "
        << (peak >= 0 ? format("%.0f", peak) : "—") << " |\n";
@@ -169,7 +196,14 @@ SweepTable sweep_table(const SweepPlan& plan) {
     };
     csv << name << "," << metric.n << "," << planned[name] << "," << field(mean_key.c_str()) << ","
         << field(std_key.c_str()) << "," << field("delta_vs_baseline") << "," << field("p_welch")
-        << "," << params_train << "," << params_deployed << "," << field("gflops_deployed") << ","
+        << ",";
+    for (const auto& other : plan.compare_also) {
+      const auto& comparison = also[other];
+      for (const char* key : {"delta", "p_welch"}) {
+        csv << (comparison.contains(key) ? comparison[key].dump() : std::string()) << ",";
+      }
+    }
+    csv << params_train << "," << params_deployed << "," << field("gflops_deployed") << ","
         << field("ms_per_step_mean") << "," << field("ms_per_step_std") << ","
         << field("peak_rss_mib_max") << "\n";
     table.rows.push_back(row);

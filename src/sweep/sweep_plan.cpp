@@ -150,11 +150,12 @@ SweepPlan read_sweep_plan(const fs::path& file, const fs::path& out,
   const auto where = file.string();
   if (!sweep.is_object()) throw InputError(where + ": expected a mapping at the top");
   for (const auto& [key, value] : sweep.items()) {
-    static const std::set<std::string> known{"base",           "set", "seeds", "baseline",
-                                             "configurations", "grid"};
+    static const std::set<std::string> known{
+        "base", "set", "seeds", "baseline", "compare_also", "configurations", "grid"};
     if (known.count(key) == 0) {
       throw InputError(where + ": unknown key '" + key +
-                       "' (expected base, set, seeds, baseline, configurations or grid)");
+                       "' (expected base, set, seeds, baseline, compare_also, configurations or "
+                       "grid)");
     }
   }
   SweepPlan plan;
@@ -189,6 +190,17 @@ SweepPlan read_sweep_plan(const fs::path& file, const fs::path& out,
       throw InputError(where + ": baseline: expected the name of one of its configurations");
     }
     plan.baseline = sweep["baseline"].get<std::string>();
+  }
+  if (sweep.contains("compare_also")) {
+    auto listed = sweep["compare_also"];
+    if (listed.is_string()) listed = json::array({listed});
+    for (const auto& name : listed) {
+      if (!name.is_string() || names.count(name.get<std::string>()) == 0) {
+        throw InputError(where + ": compare_also: expected names of its configurations, got " +
+                         name.dump());
+      }
+      plan.compare_also.push_back(name.get<std::string>());
+    }
   }
   for (const auto& configuration : configurations) {
     if (configuration.baseline.empty()) continue;

@@ -36,9 +36,9 @@ TEST(SweepPlan, ShippedSweepsExpandIntoValidRuns) {
                 "train.seed=" + std::to_string(run.seed));
     }
   }
-  for (const auto* table :
-       {"table1-moe-vs-exfusion", "table2-backbones", "table6-variants", "table7-experts",
-        "table8-momentum", "table9-router", "table10-layers", "table11-step-time", "upcycling"}) {
+  for (const auto* table : {"table1-moe-vs-exfusion", "table2-backbones", "table6-variants",
+                            "table7-experts", "table8-momentum", "table9-router", "table10-layers",
+                            "table11-step-time", "upcycling", "ewa-study"}) {
     EXPECT_EQ(found.count(table), 1U) << table;
   }
   const auto momentum = read_sweep_plan(dir / "table8-momentum.yaml", "/tmp/unused");
@@ -46,6 +46,31 @@ TEST(SweepPlan, ShippedSweepsExpandIntoValidRuns) {
             (std::vector<std::string>{"momentum=0.9", "momentum=0.93", "momentum=0.95",
                                       "momentum=0.97", "momentum=0.99"}));
   EXPECT_EQ(momentum.baseline, "momentum=0.95");
+  const auto study = read_sweep_plan(dir / "ewa-study.yaml", "/tmp/unused");
+  EXPECT_EQ(study.compare_also, std::vector<std::string>{"ewa-b0.3"});
+  EXPECT_EQ(study.seeds.size(), 5U);
+}
+
+TEST(SweepPlan, CompareAlsoNamesItsConfigurations) {
+  const auto dir = testing::fresh_temp_dir("sweep-plan-compare-also");
+  const auto write = [&](const std::string& also) {
+    std::ofstream(dir / "sweep.yaml")
+        << "seeds: 3\ncompare_also: " << also
+        << "\nconfigurations:\n  - {name: dense, set: {ffn.kind: dense}}\n"
+           "  - {name: ewa, set: {ffn.kind: ewa}}\n";
+    return dir / "sweep.yaml";
+  };
+  EXPECT_EQ(read_sweep_plan(write("ewa"), dir).compare_also, std::vector<std::string>{"ewa"});
+  EXPECT_EQ(read_sweep_plan(write("[ewa, dense]"), dir).compare_also,
+            (std::vector<std::string>{"ewa", "dense"}));
+  try {
+    read_sweep_plan(write("[moe]"), dir);
+    ADD_FAILURE() << "compare_also naming no configuration was accepted";
+  } catch (const InputError& error) {
+    EXPECT_NE(std::string(error.what()).find("compare_also"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("moe"), std::string::npos) << error.what();
+  }
+  testing::remove_tree(dir);
 }
 
 TEST(SweepPlan, AConfigurationWithItsOwnBaseRunsFromIt) {

@@ -33,6 +33,9 @@ struct SweepPlan {
   // Each configuration's own baseline where it names one (several models in one sweep, each
   // against its own dense run); the others compare with `baseline`.
   std::map<std::string, std::string> own_baselines;
+  // Configurations every row is also compared with, each in two columns of its own (Δ and
+  // Welch's p): ExFusion against its prior art beside against dense, say.
+  std::vector<std::string> compare_also;
   std::vector<int64_t> seeds;
   std::filesystem::path out;
   std::vector<SweepRunSpec> runs;  // seed-major: every configuration of seed 1, then seed 2, …
@@ -43,6 +46,7 @@ struct SweepPlan {
 //   set: {train.epochs: 1}            # optional, every run
 //   seeds: 3                          # 1, 2, 3; or a list [1, 7, 9]
 //   baseline: dense                   # optional: the first configuration
+//   compare_also: [ewa]               # optional: more configurations every row is compared with
 //   configurations:                   # a list ...
 //     - {name: dense, set: {ffn.kind: dense}}
 //     - {name: swin, base: ../fmnist-swin-mb.yaml, baseline: swin-dense}  # its own base (another

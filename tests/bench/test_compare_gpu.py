@@ -81,9 +81,10 @@ def test_every_row_runs_failures_are_logged_and_the_table_matches_the_json(bench
     assert "FAILED: the peer benchmark" in failures
     assert "6 part(s) failed" in result.stderr
     ours = [json.loads(l) for l in (out / "exfusion.jsonl").read_text().splitlines()]
-    assert len(ours) == 14
+    assert len(ours) == 16
     assert [r["experts"] for r in ours if r["ffn"] == "mb"] == [4, 4, 4, 4, 8, 16]
-    assert (out / "rows.err").read_text().count("== exfusion bench") == 19
+    assert [r["experts"] for r in ours if r["ffn"] == "ewa"] == [4, 4]
+    assert (out / "rows.err").read_text().count("== exfusion bench") == 21
     assert [p.split()[0] for p in (out / "phases.txt").read_text().splitlines()] == \
         ["build", "ours", "peer"]
     assert not (out / "table.md.tmp").exists()

@@ -158,16 +158,32 @@ EwaMlp spread_ewa(FfnForm form = FfnForm::plain(), int64_t experts = 3) {
   return ffn;
 }
 
-// Each token through the expert its group names, one token at a time.
+// Each token through the expert its group names, one token at a time; a depthwise convolution
+// (PVT v2's) over the whole grid of hidden units between, as the dense FFN has it.
 torch::Tensor per_token_reference(const EwaMlpImpl& ffn, const torch::Tensor& x) {
   const auto tokens = x.reshape({-1, x.size(-1)});
   const auto group = ffn.last_partition().group;
+  const auto expert_linear = [&](const ExpertBank& bank, int64_t t, const torch::Tensor& row) {
+    const auto e = group[t].item<int64_t>();
+    return torch::linear(row.unsqueeze(0), bank->weight[e],
+                         bank->bias.defined() ? bank->bias[e] : torch::Tensor());
+  };
+  std::vector<torch::Tensor> up, gate;
+  for (int64_t t = 0; t < tokens.size(0); ++t) {
+    up.push_back(expert_linear(ffn.fc1, t, tokens[t]));
+    if (ffn.gate) gate.push_back(expert_linear(ffn.gate, t, tokens[t]));
+  }
+  auto up_rows = torch::cat(up);
+  if (ffn.dwconv) {
+    auto shape = x.sizes().vec();
+    shape.back() = up_rows.size(1);
+    up_rows = ffn.dwconv->forward(up_rows.view(shape)).reshape({tokens.size(0), -1});
+  }
+  const auto hidden = ffn.form.gated ? activate(ffn.form.activation, torch::cat(gate)) * up_rows
+                                     : activate(ffn.form.activation, up_rows);
   std::vector<torch::Tensor> rows;
   for (int64_t t = 0; t < tokens.size(0); ++t) {
-    const auto e = group[t].item<int64_t>();
-    const auto row = tokens[t].unsqueeze(0);
-    const auto up = torch::linear(row, ffn.fc1->weight[e], ffn.fc1->bias[e]);
-    rows.push_back(torch::linear(exact_gelu(up), ffn.fc2->weight[e], ffn.fc2->bias[e]));
+    rows.push_back(expert_linear(ffn.fc2, t, hidden[t]));
   }
   return torch::cat(rows).view(x.sizes());
 }
@@ -192,6 +208,21 @@ TEST(EwaFfn, SendsEachTokenThroughItsGroupsExpert) {
   const GlobalBatchScope scope(std::make_shared<SecondOfTwoRanks>());
   const auto on_rank_1 = ffn->forward(x);
   EXPECT_LE((on_rank_1 - per_token_reference(*ffn, x)).abs().max().item<double>(), 1e-5);
+}
+
+TEST(EwaFfn, SendsEachTokenThroughItsGroupsExpertInTheGatedAndConvolvedForms) {
+  // Llama's gated SiLU FFN without biases, and PVT v2's with a 3 × 3 depthwise convolution over
+  // a 4 × 4 grid of tokens; float32 rounding as above.
+  auto convolved = FfnForm::plain();
+  convolved.depthwise_kernel = 3;
+  for (const auto& form : {FfnForm::gated_form(Activation::kSilu, false), convolved}) {
+    auto ffn = spread_ewa(form);
+    ffn->train();
+    const auto x = torch::randn({3, 16, 8});
+    const auto y = ffn->forward(x);
+    EXPECT_LE((y - per_token_reference(*ffn, x)).abs().max().item<double>(), 1e-5)
+        << (form.gated ? "gated" : "depthwise");
+  }
 }
 
 TEST(EwaFfn, GivesEveryExpertTheGradientOfItsOwnTokens) {

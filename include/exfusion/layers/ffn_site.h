@@ -37,7 +37,8 @@ struct FfnForm {
   // PVT v2's FFN: a depthwise k × k convolution over the token grid between the layer into the
   // hidden units and the activation (0: none). It is one dense layer (`dwconv`) that every
   // expert shares: it mixes neighbouring tokens, which routed experts never see together, so the
-  // kinds that fuse (dense, exfusion, ders-exfusion) take it and the routed ones refuse it.
+  // kinds that fuse (dense, exfusion, ders-exfusion) take it, as EWA does (its experts' hidden
+  // units meet on the whole grid before it), and the routed ones refuse it.
   int64_t depthwise_kernel = 0;
 
   // fc1/fc2 with biases: timm's Mlp.

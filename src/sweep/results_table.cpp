@@ -106,13 +106,13 @@ SweepTable sweep_table(const SweepPlan& plan) {
   std::ostringstream md, csv;
   md << "| configuration | seeds | test " << headline.name << (headline.fraction ? " (%)" : "")
      << " | Δ vs " << (plan.own_baselines.empty() ? plan.baseline : "its baseline")
-     << (headline.fraction ? " (points)" : "") << " | p (Welch)";
+     << (headline.fraction ? " (points)" : "") << " | p (Welch) | seeds for 80 % power";
   for (const auto& other : plan.compare_also) md << " | Δ vs " << other << " | p vs " << other;
   md << " | trainable params | deployed params | deployed GFLOPs | ms/step | peak RSS (MiB) |\n|";
-  for (size_t column = 0; column < 10 + 2 * plan.compare_also.size(); ++column) md << "---|";
+  for (size_t column = 0; column < 11 + 2 * plan.compare_also.size(); ++column) md << "---|";
   md << "\n";
   csv << "configuration,seeds,planned_seeds," << mean_key << "," << std_key
-      << ",delta_vs_baseline,p_welch,";
+      << ",delta_vs_baseline,p_welch,seeds_for_80pct_power,";
   for (const auto& other : plan.compare_also) {
     csv << "delta_vs_" << other << ",p_welch_vs_" << other << ",";
   }
@@ -148,7 +148,7 @@ SweepTable sweep_table(const SweepPlan& plan) {
                 {"compared_with", plan.baseline_of(name)}};
     const auto baseline = values_of(plan.baseline_of(name));
     const auto baseline_mean = summarize(baseline).mean;
-    std::string delta = "—", p = "—";
+    std::string delta = "—", p = "—", seeds_needed = "—";
     if (name == plan.baseline_of(name)) {
       delta = "(baseline)";
     } else if (metric.n > 0 && !baseline.empty()) {
@@ -161,9 +161,17 @@ SweepTable sweep_table(const SweepPlan& plan) {
         row["df_welch"] = test->df;
         p = format("%.3g", test->p);
       }
+      // Seeds a side for a gap this size to reach p < 0.05 four times in five.
+      if (const auto seeds = seeds_for_power(values_of(name), baseline)) {
+        row["seeds_for_80pct_power"] = *seeds;
+        seeds_needed = std::to_string(*seeds);
+      } else if (metric.n >= 2 && baseline.size() >= 2) {
+        seeds_needed = "> 10000";
+      }
     }
     md << "| " << name << " | " << metric.n << "/" << planned[name] << " | "
-       << mean_std(metric, "%.2f") << " | " << delta << " | " << p << " | ";
+       << mean_std(metric, "%.2f") << " | " << delta << " | " << p << " | " << seeds_needed
+       << " | ";
     // The same comparison against each of compare_also, in "compared_also" of the row.
     auto also = json::object();
     for (const auto& other : plan.compare_also) {
@@ -182,6 +190,9 @@ SweepTable sweep_table(const SweepPlan& plan) {
           comparison["df_welch"] = test->df;
           other_p = format("%.3g", test->p);
         }
+        if (const auto seeds = seeds_for_power(values_of(name), reference)) {
+          comparison["seeds_for_80pct_power"] = *seeds;
+        }
       }
       also[other] = comparison;
       md << other_delta << " | " << other_p << " | ";
@@ -196,7 +207,7 @@ SweepTable sweep_table(const SweepPlan& plan) {
     };
     csv << name << "," << metric.n << "," << planned[name] << "," << field(mean_key.c_str()) << ","
         << field(std_key.c_str()) << "," << field("delta_vs_baseline") << "," << field("p_welch")
-        << ",";
+        << "," << field("seeds_for_80pct_power") << ",";
     for (const auto& other : plan.compare_also) {
       const auto& comparison = also[other];
       for (const char* key : {"delta", "p_welch"}) {

@@ -2,6 +2,7 @@
 // Boost.Math, which takes non-integer degrees of freedom.
 #include "exfusion/sweep/statistics.h"
 
+#include <boost/math/distributions/non_central_t.hpp>
 #include <boost/math/distributions/students_t.hpp>
 #include <cmath>
 #include <numeric>
@@ -35,6 +36,33 @@ std::optional<WelchTest> welch_t_test(const std::vector<double>& a, const std::v
   const boost::math::students_t distribution(test.df);
   test.p = 2.0 * boost::math::cdf(boost::math::complement(distribution, std::fabs(test.t)));
   return test;
+}
+
+double t_test_power(double difference, double std, int64_t n, double alpha) {
+  const double df = 2.0 * static_cast<double>(n) - 2.0;
+  const double critical = boost::math::quantile(boost::math::students_t(df), 1.0 - alpha / 2.0);
+  const double shift = std::fabs(difference) / (std * std::sqrt(2.0 / static_cast<double>(n)));
+  const boost::math::non_central_t distribution(df, shift);
+  return boost::math::cdf(boost::math::complement(distribution, critical)) +
+         boost::math::cdf(distribution, -critical);
+}
+
+std::optional<int64_t> seeds_for_power(const std::vector<double>& a, const std::vector<double>& b,
+                                       double power, double alpha, int64_t most) {
+  if (a.size() < 2 || b.size() < 2) return std::nullopt;
+  const auto sa = summarize(a), sb = summarize(b);
+  const double difference = sa.mean - sb.mean;
+  const double std = std::sqrt((sa.std * sa.std + sb.std * sb.std) / 2.0);
+  if (difference == 0.0 || std == 0.0) return std::nullopt;
+  // Power grows with n: bisect between 2 and `most`.
+  if (t_test_power(difference, std, most, alpha) < power) return std::nullopt;
+  int64_t low = 2, high = most;
+  if (t_test_power(difference, std, low, alpha) >= power) return low;
+  while (high - low > 1) {
+    const int64_t middle = low + (high - low) / 2;
+    (t_test_power(difference, std, middle, alpha) >= power ? high : low) = middle;
+  }
+  return high;
 }
 
 }  // namespace exfusion

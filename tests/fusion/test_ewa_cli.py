@@ -110,8 +110,12 @@ def test_a_sweep_compares_every_row_with_dense_and_with_ewa(exfusion_cli, toy_id
         rows["sw"]["accuracy_mean"] - rows["ewa"]["accuracy_mean"], abs=1e-9)
     if "p_welch" in versus_ewa:  # undefined where both sides' 2 seeds tie (no variance)
         assert 0 <= versus_ewa["p_welch"] <= 1
+    # The seeds a side a gap of sw's size would need (2 seeds each side here: defined unless
+    # both sides tie).
+    if "p_welch" in rows["sw"]:
+        assert rows["sw"]["seeds_for_80pct_power"] >= 2
     table = (out / "table.md").read_text()
-    assert "| Δ vs ewa | p vs ewa |" in table
+    assert "| p (Welch) | seeds for 80 % power | Δ vs ewa | p vs ewa |" in table
     assert "(itself)" in table
     header = (out / "table.csv").read_text().splitlines()[0]
     assert "delta_vs_ewa,p_welch_vs_ewa" in header

@@ -47,5 +47,24 @@ TEST(Statistics, WelchTestIsUndefinedWithOneSeedOrNoVariance) {
   EXPECT_TRUE(welch_t_test({1.0, 1.0}, {2.0, 2.5}).has_value());
 }
 
+// The textbook sample sizes of a two-sided two-sample t-test at α = 0.05 and power 0.8 (Cohen's
+// tables, G*Power): 17 a side for an effect of one standard deviation, 64 for half of one; the
+// power at n = 17 and d = 1 is 0.807 (16: 0.781).
+TEST(Statistics, SeedsForPowerMatchTheTextbookSampleSizes) {
+  const double c = 1.0 / std::sqrt(2.0);  // {m − c, m + c} has mean m and sample std 1
+  const std::vector<double> zero{-c, c}, one{1.0 - c, 1.0 + c}, half{0.5 - c, 0.5 + c};
+  EXPECT_EQ(seeds_for_power(one, zero), 17);
+  EXPECT_EQ(seeds_for_power(zero, one), 17);
+  EXPECT_EQ(seeds_for_power(half, zero), 64);
+  EXPECT_NEAR(t_test_power(1.0, 1.0, 17), 0.807, 0.002);
+  EXPECT_NEAR(t_test_power(1.0, 1.0, 16), 0.781, 0.002);
+  // No gap, no spread, or one seed a side: nothing to size.
+  EXPECT_FALSE(seeds_for_power(zero, zero).has_value());
+  EXPECT_FALSE(seeds_for_power({1, 1}, {2, 2}).has_value());
+  EXPECT_FALSE(seeds_for_power({1}, {2, 3}).has_value());
+  // A gap of a thousandth of the spread would need millions: beyond `most`.
+  EXPECT_FALSE(seeds_for_power({-c, c}, {1e-3 - c, 1e-3 + c}, 0.8, 0.05, 10000).has_value());
+}
+
 }  // namespace
 }  // namespace exfusion

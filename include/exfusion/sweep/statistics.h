@@ -3,6 +3,7 @@
 // which gaps exceed the noise of a change of seed, and how many seeds a gap of the size seen
 // would need to be told from that noise.
 #pragma once
+#include <cstdint>
 #include <optional>
 #include <vector>
 

@@ -70,7 +70,7 @@ TEST(ExpertSpread, IsTheRmsDistanceFromTheMeanOverTheMeansNorm) {
   EXPECT_EQ(expert_spread(torch::ones({3, 2, 2})), 0.0);
 }
 
-at::Generator seeded(uint64_t seed) {
+at::Generator partition_generator(uint64_t seed) {
   auto generator = at::detail::createCPUGenerator(seed);
   return generator;
 }
@@ -79,7 +79,8 @@ TEST(TokenPartition, PutsEveryTokenInOneGroupOfEqualSize) {
   for (const auto scope : {PartitionScope::kBatch, PartitionScope::kSample}) {
     for (const auto& [samples, tokens, groups] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
              {8, 17, 4}, {6, 5, 3}, {3, 4, 4}, {2, 3, 8}}) {
-      const auto partition = draw_token_partition(samples, tokens, groups, scope, {}, seeded(3));
+      const auto partition =
+          draw_token_partition(samples, tokens, groups, scope, {}, partition_generator(3));
       ASSERT_EQ(partition.group.numel(), samples * tokens);
       const auto group = partition.group.accessor<int64_t, 1>();
       const auto slot = partition.slot.accessor<int64_t, 1>();
@@ -113,7 +114,7 @@ TEST(TokenPartition, PutsEveryTokenInOneGroupOfEqualSize) {
 TEST(TokenPartition, GivesEachTokenEachGroupEquallyOften) {
   // 12 tokens into 4 groups, 4000 draws: each (token, group) count is Binomial(4000, 1/4),
   // mean 1000, σ = √(4000 · 3/16) ≈ 27.4; 6σ leaves no room for a biased draw of 5 % or more.
-  auto generator = seeded(4);
+  auto generator = partition_generator(4);
   auto counts = torch::zeros({12, 4}, torch::kLong);
   for (int i = 0; i < 4000; ++i) {
     const auto group = draw_token_partition(1, 12, 4, PartitionScope::kBatch, {}, generator).group;
@@ -124,7 +125,8 @@ TEST(TokenPartition, GivesEachTokenEachGroupEquallyOften) {
 
 TEST(TokenPartition, OnTwoRanksIsTheOneProcessPartitionSplit) {
   for (const auto scope : {PartitionScope::kBatch, PartitionScope::kSample}) {
-    auto one = seeded(5), rank0 = seeded(5), rank1 = seeded(5);
+    auto one = partition_generator(5), rank0 = partition_generator(5),
+         rank1 = partition_generator(5);
     for (int step = 0; step < 3; ++step) {
       const auto whole = draw_token_partition(8, 17, 4, scope, {}, one);
       const auto first = draw_token_partition(4, 17, 4, scope, {0, 2}, rank0);
@@ -139,11 +141,11 @@ TEST(TokenPartition, OnTwoRanksIsTheOneProcessPartitionSplit) {
 }
 
 TEST(TokenPartition, IsTheSameAfterTheGeneratorIsRestored) {
-  auto generator = seeded(6);
+  auto generator = partition_generator(6);
   draw_token_partition(4, 9, 3, PartitionScope::kBatch, {}, generator);
   const auto saved = generator.get_state();
   const auto next = draw_token_partition(4, 9, 3, PartitionScope::kBatch, {}, generator);
-  auto restored = seeded(99);
+  auto restored = partition_generator(99);
   restored.set_state(saved);
   EXPECT_TRUE(torch::equal(
       draw_token_partition(4, 9, 3, PartitionScope::kBatch, {}, restored).group, next.group));

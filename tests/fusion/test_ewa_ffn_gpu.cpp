@@ -11,12 +11,12 @@
 namespace exfusion {
 namespace {
 
-struct Pass {
+struct EwaPass {
   torch::Tensor out, up_grad, down_grad;
 };
 
 // One training forward and backward of `ffn` on `device`, the partition drawn from seed 5.
-Pass run_on(EwaMlp ffn, const torch::Tensor& x, const torch::Device& device, bool bf16) {
+EwaPass run_on(EwaMlp ffn, const torch::Tensor& x, const torch::Device& device, bool bf16) {
   ffn->to(device);
   ffn->train();
   torch::manual_seed(5);

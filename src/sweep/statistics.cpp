@@ -2,9 +2,11 @@
 // Boost.Math, which takes non-integer degrees of freedom.
 #include "exfusion/sweep/statistics.h"
 
+#include <algorithm>
 #include <boost/math/distributions/non_central_t.hpp>
 #include <boost/math/distributions/students_t.hpp>
 #include <cmath>
+#include <exception>
 #include <numeric>
 
 namespace exfusion {
@@ -54,15 +56,26 @@ std::optional<int64_t> seeds_for_power(const std::vector<double>& a, const std::
   const double difference = sa.mean - sb.mean;
   const double std = std::sqrt((sa.std * sa.std + sb.std * sb.std) / 2.0);
   if (difference == 0.0 || std == 0.0) return std::nullopt;
-  // Power grows with n: bisect between 2 and `most`.
-  if (t_test_power(difference, std, most, alpha) < power) return std::nullopt;
-  int64_t low = 2, high = most;
-  if (t_test_power(difference, std, low, alpha) >= power) return low;
-  while (high - low > 1) {
-    const int64_t middle = low + (high - low) / 2;
-    (t_test_power(difference, std, middle, alpha) >= power ? high : low) = middle;
+  // Power grows with n. Doubling from 2 keeps the non-centrality near the answer's (a large gap
+  // stops at a small n; a tiny gap's non-centrality stays moderate at a large one), then bisect.
+  const auto enough = [&](int64_t n) { return t_test_power(difference, std, n, alpha) >= power; };
+  try {
+    if (enough(2)) return 2;
+    int64_t low = 2, high = 4;
+    while (!enough(high)) {
+      if (high >= most) return std::nullopt;
+      low = high;
+      high = std::min(most, 2 * high);
+    }
+    while (high - low > 1) {
+      const int64_t middle = low + (high - low) / 2;
+      (enough(middle) ? high : low) = middle;
+    }
+    return high;
+  } catch (const std::exception&) {
+    // Boost.Math's evaluation errors at extreme non-centralities: no number to give.
+    return std::nullopt;
   }
-  return high;
 }
 
 }  // namespace exfusion

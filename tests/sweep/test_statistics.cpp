@@ -62,6 +62,8 @@ TEST(Statistics, SeedsForPowerMatchTheTextbookSampleSizes) {
   EXPECT_FALSE(seeds_for_power(zero, zero).has_value());
   EXPECT_FALSE(seeds_for_power({1, 1}, {2, 2}).has_value());
   EXPECT_FALSE(seeds_for_power({1}, {2, 3}).has_value());
+  // A gap of ten thousand stds (one run diverged, say) needs the fewest, with no evaluation error.
+  EXPECT_EQ(seeds_for_power({0.0, 0.01}, {100.0, 100.01}), 2);
   // A gap of a thousandth of the spread would need millions: beyond `most`.
   EXPECT_FALSE(seeds_for_power({-c, c}, {1e-3 - c, 1e-3 + c}, 0.8, 0.05, 10000).has_value());
 }

@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include "exfusion/io/run_names.h"
@@ -80,6 +81,20 @@ std::string mean_std(const SampleSummary& s, const char* pattern) {
   return format(pattern, s.mean) + " ± " + format(pattern, s.std);
 }
 
+// A row's seeds against another row's: the difference of the means, Welch's test and the seeds a
+// side a gap that size needs for 80 % power, each empty where undefined.
+struct Comparison {
+  std::optional<double> delta;
+  std::optional<WelchTest> welch;
+  std::optional<int64_t> seeds_for_power;
+};
+
+Comparison compare(const std::vector<double>& values, const std::vector<double>& reference) {
+  if (values.empty() || reference.empty()) return {};
+  return {summarize(values).mean - summarize(reference).mean, welch_t_test(values, reference),
+          seeds_for_power(values, reference)};
+}
+
 }  // namespace
 
 SweepTable sweep_table(const SweepPlan& plan) {
@@ -146,25 +161,25 @@ SweepTable sweep_table(const SweepPlan& plan) {
                 {"peak_rss_mib_max", peak >= 0 ? json(peak) : json(nullptr)},
                 {"baseline", name == plan.baseline_of(name)},
                 {"compared_with", plan.baseline_of(name)}};
+    const auto values = values_of(name);
     const auto baseline = values_of(plan.baseline_of(name));
-    const auto baseline_mean = summarize(baseline).mean;
     std::string delta = "—", p = "—", seeds_needed = "—";
     if (name == plan.baseline_of(name)) {
       delta = "(baseline)";
-    } else if (metric.n > 0 && !baseline.empty()) {
-      row["delta_vs_baseline"] = metric.mean - baseline_mean;
-      delta = format("%+.2f", metric.mean - baseline_mean);
+    } else if (const auto against = compare(values, baseline); against.delta) {
+      row["delta_vs_baseline"] = *against.delta;
+      delta = format("%+.2f", *against.delta);
       if (!plan.own_baselines.empty()) delta += " (vs " + plan.baseline_of(name) + ")";
-      if (const auto test = welch_t_test(values_of(name), baseline)) {
-        row["p_welch"] = test->p;
-        row["t_welch"] = test->t;
-        row["df_welch"] = test->df;
-        p = format("%.3g", test->p);
+      if (against.welch) {
+        row["p_welch"] = against.welch->p;
+        row["t_welch"] = against.welch->t;
+        row["df_welch"] = against.welch->df;
+        p = format("%.3g", against.welch->p);
       }
       // Seeds a side for a gap this size to reach p < 0.05 four times in five.
-      if (const auto seeds = seeds_for_power(values_of(name), baseline)) {
-        row["seeds_for_80pct_power"] = *seeds;
-        seeds_needed = std::to_string(*seeds);
+      if (against.seeds_for_power) {
+        row["seeds_for_80pct_power"] = *against.seeds_for_power;
+        seeds_needed = std::to_string(*against.seeds_for_power);
       } else if (metric.n >= 2 && baseline.size() >= 2) {
         seeds_needed = "> 10000";
       }
@@ -175,24 +190,20 @@ SweepTable sweep_table(const SweepPlan& plan) {
     // The same comparison against each of compare_also, in "compared_also" of the row.
     auto also = json::object();
     for (const auto& other : plan.compare_also) {
-      const auto reference = values_of(other);
       std::string other_delta = "—", other_p = "—";
       json comparison = json::object();
       if (name == other) {
         other_delta = "(itself)";
-      } else if (metric.n > 0 && !reference.empty()) {
-        const double difference = metric.mean - summarize(reference).mean;
-        comparison["delta"] = difference;
-        other_delta = format("%+.2f", difference);
-        if (const auto test = welch_t_test(values_of(name), reference)) {
-          comparison["p_welch"] = test->p;
-          comparison["t_welch"] = test->t;
-          comparison["df_welch"] = test->df;
-          other_p = format("%.3g", test->p);
+      } else if (const auto against = compare(values, values_of(other)); against.delta) {
+        comparison["delta"] = *against.delta;
+        other_delta = format("%+.2f", *against.delta);
+        if (against.welch) {
+          comparison["p_welch"] = against.welch->p;
+          comparison["t_welch"] = against.welch->t;
+          comparison["df_welch"] = against.welch->df;
+          other_p = format("%.3g", against.welch->p);
         }
-        if (const auto seeds = seeds_for_power(values_of(name), reference)) {
-          comparison["seeds_for_80pct_power"] = *seeds;
-        }
+        if (against.seeds_for_power) comparison["seeds_for_80pct_power"] = *against.seeds_for_power;
       }
       also[other] = comparison;
       md << other_delta << " | " << other_p << " | ";
